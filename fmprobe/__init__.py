@@ -1,0 +1,39 @@
+"""fmprobe: which pretrained image backbone transfers best to your medical images?
+
+The public API (the CLI is a thin layer over these; they work the same from a notebook).
+Heavy modules (torch) are imported lazily so that probing and reporting run with numpy alone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "extract": "fmprobe.extract",
+    "ExtractResult": "fmprobe.extract",
+    "load_dataset": "fmprobe.datasets",
+    "list_models": "fmprobe.backbones",
+    "create_backbone": "fmprobe.backbones",
+    "FeatureFile": "fmprobe.store",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmprobe.backbones import create_backbone, list_models
+    from fmprobe.datasets import load_dataset
+    from fmprobe.extract import ExtractResult, extract
+    from fmprobe.store import FeatureFile
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # also replaces the submodule attribute that importing fmprobe.extract sets
+        return value
+    raise AttributeError(f"module 'fmprobe' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,3 @@
+from fmprobe.cli import main
+
+main()

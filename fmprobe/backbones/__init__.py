@@ -1,0 +1,160 @@
+"""The backbone registry: ``name[:random]``, one entry per backbone, any timm model name as an escape.
+
+Adding a backbone is one family-file function returning a :class:`BackboneSpec` plus one ``BACKBONES.add``
+line below. ``create_backbone`` builds the network, finds and verifies the weights, and returns everything the
+cache fingerprint needs (weights digest, preprocessing, resolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+
+from fmprobe.backbones import efficientnet_lite, timm_models
+from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, WeightsInfo
+from fmprobe.backbones.preprocess import ImageTransform
+from fmprobe.backbones.weights import load_strict, read_checkpoint, sha256_file
+from fmprobe.errors import UnknownNameError, WeightsError
+from fmprobe.registry import Registry
+
+__all__ = [
+    "BACKBONES", "BackboneSpec", "FeatureModel", "ImageTransform", "LoadedBackbone", "Preprocess", "WeightsInfo",
+    "create_backbone", "get_spec", "list_models", "parse_name", "resolve_weights",
+]  # fmt: skip
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", "`fmprobe models` lists all of them; any timm model name works too.")
+
+BACKBONES.add("efficientnet_lite0_imagenet", efficientnet_lite.entry())
+for _spec in timm_models.study_baselines():
+    BACKBONES.add(_spec.name, _spec)
+
+MODIFIERS = ("random",)
+
+
+def parse_name(name: str) -> tuple[str, bool]:
+    """``'resnet50:random'`` -> ``('resnet50', True)``; the modifier picks a randomly initialised control."""
+    base, sep, modifier = name.strip().partition(":")
+    if sep and modifier not in MODIFIERS:
+        raise UnknownNameError(
+            f"unknown backbone modifier {modifier!r} in {name!r}; use NAME for pretrained weights or NAME:random "
+            "for the randomly initialised control."
+        )
+    return base, bool(sep)
+
+
+def get_spec(base: str) -> BackboneSpec:
+    """A registered entry, or an entry made on the fly for any timm model name."""
+    if base in BACKBONES:
+        return BACKBONES.get(base)
+    if timm.is_model(base):
+        return timm_models.timm_entry(base)
+    raise BACKBONES.unknown(base, extra_choices=timm.list_models())
+
+
+@dataclass
+class LoadedBackbone:
+    """A ready, frozen network plus the facts that identify its features."""
+
+    name: str
+    spec: BackboneSpec
+    model: FeatureModel
+    random_init: bool
+    weights_path: Path | None
+    weights_digest: str
+    resolution: int
+    preprocess: Preprocess
+
+    def transform(self) -> ImageTransform:
+        return ImageTransform(self.preprocess)
+
+
+def resolve_weights(name: str, weights: str | Path | None = None, seed: int = 0) -> tuple[Path | None, str]:
+    """The weights file ``name`` will load (None for a random control) and its digest for the cache key."""
+    base, random_init = parse_name(name)
+    spec = get_spec(base)
+    if random_init:
+        if weights is not None:
+            raise WeightsError(f"{name!r} is the randomly initialised control; drop --weights or drop ':random'.")
+        return None, f"random-init:seed{seed}:torch{torch.__version__}:timm{timm.__version__}"
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"weights file {path} for {name!r} not found. Check the --weights path.")
+    elif spec.locate_weights is not None:
+        path = spec.locate_weights()
+    else:
+        raise WeightsError(f"{name!r} has no published weights location; pass --weights PATH.")
+    return path, "sha256:" + sha256_file(path)
+
+
+def create_backbone(
+    name: str,
+    weights: str | Path | None = None,
+    resolution: int | None = None,
+    seed: int = 0,
+    resolved: tuple[Path | None, str] | None = None,
+) -> LoadedBackbone:
+    """Build ``name`` at ``resolution`` with its published weights (or ``weights``), frozen and in eval mode.
+
+    ``resolved`` passes the result of :func:`resolve_weights` when the caller already hashed the file.
+    """
+    base, random_init = parse_name(name)
+    spec = get_spec(base)
+    weights_path, digest = resolved or resolve_weights(name, weights, seed)
+    size = int(resolution or spec.native_resolution)
+    if size < 16 or size > 4096:
+        raise WeightsError(f"resolution {size} for {name!r} is out of range (16-4096).")
+    torch.manual_seed(seed)  # random controls are reproducible
+    model = spec.build(size)
+    if weights_path is not None:
+        state_dict = read_checkpoint(weights_path, name)
+        if spec.filter_state_dict is not None:
+            state_dict = spec.filter_state_dict(state_dict, model)
+        load_strict(model, state_dict, f"{weights_path} (for {name})")
+    model.eval().requires_grad_(False)
+    return LoadedBackbone(
+        name=name,
+        spec=spec,
+        model=model,
+        random_init=random_init,
+        weights_path=weights_path,
+        weights_digest=digest,
+        resolution=size,
+        preprocess=spec.preprocess.at(size),
+    )
+
+
+def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[str, int], float]:
+    """Embedding width per readout and parameter count (millions), from a shape-only build on the meta device."""
+    size = size or spec.native_resolution
+    with torch.device("meta"):
+        model = spec.build(size)
+        out = model.forward_readouts(torch.empty(1, 3, size, size), spec.readouts)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    return {k: int(v.shape[-1]) for k, v in out.items()}, params
+
+
+def list_models() -> list[dict[str, object]]:
+    """One row per registered backbone (what ``fmprobe models`` prints)."""
+    rows = []
+    for name, spec in BACKBONES.items():
+        try:
+            dims, params = describe_shapes(spec)
+        except Exception:  # a family that cannot trace on meta still gets listed
+            dims, params = {}, spec.params_m
+        rows.append(
+            {
+                "name": name,
+                "family": spec.family,
+                "implementation": spec.implementation,
+                "params_m": round(params, 2) if params else None,
+                "resolution": spec.native_resolution,
+                "readouts": ", ".join(f"{r}{'*' if r == spec.default_readout else ''}={dims.get(r, '?')}" for r in spec.readouts),
+                "weights": spec.weights.describe(),
+                "license": spec.weights.license,
+            }
+        )
+    return rows

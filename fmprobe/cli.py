@@ -1,0 +1,123 @@
+"""The command line: a thin typer layer over the public API in ``fmprobe/__init__.py``.
+
+Commands parse options, call one API function and render its result. Library errors (FmprobeError) become one
+message and exit code 1; set FMPROBE_TRACEBACK=1 for the full traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+import fmprobe
+from fmprobe.errors import FmprobeError
+
+app = typer.Typer(
+    name="fmprobe",
+    help="Which pretrained image backbone transfers best to your medical images? Extract, probe, report.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Option types, declared once and shared (None means "the backbone's / dataset's default").
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec: demo, medmnist:<flag>[@size], <file>.npz, folder:<dir>, csv:<manifest.csv>.")]
+BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (`fmprobe models`), NAME:random for the random-init control, or any timm model name.")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (safetensors or a torch state dict) instead of the hub.")]
+ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", help="Input size in pixels (default: the backbone's native size).")]
+ReadoutsOpt = Annotated[Optional[str], typer.Option("--readouts", help="Comma-separated readouts (default: the backbone's).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: auto (bf16 where the hardware runs it natively), fp32, bf16, fp16.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Cache folder for feature files.")]
+OnErrorOpt = Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad image; skip: record it and go on.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if the cache has this result.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+@app.command()
+def extract(
+    dataset: DatasetOpt,
+    backbone: BackboneOpt,
+    weights: WeightsOpt = None,
+    resolution: ResolutionOpt = None,
+    readouts: ReadoutsOpt = None,
+    batch_size: BatchOpt = 64,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype: float16 or float32.")] = "float16",
+    out: OutOpt = Path("features"),
+    on_error: OnErrorOpt = "fail",
+    force: ForceOpt = False,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Image-decoding processes (default: cores - 1, at most 4).")] = None,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
+    result = fmprobe.extract(
+        dataset,
+        backbone,
+        weights=weights,
+        resolution=resolution,
+        readouts=_split_list(readouts),
+        batch_size=batch_size,
+        device=device,
+        dtype=dtype,
+        feature_dtype=feature_dtype,
+        out=out,
+        on_error=on_error,
+        force=force,
+        num_workers=workers,
+        max_images_per_split=max_images,
+        progress=not quiet,
+    )
+    typer.echo(str(result.path))
+
+
+@app.command()
+def models() -> None:
+    """List the registered backbones (any timm model name works too)."""
+    rows = fmprobe.list_models()
+    columns = ["name", "family", "implementation", "params_m", "resolution", "readouts", "weights", "license"]
+    headers = ["name", "family", "implementation", "params (M)", "res", "readouts (* default) = dim", "weights", "licence"]
+    table = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in table:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
+
+
+def main() -> None:
+    """Entry point: run the app, turning FmprobeError into a one-line message and exit code 1."""
+    try:
+        app(standalone_mode=False)
+    except FmprobeError as err:
+        if os.environ.get("FMPROBE_TRACEBACK"):
+            raise
+        typer.echo(f"fmprobe: {err}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("fmprobe: interrupted; committed work is kept, re-run the same command to resume.", err=True)
+        sys.exit(130)
+    except (typer.Exit, typer.Abort) as stop:
+        sys.exit(getattr(stop, "exit_code", 1))
+    except Exception as err:  # click usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""CSV manifests: ``csv:<manifest.csv>``.
+
+Columns: ``path`` (relative to the manifest's folder), then either ``label`` (one class name per row) or several
+0/1 label columns (multi-label); optional ``split`` (train/val/test), ``group`` (patient or lesion id) and ``id``.
+Without a ``split`` column, fmprobe draws a seeded split grouped by ``group`` and saves it beside the manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.datasets.base import Dataset, FileSource, Split, TaskType, digest_parts, file_listing_digest
+from fmprobe.datasets.splits import DEFAULT_FRACTIONS, load_or_create_split, split_file_for
+from fmprobe.errors import DatasetError
+
+RESERVED = ("path", "split", "group", "id")
+SPLITS = ("train", "val", "test")
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Read a CSV (UTF-8, optional BOM) into a header and rows, with errors naming the file and line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: manifest not found. Check the path after 'csv:'.") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read manifest ({err}).") from err
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}). Save the manifest as UTF-8."
+        ) from None
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+        table = [row for row in reader if any(cell.strip() for cell in row)]
+    except csv.Error as err:
+        raise DatasetError(f"{path}: malformed CSV ({err}). Check quoting on that line.") from None
+    if not table:
+        raise DatasetError(f"{path}: the manifest is empty; it needs a header with 'path' and label column(s).")
+    header = [h.strip() for h in table[0]]
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise DatasetError(f"{path}: duplicate column names {dupes}.")
+    rows = []
+    for line, cells in enumerate(table[1:], start=2):
+        if len(cells) != len(header):
+            raise DatasetError(f"{path}, line {line}: {len(cells)} fields but the header has {len(header)}.")
+        rows.append({h: c.strip() for h, c in zip(header, cells)})
+    return header, rows
+
+
+def _parse_multilabel(path: Path, rows: list[dict[str, str]], label_columns: list[str]) -> np.ndarray:
+    values = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+    labels = np.zeros((len(rows), len(label_columns)), dtype=np.int64)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(label_columns):
+            value = row[column]
+            if value not in values:
+                raise DatasetError(
+                    f"{path}, line {r + 2}: label column {column!r} has value {value!r}; multi-label columns must "
+                    f"be 0 or 1. Columns other than {', '.join(RESERVED)} are read as 0/1 labels: rename the "
+                    "column if it is not a label."
+                )
+            labels[r, c] = values[value]
+    return labels
+
+
+def _class_order(names: set[str]) -> list[str]:
+    """Numeric labels sort as numbers (so ordinal grades keep their order), others alphabetically."""
+    try:
+        return sorted(names, key=lambda n: float(n))
+    except ValueError:
+        return sorted(names)
+
+
+def load_manifest(
+    path: Path,
+    spec: str,
+    task: TaskType | None = None,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    classes: list[str] | None = None,
+) -> Dataset:
+    """Load a CSV manifest; ``classes`` (optional) declares the allowed labels and their order."""
+    header, rows = read_csv_rows(path)
+    if "path" not in header:
+        raise DatasetError(f"{path}: no 'path' column (found {header}). The first column should be 'path'.")
+    if not rows:
+        raise DatasetError(f"{path}: the manifest has a header but no rows.")
+    root = path.parent
+    if "label" in header:
+        unknown = [h for h in header if h not in RESERVED + ("label",)]
+        if unknown:
+            raise DatasetError(
+                f"{path}: unknown columns {unknown}. With a 'label' column the allowed columns are "
+                f"{', '.join(RESERVED + ('label',))}; remove the others, or drop 'label' and use 0/1 columns "
+                "for a multi-label task."
+            )
+        for line, row in enumerate(rows, start=2):
+            if row["label"] == "" or row["label"].lower() == "nan":
+                raise DatasetError(f"{path}, line {line}: empty label for {row['path']!r}. Label it or remove the row.")
+        values = {row["label"] for row in rows}
+        if classes is not None:
+            unknown_labels = sorted(values - set(classes))
+            if unknown_labels:
+                raise DatasetError(
+                    f"{path}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}."
+                )
+            class_names = list(classes)
+        else:
+            class_names = _class_order(values)
+        if len(class_names) < 2:
+            raise DatasetError(f"{path}: only one class ({class_names}); a classifier needs at least two.")
+        labels = np.asarray([class_names.index(row["label"]) for row in rows], dtype=np.int64)
+        inferred: TaskType = "binary" if len(class_names) == 2 else "multiclass"
+    else:
+        label_columns = [h for h in header if h not in RESERVED]
+        if not label_columns:
+            raise DatasetError(f"{path}: no label columns; add a 'label' column or 0/1 columns, one per label.")
+        labels = _parse_multilabel(path, rows, label_columns)
+        class_names, inferred = label_columns, "multilabel"
+    if task is not None and task != inferred and not (task == "ordinal" and inferred in ("binary", "multiclass")):
+        raise DatasetError(f"{path}: the labels describe a {inferred} task; task={task} does not fit them.")
+
+    for line, row in enumerate(rows, start=2):
+        if not row["path"]:
+            raise DatasetError(f"{path}, line {line}: empty 'path'.")
+    ids = [row.get("id") or row["path"] for row in rows]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(ids) < 5000 else _first_dupes(ids)
+        raise DatasetError(f"{path}: duplicate sample ids {dupes}; each image may appear once.")
+    paths = [(root / row["path"]).resolve() for row in rows]
+    groups = [row["group"] for row in rows] if "group" in header else None
+
+    if "split" in header:
+        bad = sorted({row["split"] for row in rows} - set(SPLITS))
+        if bad:
+            raise DatasetError(f"{path}: unknown split names {bad}; use train, val or test.")
+        assignment = np.asarray([SPLITS.index(row["split"]) for row in rows])
+        split_note = "manifest"
+    else:
+        split_path = split_file_for(path, seed, fractions)
+        assignment = load_or_create_split(split_path, ids, labels, groups, fractions, seed)
+        split_note = str(split_path)
+    if groups is not None:
+        _check_groups_disjoint(path, groups, assignment)
+
+    splits: dict[str, Split] = {}
+    for index, name in enumerate(SPLITS):
+        members = np.flatnonzero(assignment == index)
+        if len(members) == 0:
+            raise DatasetError(f"{path}: the {name} split is empty; every split needs samples.")
+        splits[name] = Split(
+            name,
+            tuple(ids[i] for i in members),
+            labels[members],
+            FileSource(tuple(paths[i] for i in members)),
+        )
+    digest = digest_parts(
+        file_listing_digest(paths, root), ids, labels.tolist(), assignment.tolist(), class_names
+    )
+    return Dataset(
+        name=path.parent.name if path.stem == "manifest" else path.stem,
+        spec=spec,
+        task=task or inferred,
+        class_names=tuple(class_names),
+        splits=splits,
+        content_digest=digest,
+        description=f"CSV manifest {path} (split from {split_note})",
+    )
+
+
+def _first_dupes(ids: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dupes = []
+    for i in ids:
+        if i in seen:
+            dupes.append(i)
+            if len(dupes) == 3:
+                break
+        seen.add(i)
+    return dupes
+
+
+def _check_groups_disjoint(path: Path, groups: list[str], assignment: np.ndarray) -> None:
+    """A group (patient) in two splits leaks information; refuse it with the offending group named."""
+    where: dict[str, int] = {}
+    for group, a in zip(groups, assignment):
+        if where.setdefault(group, int(a)) != a:
+            raise DatasetError(
+                f"{path}: group {group!r} appears in both {SPLITS[where[group]]} and {SPLITS[a]}; one patient "
+                "in two splits leaks information. Fix the 'split' column, or remove it to let fmprobe split by group."
+            )

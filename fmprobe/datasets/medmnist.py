@@ -1,0 +1,208 @@
+"""MedMNIST v2/v3 2D datasets: ``medmnist:<flag>[@<size>]`` or a path to a MedMNIST-layout ``.npz``.
+
+The file layout is the one the official ``medmnist`` package writes: keys ``{train,val,test}_{images,labels}``,
+uint8 images ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (RGB), labels ``[N, 1]`` (or ``[N, L]`` multi-label).
+The official splits are used as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.datasets.base import ArraySource, Dataset, Split, TaskType
+from fmprobe.errors import DatasetError
+
+SIZES = (28, 64, 128, 224)
+
+
+@dataclass(frozen=True)
+class FlagInfo:
+    task: TaskType
+    class_names: tuple[str, ...]
+    description: str
+
+
+ORGAN_CLASSES = (
+    "bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
+    "liver", "lung-left", "lung-right", "pancreas", "spleen",
+)  # fmt: skip
+
+# Task types and class names as published in medmnist's info.py (2D flags only).
+FLAGS: dict[str, FlagInfo] = {
+    "pathmnist": FlagInfo("multiclass", (
+        "adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle", "normal colon mucosa",
+        "cancer-associated stroma", "colorectal adenocarcinoma epithelium"), "colon pathology (NCT-CRC-HE-100K)"),
+    "chestmnist": FlagInfo("multilabel", (
+        "atelectasis", "cardiomegaly", "effusion", "infiltration", "mass", "nodule", "pneumonia", "pneumothorax",
+        "consolidation", "edema", "emphysema", "fibrosis", "pleural", "hernia"), "chest X-ray (NIH ChestX-ray14)"),
+    "dermamnist": FlagInfo("multiclass", (
+        "actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma", "benign keratosis-like lesions",
+        "dermatofibroma", "melanoma", "melanocytic nevi", "vascular lesions"), "dermatoscopy (HAM10000)"),
+    "octmnist": FlagInfo("multiclass", (
+        "choroidal neovascularization", "diabetic macular edema", "drusen", "normal"), "retinal OCT"),
+    "pneumoniamnist": FlagInfo("binary", ("normal", "pneumonia"), "paediatric chest X-ray"),
+    "retinamnist": FlagInfo("ordinal", ("0", "1", "2", "3", "4"), "colour fundus, DR grade (DeepDRiD)"),
+    "breastmnist": FlagInfo("binary", ("malignant", "normal, benign"), "breast ultrasound"),
+    "bloodmnist": FlagInfo("multiclass", (
+        "basophil", "eosinophil", "erythroblast", "immature granulocytes", "lymphocyte", "monocyte", "neutrophil",
+        "platelet"), "blood cell microscopy"),
+    "tissuemnist": FlagInfo("multiclass", (
+        "Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule", "Glomerular endothelial cells",
+        "Interstitial endothelial cells", "Leukocytes", "Podocytes", "Proximal Tubule Segments",
+        "Thick Ascending Limb"), "kidney cortex microscopy"),
+    "organamnist": FlagInfo("multiclass", ORGAN_CLASSES, "abdominal CT, axial"),
+    "organcmnist": FlagInfo("multiclass", ORGAN_CLASSES, "abdominal CT, coronal"),
+    "organsmnist": FlagInfo("multiclass", ORGAN_CLASSES, "abdominal CT, sagittal"),
+}
+
+KEYS = tuple(f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels"))
+
+
+def data_root() -> Path:
+    """Where fmprobe looks for and downloads dataset files (``$FMPROBE_DATA`` or ``./data``)."""
+    return Path(os.environ.get("FMPROBE_DATA", "data"))
+
+
+def file_name(flag: str, size: int) -> str:
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def parse_flag(text: str) -> tuple[str, int]:
+    """``'pneumoniamnist@224'`` -> ``('pneumoniamnist', 224)``, with named errors for bad flags and sizes."""
+    flag, _, size_text = text.partition("@")
+    flag = flag.strip().lower()
+    if flag not in FLAGS:
+        from fmprobe.registry import closest
+
+        near = closest(flag, list(FLAGS))
+        raise DatasetError(
+            f"unknown MedMNIST flag {flag!r}." + (f" Closest: {', '.join(near)}." if near else "")
+            + f" 2D flags: {', '.join(FLAGS)}."
+        )
+    try:
+        size = int(size_text) if size_text else 28
+    except ValueError:
+        raise DatasetError(f"MedMNIST size {size_text!r} in {text!r} is not a number; use one of {SIZES}.") from None
+    if size not in SIZES:
+        raise DatasetError(f"MedMNIST size {size} in {text!r} does not exist; use one of {SIZES}.")
+    return flag, size
+
+
+def locate(flag: str, size: int) -> Path:
+    """Find (or download, when the ``medmnist`` package and the network are available) one MedMNIST file."""
+    name = file_name(flag, size)
+    candidates = [data_root() / name, data_root() / "medmnist" / name, Path.home() / ".medmnist" / name]
+    for path in candidates:
+        if path.exists():
+            return path
+    target = data_root()
+    try:
+        import medmnist  # type: ignore[import-not-found]
+
+        cls = getattr(medmnist, medmnist.INFO[flag]["python_class"])
+        target.mkdir(parents=True, exist_ok=True)
+        cls(split="test", download=True, root=str(target), size=size)
+        if (target / name).exists():
+            return target / name
+    except ImportError:
+        how = "`pip install medmnist` lets fmprobe download it, or download"
+    except Exception as err:  # network failures come in many types; report the cause with the fix
+        how = f"the download failed ({type(err).__name__}: {err}); download"
+    else:
+        how = "download"
+    raise DatasetError(
+        f"MedMNIST file {name} not found (looked in {', '.join(str(c.parent) for c in candidates)}). Offline: {how} "
+        f"{name} from the MedMNIST release on Zenodo (record 10519652) and put it at {target / name}, or pass "
+        "the path of the .npz as the dataset spec."
+    )
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()[:20]
+
+
+def infer_task(labels: np.ndarray) -> tuple[TaskType, tuple[str, ...]]:
+    """Task type of an unknown MedMNIST-layout file: [N,L>1] is multi-label, else 2 classes binary, else multiclass."""
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return "multilabel", tuple(f"label_{i}" for i in range(labels.shape[1]))
+    n_classes = int(labels.max()) + 1
+    return ("binary" if n_classes == 2 else "multiclass"), tuple(str(i) for i in range(n_classes))
+
+
+def load_npz(path: Path, flag: str | None = None, spec: str | None = None) -> Dataset:
+    """Read a MedMNIST-layout file, checking keys, dtypes and shapes with errors that name the file."""
+    if not path.exists():
+        raise DatasetError(f"{path}: file not found. Check the path, or use a spec such as medmnist:pneumoniamnist.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise DatasetError(f"{path}: not a readable .npz file ({err}). Re-download it.") from err
+    with archive:
+        missing = [k for k in KEYS if k not in archive.files]
+        if missing:
+            raise DatasetError(
+                f"{path}: not a MedMNIST-layout file; missing keys {missing} (found {archive.files}). Expected "
+                f"{', '.join(KEYS)}."
+            )
+        try:
+            arrays = {k: archive[k] for k in KEYS}
+        except ValueError as err:  # object arrays need pickle, which we never allow
+            raise DatasetError(f"{path}: contains pickled objects ({err}); fmprobe only reads plain arrays.") from err
+
+    for split in ("train", "val", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+            raise DatasetError(
+                f"{path}: {split}_images has dtype {images.dtype} and shape {images.shape}; expected uint8 "
+                "[N,H,W] (grey) or [N,H,W,3] (RGB)."
+            )
+        if labels.ndim != 2 or labels.shape[0] != images.shape[0]:
+            raise DatasetError(
+                f"{path}: {split}_labels has shape {labels.shape}; expected [{images.shape[0]}, 1] or "
+                f"[{images.shape[0]}, L]."
+            )
+
+    stem = path.stem.split("_")[0].lower()
+    flag = flag or (stem if stem in FLAGS else None)
+    if flag:
+        info = FLAGS[flag]
+        task, class_names = info.task, info.class_names
+    else:
+        task, class_names = infer_task(np.concatenate([arrays[f"{s}_labels"] for s in ("train", "val", "test")]))
+
+    splits: dict[str, Split] = {}
+    for split in ("train", "val", "test"):
+        raw = arrays[f"{split}_labels"]
+        labels = raw.astype(np.int64) if task == "multilabel" else raw[:, 0].astype(np.int64)
+        if task != "multilabel" and labels.size and labels.max() >= len(class_names):
+            raise DatasetError(
+                f"{path}: {split}_labels contains class {int(labels.max())} but {flag} has {len(class_names)} classes."
+            )
+        ids = tuple(f"{split}/{i}" for i in range(len(labels)))
+        splits[split] = Split(split, ids, labels, ArraySource(arrays[f"{split}_images"], f"{path.name}:{split}"))
+
+    return Dataset(
+        name=path.stem,
+        spec=spec or str(path),
+        task=task,
+        class_names=class_names,
+        splits=splits,
+        content_digest=_file_digest(path),
+        description=FLAGS[flag].description if flag else "MedMNIST-layout file",
+    )
+
+
+def load_medmnist(argument: str, spec: str) -> Dataset:
+    """Resolve ``<flag>[@<size>]`` to a file (local, or downloaded when possible) and load it."""
+    flag, size = parse_flag(argument)
+    return load_npz(locate(flag, size), flag=flag, spec=spec)

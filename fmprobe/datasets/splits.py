@@ -1,0 +1,129 @@
+"""Seeded, stratified, group-aware splitting, persisted next to the data so every run sees the same split.
+
+Grouping matters in medicine: two images of one patient (or one lesion) in train and test inflate every number.
+When a dataset has a ``group`` column, whole groups are assigned to one split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.errors import DatasetError
+
+DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+def stratum_of(label: np.ndarray) -> str:
+    """The stratification key of one label (multi-label rows stratify on their positive set)."""
+    if np.ndim(label) == 0:
+        return str(int(label))
+    return "".join(str(int(v)) for v in np.asarray(label).ravel())
+
+
+def grouped_stratified_split(
+    labels: np.ndarray,
+    groups: Sequence[str] | None = None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Assign every sample to 0 (train), 1 (val) or 2 (test).
+
+    Groups are kept whole; each group is stratified by its most common label. Within each stratum, groups are
+    shuffled with ``seed`` and given, largest first, to the split furthest below its target sample count, so
+    class proportions and split sizes both come out close to the targets.
+    """
+    n = len(labels)
+    if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
+        raise DatasetError(f"split fractions {fractions} must be non-negative and sum to 1.")
+    group_keys = list(groups) if groups is not None else [str(i) for i in range(n)]
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, key in enumerate(group_keys):
+        members[key].append(index)
+    by_stratum: dict[str, list[str]] = defaultdict(list)
+    for key, idx in members.items():
+        strata = [stratum_of(labels[i]) for i in idx]
+        by_stratum[max(sorted(set(strata)), key=strata.count)].append(key)
+
+    rng = np.random.default_rng(seed)
+    assignment = np.empty(n, dtype=np.int8)
+    target = np.asarray(fractions, dtype=float)
+    for stratum in sorted(by_stratum):
+        keys = sorted(by_stratum[stratum])
+        order = rng.permutation(len(keys))
+        keys = [keys[i] for i in order]
+        keys.sort(key=lambda k: -len(members[k]))  # stable: big groups first, ties in shuffled order
+        total = sum(len(members[k]) for k in keys)
+        filled = np.zeros(3)
+        for key in keys:
+            deficit = target * total - filled
+            deficit[target == 0] = -np.inf
+            choice = int(np.argmax(deficit))
+            assignment[members[key]] = choice
+            filled[choice] += len(members[key])
+    return assignment
+
+
+def load_or_create_split(
+    split_file: Path,
+    ids: Sequence[str],
+    labels: np.ndarray,
+    groups: Sequence[str] | None,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+) -> np.ndarray:
+    """Read the persisted split for ``ids`` from ``split_file``, creating it the first time.
+
+    A split file that does not cover exactly these ids (data added or removed since) is refused rather than
+    silently re-drawn, because a re-draw would move test images into train for results already published.
+    """
+    names = ("train", "val", "test")
+    if split_file.exists():
+        with split_file.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or set(rows[0]) != {"id", "split"}:
+            raise DatasetError(f"{split_file}: not an fmprobe split file (columns id,split). Delete it to re-split.")
+        stored = {r["id"]: r["split"] for r in rows}
+        missing = [i for i in ids if i not in stored]
+        extra = set(stored) - set(ids)
+        if missing or extra:
+            example = (missing or sorted(extra))[:3]
+            raise DatasetError(
+                f"{split_file}: the saved split does not match the data ({len(missing)} new samples, {len(extra)} "
+                f"gone, e.g. {example}). Delete the file to draw a new split (earlier results then no longer "
+                "share a test set with new ones)."
+            )
+        bad = {v for v in stored.values() if v not in names}
+        if bad:
+            raise DatasetError(f"{split_file}: unknown split names {sorted(bad)}; use train, val or test.")
+        return np.asarray([names.index(stored[i]) for i in ids], dtype=np.int8)
+
+    assignment = grouped_stratified_split(labels, groups, fractions, seed)
+    split_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = split_file.with_suffix(split_file.suffix + f".tmp{os.getpid()}")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "split"])
+        for sample_id, a in zip(ids, assignment):
+            writer.writerow([sample_id, names[a]])
+    os.replace(tmp, split_file)
+    return assignment
+
+
+def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float]) -> Path:
+    """Where the persisted split of a dataset lives: beside its data, or in the user cache if that is read-only."""
+    tag = f"seed{seed}_" + "-".join(f"{round(f * 100)}" for f in fractions)
+    folder = data_path if data_path.is_dir() else data_path.parent
+    stem = "" if data_path.is_dir() else f"{data_path.stem}."
+    candidate = folder / f"{stem}fmprobe_split_{tag}.csv"
+    if candidate.exists() or os.access(folder, os.W_OK):
+        return candidate
+    cache = Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe")) / "splits"
+    where = hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:12]
+    return cache / f"{where}_{stem}fmprobe_split_{tag}.csv"
