@@ -186,9 +186,9 @@ def extract(
     base, _ = parse_name(backbone)
     spec = get_spec(base)
     chosen = tuple(readouts) if readouts else (spec.default_readout,)
-    unknown = [r for r in chosen if r not in spec.readouts]
+    unknown = [r for r in chosen if not spec.supports(r)]
     if unknown:
-        raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts)}.")
+        raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts + spec.readout_patterns)}.")
     resolved = resolve_weights(backbone, weights)
     torch_device = choose_device(device)
     compute_dtype = choose_dtype(torch_device, dtype)

@@ -103,6 +103,14 @@ class BackboneSpec:
     params_m: float | None = None
     extra: dict[str, object] = field(default_factory=dict)
 
+    # Parametric readouts (e.g. r"block:\d+" for an intermediate block) beyond the listed ones.
+    readout_patterns: tuple[str, ...] = ()
+
     @property
     def native_resolution(self) -> int:
         return self.preprocess.size
+
+    def supports(self, readout: str) -> bool:
+        import re
+
+        return readout in self.readouts or any(re.fullmatch(p, readout) for p in self.readout_patterns)
