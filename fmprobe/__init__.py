@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Public names never equal a submodule's name (importing fmprobe.extract would shadow a function `extract`).
 _LAZY = {
-    "extract": "fmprobe.extract",
+    "extract_features": "fmprobe.extract",
     "ExtractResult": "fmprobe.extract",
     "load_dataset": "fmprobe.datasets",
     "list_models": "fmprobe.backbones",
@@ -22,7 +23,7 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.backbones import create_backbone, list_models
     from fmprobe.datasets import load_dataset
-    from fmprobe.extract import ExtractResult, extract
+    from fmprobe.extract import ExtractResult, extract_features
     from fmprobe.store import FeatureFile
 
 
@@ -31,7 +32,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # also replaces the submodule attribute that importing fmprobe.extract sets
+        globals()[name] = value
         return value
     raise AttributeError(f"module 'fmprobe' has no attribute {name!r}")
 

@@ -62,7 +62,7 @@ def extract(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
-    result = fmprobe.extract(
+    result = fmprobe.extract_features(
         dataset,
         backbone,
         weights=weights,

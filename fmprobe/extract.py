@@ -153,7 +153,7 @@ def _finalise(
     )
 
 
-def extract(
+def extract_features(
     dataset: str | Dataset,
     backbone: str,
     *,
@@ -312,7 +312,11 @@ def _run(
         for batch_rows, images, errors in loader:
             if errors and on_error == "fail":
                 first = errors[min(errors)]
-                raise ImageError(f"{first}\n(The {sum(done.values())} images before it are kept; fix the file and re-run to resume.)")
+                raise ImageError(
+                    f"{first}\n(The {sum(done.values())} images before it are kept: re-run with --on-error skip to "
+                    "resume from there and record this file as skipped. Repairing the file changes the dataset's "
+                    "content, and so its cache key: the extraction then starts afresh.)"
+                )
             features: dict[str, np.ndarray] = {}
             if images is not None:
                 images = images.to(device, non_blocking=True)

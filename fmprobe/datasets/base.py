@@ -105,8 +105,8 @@ class ArraySource:
 
     def load(self, index: int) -> Image.Image:
         array = self.images[index]
-        image = Image.fromarray(array, mode="L" if array.ndim == 2 else "RGB")
-        return image.convert("RGB")
+        image = Image.fromarray(array)  # uint8 [H,W] -> L, [H,W,3] -> RGB
+        return image.convert("RGB") if image.mode != "RGB" else image
 
     def describe(self, index: int) -> str:
         return f"{self.name}[{index}]"

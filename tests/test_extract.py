@@ -1,0 +1,180 @@
+"""`fmprobe extract`: cache hits, fingerprint, resume after SIGKILL, bad input, the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import make_images, write_manifest
+
+from fmprobe import cli
+from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, UnknownNameError
+from fmprobe import extract_features as extract
+from fmprobe.runtime import choose_dtype
+from fmprobe.store import FeatureFile
+
+TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, num_workers=0, progress=False)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with h5py.File(path) as h5:
+        h5.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def _assert_same_file(a: Path, b: Path) -> None:
+    left, right = _arrays(a), _arrays(b)
+    assert left.keys() == right.keys()
+    for name in left:
+        assert np.array_equal(left[name], right[name]), name
+
+
+def test_extract_writes_verified_file_and_hits_cache(small_manifest: Path, tmp_path: Path) -> None:
+    out = tmp_path / "features"
+    first = extract(f"csv:{small_manifest}", out=out, log=lambda m: None, **TINY)
+    assert not first.cache_hit and first.path.exists() and first.n_images == 60
+    f = FeatureFile(first.path, expected_key=first.key)
+    train = f.load("train")
+    assert train.features.shape == (len(train.labels), 1280) and train.features.dtype == np.float16
+    assert f.fingerprint["resolution"] == 32 and f.fingerprint["compute_dtype"] == first.compute_dtype
+    assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name]  # one file per cache
+    messages: list[str] = []
+    second = extract(f"csv:{small_manifest}", out=out, log=messages.append, **TINY)
+    assert second.cache_hit and second.path == first.path and "cache hit" in messages[0]
+    forced = extract(f"csv:{small_manifest}", out=tmp_path / "forced", force=True, log=lambda m: None, **TINY)
+    _assert_same_file(first.path, forced.path)
+
+
+def test_changed_settings_never_share_a_cache(small_manifest: Path, tmp_path: Path) -> None:
+    spec, out = f"csv:{small_manifest}", tmp_path / "f"
+    base = extract(spec, out=out, log=lambda m: None, **TINY)
+    paths = {
+        extract(spec, out=out, log=lambda m: None, **{**TINY, "resolution": 48}).path,
+        extract(spec, out=out, log=lambda m: None, dtype="fp32" if base.compute_dtype == "bf16" else "bf16", **TINY).path,
+        extract(spec, out=out, log=lambda m: None, feature_dtype="float32", **TINY).path,
+        base.path,
+    }
+    assert len(paths) == 4
+    image = small_manifest.parent / "imgs" / "img_0000.png"  # an edited image changes the dataset digest
+    os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert extract(spec, out=out, log=lambda m: None, **TINY).path not in paths
+
+
+def test_bad_images_fail_by_name_then_resume_or_skip(tmp_path: Path) -> None:
+    names = make_images(tmp_path, ["a", "b"] * 12)
+    (tmp_path / names[13]).write_bytes((tmp_path / names[13]).read_bytes()[:50])  # truncated
+    rows = [[n, "ab"[i % 2], ("train", "val", "test")[i % 3]] for i, n in enumerate(names)]
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label', 'split'], rows)}"
+    out = tmp_path / "f"
+    with pytest.raises(ImageError, match=names[13]) as info:
+        extract(spec, out=out, log=lambda m: None, **{**TINY, "batch_size": 2})
+    assert "kept" in str(info.value)
+    journals = list(out.rglob("*.journal"))
+    assert len(journals) == 1 and journals[0].stat().st_size > 200  # committed batches survive the failure
+    messages: list[str] = []
+    skipped = extract(spec, out=out, on_error="skip", log=messages.append, **{**TINY, "batch_size": 2})
+    assert any(m.startswith("resuming") for m in messages), "the failed run's batches must be reused"
+    f = FeatureFile(skipped.path)
+    assert skipped.n_skipped == 1 and f.skipped("val")[0][0] == names[13]
+    assert len(f.load("val").labels) == 7 and not list(out.rglob("*.journal"))
+    fresh = extract(spec, out=tmp_path / "fresh", on_error="skip", log=lambda m: None, **{**TINY, "batch_size": 2})
+    _assert_same_file(skipped.path, fresh.path)
+
+
+def test_missing_files_are_named_before_any_work(tmp_path: Path) -> None:
+    names = make_images(tmp_path, ["a", "b"] * 6)
+    rows = [[n, "ab"[i % 2]] for i, n in enumerate(names)] + [["gone.png", "a"]]
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label'], rows)}"
+    with pytest.raises(DatasetError, match=r"1 image file\(s\).*gone\.png.*--on-error skip"):
+        extract(spec, out=tmp_path / "f", log=lambda m: None, **TINY)
+    assert extract(spec, out=tmp_path / "f", on_error="skip", log=lambda m: None, **TINY).n_skipped == 1
+
+
+def test_unwritable_output_and_bad_options_fail_early(small_manifest: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    with pytest.raises(CacheError, match="cannot create output folder.*--out"):
+        extract(f"csv:{small_manifest}", out=blocker / "sub", log=lambda m: None, **TINY)
+    with pytest.raises(FmprobeError, match="readout"):
+        extract(f"csv:{small_manifest}", out=tmp_path, readouts=["cls"], log=lambda m: None, **TINY)
+    with pytest.raises(UnknownNameError, match="Closest: efficientnet_lite0"):
+        extract(f"csv:{small_manifest}", out=tmp_path, **{**TINY, "backbone": "efficientnet_lite0_imagenett"})
+    with pytest.raises(FmprobeError, match="--on-error"):
+        extract(f"csv:{small_manifest}", out=tmp_path, on_error="ignore", **TINY)
+
+
+def test_dtype_follows_the_cpu_and_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from fmprobe import runtime
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    assert choose_dtype(cpu) == "fp32"
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
+    assert choose_dtype(cpu) == "bf16" and choose_dtype(cpu, "fp32") == "fp32"
+    monkeypatch.setenv("FMPROBE_DTYPE", "fp32")
+    assert choose_dtype(cpu) == "fp32"
+    with pytest.raises(FmprobeError, match="fp16 is not supported on the CPU"):
+        choose_dtype(cpu, "fp16")
+
+
+def _cli(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "fmprobe", "extract", *args]
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = ["-d", "demo:40", "-b", "efficientnet_lite0_imagenet:random", "--resolution", "64", "--batch-size", "4",
+            "--workers", "0", "-q"]  # fmt: skip
+    killed_out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    journal = None
+    while time.time() < deadline and proc.poll() is None:
+        journal = next(killed_out.rglob("*.journal"), None)
+        if journal is not None and journal.stat().st_size > 3 * 4 * 1280 * 2:  # a few batches committed
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
+    assert not list(killed_out.rglob("*.h5")), "a half-written file must never look like a finished cache"
+    resumed = subprocess.run(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stderr
+    clean = subprocess.run(_cli([*args, "--out", str(tmp_path / "clean")]), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    _assert_same_file(Path(resumed.stdout.strip()), Path(clean.stdout.strip()))
+
+
+def test_cli_prints_path_and_turns_errors_into_messages(
+    small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["fmprobe", "extract", "-d", f"csv:{small_manifest}", "--resolution", "32", "--workers", "0", "-q", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*base, "-b", "efficientnet_lite0_imagenet:random"])
+    cli.main()
+    printed = capsys.readouterr().out.strip()
+    assert printed.endswith(".h5") and Path(printed).exists()
+    monkeypatch.setattr(sys, "argv", [*base, "-b", "dinov2_vitb16"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fmprobe: unknown backbone 'dinov2_vitb16'") and "Traceback" not in err
+
+
+def test_cli_models_lists_registry(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "models"])
+    cli.main()
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0_imagenet" in out and "pooled*=1280" in out and "deit_base_imagenet" in out
