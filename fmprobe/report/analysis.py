@@ -1,0 +1,376 @@
+"""What the report says, computed from a results table: validation-only selection, tables, paired gains.
+
+Vocabulary: a *model* is a backbone with its weights (``efficientnet_lite0_imagenet`` or
+``efficientnet_lite0_imagenet:random``); a *configuration* adds readout, resolution and probe. Every choice
+of configuration — for the headline, the curves and the confusion matrix — is made on the mean validation
+score over repeats; test numbers are only ever reported, never used to choose.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fmprobe.errors import ResultsError
+from fmprobe.metrics import MetricUndefined, Prepared, get_metric, paired_bootstrap
+from fmprobe.metrics.bootstrap import replicate
+from fmprobe.results import Predictions, load_predictions
+
+DEFAULT_WEIGHTS = frozenset({"", "pretrained", "default"})  # weights tags not worth printing
+CONFIG = ["backbone", "weights", "readout", "resolution", "probe"]
+ROW_KEY = ["model", "readout", "resolution"]
+
+
+def suggest(name: str, choices: list[str]) -> str:
+    """'Closest: a, b. ' for an error message ('' when nothing is close); report/ stays off registry.py."""
+    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    return f"Closest: {', '.join(near)}. " if near else ""
+
+
+def model_label(backbone: str, weights: str) -> str:
+    """``backbone`` or ``backbone:weights`` for non-default weights (the timm ``name:tag`` convention)."""
+    return backbone if weights in DEFAULT_WEIGHTS else f"{backbone}:{weights}"
+
+
+def with_models(df: pd.DataFrame) -> pd.DataFrame:
+    """The table plus a ``model`` column (working copy; never written back)."""
+    out = df.copy()
+    out["model"] = [model_label(b, w) for b, w in zip(out["backbone"], out["weights"], strict=True)]
+    return out
+
+
+def higher_is_better(metric: str) -> bool:
+    try:
+        return get_metric(metric).higher_is_better
+    except Exception:  # a metric name this version does not know: the five built-ins are all "higher"
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """The primary-metric rows of one dataset and the facts every section needs."""
+
+    name: str
+    task: str
+    metric: str
+    rows: pd.DataFrame  # primary-metric rows, with a 'model' column
+    fractions: tuple[float, ...]
+    table_fraction: float  # 1.0 when present, else the largest fraction run
+
+    def at(self, fraction: float) -> pd.DataFrame:
+        return self.rows[np.isclose(self.rows["train_fraction"], fraction)]
+
+
+def dataset_views(df: pd.DataFrame) -> list[DatasetView]:
+    df = with_models(df)
+    views = []
+    for name in sorted(df["dataset"].unique()):
+        d = df[df["dataset"] == name]
+        prim = d[d["is_primary"]]
+        if prim.empty:
+            raise ResultsError(
+                f"dataset {name!r} has no row with is_primary=True; the report needs the primary "
+                "metric of every dataset."
+            )
+        metrics = sorted(prim["metric"].unique())
+        if len(metrics) > 1:
+            raise ResultsError(f"dataset {name!r} has several primary metrics ({', '.join(metrics)}); expected one.")
+        fractions = tuple(sorted(float(f) for f in prim["train_fraction"].unique()))
+        table_fraction = 1.0 if any(math.isclose(f, 1.0) for f in fractions) else fractions[-1]
+        views.append(DatasetView(name, str(prim["task"].iloc[0]), metrics[0], prim, fractions, table_fraction))
+    return views
+
+
+# ------------------------------------------------------------------------------------------------ selection
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A configuration chosen on validation data, with its rows (one per repeat) at one train fraction."""
+
+    model: str
+    backbone: str
+    weights: str
+    readout: str
+    resolution: int
+    probe: str
+    val_score: float  # mean over repeats
+    rows: pd.DataFrame  # sorted by repeat
+
+    @property
+    def first(self) -> pd.Series:
+        return self.rows.iloc[0]
+
+    def describe(self) -> str:
+        return f"{self.probe}, readout {self.readout}, {self.resolution}px"
+
+
+def choose_on_val(rows: pd.DataFrame, metric: str, by: str | None = "model") -> dict[str, Choice]:
+    """Best configuration per ``by`` group (or overall when None, keyed ''), by mean validation score.
+
+    Configurations without any validation score are never chosen. Ties go to the first configuration in
+    sorted order, so the choice is deterministic.
+    """
+    if rows.empty:
+        return {}
+    sign = 1.0 if higher_is_better(metric) else -1.0
+    agg = rows.groupby(["model"] + CONFIG, sort=True, dropna=False)["val_score"].mean().reset_index()
+    agg = agg[agg["val_score"].notna()]
+    out: dict[str, Choice] = {}
+    groups = agg.groupby("model", sort=True) if by == "model" else [("", agg)]
+    for key, g in groups:
+        best = g.iloc[int(np.argmax(sign * g["val_score"].to_numpy()))] if len(g) else None
+        if best is None:
+            continue
+        mask = np.ones(len(rows), bool)
+        for c in CONFIG:
+            mask &= (rows[c] == best[c]).to_numpy()
+        out[str(key)] = Choice(
+            str(best["model"]),
+            str(best["backbone"]),
+            str(best["weights"]),
+            str(best["readout"]),
+            int(best["resolution"]),
+            str(best["probe"]),
+            float(best["val_score"]),
+            rows[mask].sort_values("repeat"),
+        )
+    return out
+
+
+def pick_baseline(models: list[str], baseline: str | None) -> tuple[str, str]:
+    """(baseline model, sentence explaining the choice) — explicit, else the ImageNet model, else the first."""
+    if baseline is not None:
+        if baseline in models:
+            return baseline, f"Baseline: `{baseline}` (given)."
+        raise ResultsError(
+            f"baseline {baseline!r} is not a model in these results. "
+            f"{suggest(baseline, models)}Models: {', '.join(models)}."
+        )
+    imagenet = [m for m in models if "imagenet" in m.lower()]
+    if imagenet:
+        plain = [m for m in imagenet if ":" not in m] or imagenet  # prefer pretrained over a ':random' control
+        return sorted(plain)[0], (
+            f"Baseline: `{sorted(plain)[0]}` (chosen automatically: no baseline was given, "
+            "and this is the model whose name contains 'imagenet')."
+        )
+    first = sorted(models)[0]
+    return first, (
+        f"Baseline: `{first}` (chosen automatically: no baseline was given and no model name contains "
+        "'imagenet', so the first model alphabetically is used)."
+    )
+
+
+# ------------------------------------------------------------------------------------------------ gains
+
+
+@dataclass
+class Gain:
+    """Paired comparison of one model against the baseline on one dataset (both val-selected)."""
+
+    dataset: str
+    model: str
+    metric: str
+    choice: Choice | None = None
+    base_choice: Choice | None = None
+    value: float = math.nan
+    base_value: float = math.nan
+    diff: float = math.nan
+    rel: float = math.nan
+    rel_low: float = math.nan
+    rel_high: float = math.nan
+    p_value: float = math.nan
+    n_test: int = 0
+    repeat: int = 0
+    samples: np.ndarray | None = field(default=None, repr=False)  # bootstrap replicates of the relative gain
+    reason: str = ""  # why there is no gain (empty when there is one)
+
+
+@dataclass(frozen=True)
+class MeanGain:
+    model: str
+    rel: float
+    low: float
+    high: float
+    datasets: tuple[str, ...]
+
+
+def _load(path: str) -> Predictions:
+    if not path:
+        raise ResultsError("this cell has no predictions file")
+    return load_predictions(path)
+
+
+def _paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y_true, score_a, score_b) aligned on sample id; refuses anything that is not the same test set."""
+    if len(a.ids) != len(b.ids) or set(a.ids.tolist()) != set(b.ids.tolist()):
+        raise ResultsError("the two predictions files do not cover the same test ids")
+    order_a, order_b = np.argsort(a.ids, kind="stable"), np.argsort(b.ids, kind="stable")
+    ya, yb = a.y_true[order_a], b.y_true[order_b]
+    if ya.shape != yb.shape or not np.array_equal(ya, yb):
+        raise ResultsError("the two predictions files disagree on the test labels")
+    return ya, a.y_score[order_a], b.y_score[order_b]
+
+
+def relative_gain_samples(
+    metric: str, y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_resamples: int, seed: int
+) -> np.ndarray:
+    """Bootstrap replicates of (metric(a) - metric(b)) / metric(b), NaN where undefined.
+
+    Uses the same resample generator, strata and seed as ``metrics.paired_bootstrap``, so these are exactly
+    the replicates behind its relative-gain interval (a test checks this).
+    """
+    m = get_metric(metric)
+    pa, pb = Prepared(y_true, score_a), Prepared(y_true, score_b)
+    va, vb = replicate([lambda W: m.batch(pa, W), lambda W: m.batch(pb, W)], pa.n, pa.strata(), n_resamples, seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(vb != 0, (va - vb) / np.where(vb != 0, vb, 1.0), np.nan)
+
+
+def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: int, seed: int) -> Gain:
+    """Relative gain of ``choice`` over ``base`` on the same test samples, with a paired bootstrap CI.
+
+    With several repeats the lowest repeat index both configurations have is compared (repeats of the same
+    configuration share the test set; comparing like with like keeps the pairing exact).
+    """
+    g = Gain(view.name, choice.model, view.metric, choice, base)
+    common = sorted(set(choice.rows["repeat"]) & set(base.rows["repeat"]))
+    if not common:
+        g.reason = "no repeat index in common with the baseline"
+        return g
+    g.repeat = common[0]
+    row_a = choice.rows[choice.rows["repeat"] == g.repeat].iloc[0]
+    row_b = base.rows[base.rows["repeat"] == g.repeat].iloc[0]
+    try:
+        y, sa, sb = _paired_arrays(_load(row_a["predictions"]), _load(row_b["predictions"]))
+        cmp = paired_bootstrap(view.metric, y, sa, sb, n_resamples=n_resamples, seed=seed)
+    except (ResultsError, MetricUndefined) as e:
+        g.reason = str(e)
+        return g
+    g.n_test, g.value, g.base_value, g.diff, g.p_value = len(y), cmp.value_a, cmp.value_b, cmp.diff, cmp.p_value
+    if cmp.rel_gain is None or cmp.value_b <= 0:
+        g.reason = (
+            f"baseline {view.metric} is {cmp.value_b:.3f}; a relative gain over a value <= 0 is not meaningful"
+            if cmp.value_b <= 0
+            else "relative gain undefined on too many resamples"
+        )
+        return g
+    g.rel, g.rel_low, g.rel_high = cmp.rel_gain, cmp.rel_low, cmp.rel_high
+    g.samples = relative_gain_samples(view.metric, y, sa, sb, n_resamples, seed)
+    return g
+
+
+def mean_gain(model: str, gains: list[Gain], level: float = 0.95) -> MeanGain | None:
+    """Average relative gain over datasets with a percentile CI from combined bootstrap replicates.
+
+    Datasets are independent test sets resampled independently, so averaging the b-th replicate of every
+    dataset gives the b-th replicate of the average; the CI is the percentile interval of those averages.
+    Replicates undefined on any dataset are dropped.
+    """
+    usable = [g for g in gains if g.model == model and g.samples is not None]
+    if not usable:
+        return None
+    stack = np.vstack([g.samples for g in usable])
+    avg = stack.mean(axis=0)
+    avg = avg[np.isfinite(avg)]
+    if len(avg) == 0:
+        return None
+    alpha = (1 - level) / 2
+    low, high = np.quantile(avg, [alpha, 1 - alpha])
+    return MeanGain(
+        model, float(np.mean([g.rel for g in usable])), float(low), float(high), tuple(g.dataset for g in usable)
+    )
+
+
+@dataclass
+class Headline:
+    baseline: str
+    baseline_note: str
+    gains: list[Gain]
+    means: list[MeanGain]
+    models: list[str]  # non-baseline models, in display order
+
+
+def headline(views: list[DatasetView], baseline: str | None, n_resamples: int, seed: int) -> Headline:
+    models = sorted({m for v in views for m in v.rows["model"].unique()})
+    base, note = pick_baseline(models, baseline)
+    others = [m for m in models if m != base]
+    gains: list[Gain] = []
+    for v in views:
+        choices = choose_on_val(v.at(v.table_fraction), v.metric)
+        for m in others:
+            if m not in v.rows["model"].values:
+                continue
+            if base not in choices or m not in choices:
+                missing = base if base not in choices else m
+                ran = missing in v.rows["model"].values
+                gains.append(
+                    Gain(
+                        v.name,
+                        m,
+                        v.metric,
+                        reason=f"`{missing}` "
+                        + (
+                            "has no configuration with a validation score here"
+                            if ran
+                            else "was not run on this dataset"
+                        ),
+                    )
+                )
+                continue
+            gains.append(paired_gain(v, choices[m], choices[base], n_resamples, seed))
+    means = [mg for m in others if (mg := mean_gain(m, gains)) is not None]
+    return Headline(base, note, gains, means, others)
+
+
+# ------------------------------------------------------------------------------------------------ curves
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    fraction: float
+    mean: float
+    sd: float
+    ci_low: float
+    ci_high: float
+    n_train: int
+    probe: str
+
+
+def efficiency_curves(view: DatasetView) -> dict[str, list[CurvePoint]]:
+    """Per model, the val-selected configuration at each train fraction: mean test value, sd, mean CI bounds."""
+    curves: dict[str, list[CurvePoint]] = {}
+    for f in view.fractions:
+        for model, c in choose_on_val(view.at(f), view.metric).items():
+            vals = c.rows["value"].dropna()
+            if vals.empty:
+                continue
+            sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            curves.setdefault(model, []).append(
+                CurvePoint(
+                    f,
+                    float(vals.mean()),
+                    sd,
+                    float(c.rows["ci_low"].mean()),
+                    float(c.rows["ci_high"].mean()),
+                    int(c.rows["n_train"].iloc[0]),
+                    c.probe,
+                )
+            )
+    return curves
+
+
+def confusion(choice: Choice) -> tuple[np.ndarray, list[str]]:
+    """Confusion counts (rows = truth) of the configuration's first repeat, and the class names."""
+    pred = _load(choice.first["predictions"])
+    k = pred.y_score.shape[1]
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (pred.y_true.astype(np.int64), pred.y_score.argmax(axis=1)), 1)
+    return cm, pred.class_names

@@ -1,0 +1,427 @@
+"""Assemble the report (Markdown, self-contained HTML, PNGs) and the terminal table from a results table."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fmprobe.errors import ResultsError
+from fmprobe.report import plots
+from fmprobe.report.analysis import (
+    Choice,
+    DatasetView,
+    Headline,
+    choose_on_val,
+    confusion,
+    dataset_views,
+    efficiency_curves,
+    headline,
+    higher_is_better,
+    model_label,
+    suggest,
+)
+from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
+from fmprobe.results import read_results, validate
+
+VAL_NOTE = (
+    "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
+    "data (`val_score`, mean over repeats); the test set was used only to report the numbers."
+)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    out_dir: Path
+    markdown: Path
+    html: Path
+    plots: tuple[Path, ...]
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def _num(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.1f}%"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
+
+
+def _span(values: pd.Series) -> str:
+    u = sorted(set(int(v) for v in values))
+    return str(u[0]) if len(u) == 1 else f"{u[0]}–{u[-1]}"
+
+
+class _Notes:
+    """Footnotes of one table, one number per distinct reason."""
+
+    def __init__(self) -> None:
+        self.by_text: dict[str, int] = {}
+
+    def __call__(self, text: str) -> int:
+        return self.by_text.setdefault(text, len(self.by_text) + 1)
+
+    @property
+    def footnotes(self) -> dict[int, str]:
+        return {n: t for t, n in self.by_text.items()}
+
+
+def _mark_best(cells: dict[tuple[int, int], Cell], scores: dict[tuple[int, int], float], better_high: bool) -> None:
+    """Bold the best score of each column (ties at the displayed precision all count as best)."""
+    for col in {c for _, c in scores}:
+        col_scores = {k: round(v, 3) for k, v in scores.items() if k[1] == col and math.isfinite(v)}
+        if not col_scores:
+            continue
+        best = max(col_scores.values()) if better_high else min(col_scores.values())
+        for k, v in col_scores.items():
+            if v == best:
+                cells[k] = dataclasses.replace(cells[k], bold=True)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+
+def _row_labels(rows: pd.DataFrame) -> list[tuple[tuple[str, str, int], str]]:
+    """(model, readout, resolution) keys in display order, labelled with readout/resolution only where they vary."""
+    keys = sorted({(m, r, int(s)) for m, r, s in zip(rows["model"], rows["readout"], rows["resolution"], strict=True)})
+    vary_readout = len({k[1] for k in keys}) > 1
+    vary_res = len({k[2] for k in keys}) > 1
+    out = []
+    for m, r, s in keys:
+        label = m + (f" · {r}" if vary_readout else "") + (f" @{s}" if vary_res else "")
+        out.append(((m, r, s), label))
+    return out
+
+
+def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
+    """Backbone x probe table at the table fraction (value [95% CI]), plus mean ± sd when repeats > 1."""
+    rows = view.at(view.table_fraction)
+    probes = sorted(rows["probe"].unique())
+    labels = _row_labels(rows)
+    high = higher_is_better(view.metric)
+    selected = {(c.model, c.readout, c.resolution, c.probe) for c in chosen.values()}
+    n_rep = int(rows.groupby(["model", "readout", "resolution", "probe"])["repeat"].nunique().max())
+    frac = f"train fraction {view.table_fraction}"
+    frac += (
+        " (full training set)" if math.isclose(view.table_fraction, 1.0) else " (the largest run; no full-data rows)"
+    )
+    tables = []
+    for kind in ["ci", "mean"] if n_rep > 1 else ["ci"]:
+        notes = _Notes()
+        cells: dict[tuple[int, int], Cell] = {}
+        scores: dict[tuple[int, int], float] = {}
+        for i, ((m, r, s), _label) in enumerate(labels):
+            for j, probe in enumerate(probes):
+                sub = rows[
+                    (rows["model"] == m) & (rows["readout"] == r) & (rows["resolution"] == s) & (rows["probe"] == probe)
+                ].sort_values("repeat")
+                mark = "†" if (m, r, s, probe) in selected else ""
+                if sub.empty:
+                    cells[i, j] = Cell("", mark=mark)
+                    continue
+                cells[i, j], scores[i, j] = (_ci_cell if kind == "ci" else _mean_cell)(sub, mark, notes)
+        _mark_best(cells, scores, high)
+        body = [[Cell(label)] + [cells[i, j] for j in range(len(probes))] for i, (_, label) in enumerate(labels)]
+        n_test = _span(rows["n_test"])
+        if kind == "ci":
+            rep = int(rows["repeat"].min())
+            caption = (
+                f"{view.metric} on the test set (n = {n_test}), {frac}"
+                f"{f', repeat {rep}' if n_rep > 1 else ''}; 95% bootstrap CI in brackets. "
+                f"**Bold**: best in column. †: configuration selected on validation for that backbone."
+            )
+        else:
+            caption = (
+                f"{view.metric}, mean ± sd over {n_rep} repeats, {frac}. **Bold**: best in column. "
+                "†: selected on validation."
+            )
+        tables.append(Table(["backbone"] + probes, body, caption, notes.footnotes))
+    return tables
+
+
+def _ci_cell(sub: pd.DataFrame, mark: str, notes: _Notes) -> tuple[Cell, float]:
+    r = sub.iloc[0]
+    if pd.isna(r["value"]):
+        return Cell(MISSING, mark=mark, note=notes(f"{r['metric']} missing: {r['missing_reason']}")), math.nan
+    ci = f" [{_num(r['ci_low'])}, {_num(r['ci_high'])}]" if pd.notna(r["ci_low"]) and pd.notna(r["ci_high"]) else ""
+    return Cell(_num(r["value"]), mark=mark, tail=ci), float(r["value"])
+
+
+def _mean_cell(sub: pd.DataFrame, mark: str, notes: _Notes) -> tuple[Cell, float]:
+    """Mean ± sd over repeats; missing in any repeat means no number (a mean over fewer repeats would mislead)."""
+    missing = sub[sub["value"].isna()]
+    if not missing.empty:
+        reason = missing["missing_reason"].iloc[0]
+        what = "" if len(missing) == len(sub) else f" in {len(missing)} of {len(sub)} repeats"
+        return Cell(MISSING, mark=mark, note=notes(f"{sub['metric'].iloc[0]} missing{what}: {reason}")), math.nan
+    vals = sub["value"]
+    tail = f" ± {_num(float(vals.std(ddof=1)))}" if len(vals) > 1 else ""
+    return Cell(_num(float(vals.mean())), mark=mark, tail=tail), float(vals.mean())
+
+
+def _headline_tables(h: Headline, views: list[DatasetView]) -> list[Table]:
+    datasets = [v.name for v in views]
+    notes = _Notes()
+    body = []
+    for m in h.models:
+        row = [Cell(m)]
+        for d in datasets:
+            g = next((g for g in h.gains if g.dataset == d and g.model == m), None)
+            if g is None:
+                row.append(Cell(""))
+            elif g.reason:
+                row.append(Cell(MISSING, note=notes(f"{m} on {d}: {g.reason}")))
+            else:
+                row.append(Cell(f"{_pct(g.rel)} [{_pct(g.rel_low)}, {_pct(g.rel_high)}]"))
+        mg = next((mg for mg in h.means if mg.model == m), None)
+        if mg is None:
+            row.append(Cell(MISSING, note=notes(f"{m}: no dataset with a paired comparison")))
+        else:
+            n = f" (n={len(mg.datasets)})" if len(mg.datasets) != len(datasets) else ""
+            row.append(Cell(f"{_pct(mg.rel)} [{_pct(mg.low)}, {_pct(mg.high)}]{n}"))
+        body.append(row)
+    summary = Table(
+        ["backbone"] + datasets + ["mean over datasets"],
+        body,
+        f"Relative gain of the primary metric over `{h.baseline}`, with 95% paired-bootstrap CI.",
+        notes.footnotes,
+    )
+    detail_rows = []
+    for v in views:
+        ok = [g for g in h.gains if g.dataset == v.name and not g.reason]
+        if not ok:
+            continue
+        base = ok[0].base_choice
+        detail_rows.append(
+            [
+                Cell(v.name),
+                Cell(f"{h.baseline} (baseline)"),
+                Cell(_cfg(base, v)),
+                Cell(_num(base.val_score)),
+                Cell(_num(ok[0].base_value)),
+                Cell(""),
+                Cell(""),
+            ]
+        )
+        detail_rows += [
+            [
+                Cell(v.name),
+                Cell(g.model),
+                Cell(_cfg(g.choice, v)),
+                Cell(_num(g.choice.val_score)),
+                Cell(_num(g.value)),
+                Cell(f"{g.diff:+.3f}"),
+                Cell(_p(g.p_value)),
+            ]
+            for g in ok
+        ]
+    detail = Table(
+        ["dataset", "backbone", "selected on val", "val", "test", "Δ test", "p"],
+        detail_rows,
+        "The configurations behind the gains: primary metric on validation (mean over repeats) and test "
+        "(the compared repeat), difference to the baseline and two-sided paired-bootstrap p-value.",
+    )
+    return [summary] + ([detail] if detail_rows else [])
+
+
+def _cfg(c: Choice, v: DatasetView) -> str:
+    """The probe, plus readout/resolution when the dataset's rows vary in them."""
+    parts = [c.probe]
+    if v.rows["readout"].nunique() > 1:
+        parts.append(c.readout)
+    if v.rows["resolution"].nunique() > 1:
+        parts.append(f"@{c.resolution}")
+    return " · ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------ sections
+
+
+def _load(results: pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    if isinstance(results, pd.DataFrame):
+        return validate(results)
+    return read_results(results)
+
+
+def _view(views: list[DatasetView], dataset: str) -> DatasetView:
+    names = [v.name for v in views]
+    if dataset not in names:
+        raise ResultsError(
+            f"no dataset {dataset!r} in these results. {suggest(dataset, names)}Datasets: {', '.join(names)}."
+        )
+    return views[names.index(dataset)]
+
+
+def format_table(df: pd.DataFrame | str | os.PathLike[str], dataset: str) -> str:
+    """The per-dataset backbone x probe table as aligned plain text (``*`` = best in column)."""
+    view = _view(dataset_views(_load(df)), dataset)
+    chosen = choose_on_val(view.at(view.table_fraction), view.metric)
+    return "\n\n".join(to_text(t) for t in dataset_tables(view, chosen))
+
+
+def _provenance(df: pd.DataFrame, views: list[DatasetView]) -> list[Block]:
+    overview = []
+    for v in views:
+        full = v.at(v.table_fraction)
+        overview.append(
+            [
+                Cell(v.name),
+                Cell(v.task),
+                Cell(v.metric),
+                Cell(_span(v.rows["n_test"])),
+                Cell(_span(full["n_train"])),
+                Cell(", ".join(f"{f:g}" for f in v.fractions)),
+                Cell(str(v.rows["repeat"].nunique())),
+                Cell(str(v.rows["cell_id"].nunique())),
+            ]
+        )
+    fp = (
+        df.assign(model=[model_label(b, w) for b, w in zip(df["backbone"], df["weights"], strict=True)])
+        .groupby(["dataset", "model", "resolution"])["fingerprint"]
+        .unique()
+        .reset_index()
+    )
+    fp_rows = [
+        [Cell(r.dataset), Cell(r.model), Cell(str(r.resolution)), Cell(", ".join(sorted(r.fingerprint)))]
+        for r in fp.itertuples()
+    ]
+    return [
+        Heading("Provenance"),
+        Para(VAL_NOTE),
+        Table(
+            ["dataset", "task", "primary metric", "n test", "n train (full)", "train fractions", "repeats", "cells"],
+            overview,
+        ),
+        Table(
+            ["dataset", "backbone", "resolution", "feature-cache fingerprint"],
+            fp_rows,
+            "Fingerprints identify the exact cached features (backbone, weights, preprocessing, data).",
+        ),
+    ]
+
+
+def write_report(
+    results: pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    baseline: str | None = None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> ReportPaths:
+    """Write report.md, a self-contained report.html and the PNG plots into ``out_dir``.
+
+    ``results`` is a results DataFrame (predictions paths absolute or relative to the working directory) or
+    anything :func:`fmprobe.results.read_results` accepts. ``baseline`` names the model gains are measured
+    against; None picks the ImageNet model (or the first alphabetically) and the report says so.
+    """
+    df = _load(results)
+    if df.empty:
+        raise ResultsError("the results table is empty; run a study first.")
+    out = Path(out_dir)
+    plot_dir = out / "plots"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    views = dataset_views(df)
+    names = [v.name for v in views]
+    h = headline(views, baseline, n_resamples, seed)
+    pngs: list[Path] = []
+    colors = plots.model_colors([h.baseline] + h.models)
+
+    def image(path: Path, alt: str) -> Image:
+        pngs.append(path)
+        return Image(path, path.relative_to(out).as_posix(), alt)
+
+    blocks: list[Block] = [
+        Heading("fmprobe report", 1),
+        Para(
+            f"{len(names)} dataset(s): {', '.join(f'`{n}`' for n in names)}. "
+            f"{len(h.models) + 1} backbone(s), {df['probe'].nunique()} probe(s), "
+            f"{df['cell_id'].nunique()} evaluated cells. Frozen-backbone embeddings, probes fitted on the "
+            "training split. " + VAL_NOTE
+        ),
+        Heading("Headline: gain over the baseline"),
+        Para(h.baseline_note),
+        Para(
+            "For each dataset and backbone the configuration with the best validation score is compared with the "
+            "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
+            f"({n_resamples} resamples, seed {seed}): relative gain = (metric − baseline metric) / baseline metric. "
+            "The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent test "
+            "sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI is "
+            "the 2.5–97.5 percentile of those means."
+        ),
+    ]
+    blocks += _headline_tables(h, views)
+    if h.means or any(not g.reason for g in h.gains):
+        blocks.append(image(plots.gain_chart(h, names, colors, plot_dir / "gain.png"), "gain over baseline"))
+
+    for v in views:
+        chosen = choose_on_val(v.at(v.table_fraction), v.metric)
+        blocks += [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
+        blocks += dataset_tables(v, chosen)
+        if len(v.fractions) > 1:
+            curves = efficiency_curves(v)
+            if curves:
+                blocks += [
+                    Heading("Data efficiency", 3),
+                    Para(
+                        "Per backbone, the configuration selected on validation at each train fraction; "
+                        "line = mean over repeats, band = 95% bootstrap CI (bounds averaged over repeats), "
+                        "error bars = sd over repeats."
+                    ),
+                    image(
+                        plots.efficiency_chart(
+                            v.name, v.metric, curves, colors, h.baseline, plot_dir / f"efficiency_{_slug(v.name)}.png"
+                        ),
+                        f"data efficiency {v.name}",
+                    ),
+                ]
+        blocks += _confusion_blocks(v, plot_dir, image)
+    blocks += _provenance(df, views)
+
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text(to_markdown(blocks), encoding="utf-8")
+    html_path.write_text(to_html(blocks, "fmprobe report"), encoding="utf-8")
+    return ReportPaths(out, md_path, html_path, tuple(pngs))
+
+
+def _confusion_blocks(v: DatasetView, plot_dir: Path, image: Callable[[Path, str], Image]) -> list[Block]:
+    head = Heading("Confusion matrix", 3)
+    if v.task == "multilabel":
+        return []
+    best = choose_on_val(v.at(v.table_fraction), v.metric, by=None).get("")
+    if best is None:
+        return [head, Para("No configuration has a validation score, so none can be selected.")]
+    title = f"{best.model}, {best.describe()}"
+    try:
+        cm, classes = confusion(best)
+    except ResultsError as e:
+        return [head, Para(f"Best configuration ({title}): no confusion matrix — {e}")]
+    value = best.first["value"]
+    shown = _num(value) if pd.notna(value) else f"{MISSING} ({best.first['missing_reason']})"
+    return [
+        head,
+        Para(
+            f"Best configuration by validation score: `{best.model}`, {best.describe()} (val "
+            f"{_num(best.val_score)}, test {v.metric} {shown}, repeat {int(best.first['repeat'])}). Cells show "
+            "counts; colours are normalised per true class."
+        ),
+        image(
+            plots.confusion_chart(v.name, title, cm, classes, plot_dir / f"confusion_{_slug(v.name)}.png"),
+            f"confusion matrix {v.name}",
+        ),
+    ]

@@ -1,0 +1,204 @@
+"""A tiny document model rendered three ways (Markdown, self-contained HTML, aligned plain text).
+
+The report is built once as a list of blocks; each renderer walks the same list, so the Markdown, the HTML
+and the terminal table can never disagree about a number.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MISSING = "—"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: text (bold when best), an unbolded tail (' [CI]'), a mark ('†') and a footnote number."""
+
+    text: str
+    bold: bool = False
+    mark: str = ""
+    note: int | None = None
+    tail: str = ""
+
+    @property
+    def plain(self) -> str:
+        return self.text + self.tail
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[Cell]]
+    caption: str = ""
+    footnotes: dict[int, str] = field(default_factory=dict)  # note number -> text
+
+    def numeric(self, col: int) -> bool:
+        """Right-align a column when every filled cell reads as a number (or a missing-value dash)."""
+        cells = [r[col].plain for r in self.rows if r[col].plain]
+        return col > 0 and bool(cells) and all(_NUMERIC.match(c) for c in cells)
+
+
+_NUMERIC = re.compile(r"^([+\-−]?\d|<\d|—)")
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Para:
+    """A paragraph; ``**bold**`` and ``code`` spans are the only inline markup."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path  # the PNG on disk
+    rel: str  # path relative to the report, for Markdown
+    alt: str
+
+
+Block = Heading | Para | Table | Image
+
+
+# ------------------------------------------------------------------------------------------- markdown
+
+
+def _md_cell(c: Cell) -> str:
+    text = (f"**{c.text}**" if c.bold and c.text else c.text) + c.tail
+    if c.mark:
+        text += c.mark
+    if c.note is not None:
+        text += f"<sup>{c.note}</sup>"
+    return text.replace("|", "\\|")
+
+
+def to_markdown(blocks: list[Block]) -> str:
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"{'#' * b.level} {b.text}")
+        elif isinstance(b, Para):
+            out.append(b.text)
+        elif isinstance(b, Image):
+            out.append(f"![{b.alt}]({b.rel})")
+        elif isinstance(b, Table):
+            lines = []
+            if b.caption:
+                lines.append(f"*{b.caption}*\n")
+            lines.append("| " + " | ".join(h.replace("|", "\\|") for h in b.header) + " |")
+            lines.append("|" + "|".join("---:" if b.numeric(i) else ":---" for i in range(len(b.header))) + "|")
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+            if b.footnotes:
+                lines.append("")
+                lines += [f"<sup>{n}</sup> {t}  " for n, t in sorted(b.footnotes.items())]
+            out.append("\n".join(lines))
+    return "\n\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- html
+
+CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1.5em;color:#1f2328;line-height:1.5}
+h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;
+margin-top:2em}h3{margin-top:1.5em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em;font-variant-numeric:tabular-nums}
+th,td{border:1px solid #d0d7de;padding:.35em .7em;text-align:left;white-space:nowrap}
+th{background:#f6f8fa}.num{text-align:right}
+tr:nth-child(even) td{background:#fbfcfd}td strong{color:#0a3069}
+.caption{color:#57606a;font-style:italic;margin-bottom:.2em}
+.notes{font-size:.85em;color:#57606a;margin-top:-.3em}
+img{max-width:100%;height:auto;display:block;margin:.8em 0}
+code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em}
+.scroll{overflow-x:auto}
+"""
+
+
+def _inline_html(text: str) -> str:
+    """Escape, then turn ``**x**`` into <strong> and backticks into <code> (the only inline markup used)."""
+    parts = html.escape(text).split("`")
+    for i in range(1, len(parts), 2):
+        parts[i] = f"<code>{parts[i]}</code>"
+    s = "".join(parts)
+    bits = s.split("**")
+    return "".join(f"<strong>{b}</strong>" if i % 2 else b for i, b in enumerate(bits))
+
+
+def _html_cell(c: Cell, numeric: bool) -> str:
+    text = html.escape(c.text)
+    if c.bold and c.text:
+        text = f"<strong>{text}</strong>"
+    text += html.escape(c.tail) + html.escape(c.mark)
+    if c.note is not None:
+        text += f"<sup>{c.note}</sup>"
+    return f"<td{' class=num' if numeric else ''}>{text}</td>"
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    """One self-contained page: CSS inline, every plot embedded as a base64 PNG, no external resources."""
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>",
+    ]
+    for b in blocks:
+        if isinstance(b, Heading):
+            out.append(f"<h{b.level}>{_inline_html(b.text)}</h{b.level}>")
+        elif isinstance(b, Para):
+            out.append(f"<p>{_inline_html(b.text)}</p>")
+        elif isinstance(b, Image):
+            data = base64.b64encode(b.path.read_bytes()).decode("ascii")
+            out.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
+        elif isinstance(b, Table):
+            if b.caption:
+                out.append(f'<div class="caption">{_inline_html(b.caption)}</div>')
+            num = [b.numeric(i) for i in range(len(b.header))]
+            head = "".join(
+                f"<th{' class=num' if n else ''}>{html.escape(h)}</th>" for h, n in zip(b.header, num, strict=True)
+            )
+            body = "".join(
+                "<tr>" + "".join(_html_cell(c, n) for c, n in zip(row, num, strict=True)) + "</tr>" for row in b.rows
+            )
+            out.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+            if b.footnotes:
+                notes = "<br>".join(f"<sup>{n}</sup> {html.escape(t)}" for n, t in sorted(b.footnotes.items()))
+                out.append(f'<p class="notes">{notes}</p>')
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------- plain text
+
+
+def _text_cell(c: Cell) -> str:
+    text = c.text + ("*" if c.bold and c.text else "") + c.tail + c.mark
+    return text + (f"[{c.note}]" if c.note is not None else "")
+
+
+def to_text(table: Table) -> str:
+    """Aligned plain-text table for a terminal; ``*`` marks the best value of each column."""
+    rows = [table.header] + [[_text_cell(c) for c in row] for row in table.rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(table.header))]
+    num = [table.numeric(i) for i in range(len(table.header))]
+
+    def line(r: list[str]) -> str:
+        return "  ".join(v.rjust(widths[i]) if num[i] else v.ljust(widths[i]) for i, v in enumerate(r)).rstrip()
+
+    out = []
+    if table.caption:  # a terminal has no bold: the table marks the best with '*' instead
+        out.append(table.caption.replace("**Bold**", "*").replace("**", ""))
+    out.append(line(rows[0]))
+    out.append("  ".join("-" * w for w in widths))
+    out += [line(r) for r in rows[1:]]
+    out += [f"[{n}] {t}" for n, t in sorted(table.footnotes.items())]
+    return "\n".join(out)

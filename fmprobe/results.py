@@ -1,0 +1,501 @@
+"""The result-row schema and the one way to read, write and merge result tables.
+
+A study writes a tidy long table: one row per (cell, metric). A *cell* is one fitted-and-evaluated
+configuration (dataset, backbone, weights, readout, resolution, probe, train fraction, repeat, seed, cache
+fingerprint); :func:`cell_id` names it with a stable hash so reruns can skip finished cells and tables from
+several machines merge by concatenation.
+
+On disk a results directory holds ``results.parquet`` (the source of truth), ``results.csv`` (the same rows,
+for people and spreadsheets), ``predictions/<cell_id>.npz`` (per-sample test scores, for paired tests) and
+``.lock``. Every write replaces whole files atomically under an exclusive lock, so two studies writing into
+the same directory never lose or duplicate rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+
+from fmprobe.errors import ResultsError
+
+try:  # POSIX; without it (Windows) writes are atomic but a directory must have a single writer.
+    import fcntl
+except ImportError:  # pragma: no cover - exercised only off POSIX
+    fcntl = None  # type: ignore[assignment]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+TASKS = ("binary", "multiclass", "ordinal", "multilabel")
+CSV_NAME = "results.csv"
+PARQUET_NAME = "results.parquet"
+PREDICTIONS_DIR = "predictions"
+LOCK_NAME = ".lock"
+DEDUPE_KEY = ["cell_id", "metric"]
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One (cell, metric) row; field order is the column order of every results file."""
+
+    dataset: str
+    task: str
+    backbone: str
+    weights: str
+    readout: str
+    resolution: int
+    probe: str
+    params: str  # JSON of the hyper-parameters chosen on validation data
+    train_fraction: float
+    repeat: int
+    seed: int
+    metric: str
+    value: float  # NaN when the metric is undefined; missing_reason then says why
+    ci_low: float
+    ci_high: float
+    missing_reason: str
+    is_primary: bool
+    n_train: int
+    n_test: int
+    val_score: float  # primary metric on validation data: the only score used to choose configurations
+    fingerprint: str
+    cell_id: str
+    predictions: str  # path of the per-sample predictions file, relative to the results directory
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
+_KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ResultRow)}  # "str", "int", ...
+STR_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "str")
+INT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "int")
+FLOAT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "float")
+BOOL_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "bool")
+CELL_KEYS = (
+    "dataset",
+    "backbone",
+    "weights",
+    "readout",
+    "resolution",
+    "probe",
+    "train_fraction",
+    "repeat",
+    "seed",
+    "fingerprint",
+)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+def cell_id(
+    *,
+    dataset: str,
+    backbone: str,
+    weights: str,
+    readout: str,
+    resolution: int,
+    probe: str,
+    train_fraction: float,
+    repeat: int,
+    seed: int,
+    fingerprint: str,
+) -> str:
+    """Stable 16-hex-digit name of a cell (keyword-only, so a reordered call cannot silently change it).
+
+    Numbers are normalised (``224`` == ``224.0``, ``0.1`` == ``np.float32(0.1)`` rounded to 12 digits) so the
+    same cell hashes the same on every machine and Python version.
+    """
+    key = {
+        "dataset": str(dataset),
+        "backbone": str(backbone),
+        "weights": str(weights),
+        "readout": str(readout),
+        "resolution": int(resolution),
+        "probe": str(probe),
+        "train_fraction": round(float(train_fraction), 12),
+        "repeat": int(repeat),
+        "seed": int(seed),
+        "fingerprint": str(fingerprint),
+    }
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows (ResultRow objects, mappings or a DataFrame) as a DataFrame in schema column order."""
+    if isinstance(rows, pd.DataFrame):
+        df = rows.copy()
+    else:
+        records = [dataclasses.asdict(r) if isinstance(r, ResultRow) else dict(r) for r in rows]
+        df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(COLUMNS))
+    if set(df.columns) == set(COLUMNS):
+        df = df[list(COLUMNS)]
+    return df.reset_index(drop=True)
+
+
+def validate(df: pd.DataFrame) -> pd.DataFrame:
+    """Raise ResultsError unless ``df`` follows the schema; return it unchanged.
+
+    Checks column names, column types and the few invariants the report relies on (a missing value always
+    carries its reason, probabilities of fractions, known task names).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ResultsError(f"results must be a pandas DataFrame, got {type(df).__name__}.")
+    missing = [c for c in COLUMNS if c not in df.columns]
+    extra = [c for c in df.columns if c not in COLUMNS]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing columns: {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected columns: {', '.join(map(str, extra))}")
+        raise ResultsError(
+            f"results table does not follow the schema ({'; '.join(parts)}). "
+            f"Expected columns, in order: {', '.join(COLUMNS)}."
+        )
+    bad = [f"{c} (expected {_KINDS[c]}, got {df[c].dtype})" for c in COLUMNS if not _has_kind(df[c], _KINDS[c])]
+    if bad:
+        raise ResultsError(
+            f"results table has columns of the wrong type: {'; '.join(bad)}. "
+            "Build rows with fmprobe.results.ResultRow or read them with read_results()."
+        )
+    problems: list[str] = []
+
+    def check(mask: pd.Series, what: str) -> None:
+        if mask.any():
+            idx = list(df.index[mask.to_numpy()][:5])
+            problems.append(f"{what} (rows {idx}{' …' if mask.sum() > 5 else ''})")
+
+    check(~df["task"].isin(TASKS), f"task not one of {', '.join(TASKS)}")
+    frac = df["train_fraction"]
+    check(~((frac > 0) & (frac <= 1)), "train_fraction outside (0, 1]")
+    no_value = df["value"].isna()
+    reason = df["missing_reason"].astype(str).str.len() > 0
+    check(no_value & ~reason, "value is NaN but missing_reason is empty (say why the metric is missing)")
+    check(~no_value & reason, "value is present but missing_reason is set")
+    check(df["cell_id"].astype(str).str.len() == 0, "empty cell_id")
+    check(~df["params"].map(_is_json), "params is not a JSON string")
+    if problems:
+        raise ResultsError("results table breaks the schema: " + "; ".join(problems) + ".")
+    return df
+
+
+def _has_kind(s: pd.Series, kind: str) -> bool:
+    if kind == "str":
+        if pd.api.types.is_string_dtype(s.dtype) and not s.dtype == object:
+            return not s.isna().any()
+        return s.dtype == object and all(isinstance(v, str) for v in s)
+    if kind == "int":
+        return pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+    if kind == "float":
+        return pd.api.types.is_float_dtype(s.dtype) or (
+            pd.api.types.is_integer_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype)
+        )
+    return pd.api.types.is_bool_dtype(s.dtype)
+
+
+def _is_json(text: Any) -> bool:
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical dtypes (str, int64, float64, bool) so tables from any source concatenate cleanly."""
+    out = df[list(COLUMNS)].copy()
+    for c in STR_COLUMNS:
+        out[c] = out[c].astype(str)
+    for c in INT_COLUMNS:
+        out[c] = out[c].astype("int64")
+    for c in FLOAT_COLUMNS:
+        out[c] = out[c].astype("float64")
+    for c in BOOL_COLUMNS:
+        out[c] = out[c].astype(bool)
+    return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    elif path.suffix == ".csv":
+        na = {c: [""] for c in FLOAT_COLUMNS}  # only floats may be missing; '' stays '' in text columns
+        dtypes: dict[str, Any] = {c: str for c in STR_COLUMNS}
+        dtypes.update({c: "int64" for c in INT_COLUMNS})
+        dtypes.update({c: "float64" for c in FLOAT_COLUMNS})
+        try:
+            df = pd.read_csv(
+                path,
+                dtype=dtypes,
+                keep_default_na=False,
+                na_values=na,
+                true_values=["True", "true"],
+                false_values=["False", "false"],
+            )
+        except ValueError as e:
+            raise ResultsError(f"cannot read results file {path}: {e}. Is it a fmprobe results.csv?") from e
+    else:
+        raise ResultsError(f"cannot read results from {path}: expected a results directory, a .csv or a .parquet file.")
+    try:
+        validate(df)
+    except ResultsError as e:
+        raise ResultsError(f"{path}: {e}") from None
+    return _normalise(df)
+
+
+def _table_path(path: Path) -> Path | None:
+    """The file to read inside a results directory (parquet is the source of truth), or None if empty."""
+    for name in (PARQUET_NAME, CSV_NAME):
+        if (path / name).exists():
+            return path / name
+    return None
+
+
+def _resolve_predictions(df: pd.DataFrame, base: Path) -> pd.DataFrame:
+    rel = df["predictions"]
+    df["predictions"] = [str((base / p).resolve()) if p and not os.path.isabs(p) else p for p in rel]
+    return df
+
+
+def read_results(paths: PathLike | Sequence[PathLike]) -> pd.DataFrame:
+    """Read one or several results directories / files into one validated DataFrame.
+
+    Several sources merge by concatenation (later sources win on a repeated (cell_id, metric)). The
+    ``predictions`` column comes back as absolute paths, resolved against each source's directory, so a
+    merged table still finds every predictions file.
+    """
+    sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not sources:
+        raise ResultsError("read_results needs at least one results directory or file.")
+    frames = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            f = _table_path(p)
+            if f is None:
+                raise ResultsError(
+                    f"no {PARQUET_NAME} or {CSV_NAME} in {p}. Run a study into this directory "
+                    "first, or pass the directory it wrote."
+                )
+        elif p.exists():
+            f = p
+        else:
+            raise ResultsError(f"results path {p} does not exist.")
+        frames.append(_resolve_predictions(_read_file(f), f.parent))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return df.drop_duplicates(DEDUPE_KEY, keep="last").reset_index(drop=True)
+
+
+def done_cells(results_dir: PathLike) -> set[str]:
+    """cell_ids already finished in ``results_dir`` (empty when nothing has been written yet).
+
+    A cell counts as done only when its rows exist *and* its predictions file does, so a crash between the
+    two writes makes the cell run again instead of leaving a row without its evidence.
+    """
+    d = Path(results_dir)
+    if not d.is_dir() or _table_path(d) is None:
+        return set()
+    df = read_results(d)
+    ok = [cid for cid, pred in zip(df["cell_id"], df["predictions"], strict=True) if not pred or Path(pred).exists()]
+    return set(ok)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def _locked(results_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``results_dir/.lock`` for the read-merge-write of an append."""
+    with open(results_dir / LOCK_NAME, "a+") as fh:
+        if fcntl is not None:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write via ``write(tmp_path)`` to a temp file next to ``path`` and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    base = results_dir.resolve()
+    out = []
+    for p in df["predictions"]:
+        if p and os.path.isabs(p):
+            try:
+                p = Path(p).resolve().relative_to(base).as_posix()
+            except ValueError:
+                pass  # outside this directory: keep it absolute rather than invent a wrong relative path
+        out.append(p)
+    df["predictions"] = out
+    return df
+
+
+def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
+    """Add rows to ``results_dir`` (created if needed) and return the whole merged table.
+
+    Under an exclusive file lock: read the current table, append, keep the newest row per (cell_id, metric),
+    then atomically replace results.parquet and results.csv. Concurrent writers therefore serialise and
+    neither loses the other's rows.
+    """
+    d = Path(results_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    new = to_frame(rows)
+    if new.empty:  # nothing to add: leave the files alone
+        f = _table_path(d)
+        return _read_file(f) if f is not None else _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+    validate(new)
+    new = _relative_predictions(_normalise(new), d)
+    with _locked(d):
+        f = _table_path(d)
+        old = _read_file(f) if f is not None else None
+        merged = new if old is None else pd.concat([old, new], ignore_index=True)
+        merged = merged.drop_duplicates(DEDUPE_KEY, keep="last").reset_index(drop=True)
+        _atomic_write(d / PARQUET_NAME, lambda tmp: merged.to_parquet(tmp, index=False))
+        _atomic_write(d / CSV_NAME, lambda tmp: merged.to_csv(tmp, index=False))
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-sample test predictions of one cell: what paired comparisons and confusion matrices need."""
+
+    ids: np.ndarray  # unicode sample ids [N]
+    y_true: np.ndarray  # int [N] (or [N, L] multilabel)
+    y_score: np.ndarray  # float probabilities [N, C] (or [N, L])
+    meta: dict[str, Any]
+
+    @property
+    def task(self) -> str | None:
+        return self.meta.get("task")
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.meta.get("class_names")
+        n = self.y_score.shape[1] if self.y_score.ndim == 2 else 0
+        return [str(c) for c in names] if names else [str(i) for i in range(n)]
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
+
+
+def save_predictions(
+    results_dir: PathLike,
+    cell_id: str,
+    ids: Sequence[Any] | np.ndarray,
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    meta: Mapping[str, Any],
+) -> str:
+    """Write ``predictions/<cell_id>.npz`` atomically; return its path relative to ``results_dir``.
+
+    Ids are stored as unicode and meta as a JSON string so the file loads with ``allow_pickle=False``.
+    """
+    if not isinstance(cell_id, str) or not _SAFE_ID.match(cell_id):
+        raise ResultsError(f"cell_id {cell_id!r} is not a safe file name; use fmprobe.results.cell_id().")
+    ids_arr = np.asarray([str(i) for i in ids], dtype=str)
+    yt = np.asarray(y_true)
+    ys = np.asarray(y_score, dtype=np.float64)
+    n = len(ids_arr)
+    if yt.ndim not in (1, 2) or ys.ndim != 2 or len(yt) != n or len(ys) != n:
+        raise ResultsError(
+            f"predictions for cell {cell_id}: expected ids [N], y_true [N] or [N, L] and y_score "
+            f"[N, C] with one N; got ids {ids_arr.shape}, y_true {yt.shape}, y_score {ys.shape}."
+        )
+    if yt.ndim == 2 and yt.shape != ys.shape:
+        raise ResultsError(
+            f"predictions for cell {cell_id}: multilabel y_true {yt.shape} and y_score {ys.shape} "
+            "must have the same shape."
+        )
+    if not np.issubdtype(yt.dtype, np.integer):
+        if not np.all(np.isfinite(yt)) or not np.all(yt == np.round(yt)):
+            raise ResultsError(f"predictions for cell {cell_id}: y_true must hold integer labels.")
+        yt = yt.astype(np.int64)
+    if len(set(ids_arr.tolist())) != n:
+        raise ResultsError(f"predictions for cell {cell_id}: sample ids are not unique.")
+    try:
+        meta_json = json.dumps(dict(meta), sort_keys=True, default=_json_default)
+    except TypeError as e:
+        raise ResultsError(f"predictions for cell {cell_id}: meta is not JSON serialisable ({e}).") from None
+    d = Path(results_dir) / PREDICTIONS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    target = d / f"{cell_id}.npz"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, ids=ids_arr, y_true=yt, y_score=ys, meta=np.asarray(meta_json))
+
+    _atomic_write(target, write)
+    return f"{PREDICTIONS_DIR}/{cell_id}.npz"
+
+
+def load_predictions(path: PathLike) -> Predictions:
+    """Load a predictions file written by :func:`save_predictions` (never unpickles anything)."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return Predictions(
+                ids=z["ids"].astype(str), y_true=z["y_true"], y_score=z["y_score"], meta=json.loads(str(z["meta"]))
+            )
+    except FileNotFoundError:
+        raise ResultsError(
+            f"predictions file {p} does not exist. Rerun the cell, or read the results with "
+            "read_results() so relative paths resolve against the results directory."
+        ) from None
+    except (KeyError, ValueError, OSError) as e:
+        raise ResultsError(f"predictions file {p} is not a fmprobe predictions file: {e}.") from None
+
+
+__all__ = [
+    "COLUMNS",
+    "TASKS",
+    "Predictions",
+    "ResultRow",
+    "append_rows",
+    "cell_id",
+    "done_cells",
+    "load_predictions",
+    "read_results",
+    "save_predictions",
+    "to_frame",
+    "validate",
+]

@@ -1,0 +1,227 @@
+"""Result-row schema, atomic/concurrent appends, round trips and predictions files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmprobe.errors import ResultsError
+from fmprobe.results import (
+    COLUMNS,
+    ResultRow,
+    append_rows,
+    cell_id,
+    done_cells,
+    load_predictions,
+    read_results,
+    save_predictions,
+    to_frame,
+    validate,
+)
+
+CELL = dict(
+    dataset="demo",
+    backbone="toy_imagenet",
+    weights="pretrained",
+    readout="cls",
+    resolution=224,
+    probe="logreg",
+    train_fraction=1.0,
+    repeat=0,
+    seed=0,
+    fingerprint="fp0",
+)
+
+
+def _row(metric: str = "roc_auc", value: float = 0.9, **cell: object) -> ResultRow:
+    key = {**CELL, **cell}
+    missing = math.isnan(value)
+    return ResultRow(
+        task="binary",
+        params=json.dumps({"C": 1.0}),
+        metric=metric,
+        value=value,
+        ci_low=math.nan if missing else value - 0.05,
+        ci_high=math.nan if missing else value + 0.05,
+        missing_reason="only one class in y_true" if missing else "",
+        is_primary=metric == "roc_auc",
+        n_train=100,
+        n_test=50,
+        val_score=0.88,
+        cell_id=cell_id(**key),
+        predictions="",
+        **key,
+    )
+
+
+def _rows(n_cells: int, start: int = 0) -> list[ResultRow]:
+    return [_row(m, 0.5 + 0.01 * i, seed=start + i) for i in range(n_cells) for m in ("roc_auc", "accuracy")]
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+
+def test_columns_follow_contract_order() -> None:
+    assert COLUMNS[:3] == ("dataset", "task", "backbone")
+    assert COLUMNS[-3:] == ("fingerprint", "cell_id", "predictions")
+    assert len(COLUMNS) == 23
+
+
+def test_cell_id_is_stable_and_sensitive() -> None:
+    a = cell_id(**CELL)
+    assert len(a) == 16 and int(a, 16) >= 0
+    assert a == cell_id(**{**CELL, "resolution": 224.0, "train_fraction": np.float32(1.0)})
+    assert a == "a01d72256ec1ec3f"  # pinned: changing the hash would orphan every existing results dir
+    for key, other in [
+        ("weights", "random"),
+        ("readout", "mean"),
+        ("train_fraction", 0.1),
+        ("repeat", 1),
+        ("fingerprint", "fp1"),
+        ("resolution", 448),
+    ]:
+        assert cell_id(**{**CELL, key: other}) != a, key
+    with pytest.raises(TypeError):
+        cell_id(*CELL.values())  # keyword-only: a reordered positional call cannot silently change ids
+
+
+def test_validate_accepts_good_rows_and_names_schema_errors() -> None:
+    df = to_frame([_row(), _row("accuracy", math.nan)])
+    assert validate(df) is df
+    with pytest.raises(ResultsError, match=r"missing columns: seed.*unexpected columns: colour"):
+        validate(df.drop(columns="seed").assign(colour="red"))
+    with pytest.raises(ResultsError, match=r"resolution \(expected int"):
+        validate(df.assign(resolution="224"))
+    with pytest.raises(ResultsError, match=r"is_primary \(expected bool"):
+        validate(df.assign(is_primary=1))
+    with pytest.raises(ResultsError, match="missing_reason is empty"):
+        validate(df.assign(missing_reason=""))
+    with pytest.raises(ResultsError, match="task not one of"):
+        validate(df.assign(task="regression"))
+    with pytest.raises(ResultsError, match="train_fraction outside"):
+        validate(df.assign(train_fraction=1.5))
+    with pytest.raises(ResultsError, match="params is not a JSON"):
+        validate(df.assign(params="C=1"))
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def test_round_trip_csv_and_parquet_is_exact(tmp_path: Path) -> None:
+    rows = [_row(), _row("accuracy", math.nan), _row(value=1 / 3, probe="knn")]
+    merged = append_rows(tmp_path, rows)
+    assert len(merged) == 3
+    from_dir = read_results(tmp_path)
+    from_csv = read_results(tmp_path / "results.csv")
+    from_parquet = read_results(tmp_path / "results.parquet")
+    pd.testing.assert_frame_equal(from_csv, from_parquet)
+    pd.testing.assert_frame_equal(from_dir, from_parquet)
+    assert list(from_csv.columns) == list(COLUMNS)
+    assert from_csv["value"].iloc[2] == 1 / 3  # full float precision survives the CSV
+    assert math.isnan(from_csv["value"].iloc[1]) and from_csv["missing_reason"].iloc[1] == "only one class in y_true"
+    assert from_csv["missing_reason"].iloc[0] == "" and from_csv["is_primary"].dtype == bool
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_append_dedupes_newest_wins(tmp_path: Path) -> None:
+    append_rows(tmp_path, [_row(value=0.7), _row("accuracy", 0.6)])
+    merged = append_rows(tmp_path, [_row(value=0.8)])
+    assert len(merged) == 2
+    assert len(append_rows(tmp_path, [])) == 2
+    df = read_results(tmp_path)
+    assert df.set_index("metric").loc["roc_auc", "value"] == 0.8
+
+
+def test_append_refuses_bad_rows_without_touching_files(tmp_path: Path) -> None:
+    append_rows(tmp_path, [_row()])
+    bad = dataclasses.replace(_row("accuracy"), value=math.nan)  # NaN without a reason
+    with pytest.raises(ResultsError, match="missing_reason"):
+        append_rows(tmp_path, [bad])
+    assert len(read_results(tmp_path)) == 1
+
+
+def _append_many(results_dir: str, worker: int, batches: int, start: object) -> None:
+    start.wait()  # type: ignore[attr-defined]  # both writers begin together, so their appends interleave
+    for b in range(batches):
+        append_rows(results_dir, _rows(3, start=1000 * worker + 10 * b))
+
+
+def test_concurrent_appends_from_two_processes_lose_nothing(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(2)
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, 15, start)) for w in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    df = read_results(tmp_path)
+    assert len(df) == 2 * 15 * 3 * 2
+    assert not df.duplicated(["cell_id", "metric"]).any()
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(df)  # the CSV copy is complete too
+
+
+def test_read_several_dirs_concatenates_and_resolves_predictions(tmp_path: Path) -> None:
+    for name, seed in (("a", 1), ("b", 2)):
+        d = tmp_path / name
+        cid = cell_id(**{**CELL, "seed": seed})
+        rel = save_predictions(
+            d, cid, ["x", "y"], np.array([0, 1]), np.array([[0.8, 0.2], [0.3, 0.7]]), {"task": "binary"}
+        )
+        append_rows(d, [dataclasses.replace(_row(seed=seed), predictions=rel)])
+    df = read_results([tmp_path / "a", tmp_path / "b"])
+    assert len(df) == 2
+    assert all(Path(p).is_file() and Path(p).is_absolute() for p in df["predictions"])
+    assert [Path(p).parent.parent.name for p in df["predictions"]] == ["a", "b"]
+    with pytest.raises(ResultsError, match="no results.parquet or results.csv"):
+        read_results(tmp_path)
+
+
+def test_done_cells_needs_rows_and_predictions(tmp_path: Path) -> None:
+    assert done_cells(tmp_path / "nothing-yet") == set()
+    r0, r1 = _row(seed=0), _row(seed=1)
+    p0 = save_predictions(tmp_path, r0.cell_id, ["a"], np.array([1]), np.array([[0.1, 0.9]]), {})
+    p1 = save_predictions(tmp_path, r1.cell_id, ["a"], np.array([1]), np.array([[0.1, 0.9]]), {})
+    append_rows(tmp_path, [dataclasses.replace(r0, predictions=p0), dataclasses.replace(r1, predictions=p1)])
+    assert done_cells(tmp_path) == {r0.cell_id, r1.cell_id}
+    (tmp_path / p1).unlink()  # rows without their evidence: the cell must run again
+    assert done_cells(tmp_path) == {r0.cell_id}
+
+
+# ------------------------------------------------------------------------------------------------ predictions
+
+
+def test_predictions_round_trip_without_pickle(tmp_path: Path) -> None:
+    cid = cell_id(**CELL)
+    meta = {"task": "multiclass", "class_names": ["a", "b", "c"], "n": np.int64(3)}
+    score = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    rel = save_predictions(tmp_path, cid, np.array(["img_1", "img_2"], dtype=object), np.array([0, 2]), score, meta)
+    assert rel == f"predictions/{cid}.npz"
+    with np.load(tmp_path / rel, allow_pickle=False) as z:
+        assert z["ids"].dtype.kind == "U" and z["meta"].dtype.kind == "U"
+    p = load_predictions(tmp_path / rel)
+    assert p.ids.tolist() == ["img_1", "img_2"]
+    assert p.y_true.tolist() == [0, 2] and np.array_equal(p.y_score, score)
+    assert p.meta == {"task": "multiclass", "class_names": ["a", "b", "c"], "n": 3}
+    assert p.task == "multiclass" and p.class_names == ["a", "b", "c"]
+
+
+def test_predictions_reject_bad_input(tmp_path: Path) -> None:
+    ok = dict(ids=["a", "b"], y_true=np.array([0, 1]), y_score=np.array([[0.5, 0.5], [0.2, 0.8]]), meta={})
+    with pytest.raises(ResultsError, match="safe file name"):
+        save_predictions(tmp_path, "../escape", **ok)
+    with pytest.raises(ResultsError, match="one N"):
+        save_predictions(tmp_path, "c1", **{**ok, "y_true": np.array([0, 1, 1])})
+    with pytest.raises(ResultsError, match="not unique"):
+        save_predictions(tmp_path, "c1", **{**ok, "ids": ["a", "a"]})
+    with pytest.raises(ResultsError, match="JSON"):
+        save_predictions(tmp_path, "c1", **{**ok, "meta": {"x": object()}})
+    with pytest.raises(ResultsError, match="does not exist"):
+        load_predictions(tmp_path / "predictions" / "nope.npz")
