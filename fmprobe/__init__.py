@@ -18,12 +18,21 @@ _LAZY = {
     "list_models": "fmprobe.backbones",
     "create_backbone": "fmprobe.backbones",
     "FeatureFile": "fmprobe.store",
+    "probe_features": "fmprobe.probing",
+    "write_report": "fmprobe.report",
+    "format_table": "fmprobe.report",
+    "read_results": "fmprobe.results",
+    "run_demo": "fmprobe.demo",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.backbones import create_backbone, list_models
     from fmprobe.datasets import load_dataset
     from fmprobe.extract import ExtractResult, extract_features
+    from fmprobe.demo import run_demo
+    from fmprobe.probing import probe_features
+    from fmprobe.report import format_table, write_report
+    from fmprobe.results import read_results
     from fmprobe.store import FeatureFile
 
 

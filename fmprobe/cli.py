@@ -96,6 +96,63 @@ def models() -> None:
     typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
 
 
+@app.command()
+def probe(
+    features: Annotated[list[Path], typer.Argument(help="Feature files (.h5) or folders of them.")],
+    probe: Annotated[str, typer.Option("--probe", help="Comma-separated probes: logreg, knn, lgbm.")] = "logreg,knn,lgbm",
+    readout: Annotated[Optional[str], typer.Option("--readout", help="Comma-separated readouts (default: all stored).")] = None,
+    train_fraction: Annotated[str, typer.Option("--train-fraction", help="Comma-separated label fractions, e.g. 0.01,0.1,1.0.")] = "1.0",
+    repeats: Annotated[int, typer.Option("--repeats", help="Repeats (seeds and subsamples) for fractions < 1 and stochastic probes.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Base seed.")] = 0,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.")] = 1000,
+    out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit probes on cached features (hyper-parameters on validation only) and append result rows."""
+    try:
+        fractions = [float(f) for f in _split_list(train_fraction) or ["1.0"]]
+    except ValueError:
+        raise FmprobeError(f"--train-fraction {train_fraction!r}: give numbers such as 0.01,0.1,1.0.") from None
+    run = fmprobe.probe_features(
+        features,
+        probes=_split_list(probe) or [],
+        readouts=_split_list(readout),
+        train_fractions=fractions,
+        repeats=repeats,
+        seed=seed,
+        n_resamples=bootstrap,
+        out=out,
+        force=force,
+        progress=not quiet,
+    )
+    typer.echo(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")],
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Reference backbone for the gain view (default: an ImageNet one).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("report"),
+) -> None:
+    """Write report.md, a self-contained report.html and the PNG plots from a results table."""
+    paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline)
+    typer.echo(f"{paths.html}\n{paths.markdown}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for features/, results/ and report/.")] = Path("."),
+    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Size of the synthetic demo data.")] = 150,
+    quiet: QuietOpt = False,
+) -> None:
+    """The whole loop offline on built-in synthetic data: extract (EfficientNet-Lite0 and its random control),
+    probe (logreg, kNN, LightGBM), report."""
+    run = fmprobe.run_demo(out, images_per_class=images_per_class, progress=not quiet)
+    typer.echo(run.table)
+    typer.echo(f"\nreport: {run.report_html}")
+
+
 def main() -> None:
     """Entry point: run the app, turning FmprobeError into a one-line message and exit code 1."""
     try:

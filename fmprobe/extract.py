@@ -100,6 +100,15 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str]) -> str:
+    """How the results table names the weights: random, pretrained (the published file), or the file used."""
+    if resolved[0] is None:
+        return "random"
+    if weights is None:
+        return "pretrained"
+    return f"{Path(weights).name}@{resolved[1].removeprefix('sha256:')[:8]}"
+
+
 def check_output_folder(folder: Path) -> None:
     """Fail before any work if the cache folder cannot be written."""
     try:
@@ -126,6 +135,7 @@ def _finalise(
     fingerprint: Fingerprint,
     dims: dict[str, int],
     batch_size: int,
+    weights_label: str,
 ) -> None:
     skipped: dict[str, dict[int, str]] = {name: {} for name in dataset.splits}
     for batch in journal.batches():
@@ -140,6 +150,7 @@ def _finalise(
         "dataset_spec": dataset.spec,
         "readouts": json.dumps(list(fingerprint.readouts)),
         "backbone": fingerprint.backbone,
+        "weights_label": weights_label,
         "compute_dtype": fingerprint.compute_dtype,
         "batch_size": batch_size,
         "fmprobe_version": fmprobe.__version__,
@@ -261,7 +272,7 @@ def extract_features(
         try:
             n_skipped += _run(loaded, model, data, done, journal, chosen, batch_size, torch_device, compute_dtype, on_error, num_workers, bar)
             bar.close()
-            _finalise(path, journal, data, fingerprint, dims, batch_size)
+            _finalise(path, journal, data, fingerprint, dims, batch_size, weights_label(weights, resolved))
         except KeyboardInterrupt:
             bar.close()
             log(f"interrupted: the batches extracted so far are kept in {journal_path.name}; run the same command again to resume")

@@ -1,0 +1,117 @@
+"""`fmprobe probe` and `fmprobe demo`: cells, resumability, test-label blindness, the full loop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from fmprobe import cli
+from fmprobe.errors import FmprobeError, UnknownNameError
+from fmprobe.probing import probe_features, subsample
+from fmprobe.results import load_predictions, read_results
+from fmprobe.store import Fingerprint, SplitLayout, write_feature_file
+from fmprobe.store.journal import Batch
+
+
+def synthetic_features(path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy") -> Path:
+    """A valid feature file whose class signal lives in the first feature dimensions."""
+    import json
+
+    rng = np.random.default_rng(seed)
+    n_classes = 2 if task == "binary" else 4
+    sizes = {"train": n, "val": n // 2, "test": n // 2}
+    layouts, batches = {}, []
+    for split, size in sizes.items():
+        labels = np.arange(size) % n_classes
+        x = rng.normal(size=(size, d)).astype(np.float16)
+        x[:, : n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
+        layouts[split] = SplitLayout(tuple(f"{split}/{i}" for i in range(size)), labels)
+        batches.append(Batch(split, 0, size, {}, {"pooled": x}))
+    fp = Fingerprint("toyset", "dig", backbone, "sha256:x", {}, 32, ("pooled",), "fp32", "float16")
+    attrs = {"fingerprint": fp.to_json(), "key": fp.key, "schema_version": 1, "task": task,
+             "class_names": json.dumps([str(c) for c in range(n_classes)]), "readouts": json.dumps(["pooled"]),
+             "primary_metric": {"binary": "roc_auc", "ordinal": "quadratic_kappa"}.get(task, "balanced_accuracy")}  # fmt: skip
+    write_feature_file(path, attrs, layouts, ("pooled",), {"pooled": d}, "float16", batches, {})
+    return path
+
+
+def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5")
+    out = tmp_path / "results"
+    run = probe_features([features], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
+                         n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+    assert run.cells_run == 2 * (2 + 1)  # fraction 0.25 repeated, 1.0 once for deterministic probes
+    df = read_results(out)
+    primary = df[df.is_primary]
+    assert set(primary.metric) == {"roc_auc"} and len(primary) == 6
+    full = primary[(primary.train_fraction == 1.0) & (primary.probe == "logreg")].iloc[0]
+    assert 0.85 < full.value <= 1.0 and full.ci_low <= full.value <= full.ci_high
+    assert full.n_train == 120 and full.n_test == 60
+    pred = load_predictions(out / full.predictions)
+    assert pred.y_score.shape == (60, 2) and list(pred.ids[:2]) == ["test/0", "test/1"]
+    again = probe_features([tmp_path], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
+                           n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+    assert again.cells_run == 0 and again.cells_skipped == 6 and len(read_results(out)) == len(df)
+
+
+def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5", task="multiclass")
+    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False, log=lambda m: None)
+    probe_features([features], out=tmp_path / "a", **kwargs)
+    with h5py.File(features, "a") as h5:
+        labels = h5["test/labels"][()]
+        h5["test/labels"][...] = np.random.default_rng(1).permutation(labels)
+    probe_features([features], out=tmp_path / "b", **kwargs)
+    a, b = read_results(tmp_path / "a"), read_results(tmp_path / "b")
+    cols = ["probe", "params", "val_score"]
+    assert a[a.is_primary][cols].reset_index(drop=True).equals(b[b.is_primary][cols].reset_index(drop=True))
+
+
+def test_ordinal_uses_kappa_and_subsample_keeps_classes(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5", task="ordinal")
+    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False, log=lambda m: None)
+    df = read_results(tmp_path / "r")
+    assert df[df.is_primary].metric.tolist() == ["quadratic_kappa"]
+    labels = np.repeat(np.arange(4), [50, 5, 30, 2])
+    idx = subsample(labels, 0.1, seed=0)
+    assert set(labels[idx]) == {0, 1, 2, 3} and np.array_equal(idx, subsample(labels, 0.1, seed=0))
+
+
+def test_probe_errors_are_named(tmp_path: Path) -> None:
+    with pytest.raises(UnknownNameError, match="Closest: knn"):
+        probe_features([tmp_path], probes=["knnn"])
+    with pytest.raises(FmprobeError, match="no feature files"):
+        probe_features([tmp_path])
+    with pytest.raises(FmprobeError, match="no such feature file"):
+        probe_features([tmp_path / "missing.h5"])
+    synthetic_features(tmp_path / "toy.h5")
+    with pytest.raises(FmprobeError, match="readout.*not extracted"):
+        probe_features([tmp_path], readouts=["cls"], progress=False)
+
+
+def test_demo_runs_the_whole_loop_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """`fmprobe demo` (smaller data and resolution than the default, same code path), then probe/report commands."""
+    import fmprobe.demo as demo
+
+    real = demo.extract_features
+    monkeypatch.setattr(demo, "extract_features", lambda *a, **k: real(*a, **{**k, "resolution": 64, "num_workers": 0}))
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "demo", "--out", str(tmp_path), "--images-per-class", "20", "-q"])
+    cli.main()
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0_imagenet:random" in out and "logreg" in out and "report.html" in out
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "data:image/png;base64" in html and "efficientnet_lite0_imagenet" in html
+    df = pd.read_csv(tmp_path / "results" / "results.csv")
+    primary = df[df.is_primary & (df.train_fraction == 1.0)]
+    assert set(primary.probe) == {"logreg", "knn", "lgbm"} and set(primary.weights) == {"pretrained", "random"}
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "report", str(tmp_path / "results"), "--out", str(tmp_path / "r2")])
+    cli.main()
+    assert (tmp_path / "r2" / "report.md").exists()
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"])
+    cli.main()
+    assert "0 cells run, 6 already done" in capsys.readouterr().out
