@@ -66,30 +66,51 @@ def cache_path(out: Path, dataset_name: str, backbone: str, key: str) -> Path:
 
 
 class _Rows(torch.utils.data.Dataset):
-    """Rows ``start..end`` of one split as (row, tensor | None, error | None): errors travel as values so that the
-    main process decides (fail with the file's name, or record and skip)."""
+    """All splits' rows behind one global index (one DataLoader, one set of workers for the whole run).
 
-    def __init__(self, source: ImageSource, transform: ImageTransform, start: int, end: int) -> None:
-        self.source, self.transform, self.start, self.end = source, transform, start, end
+    Items are (split index, row, uint8 pixels | None, valid size, error | None): errors travel as values so the
+    main process decides (fail naming the file, or record and skip); pixels stay uint8 until the main process
+    normalises the whole batch, which quarters the bytes workers send.
+    """
+
+    def __init__(self, sources: list[ImageSource], transform: ImageTransform) -> None:
+        self.sources, self.transform = sources, transform
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])
 
     def __len__(self) -> int:
-        return self.end - self.start
+        return int(self.offsets[-1])
 
-    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
-        row = self.start + i
+    def __getitem__(self, index: int):
+        split = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        row = index - int(self.offsets[split])
+        source = self.sources[split]
         try:
-            return row, self.transform(self.source.load(row)), None
+            pixels, valid = self.transform.to_uint8(source.load(row))
+            return split, row, pixels, valid, None
         except ImageError as err:
-            return row, None, str(err)
+            return split, row, None, (0, 0), str(err)
         except Exception as err:  # a decoder bug on one file must not lose the run: report it by name
-            return row, None, f"{self.source.describe(row)}: unexpected error while loading ({type(err).__name__}: {err})"
+            return split, row, None, (0, 0), f"{source.describe(row)}: unexpected error while loading ({type(err).__name__}: {err})"
 
 
-def _collate(items: list[tuple[int, torch.Tensor | None, str | None]]):
-    rows = [r for r, _, _ in items]
-    tensors = [t for _, t, _ in items if t is not None]
-    errors = {r: e for r, _, e in items if e is not None}
-    return rows, (torch.stack(tensors) if tensors else None), errors
+def _batches(offsets: np.ndarray, lengths: list[int], done: list[int], batch_size: int) -> list[list[int]]:
+    """Global indices per batch; batches never cross splits and start at multiples of ``batch_size`` within one,
+    so a resumed run sees exactly the batches an uninterrupted run would have."""
+    out = []
+    for split, (length, start) in enumerate(zip(lengths, done)):
+        for first in range(start, length, batch_size):
+            out.append(list(range(int(offsets[split]) + first, int(offsets[split]) + min(first + batch_size, length))))
+    return out
+
+
+def _collate(items: list):
+    split = items[0][0]
+    rows = [item[1] for item in items]
+    ok = [item for item in items if item[2] is not None]
+    pixels = torch.stack([item[2] for item in ok]) if ok else None
+    valid = torch.tensor([item[3] for item in ok]) if ok else None
+    errors = {item[1]: item[4] for item in items if item[4] is not None}
+    return split, rows, pixels, valid, errors
 
 
 def _worker_init(_: int) -> None:
@@ -304,46 +325,48 @@ def _run(
 ) -> int:
     transform = loaded.transform()
     workers = default_workers() if num_workers is None else num_workers
+    names = list(data.splits)
+    sources = [data.splits[n].source for n in names]
+    rows = _Rows(sources, transform)
+    batches = _batches(rows.offsets, [len(s) for s in sources], [done[n] for n in names], batch_size)
+    if not batches:
+        return 0
+    loader = DataLoader(
+        rows,
+        batch_sampler=batches,
+        num_workers=workers,
+        collate_fn=_collate,
+        worker_init_fn=_worker_init if workers else None,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
     n_skipped = 0
     out_dtype = np.dtype(journal.header["feature_dtype"])  # type: ignore[arg-type]
-    for name, split in data.splits.items():
-        if done[name] >= len(split):
-            continue
-        rows = _Rows(split.source, transform, done[name], len(split))
-        loader = DataLoader(
-            rows,
-            batch_size=batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_collate,
-            worker_init_fn=_worker_init if workers else None,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=4 if workers else None,
-        )
-        for batch_rows, images, errors in loader:
-            if errors and on_error == "fail":
-                first = errors[min(errors)]
-                raise ImageError(
-                    f"{first}\n(The {sum(done.values())} images before it are kept: re-run with --on-error skip to "
-                    "resume from there and record this file as skipped. Repairing the file changes the dataset's "
-                    "content, and so its cache key: the extraction then starts afresh.)"
-                )
-            features: dict[str, np.ndarray] = {}
-            if images is not None:
-                images = images.to(device, non_blocking=True)
-                if model.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast(device, compute_dtype):  # type: ignore[arg-type]
-                    out = model(images, readouts)
-                features = {r: out[r].float().cpu().numpy().astype(out_dtype) for r in readouts}
-            else:
-                features = {r: np.zeros((0, int(journal.header["dims"][r])), dtype=out_dtype) for r in readouts}  # type: ignore[index]
-            start = batch_rows[0]
-            skipped = {row - start: reason for row, reason in errors.items()}
-            for reason in errors.values():
-                bar.write(f"skipped: {reason.splitlines()[0]}")
-            journal.append(Batch(name, start, len(batch_rows), skipped, features))
-            done[name] = start + len(batch_rows)
-            n_skipped += len(skipped)
-            bar.update(len(batch_rows))
+    dims: dict[str, int] = journal.header["dims"]  # type: ignore[assignment]
+    for split_index, batch_rows, pixels, valid, errors in loader:
+        name = names[split_index]
+        if errors and on_error == "fail":
+            first = errors[min(errors)]
+            raise ImageError(
+                f"{first}\n(The {sum(done.values())} images before it are kept: re-run with --on-error skip to "
+                "resume from there and record this file as skipped. Repairing the file changes the dataset's "
+                "content, and so its cache key: the extraction then starts afresh.)"
+            )
+        if pixels is not None:
+            images = transform.normalise_batch(pixels.to(device, non_blocking=True), valid.to(device))
+            if model.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, compute_dtype):  # type: ignore[arg-type]
+                out = model(images, readouts)
+            features = {r: out[r].float().cpu().numpy().astype(out_dtype) for r in readouts}
+        else:
+            features = {r: np.zeros((0, int(dims[r])), dtype=out_dtype) for r in readouts}
+        start = batch_rows[0]
+        skipped = {row - start: reason for row, reason in errors.items()}
+        for reason in errors.values():
+            bar.write(f"skipped: {reason.splitlines()[0]}")
+        journal.append(Batch(name, start, len(batch_rows), skipped, features))
+        done[name] = start + len(batch_rows)
+        n_skipped += len(skipped)
+        bar.update(len(batch_rows))
     return n_skipped

@@ -43,13 +43,27 @@ class ImageTransform:
         image = TF.resize(image, short, interpolation=mode, antialias=True)
         return TF.center_crop(image, [c.size, c.size])
 
-    def normalise(self, image: Image.Image) -> torch.Tensor:
-        tensor = TF.pil_to_tensor(image).float().div_(255.0)
-        tensor = (tensor - self.mean) / self.std
-        if self.config.resize_mode == "longest_pad":  # SAM pads bottom/right after normalisation
-            size = self.config.size
-            tensor = F.pad(tensor, (0, size - tensor.shape[2], 0, size - tensor.shape[1]))
-        return tensor
+    def to_uint8(self, image: Image.Image) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize/crop to ``[3, size, size]`` uint8 (zero-padded bottom/right for ``longest_pad``) and the
+        valid height and width. What DataLoader workers send: a quarter of the bytes of float32."""
+        tensor = TF.pil_to_tensor(self.resize(image))
+        h, w = tensor.shape[1:]
+        size = self.config.size
+        if (h, w) != (size, size):
+            tensor = F.pad(tensor, (0, size - w, 0, size - h))
+        return tensor, (h, w)
+
+    def normalise_batch(self, pixels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 ``[B, 3, S, S]`` -> normalised float; padding (SAM's) is zero *after* normalisation."""
+        mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
+        out = (pixels.float().div_(255.0) - mean) / std
+        if valid is not None and self.config.resize_mode == "longest_pad":
+            size = out.shape[-1]
+            rows = torch.arange(size, device=out.device)
+            mask = (rows[None, :, None] < valid[:, 0, None, None]) & (rows[None, None, :] < valid[:, 1, None, None])
+            out = out * mask[:, None].to(out.dtype)
+        return out
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.normalise(self.resize(image))
+        pixels, (h, w) = self.to_uint8(image)
+        return self.normalise_batch(pixels[None], torch.tensor([[h, w]]))[0]
