@@ -1,0 +1,352 @@
+"""Classification metrics as plain functions of arrays, each also evaluable on many weighted resamples at once.
+
+Every metric is computed from *sample weights*: the ordinary value uses weight 1 per sample, a bootstrap
+resample uses the number of times each sample was drawn. A matrix of weights ``W`` of shape ``[B, N]``
+therefore evaluates ``B`` resamples with a few matrix products and one sort per score column, which is
+what makes a 1000-resample bootstrap on 10k samples take a second instead of minutes.
+
+Conventions (shared with probes/ and the results table):
+
+* ``y_true`` 1-D ints in ``0..C-1`` with ``y_score`` ``[N, C]`` class probabilities (binary: C = 2; a 1-D
+  ``y_score`` is read as the positive-class probability); ``y_true`` 2-D 0/1 ``[N, L]`` means multilabel
+  with ``y_score`` ``[N, L]`` per-label probabilities.
+* The predicted class is the argmax (ties -> lowest class index); a multilabel prediction is
+  ``score > 0.5`` (a score of exactly 0.5 is negative, matching the argmax tie rule for binary).
+* A value that cannot be computed raises :class:`MetricUndefined` with the reason; nothing returns a
+  placeholder such as 0.5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+
+from fmprobe.errors import FmprobeError
+from fmprobe.registry import Registry
+
+TASKS = ("binary", "multiclass", "ordinal", "multilabel")
+
+PRIMARY_METRIC: dict[str, str] = {
+    "binary": "roc_auc",
+    "multiclass": "balanced_accuracy",
+    "ordinal": "quadratic_kappa",
+    "multilabel": "roc_auc",
+}
+
+
+class MetricUndefined(FmprobeError):
+    """The metric has no value on these inputs (e.g. ROC-AUC with one class); ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MetricInputError(FmprobeError, ValueError):
+    """``y_true`` / ``y_score`` have shapes or values that do not follow the conventions above."""
+
+
+class Prepared:
+    """Validated ``(y_true, y_score)`` plus derived arrays (predictions, sort orders) cached across resamples."""
+
+    def __init__(self, y_true: object, y_score: object) -> None:
+        y = np.asarray(y_true)
+        s = np.asarray(y_score, dtype=np.float64)
+        if y.ndim not in (1, 2):
+            raise MetricInputError(f"y_true must be 1-D class indices or 2-D 0/1 labels, got shape {y.shape}")
+        if y.shape[0] == 0:
+            raise MetricUndefined("no samples (y_true is empty)")
+        if not np.all(np.isfinite(s)):
+            raise MetricInputError("y_score contains NaN or infinite values")
+        self.multilabel = y.ndim == 2
+        if self.multilabel:
+            if s.shape != y.shape:
+                raise MetricInputError(
+                    f"multilabel y_true has shape {y.shape} but y_score has shape {s.shape}; they must match"
+                )
+            if not np.isin(y, (0, 1)).all():
+                raise MetricInputError("multilabel y_true must contain only 0 and 1")
+            self.y = y.astype(np.int64)
+            self.pred = (s > 0.5).astype(np.int64)
+        else:
+            if s.ndim == 1:  # positive-class probability of a binary task
+                s = np.stack([1.0 - s, s], axis=1)
+            if s.ndim != 2 or s.shape[0] != y.shape[0] or s.shape[1] < 2:
+                raise MetricInputError(
+                    f"y_true has {y.shape[0]} samples; y_score must be [N, C] with C >= 2, got shape {s.shape}"
+                )
+            if y.dtype.kind not in "iub" and not np.all(np.mod(y, 1) == 0):
+                raise MetricInputError("y_true must hold integer class indices 0..C-1")
+            self.y = y.astype(np.int64)
+            if self.y.min() < 0 or self.y.max() >= s.shape[1]:
+                raise MetricInputError(
+                    f"y_true holds classes {self.y.min()}..{self.y.max()} but y_score has {s.shape[1]} columns"
+                )
+            self.pred = s.argmax(axis=1)
+        self.score = s
+        self.n = y.shape[0]
+        self.k = s.shape[1]  # classes (single-label) or labels (multilabel)
+
+    @property
+    def task_kind(self) -> str:
+        if self.multilabel:
+            return "multilabel"
+        return "binary" if self.k == 2 else "multiclass"
+
+    def strata(self) -> np.ndarray | None:
+        """Class of each sample for stratified resampling (None: multilabel, resample plainly)."""
+        return None if self.multilabel else self.y
+
+    @cached_property
+    def _confusion_codes(self) -> sp.csr_matrix:
+        """Sparse one-hot ``[N, cells]``: which confusion-matrix cell(s) each sample falls in."""
+        if self.multilabel:  # one 2x2 table per label: cell = label*4 + true*2 + pred
+            cols = (np.arange(self.k) * 4 + self.y * 2 + self.pred).ravel()
+            rows = np.repeat(np.arange(self.n), self.k)
+            shape = (self.n, self.k * 4)
+        else:
+            cols = self.y * self.k + self.pred
+            rows = np.arange(self.n)
+            shape = (self.n, self.k * self.k)
+        return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=shape)
+
+    def confusion(self, W: np.ndarray) -> np.ndarray:
+        """Weighted confusion matrices: ``[B, C, C]`` (rows = truth) or ``[B, L, 2, 2]`` for multilabel."""
+        cells = np.asarray((self._confusion_codes.T @ W.T).T)
+        if self.multilabel:
+            return cells.reshape(W.shape[0], self.k, 2, 2)
+        return cells.reshape(W.shape[0], self.k, self.k)
+
+    @cached_property
+    def auc_columns(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per score column: (sort order, is-positive in that order, start of each tie group)."""
+        out = []
+        for col in range(self.k) if (self.multilabel or self.k > 2) else [1]:
+            pos = self.y[:, col] == 1 if self.multilabel else self.y == col
+            order = np.argsort(self.score[:, col], kind="stable")
+            s = self.score[order, col]
+            starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+            out.append((order, pos[order], starts))
+        return out
+
+
+def _mean_defined(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Mean over the finite entries (NaN marks a skipped class/label); NaN when none is finite."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=axis)
+    total = np.where(ok, values, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+# --------------------------------------------------------------------------- batched metric kernels
+# Each kernel maps (Prepared, W [B, N]) -> values [B], NaN where the metric is undefined on that resample.
+
+
+def _accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
+    correct = (p.pred == p.y).all(axis=1) if p.multilabel else p.pred == p.y  # multilabel: exact match
+    return _safe_div(W @ correct.astype(np.float64), W.sum(axis=1))
+
+
+def _recalls(cm: np.ndarray) -> np.ndarray:
+    """Per-class recall from confusion matrices ``[..., C, C]``; NaN for classes absent from the truth."""
+    return _safe_div(np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(axis=-1))
+
+
+def _balanced_accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
+    cm = p.confusion(W)
+    per = _mean_defined(_recalls(cm))  # [B] or [B, L]
+    return _mean_defined(per) if p.multilabel else per
+
+
+def _macro_f1(p: Prepared, W: np.ndarray) -> np.ndarray:
+    cm = p.confusion(W)
+    if p.multilabel:  # F1 of the positive class of each label
+        tp, fp, fn = cm[..., 1, 1], cm[..., 0, 1], cm[..., 1, 0]
+    else:
+        tp = np.diagonal(cm, axis1=-2, axis2=-1)
+        fp, fn = cm.sum(axis=-2) - tp, cm.sum(axis=-1) - tp
+    # classes/labels absent from both truth and prediction have no F1 and are left out of the mean
+    return _mean_defined(_safe_div(2 * tp, 2 * tp + fp + fn))
+
+
+def _quadratic_kappa(p: Prepared, W: np.ndarray) -> np.ndarray:
+    if p.multilabel:
+        return np.full(W.shape[0], np.nan)
+    cm = p.confusion(W)
+    idx = np.arange(p.k, dtype=np.float64)
+    w = (idx[:, None] - idx[None, :]) ** 2  # distances between class *indices* 0..C-1, absent classes included
+    n = cm.sum(axis=(1, 2))
+    observed = np.einsum("bij,ij->b", cm, w)
+    expected = _safe_div(np.einsum("bi,ij,bj->b", cm.sum(axis=2), w, cm.sum(axis=1)), n)
+    return 1.0 - _safe_div(observed, expected)
+
+
+def _auc_weighted(order: np.ndarray, pos: np.ndarray, starts: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC for every row of weights: P(score_pos > score_neg) + 0.5 P(tie).
+
+    ``order`` sorts the scores ascending, ``pos`` flags positives in that order and ``starts`` marks the
+    first position of each run of tied scores.
+    """
+    Ws = W[:, order]
+    neg = Ws * ~pos
+    cum = np.cumsum(neg, axis=1)  # negative weight at or below each position
+    wpos = Ws[:, pos]
+    if len(starts) == len(order):  # no ties: a positive's own position adds no negative weight
+        below = cum[:, pos]
+    else:  # credit each positive with the negatives below its tie group plus half of those tied with it
+        sizes = np.diff(np.r_[starts, len(order)])
+        group = np.repeat(np.arange(len(starts)), sizes)
+        before = cum[:, starts] - neg[:, starts]
+        tied = cum[:, starts + sizes - 1] - before
+        below = (before + 0.5 * tied)[:, group[pos]]
+    num = np.einsum("bi,bi->b", wpos, below)
+    return _safe_div(num, wpos.sum(axis=1) * cum[:, -1])
+
+
+def _roc_auc(p: Prepared, W: np.ndarray) -> np.ndarray:
+    per = np.stack([_auc_weighted(o, pos, st, W) for o, pos, st in p.auc_columns], axis=1)
+    # binary: one column; multiclass: one-vs-rest per class; multilabel: per label. Undefined ones skipped.
+    return _mean_defined(per)
+
+
+# --------------------------------------------------------------------------- reasons for undefined values
+
+
+def _present(p: Prepared) -> np.ndarray:
+    return np.unique(p.y)
+
+
+def _auc_reason(p: Prepared) -> str:
+    if p.multilabel:
+        return "ROC-AUC is undefined: every label has only one class (all 0 or all 1) in y_true"
+    return (
+        f"ROC-AUC is undefined: y_true contains only class {_present(p).tolist()} of {p.k}; "
+        "it needs positive and negative samples"
+    )
+
+
+def _kappa_reason(p: Prepared) -> str:
+    if p.multilabel:
+        return "quadratic kappa is not defined for multilabel targets"
+    return (
+        "quadratic kappa is undefined: y_true and the predictions are the same single class "
+        f"({_present(p).tolist()}), so there is no expected disagreement"
+    )
+
+
+def _f1_reason(p: Prepared) -> str:
+    return "macro-F1 is undefined: no class/label occurs in y_true or in the predictions"
+
+
+def _generic_reason(p: Prepared) -> str:
+    return "the metric is undefined on these labels"
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named metric: ``metric(y_true, y_score) -> float``; ``batch`` evaluates weighted resamples."""
+
+    name: str
+    kernel: Callable[[Prepared, np.ndarray], np.ndarray]
+    why_undefined: Callable[[Prepared], str]
+    description: str
+    higher_is_better: bool = True
+
+    def batch(self, p: Prepared, W: np.ndarray) -> np.ndarray:
+        """Values for each row of sample weights ``W`` ``[B, N]``; NaN where undefined."""
+        return self.kernel(p, np.atleast_2d(np.asarray(W, dtype=np.float64)))
+
+    def evaluate(self, p: Prepared) -> float:
+        value = float(self.batch(p, np.ones((1, p.n)))[0])
+        if not np.isfinite(value):
+            raise MetricUndefined(self.why_undefined(p))
+        return value
+
+    def __call__(self, y_true: object, y_score: object) -> float:
+        return self.evaluate(Prepared(y_true, y_score))
+
+
+METRICS: Registry[Metric] = Registry("metric", "Known metrics: " + ", ".join(sorted(set(PRIMARY_METRIC.values()))))
+
+
+def _register(metric: Metric) -> Metric:
+    return METRICS.add(metric.name, metric)
+
+
+accuracy = _register(
+    Metric("accuracy", _accuracy, _generic_reason, "fraction of exact matches (multilabel: all labels right)")
+)
+balanced_accuracy = _register(
+    Metric(
+        "balanced_accuracy",
+        _balanced_accuracy,
+        _generic_reason,
+        "mean recall over classes present in y_true (multilabel: mean over labels of binary balanced accuracy)",
+    )
+)
+macro_f1 = _register(
+    Metric(
+        "macro_f1",
+        _macro_f1,
+        _f1_reason,
+        "unweighted mean F1 over classes (multilabel: positive-class F1 per label); "
+        "classes absent from truth and prediction are skipped",
+    )
+)
+roc_auc = _register(
+    Metric(
+        "roc_auc",
+        _roc_auc,
+        _auc_reason,
+        "binary: positive-class AUC; multiclass: macro one-vs-rest; multilabel: mean over labels; "
+        "classes/labels with one side only are skipped",
+    )
+)
+quadratic_kappa = _register(
+    Metric(
+        "quadratic_kappa",
+        _quadratic_kappa,
+        _kappa_reason,
+        "Cohen's kappa with quadratic weights over class indices (ordinal agreement)",
+    )
+)
+
+
+def get_metric(metric: str | Metric) -> Metric:
+    """A metric by name (close matches suggested on a typo) or the metric itself."""
+    return metric if isinstance(metric, Metric) else METRICS.get(metric)
+
+
+def infer_task(y_true: object, n_classes: int | None = None) -> str:
+    """'multilabel' for 2-D targets, 'binary' for two classes, else 'multiclass' ('ordinal' is never inferred)."""
+    y = np.asarray(y_true)
+    if y.ndim == 2:
+        return "multilabel"
+    n = n_classes if n_classes is not None else len(np.unique(y))
+    return "binary" if n <= 2 else "multiclass"
+
+
+def check_task(task: str, p: Prepared) -> None:
+    """Raise when ``task`` contradicts the shapes of the inputs."""
+    if task not in TASKS:
+        raise MetricInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if (task == "multilabel") != p.multilabel:
+        raise MetricInputError(
+            f"task {task!r} does not match y_true: "
+            + ("2-D labels mean multilabel" if p.multilabel else "multilabel needs 2-D 0/1 labels [N, L]")
+        )
+    if task == "binary" and p.k != 2:
+        raise MetricInputError(f"task 'binary' needs y_score with 2 columns, got {p.k}")

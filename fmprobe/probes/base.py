@@ -1,0 +1,215 @@
+"""What the three probes share: the scikit-learn contract, target encoding and validation-only selection.
+
+A probe is fitted with ``fit(X, y, eval_set=(X_val, y_val))``. Hyper-parameters are chosen on the
+validation set *only*, with the task's primary metric unless ``selection_metric`` names another; the
+final model is the one fitted on the training set with the chosen values (never refitted on train + val,
+so the test set and the validation labels cannot leak into the weights). Candidates are listed from most
+to least regularised and the first one reaching the best validation score wins, so ties go to the
+simpler model deterministically. Without ``eval_set`` the probe's default hyper-parameters are used.
+
+Targets: 1-D labels of any hashable type (``classes_`` holds them, or the ``classes`` parameter fixes
+them so that ``predict_proba`` has a column for a class absent from a small training set), or a 2-D 0/1
+matrix ``[N, L]`` for multilabel tasks (``classes_`` is then ``arange(L)`` and ``predict_proba`` returns
+``[N, L]`` per-label probabilities, the layout of :mod:`fmprobe.metrics`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from fmprobe.errors import ProbeError
+from fmprobe.metrics import PRIMARY_METRIC, TASKS, Metric, MetricUndefined, Prepared, get_metric
+
+FLOATS = [np.float32, np.float64]  # float16 and ints become float32; float64 stays float64
+ROW_BLOCK = 8192  # rows per block when standardising/normalising in place (bounds float64 temporaries)
+TIE_TOL = 1e-12  # validation scores this close count as a tie (go to the more regularised candidate)
+
+
+class ProbeFitError(ProbeError, ValueError):
+    """A probe cannot be fitted on these targets (e.g. one class only, labels missing from train)."""
+
+
+def owns(X: np.ndarray, X_in: object) -> bool:
+    """True when validation converted the input into a new array, so it may be modified in place."""
+    return isinstance(X_in, np.ndarray) and X_in.dtype != X.dtype and not np.may_share_memory(X, X_in)
+
+
+def expand_columns(proba: np.ndarray, present: np.ndarray, n_columns: int) -> np.ndarray:
+    """Place columns for the classes seen in training (``present`` codes) among ``n_columns`` classes."""
+    if len(present) == n_columns:
+        return proba
+    out = np.zeros((proba.shape[0], n_columns), dtype=proba.dtype)
+    out[:, present] = proba
+    return out
+
+
+def select_best(results: Sequence[dict[str, Any]]) -> int:
+    """Index of the first (most regularised) candidate whose ``score`` is within TIE_TOL of the best."""
+    scores = np.array([np.nan if r["score"] is None else r["score"] for r in results], dtype=np.float64)
+    if not np.isfinite(scores).any():
+        raise ProbeFitError("the selection metric was undefined for every candidate on the validation set")
+    best = np.nanmax(scores)
+    return int(np.flatnonzero(scores >= best - TIE_TOL)[0])
+
+
+class ProbeBase(ClassifierMixin, BaseEstimator):
+    """Shared fit/predict plumbing. Subclasses implement ``_fit`` and ``_predict_scores``.
+
+    ``_fit(X, Y, val, owned)`` gets validated float features, encoded targets (codes ``0..C-1`` or a 0/1
+    matrix), ``val = (X_val, Y_val)`` or None, and whether ``X`` may be modified in place; it must set
+    ``best_params_``, ``val_score_`` and ``search_results_``.
+    """
+
+    # --------------------------------------------------------------------------- scikit-learn protocol
+    def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> ProbeBase:
+        """Fit on (X, y); with ``eval_set=(X_val, y_val)`` choose hyper-parameters on it first."""
+        X_in = X
+        X, y = validate_data(self, X, y, multi_output=True, dtype=FLOATS)
+        Y = self._encode_train_targets(y)
+        val = None
+        if eval_set is not None:
+            if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
+                raise ProbeFitError("eval_set must be a pair (X_val, y_val)")
+            X_val = validate_data(self, eval_set[0], reset=False, dtype=FLOATS)
+            Y_val = self._encode_targets(eval_set[1], "eval_set y", self.task_ == "multilabel")
+            if len(Y_val) != len(X_val):
+                raise ProbeFitError(f"eval_set has {len(X_val)} rows in X but {len(Y_val)} labels")
+            self._check_selectable(Y_val)
+            val = (X_val, Y_val)
+        self._fit(X, Y, val, owns(X, X_in))
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities ``[N, len(classes_)]``, or per-label probabilities ``[N, L]`` (multilabel)."""
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=FLOATS)
+        return self._predict_scores(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Argmax class (ties -> first class), or ``proba > 0.5`` per label for multilabel targets."""
+        proba = self.predict_proba(X)
+        if self.task_ == "multilabel":
+            return (proba > 0.5).astype(np.int64)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+    # --------------------------------------------------------------------------- targets
+    def _encode_train_targets(self, y: np.ndarray) -> np.ndarray:
+        if self.task not in ("auto", *TASKS):
+            raise ProbeFitError(f"task must be 'auto' or one of {', '.join(TASKS)}, got {self.task!r}")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if y.ndim == 2:
+            if type_of_target(y) != "multilabel-indicator" or not np.isin(y, (0, 1)).all():
+                raise ProbeFitError("2-D y must be a 0/1 multilabel indicator matrix [N, L]")
+            if self.task not in ("auto", "multilabel"):
+                raise ProbeFitError(f"task={self.task!r} needs 1-D labels; 2-D y means multilabel")
+            self.classes_ = np.arange(y.shape[1])
+            self.task_ = "multilabel"
+            return y.astype(np.int64)
+        if self.task == "multilabel":
+            raise ProbeFitError("task='multilabel' needs y as a 0/1 matrix [N, L], got 1-D labels")
+        self.classes_ = np.unique(y) if self.classes is None else np.asarray(self.classes)
+        codes = self._encode_targets(y, "y", multilabel=False)
+        present = np.unique(codes)
+        if len(present) < 2:
+            raise ProbeFitError(
+                f"y has only one class ({self.classes_[present].tolist()}); a probe needs at least 2 classes"
+            )
+        n = len(self.classes_)
+        self.task_ = ("binary" if n == 2 else "multiclass") if self.task == "auto" else self.task
+        if self.task_ == "binary" and n != 2:
+            raise ProbeFitError(f"task='binary' but y has {n} classes: {self.classes_.tolist()}")
+        return codes
+
+    def _encode_targets(self, y: Any, what: str, multilabel: bool) -> np.ndarray:
+        """Map labels to column indices of ``classes_`` (multilabel: check the 0/1 matrix's width)."""
+        y = np.asarray(y)
+        if multilabel:
+            if y.ndim != 2 or y.shape[1] != len(self.classes_) or not np.isin(y, (0, 1)).all():
+                raise ProbeFitError(f"{what} must be a 0/1 matrix with {len(self.classes_)} label columns")
+            return y.astype(np.int64)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        sorter = np.argsort(self.classes_)
+        pos = np.clip(np.searchsorted(self.classes_, y, sorter=sorter), 0, len(self.classes_) - 1)
+        codes = sorter[pos]
+        unknown = self.classes_[codes] != y
+        if unknown.any():
+            raise ProbeFitError(
+                f"{what} contains labels {np.unique(y[unknown]).tolist()[:10]} that are not in the classes "
+                f"{self.classes_.tolist()[:20]}; pass classes=[...] listing every class"
+            )
+        return codes.astype(np.int64)
+
+    # --------------------------------------------------------------------------- selection
+    def _selection_metric(self) -> Metric:
+        return get_metric(self.selection_metric or PRIMARY_METRIC[self.task_])
+
+    def _check_selectable(self, Y_val: np.ndarray) -> None:
+        """Fail early when the selection metric cannot be computed on these validation labels at all."""
+        metric = self._selection_metric()
+        width = len(self.classes_)
+        uniform = np.full((len(Y_val), width), 0.5 if self.task_ == "multilabel" else 1.0 / width)
+        try:
+            metric.evaluate(Prepared(Y_val, uniform))
+        except MetricUndefined as e:
+            raise ProbeFitError(
+                f"selection metric {metric.name!r} cannot be computed on the validation labels: {e.reason}. "
+                "Use a larger validation split or pass selection_metric=... (e.g. 'balanced_accuracy')"
+            ) from None
+
+    def _score(self, Y_val: np.ndarray, scores: np.ndarray) -> float | None:
+        """Selection metric on validation scores; None when it is undefined for this candidate."""
+        try:
+            return self._selection_metric().evaluate(Prepared(Y_val, scores))
+        except MetricUndefined:
+            return None
+
+    # --------------------------------------------------------------------------- subclass hooks
+    def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
+        raise NotImplementedError
+
+    def _predict_scores(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def standardize_inplace_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std in float64, computed in row blocks (no float64 copy of X); zero std -> 1."""
+    n = X.shape[0]
+    total = np.zeros(X.shape[1])
+    for i in range(0, n, ROW_BLOCK):
+        total += X[i : i + ROW_BLOCK].sum(axis=0, dtype=np.float64)
+    mean = total / n
+    sq = np.zeros(X.shape[1])
+    for i in range(0, n, ROW_BLOCK):
+        sq += ((X[i : i + ROW_BLOCK] - mean) ** 2).sum(axis=0)
+    scale = np.sqrt(sq / n)
+    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0  # StandardScaler's rule for constant features
+    return mean, scale
+
+
+def transform_rows(X: np.ndarray, fn: Any, owned: bool) -> np.ndarray:
+    """Apply a row-wise ``fn(block) -> block`` in blocks, in place when ``owned`` (else into a new array)."""
+    out = X if owned else np.empty_like(X)
+    for i in range(0, X.shape[0], ROW_BLOCK):
+        out[i : i + ROW_BLOCK] = fn(X[i : i + ROW_BLOCK])
+    return out
+
+
+def l2_normalize(X: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), in X's dtype."""
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))
+    norms[norms == 0] = 1.0
+    return (X / norms[:, None]).astype(X.dtype, copy=False)
