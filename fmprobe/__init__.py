@@ -23,6 +23,10 @@ _LAZY = {
     "format_table": "fmprobe.report",
     "read_results": "fmprobe.results",
     "run_demo": "fmprobe.demo",
+    "run_study": "fmprobe.study",
+    "load_study": "fmprobe.study",
+    "run_finetune": "fmprobe.finetune",
+    "plot_training_curves": "fmprobe.finetune",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,6 +38,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results
     from fmprobe.store import FeatureFile
+    from fmprobe.finetune import plot_training_curves, run_finetune
+    from fmprobe.study import load_study, run_study
 
 
 def __getattr__(name: str) -> Any:

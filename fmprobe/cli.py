@@ -153,6 +153,20 @@ def demo(
     typer.echo(f"\nreport: {run.report_html}")
 
 
+@app.command()
+def study(
+    file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. studies/quick.toml.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and its estimated cost, run nothing.")] = False,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", help="A quick look: at most N images per split.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: the study file's 'out').")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a study grid: extraction (cached), probes (resumable), report."""
+    result = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
+    if not dry_run:
+        typer.echo(str(result.out / "report" / "report.html"))
+
+
 def main() -> None:
     """Entry point: run the app, turning FmprobeError into a one-line message and exit code 1."""
     try:

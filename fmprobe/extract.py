@@ -157,6 +157,7 @@ def _finalise(
     dims: dict[str, int],
     batch_size: int,
     weights_label: str,
+    images_per_s: float,
 ) -> None:
     skipped: dict[str, dict[int, str]] = {name: {} for name in dataset.splits}
     for batch in journal.batches():
@@ -178,6 +179,7 @@ def _finalise(
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "images_per_s": images_per_s,  # measured; `fmprobe study --dry-run` uses it for cost estimates
     }
     layouts = {name: SplitLayout(split.ids, split.labels) for name, split in dataset.splits.items()}
     write_feature_file(
@@ -235,6 +237,7 @@ def extract_features(
         readouts=chosen,
         compute_dtype=compute_dtype,
         feature_dtype=feature_dtype,
+        image_conversion=str(data.extra.get("image_conversion", "pil-rgb8")),  # e.g. how DICOM was windowed
     )
     path = cache_path(out, data.name, backbone, fingerprint.key)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,7 +296,8 @@ def extract_features(
         try:
             n_skipped += _run(loaded, model, data, done, journal, chosen, batch_size, torch_device, compute_dtype, on_error, num_workers, bar)
             bar.close()
-            _finalise(path, journal, data, fingerprint, dims, batch_size, weights_label(weights, resolved))
+            rate = (n_total - n_done) / max(time.perf_counter() - t0, 1e-9) if n_total > n_done else 0.0
+            _finalise(path, journal, data, fingerprint, dims, batch_size, weights_label(weights, resolved), rate)
         except KeyboardInterrupt:
             bar.close()
             log(f"interrupted: the batches extracted so far are kept in {journal_path.name}; run the same command again to resume")

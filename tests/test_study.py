@@ -1,0 +1,125 @@
+"""`fmprobe study`: grid expansion, validation, dry-run cost, resume after a kill, quick.toml end to end."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import shared_file
+
+from fmprobe.errors import FmprobeError, UnknownNameError
+from fmprobe.study import estimate_cost, format_plan, load_study, run_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(body)
+    return path
+
+
+GRID = """
+name = "t"
+datasets = ["demo:10", "data/m.csv"]
+backbones = ["efficientnet_lite0_imagenet", "efficientnet_lite0_imagenet:random", "vit_tiny_patch16_224:random"]
+readouts = ["pooled", "cls", "mean_patch"]
+resolutions = [32, 64]
+probes = ["logreg", "lgbm"]
+train_fractions = [0.1, 1.0]
+repeats = 3
+"""
+
+
+def test_grid_expansion_and_paths(tmp_path: Path) -> None:
+    study = load_study(_write(tmp_path, GRID))
+    jobs = study.extraction_jobs()
+    assert len(jobs) == 2 * 3 * 2
+    assert {j[3] for j in jobs} == {("pooled",), ("cls", "mean_patch")}  # each backbone gets the readouts it has
+    assert jobs[0][0] == "demo:10" and jobs[-1][0] == str(tmp_path / "data" / "m.csv")  # relative to the study file
+    # per readout: logreg -> fraction 0.1 x 3 repeats + 1.0 once; lgbm (stochastic) -> 3 + 3
+    assert study.probe_cells() == (2 * 2 * 1 + 2 * 2 * 1 + 2 * 2 * 2) * (3 + 1 + 3 + 3)
+    assert study.out == Path("runs") / "t"
+
+
+@pytest.mark.parametrize(
+    "body, error, message",
+    [
+        ('datasets = ["demo"]\nbackbones = ["resnet5O"]', UnknownNameError, "Closest"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\nprobes = ["svm"]', UnknownNameError, "unknown probe 'svm'"),
+        ('datasets = []\nbackbones = ["resnet18"]', FmprobeError, "'datasets' must list"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\ncolour = 1', FmprobeError, r"unknown key\(s\) \['colour'\]"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\nbaseline = "resnet50"', FmprobeError, "baseline 'resnet50'"),
+        ('datasets = ["demo"\n', FmprobeError, "not valid TOML"),
+    ],
+)
+def test_bad_study_files_are_named(tmp_path: Path, body: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        load_study(_write(tmp_path, body))
+
+
+def test_dry_run_prints_grid_and_cost_without_running(tmp_path: Path) -> None:
+    study = load_study(_write(tmp_path, 'datasets = ["demo:10"]\nbackbones = ["efficientnet_lite0_imagenet", "vit_tiny_patch16_224:random"]\nresolutions = [64]'))
+    costs = estimate_cost(study)
+    assert [c.images for c in costs] == [40, 40] and all(c.seconds and c.seconds > 0 for c in costs)
+    assert all(c.source == "estimated" for c in costs)
+    plan = format_plan(study, costs)
+    assert "2 backbone(s)" in plan and "80 image-forwards" in plan
+    logs: list[str] = []
+    run_study(study.path, out=tmp_path / "out", dry_run=True, log=logs.append)
+    assert not (tmp_path / "out").exists() and "image-forwards" in logs[0]
+
+
+@pytest.mark.parametrize("name", ["paper", "medmnist", "quick"])
+def test_shipped_studies_validate(name: str) -> None:
+    study = load_study(ROOT / "studies" / f"{name}.toml")
+    assert study.extraction_jobs() and study.probe_cells() > 0
+    if name != "quick":
+        assert "dinov2_vitb14" in study.backbones and study.baseline == "deit_base_imagenet"
+
+
+def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
+    body = ('datasets = ["demo:25"]\nbackbones = ["efficientnet_lite0_imagenet:random", "resnet18:random"]\n'
+            'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip
+    path = _write(tmp_path, body)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out), "-q"]
+    env = {**os.environ, "FMPROBE_DATA": str(tmp_path / "data")}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        journals = list(out.rglob("*.journal"))
+        if list(out.rglob("*.h5")) and journals and journals[0].stat().st_size > 4096:  # 1st done, 2nd under way
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the study finished before it could be killed"
+    finished = list(out.rglob("*.h5"))
+    mtimes = {p: p.stat().st_mtime_ns for p in finished}
+    rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "cache hit" in rerun.stderr and "resuming" in rerun.stderr, rerun.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    df = pd.read_csv(out / "results" / "results.csv")
+    assert df[df.is_primary].groupby("backbone").size().to_dict() == {"efficientnet_lite0_imagenet": 2, "resnet18": 2}
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert "4 of 4 cells already" in again.stderr
+
+
+def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
+    shared_file("pneumoniamnist.npz")
+    shared_file("breastmnist.npz")
+    logs: list[str] = []
+    study = run_study(ROOT / "studies" / "quick.toml", out=tmp_path, max_images=40, progress=False, log=logs.append)
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "pneumoniamnist" in html and "breastmnist" in html
+    df = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert set(df.dataset) == {"pneumoniamnist", "breastmnist"} and set(df[df.is_primary].metric) == {"roc_auc"}
+    assert len(df[df.is_primary]) == 2 * 2 * 3 and study.baseline == "efficientnet_lite0_imagenet"
