@@ -7,7 +7,7 @@ files (``model.safetensors``), passed through the architecture's own ``checkpoin
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import timm
@@ -72,7 +72,7 @@ def filter_timm_state_dict(state_dict: StateDict, model: nn.Module) -> StateDict
     return {f"model.{k}": v for k, v in cleaned.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _inspect(model_name: str) -> tuple[bool, float]:
     with torch.device("meta"):
         model = timm.create_model(model_name, pretrained=False, num_classes=0)
