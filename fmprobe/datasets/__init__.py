@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, isic2019
 from fmprobe.datasets.base import (
     PRIMARY_METRIC,
     SPLIT_NAMES,
@@ -57,6 +58,10 @@ SOURCES.add("npz", lambda arg, spec, opts: load_npz(Path(arg), spec=spec))
 SOURCES.add("folder", lambda arg, spec, opts: load_folder(Path(arg), spec, **_options(opts, spec, ("task", "seed"))))
 SOURCES.add("csv", lambda arg, spec, opts: load_manifest(Path(arg), spec, **_options(opts, spec, ("task", "seed"))))
 SOURCES.add("demo", lambda arg, spec, opts: load_demo(arg, spec, **_options(opts, spec, ("seed",))))
+SOURCES.add("aptos2019", aptos2019.from_spec)
+SOURCES.add("isic2019", isic2019.from_spec)
+SOURCES.add("cbis-ddsm", cbis_ddsm.from_spec)
+SOURCES.add("chexpert", chexpert.from_spec)
 
 
 def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:

@@ -1,0 +1,137 @@
+"""APTOS 2019 Blindness Detection (Kaggle): ``aptos2019:<dir>``.
+
+Download: the Kaggle competition "APTOS 2019 Blindness Detection" (``kaggle competitions download -c
+aptos2019-blindness-detection``) and unzip it into ``<dir>``. fmprobe reads::
+
+    <dir>/train.csv                 columns id_code, diagnosis (0 No DR, 1 Mild, 2 Moderate, 3 Severe, 4 Proliferative DR)
+    <dir>/train_images/<id_code>.png  3,662 colour fundus photographs
+
+``test.csv``, ``test_images/`` and ``sample_submission.csv`` may be present and are ignored: their labels were
+never published, so, as in the study, only ``train.csv`` is used. It is split 70/15/15, stratified by grade and
+seeded (``?seed=N``, default 0); the split is saved beside the data (``train.fmprobe_split_seed0_70-15-15.csv``)
+so every run sees the same one. APTOS has no patient ids, so the split cannot be grouped by patient.
+
+Task: 5-grade ordinal; primary metric quadratic weighted kappa (the competition's metric).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
+
+CLASS_NAMES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
+FRACTIONS = (0.7, 0.15, 0.15)
+SPLITS = ("train", "val", "test")
+LAYOUT = (
+    "the Kaggle APTOS 2019 download (aptos2019-blindness-detection) has train.csv (id_code, diagnosis) and "
+    "train_images/<id_code>.png; unzip it into the folder given after 'aptos2019:'"
+)
+OPTIONS = ("seed",)
+
+
+def _missing(path: Path, what: str) -> DatasetError:
+    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
+    hint = f" Found similar: {', '.join(near)}." if near else ""
+    return DatasetError(f"{path} not found: {what}.{hint}")
+
+
+def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
+    """``train.csv`` as (id_codes, grades 0-4), checked; touches no image."""
+    csv_path = root / "train.csv"
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
+    if not csv_path.is_file():
+        raise _missing(csv_path, LAYOUT)
+    header, rows = read_csv_rows(csv_path)
+    absent = [c for c in ("id_code", "diagnosis") if c not in header]
+    if absent:
+        raise DatasetError(f"{csv_path}: no column(s) {absent} (found {header}); {LAYOUT}.")
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows.")
+    ids, labels = [], []
+    grades = {str(g): g for g in range(5)} | {f"{g}.0": g for g in range(5)}
+    for line, row in enumerate(rows, start=2):
+        value = row["diagnosis"]
+        if value not in grades:
+            raise DatasetError(
+                f"{csv_path}, line {line}: diagnosis {value!r} for {row['id_code']!r} is not a grade; APTOS grades are "
+                "0 (No DR), 1 (Mild), 2 (Moderate), 3 (Severe), 4 (Proliferative DR)."
+            )
+        if not row["id_code"]:
+            raise DatasetError(f"{csv_path}, line {line}: empty id_code.")
+        ids.append(row["id_code"])
+        labels.append(grades[value])
+    if len(set(ids)) != len(ids):
+        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
+        raise DatasetError(f"{csv_path}: duplicate id_code(s) {dupes}; each image may be listed once.")
+    return ids, np.asarray(labels, dtype=np.int64)
+
+
+def image_paths(root: Path, ids: list[str]) -> list[Path]:
+    """``train_images/<id_code>.png`` for each id, checked with one directory listing."""
+    folder = root / "train_images"
+    if not folder.is_dir():
+        raise _missing(folder, LAYOUT)
+    present = set(os.listdir(folder))
+    names = [f"{i}.png" for i in ids]
+    absent = [n for n in names if n not in present]
+    if absent:
+        raise DatasetError(
+            f"{folder}: {len(absent)} image(s) listed in train.csv are missing, e.g. {', '.join(absent[:3])}. "
+            "Re-download or re-extract train_images.zip from the Kaggle competition."
+        )
+    return [folder / n for n in names]
+
+
+def load_aptos2019(root: Path, spec: str, seed: int = 0) -> Dataset:
+    ids, labels = read_labels(root)
+    paths = image_paths(root, ids)
+    csv_path = root / "train.csv"
+    split_file = split_file_for(csv_path, seed, FRACTIONS)
+    assignment = load_or_create_split(split_file, ids, labels, None, FRACTIONS, seed)
+    splits = {}
+    for index, name in enumerate(SPLITS):
+        members = np.flatnonzero(assignment == index)
+        if len(members) == 0:
+            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to draw a new split.")
+        splits[name] = Split(
+            name, tuple(ids[i] for i in members), labels[members], FileSource(tuple(paths[i] for i in members))
+        )
+    digest = digest_parts(
+        "aptos2019", hashlib.sha256(csv_path.read_bytes()).hexdigest(), file_listing_digest(paths, root),
+        assignment.tolist(),
+    )
+    return Dataset(
+        name="aptos2019",
+        spec=spec,
+        task="ordinal",
+        class_names=CLASS_NAMES,
+        splits=splits,
+        content_digest=digest,
+        primary_metric="quadratic_kappa",
+        description=f"APTOS 2019 train.csv in {root}, split 70/15/15 stratified (seed {seed}, {split_file.name})",
+    )
+
+
+def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
+    """``aptos2019:<dir>[?seed=N]``."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; aptos2019 takes: {', '.join(OPTIONS)}.")
+    if not argument:
+        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. aptos2019:data/aptos2019 ({LAYOUT}).")
+    try:
+        seed = int(options.get("seed", "0"))
+    except ValueError:
+        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    return load_aptos2019(Path(argument), spec, seed)

@@ -1,0 +1,447 @@
+"""CBIS-DDSM (Curated Breast Imaging Subset of DDSM, TCIA): ``cbis-ddsm:<dir>``, benign vs malignant.
+
+Two published layouts are read, detected from the files present:
+
+**TCIA DICOM download** (cancerimagingarchive.net, collection CBIS-DDSM: the ``.tcia`` manifest opened with the
+NBIA Data Retriever, plus the four case-description CSVs from the same page)::
+
+    <dir>/mass_case_description_train_set.csv   mass_case_description_test_set.csv
+    <dir>/calc_case_description_train_set.csv   calc_case_description_test_set.csv
+    <dir>/CBIS-DDSM/<case folder>/.../*.dcm      (or the case folders directly in <dir>)
+
+A case folder is named like the first component of the CSV's DICOM paths: ``Mass-Training_P_00001_LEFT_CC`` (the
+full mammogram) and ``Mass-Training_P_00001_LEFT_CC_1`` (abnormality 1: its cropped ROI and its ROI mask). The
+folders below it differ between downloads (the CSV's UID folders and ``000000.dcm`` names in the "classic" layout;
+``07-21-2016-DDSM-NA-96009/1.000000-cropped images-12345/1-1.dcm`` in the "descriptive" one), and the CSV's
+UIDs and crop/mask file names often do not match the files. So fmprobe goes by the case folder only and takes
+the ``.dcm`` inside it: for a full mammogram the only one; for a crop the one whose series folder or
+``SeriesDescription`` says "cropped images", else (crop and mask in one series) the smaller image, since the ROI
+mask is full-mammogram sized. A case folder that is missing, empty or ambiguous is an error naming it.
+DICOMs are windowed to 8 bits (``?window=dicom|minmax|percentile``, ``&percentiles=0.5,99.5``; see
+``fmprobe.datasets.dicom``), recorded in ``Dataset.extra["image_conversion"]``.
+
+**JPEG conversion** (Kaggle "CBIS-DDSM: Breast Cancer Image Dataset", awsaf49/cbis-ddsm-breast-cancer-image-dataset)::
+
+    <dir>/csv/dicom_info.csv                       file_path, image_path, ..., PatientID, ..., SeriesDescription, ...
+    <dir>/csv/{mass,calc}_case_description_{train,test}_set.csv
+    <dir>/jpeg/<SeriesInstanceUID>/1-NNN.jpg
+
+``dicom_info.csv`` maps each JPEG (``image_path``, e.g. ``CBIS-DDSM/jpeg/<uid>/1-249.jpg``, read relative to
+``<dir>/jpeg``) to its case folder (``PatientID``) and kind (``SeriesDescription``: full mammogram images /
+cropped images / ROI mask images; some rows leave it blank, then the smaller of crop and mask by ``Rows`` x
+``Columns`` is the crop).
+
+Samples (``?image=``): ``crop`` (default): one per abnormality (CSV row), the cropped ROI, labelled by its
+pathology: the benign/malignant label belongs to an abnormality. ``full``: one per full mammogram, malignant if
+any abnormality in it is malignant. Pathology MALIGNANT -> 1 (``malignant``); BENIGN and BENIGN_WITHOUT_CALLBACK
+-> 0 (``benign``). ``?abnormality=both`` (default), ``mass`` or ``calc`` selects the case type. Task binary,
+primary metric ROC AUC.
+
+Split: the official train/test (the CSV's file); validation is carved from train (85/15), grouped by patient and
+stratified, over mass and calc together (so a patient's split is the same in every variant; all four CSVs are
+read, images are needed only for the selected type). Saved as ``cbis-ddsm_<image>.fmprobe_split_seed0_85-15-0.csv``
+in ``<dir>``. The official split itself is not patient-disjoint once mass and calc are combined: 31 patients have mass cases in
+one set and calcification cases in the other (83 train and 60 test crops; 64 and 50 full mammograms; in 29
+views the same mammogram appears, as two DICOM files, in train and in test). ``?overlap=keep`` (default, the
+official split, as published results use it) keeps them; ``?overlap=drop`` leaves their train/val samples out so
+no patient spans train and test. ``Dataset.extra["patients_in_train_and_test"]`` counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from fmprobe.datasets.base import Dataset, FileSource, ImageSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.dicom import (
+    DEFAULT_PERCENTILES,
+    WINDOW_MODES,
+    DicomSource,
+    check_window,
+    conversion_tag,
+    parse_percentiles,
+    read_header,
+)
+from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
+
+CSV_FILES: dict[tuple[str, str], str] = {
+    ("mass", "train"): "mass_case_description_train_set.csv",
+    ("mass", "test"): "mass_case_description_test_set.csv",
+    ("calc", "train"): "calc_case_description_train_set.csv",
+    ("calc", "test"): "calc_case_description_test_set.csv",
+}
+DICOM_INFO = "dicom_info.csv"
+PATHOLOGY = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
+CLASS_NAMES = ("benign", "malignant")
+IMAGE_MODES = ("crop", "full")
+ABNORMALITIES = ("both", "mass", "calc")
+OVERLAP = ("keep", "drop")
+CARVE = (0.85, 0.15, 0.0)
+SPLITS = ("train", "val", "test")
+OPTIONS = ("image", "abnormality", "overlap", "window", "percentiles", "seed")
+# CSV columns fmprobe needs, by normalised name (lower case, '_' as space: the mass CSVs say 'breast_density',
+# the calc CSVs 'breast density'; normalising makes such spellings equal)
+COLUMNS = {"patient": "patient id", "pathology": "pathology", "full": "image file path", "crop": "cropped image file path"}
+LAYOUT = (
+    "CBIS-DDSM comes as the TCIA download (the four {mass,calc}_case_description_{train,test}_set.csv files beside "
+    "the CBIS-DDSM/ folder of DICOM case folders) or as the Kaggle JPEG conversion (csv/ with those four files and "
+    "dicom_info.csv, beside jpeg/); give that folder after 'cbis-ddsm:'"
+)
+KINDS = {"crop": "cropped images", "mask": "ROI mask images", "full": "full mammogram images"}
+
+
+def _kind(text: str | None) -> str | None:
+    """'crop', 'mask' or 'full' from a SeriesDescription or a descriptive series-folder name."""
+    t = (text or "").lower()
+    return "crop" if "crop" in t else "mask" if "mask" in t else "full" if "full" in t else None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image as the CSVs describe it (no file resolved yet)."""
+
+    id: str  # its case folder: Mass-Training_P_00001_LEFT_CC_1 (crop) or Mass-Training_P_00001_LEFT_CC (full)
+    official: str  # train | test
+    patient: str  # P_00001
+    label: int  # 1 malignant, 0 benign
+    abnormality: str  # mass | calc
+    where: str  # "<csv>, line N" of its (first) row
+
+
+def csv_folder(root: Path) -> Path:
+    """Where the case-description CSVs are: ``<dir>/csv`` (JPEG conversion) or ``<dir>`` (TCIA)."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
+    nested = root / "csv"
+    return nested if (nested / CSV_FILES[("mass", "train")]).is_file() or (nested / DICOM_INFO).is_file() else root
+
+
+def _missing(path: Path, what: str) -> DatasetError:
+    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
+    hint = f" Found similar: {', '.join(near)}." if near else ""
+    return DatasetError(f"{path} not found: {what}.{hint}")
+
+
+def _case_folder(value: str, where: str, column: str) -> str:
+    """First component of a published DICOM path (cells may end in a newline or spaces; read_csv_rows strips)."""
+    parts = PurePosixPath(value.replace("\\", "/")).parts
+    if not parts or not parts[0].startswith(("Mass-", "Calc-")):
+        raise DatasetError(
+            f"{where}: {column!r} is {value!r}; expected a path starting with the case folder, e.g. "
+            "Mass-Training_P_00001_LEFT_CC_1/<uid>/<uid>/000000.dcm."
+        )
+    return parts[0]
+
+
+def read_rows(root: Path) -> list[tuple[Sample, str]]:
+    """Every CSV row as (crop sample, full-mammogram case folder), from all four CSVs; touches no image."""
+    folder = csv_folder(root)
+    out: list[tuple[Sample, str]] = []
+    for (abnormality, official), name in CSV_FILES.items():
+        path = folder / name
+        if not path.is_file():
+            raise _missing(path, LAYOUT)
+        header, rows = read_csv_rows(path)
+        by_norm = {h.lower().replace("_", " ").strip(): h for h in header}
+        absent = [c for c in COLUMNS.values() if c not in by_norm]
+        if absent:
+            raise DatasetError(f"{path}: missing column(s) {absent}; found {header}. Is this a CBIS-DDSM case description?")
+        col = {key: by_norm[norm] for key, norm in COLUMNS.items()}
+        if not rows:
+            raise DatasetError(f"{path}: no rows.")
+        for line, row in enumerate(rows, start=2):
+            where = f"{path}, line {line}"
+            pathology = row[col["pathology"]].upper()
+            if pathology not in PATHOLOGY:
+                raise DatasetError(
+                    f"{where}: pathology {row[col['pathology']]!r} is not one of {', '.join(PATHOLOGY)} "
+                    "(MALIGNANT is the positive class; both BENIGN kinds are benign)."
+                )
+            patient = row[col["patient"]]
+            if not patient:
+                raise DatasetError(f"{where}: empty patient_id.")
+            crop = _case_folder(row[col["crop"]], where, col["crop"])
+            full = _case_folder(row[col["full"]], where, col["full"])
+            out.append((Sample(crop, official, patient, PATHOLOGY[pathology], abnormality, where), full))
+    return out
+
+
+def read_labels(root: Path, image: str = "crop", abnormality: str = "both") -> list[Sample]:
+    """The samples of one variant: ``crop`` one per abnormality, ``full`` one per full mammogram (malignant if any
+    of its abnormalities is); ``abnormality`` mass, calc or both. Touches no image."""
+    if image not in IMAGE_MODES:
+        raise DatasetError(f"cbis-ddsm image={image!r}: use crop (default) or full.")
+    if abnormality not in ABNORMALITIES:
+        raise DatasetError(f"cbis-ddsm abnormality={abnormality!r}: use both (default), mass or calc.")
+    rows = read_rows(root)
+    if image == "crop":
+        samples = [crop for crop, _ in rows]
+    else:
+        merged: dict[str, Sample] = {}
+        for crop, full in rows:
+            first = merged.get(full)
+            if first is None:
+                merged[full] = replace(crop, id=full)
+            elif first.patient != crop.patient:
+                raise DatasetError(
+                    f"{crop.where}: mammogram {full} belongs to patient {crop.patient} here but to {first.patient} "
+                    f"at {first.where}; the CSVs disagree."
+                )
+            elif crop.label > first.label:
+                merged[full] = replace(first, label=crop.label)
+        samples = list(merged.values())
+    counts = Counter(s.id for s in samples)
+    dupes = [s for s in samples if counts[s.id] > 1]
+    if dupes:
+        raise DatasetError(
+            f"{dupes[0].where}: case folder {dupes[0].id} is listed more than once; each abnormality has its own "
+            "case folder. Are two CSVs copies of each other?"
+        )
+    return [s for s in samples if abnormality in ("both", s.abnormality)]
+
+
+@dataclass
+class Candidate:
+    path: Path
+    kind: str | None  # crop | mask | full | None (not known yet)
+    pixels: int | None = None
+
+
+def choose_file(
+    candidates: list[Candidate], want: str, folder: str, inspect: Callable[[Candidate], Candidate] | None = None
+) -> Path:
+    """Pick the crop (``want='crop'``) or full mammogram (``'full'``) among the images of one case folder.
+
+    A lone file of unknown kind is taken as it is. Otherwise the kinds known from series-folder names or
+    SeriesDescription decide; files of unknown kind are ``inspect``-ed (DICOM header) when nothing is labelled
+    ``want``; a crop still undecided is the strictly smaller image among crop/mask candidates, because the ROI
+    mask has the full mammogram's size.
+    """
+    if len(candidates) == 1 and candidates[0].kind in (want, None):
+        return candidates[0].path
+    pool = list(candidates)
+    if inspect is not None and not any(c.kind == want for c in pool):
+        pool = [inspect(c) if c.kind is None else c for c in pool]
+    hits = [c for c in pool if c.kind == want]
+    unknown = [c for c in pool if c.kind is None]
+    if len(hits) == 1:
+        return hits[0].path
+    if not hits and len(unknown) == 1:
+        return unknown[0].path
+    rest = hits or unknown
+    if want == "crop" and not hits:
+        rest = [c for c in pool if c.kind in (None, "mask")]
+        if len(rest) >= 2 and all(c.pixels for c in rest):
+            by_size = sorted(rest, key=lambda c: c.pixels or 0)
+            if (by_size[0].pixels or 0) < (by_size[1].pixels or 0):
+                return by_size[0].path
+        if len(rest) < 2:
+            rest = []
+    if not rest:
+        kinds = sorted(KINDS.get(str(c.kind), "unknown") for c in pool)
+        raise DatasetError(f"{folder}: no {KINDS[want]} among its {len(pool)} file(s) (found: {', '.join(kinds)}).")
+    names = ", ".join(str(c.path) for c in rest[:4])
+    raise DatasetError(
+        f"{folder}: cannot tell which file is the {KINDS[want]} ({len(rest)} candidates: {names}). Remove the extra "
+        "file(s) or re-download this case."
+    )
+
+
+def _resolve_tcia(root: Path, samples: list[Sample], want: str) -> list[Path]:
+    base = root / "CBIS-DDSM" if (root / "CBIS-DDSM").is_dir() else root
+    absent: list[Sample] = []
+    paths: list[Path] = []
+
+    def inspect(c: Candidate) -> Candidate:
+        ds = read_header(c.path)
+        rows, cols = ds.get("Rows"), ds.get("Columns")
+        return Candidate(c.path, _kind(str(ds.get("SeriesDescription", ""))), int(rows * cols) if rows and cols else None)
+
+    for s in samples:
+        folder = base / s.id
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() == ".dcm" and p.is_file()) if folder.is_dir() else []
+        if not files:
+            absent.append(s)
+            paths.append(folder)
+            continue
+        per_dir = Counter(p.parent for p in files)
+        # a descriptive series folder ('1.000000-cropped images-12345') names the kind when it holds one file
+        candidates = [Candidate(p, _kind(p.parent.name) if per_dir[p.parent] == 1 else None) for p in files]
+        paths.append(choose_file(candidates, want, str(folder), inspect))
+    if absent:
+        raise DatasetError(
+            f"{base}: {len(absent)} case folder(s) with .dcm files are missing, e.g. "
+            + "; ".join(f"{s.id} ({s.where})" for s in absent[:3])
+            + ". Download them with the NBIA Data Retriever (the TCIA CBIS-DDSM manifest), or choose the case "
+            "type you have with ?abnormality=mass or ?abnormality=calc."
+        )
+    return paths
+
+
+def _resolve_jpeg(root: Path, samples: list[Sample], want: str) -> tuple[list[Path], Path]:
+    info_path = root / "csv" / DICOM_INFO
+    header, rows = read_csv_rows(info_path)
+    absent_cols = [c for c in ("image_path", "PatientID", "SeriesDescription") if c not in header]
+    if absent_cols:
+        raise DatasetError(f"{info_path}: missing column(s) {absent_cols}; found {header[:8]}…")
+    has_size = "Rows" in header and "Columns" in header
+    by_case: dict[str, list[Candidate]] = defaultdict(list)
+    for row in rows:
+        parts = PurePosixPath(row["image_path"].replace("\\", "/")).parts
+        rel = parts[parts.index("jpeg") + 1 :] if "jpeg" in parts else parts
+        pixels = None
+        if has_size:
+            try:
+                pixels = int(float(row["Rows"])) * int(float(row["Columns"]))
+            except ValueError:
+                pixels = None
+        by_case[row["PatientID"]].append(Candidate(root.joinpath("jpeg", *rel), _kind(row["SeriesDescription"]), pixels))
+    paths: list[Path] = []
+    unlisted = [s for s in samples if s.id not in by_case]
+    if unlisted:
+        raise DatasetError(
+            f"{info_path}: {len(unlisted)} case folder(s) of the case descriptions have no image, e.g. "
+            + "; ".join(f"{s.id} ({s.where})" for s in unlisted[:3])
+            + ". Is dicom_info.csv from the same download?"
+        )
+    for s in samples:
+        paths.append(choose_file(by_case[s.id], want, f"{info_path} PatientID {s.id}"))
+    gone = [p for p in paths if not p.is_file()]
+    if gone:
+        raise DatasetError(
+            f"{root / 'jpeg'}: {len(gone)} image(s) named in {DICOM_INFO} are missing, e.g. "
+            f"{', '.join(str(p) for p in gone[:3])}. Re-download or re-extract the JPEG conversion."
+        )
+    return paths, info_path
+
+
+def load_cbis_ddsm(
+    root: Path,
+    spec: str,
+    image: str = "crop",
+    abnormality: str = "both",
+    overlap: str = "keep",
+    window: str | None = None,
+    percentiles: tuple[float, float] | None = None,
+    seed: int = 0,
+) -> Dataset:
+    if overlap not in OVERLAP:
+        raise DatasetError(f"cbis-ddsm overlap={overlap!r}: use keep (the official split) or drop.")
+    every = read_labels(root, image, "both")
+    jpeg = (root / "csv" / DICOM_INFO).is_file()
+    if jpeg and (window is not None or percentiles is not None):
+        raise DatasetError(
+            f"{root}: window/percentiles apply to the TCIA DICOM download; this is the JPEG conversion "
+            "(csv/dicom_info.csv), already 8-bit. Drop those options."
+        )
+    window = window or "dicom"
+    percentiles = percentiles or DEFAULT_PERCENTILES
+    if window != "percentile" and percentiles != DEFAULT_PERCENTILES:
+        raise DatasetError(f"cbis-ddsm percentiles= needs window=percentile (got window={window}).")
+    check_window(window, percentiles)
+
+    # validation is carved from the official train set of all samples of this image mode, mass and calc together
+    train_all = [s for s in every if s.official == "train"]
+    split_file = split_file_for(root / f"cbis-ddsm_{image}.csv", seed, CARVE)
+    carve = load_or_create_split(
+        split_file, [s.id for s in train_all], np.asarray([s.label for s in train_all]), [s.patient for s in train_all],
+        CARVE, seed,
+    )
+    assigned = {s.id: int(a) for s, a in zip(train_all, carve, strict=True)} | {
+        s.id: 2 for s in every if s.official == "test"
+    }
+    samples = [s for s in every if abnormality in ("both", s.abnormality)]
+    test_patients = {s.patient for s in samples if s.official == "test"}
+    shared = sorted({s.patient for s in samples if s.official == "train"} & test_patients)
+    if overlap == "drop":
+        samples = [s for s in samples if s.official == "test" or s.patient not in test_patients]
+
+    where: dict[str, int] = {}
+    for s in samples:
+        a = assigned[s.id]
+        if a < 2 and where.setdefault(s.patient, a) != a:
+            raise DatasetError(
+                f"{split_file}: patient {s.patient} is in both {SPLITS[where[s.patient]]} and {SPLITS[a]}; delete the "
+                "file to carve validation again (grouped by patient)."
+            )
+
+    want = "crop" if image == "crop" else "full"
+    if jpeg:
+        paths, info_path = _resolve_jpeg(root, samples, want)
+        label_files = [info_path] + [root / "csv" / n for n in CSV_FILES.values()]
+        make: Callable[[tuple[Path, ...]], ImageSource] = FileSource
+        extra: dict[str, object] = {"layout": "jpeg"}
+    else:
+        paths = _resolve_tcia(root, samples, want)
+        label_files = [csv_folder(root) / n for n in CSV_FILES.values()]
+        make = partial(DicomSource, window=window, percentiles=percentiles)
+        extra = {"layout": "tcia-dicom", "image_conversion": conversion_tag(window, percentiles)}
+    extra |= {"image": image, "abnormality": abnormality, "overlap": overlap, "patients_in_train_and_test": len(shared)}
+
+    labels = np.asarray([s.label for s in samples], dtype=np.int64)
+    assignment = np.asarray([assigned[s.id] for s in samples], dtype=np.int8)
+    splits = {}
+    for index, name in enumerate(SPLITS):
+        members = np.flatnonzero(assignment == index)
+        if len(members) == 0:
+            raise DatasetError(f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.")
+        splits[name] = Split(
+            name, tuple(samples[i].id for i in members), labels[members], make(tuple(paths[i] for i in members))
+        )
+    digest = digest_parts(
+        "cbis-ddsm", image, abnormality, overlap, extra.get("image_conversion", "jpeg"),
+        [hashlib.sha256(p.read_bytes()).hexdigest() for p in label_files], file_listing_digest(paths, root),
+        [s.id for s in samples], labels.tolist(), assignment.tolist(),
+    )
+    return Dataset(
+        name="cbis-ddsm",
+        spec=spec,
+        task="binary",
+        class_names=CLASS_NAMES,
+        splits=splits,
+        content_digest=digest,
+        primary_metric="roc_auc",
+        description=(
+            f"CBIS-DDSM ({extra['layout']}) in {root}: {'ROI crops' if image == 'crop' else 'full mammograms'}, "
+            f"{abnormality}; official train/test, validation carved by patient (seed {seed}, {split_file.name}); "
+            f"{len(shared)} patient(s) in both train and test ({'dropped from train' if overlap == 'drop' else 'kept'})"
+        ),
+        extra=extra,
+    )
+
+
+def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
+    """``cbis-ddsm:<dir>[?image=crop|full][&abnormality=both|mass|calc][&overlap=keep|drop][&window=...][&seed=N]``."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; cbis-ddsm takes: {', '.join(OPTIONS)}.")
+    if not argument:
+        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. cbis-ddsm:data/cbis-ddsm ({LAYOUT}).")
+    choices = {"image": IMAGE_MODES, "abnormality": ABNORMALITIES, "overlap": OVERLAP, "window": WINDOW_MODES}
+    for key, allowed in choices.items():
+        if key in options and options[key] not in allowed:
+            raise DatasetError(f"dataset spec {spec!r}: {key}={options[key]!r}; use one of {', '.join(allowed)}.")
+    try:
+        seed = int(options.get("seed", "0"))
+    except ValueError:
+        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    return load_cbis_ddsm(
+        Path(argument),
+        spec,
+        image=options.get("image", "crop"),
+        abnormality=options.get("abnormality", "both"),
+        overlap=options.get("overlap", "keep"),
+        window=options.get("window"),
+        percentiles=parse_percentiles(options["percentiles"]) if "percentiles" in options else None,
+        seed=seed,
+    )

@@ -1,0 +1,264 @@
+"""CheXpert v1.0 (Stanford ML Group / AIMI), full or downsampled ("small"): ``chexpert:<dir>``.
+
+Download CheXpert-v1.0 or CheXpert-v1.0-small (stanfordmlgroup.github.io/competitions/chexpert, or the Stanford
+AIMI shared-datasets page) and unzip it; ``<dir>`` is the unpacked folder::
+
+    <dir>/train.csv    Path, Sex, Age, Frontal/Lateral, AP/PA, then the 14 observations below
+    <dir>/valid.csv    same columns; 234 radiologist-labelled studies' images (200 patients)
+    <dir>/train/patientNNNNN/studyN/viewN_frontal.jpg   (and ..._lateral.jpg)
+    <dir>/valid/patientNNNNN/studyN/viewN_frontal.jpg
+
+``Path`` values start with the archive's folder name (``CheXpert-v1.0-small/train/patient00001/...``); that first
+component is replaced by ``<dir>``, so a renamed folder still works.
+
+Labels: the 14 observations (``No Finding`` ... ``Support Devices``) as a multilabel task, primary metric the
+mean per-label ROC AUC. Values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain, blank = not mentioned
+(read as negative in every policy, as in the CheXpert paper). Uncertain labels follow ``?uncertain=``:
+
+- ``zeros`` (default, "U-Zeros", the study's choice): uncertain -> 0;
+- ``ones`` ("U-Ones"): uncertain -> 1;
+- ``ignore`` ("U-Ignore"): uncertain -> **-1 in the label array, meaning "missing"**. Metrics and probes must
+  leave those entries out (per label); ``Dataset.extra["missing_label"]`` is then -1.
+
+``?frontal=1`` keeps frontal views only (``Frontal/Lateral`` == Frontal). The five competition labels
+(Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion) are listed in
+``Dataset.extra["competition_labels"]``.
+
+Split: the official ``valid.csv`` is the test set; validation is carved from ``train.csv`` (90/10), grouped by
+patient (``patientNNNNN`` from the path) and stratified on the competition labels. The carve covers every
+train row whatever the options, so all policies and the frontal-only view share one split file
+(``train.fmprobe_split_seed0_90-10-0.csv`` beside the CSVs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
+
+OBSERVATIONS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+)  # fmt: skip
+COMPETITION_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+POLICIES = ("zeros", "ones", "ignore")
+MISSING = -1
+CARVE = (0.9, 0.1, 0.0)
+SPLITS = ("train", "val", "test")
+OPTIONS = ("uncertain", "frontal", "seed")
+VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
+PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
+LAYOUT = (
+    "a CheXpert download (CheXpert-v1.0 or CheXpert-v1.0-small) has train.csv, valid.csv, train/ and valid/; "
+    "give the unzipped folder after 'chexpert:'"
+)
+
+
+def _missing(path: Path, what: str) -> DatasetError:
+    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
+    hint = f" Found similar: {', '.join(near)}." if near else ""
+    return DatasetError(f"{path} not found: {what}.{hint}")
+
+
+def relative_image_path(csv_path: str) -> str:
+    """``CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg`` -> ``train/patient00001/...``."""
+    parts = csv_path.replace("\\", "/").split("/")
+    if parts and parts[0] not in ("train", "valid", "test"):
+        parts = parts[1:]
+    return "/".join(parts)
+
+
+@dataclass(frozen=True)
+class Table:
+    """One CheXpert CSV as read: raw labels keep -1 (uncertain); blanks are already 0."""
+
+    ids: list[str]  # the Path column, unique
+    raw: np.ndarray  # [N, 14] in {1, 0, -1}
+    patients: list[str]
+    rel: list[str]  # image path relative to the dataset folder, '/'-separated
+    frontal: np.ndarray  # [N] bool
+
+    def labels(self, uncertain: str) -> np.ndarray:
+        """The [N, 14] labels under an uncertainty policy (ignore: -1 = missing)."""
+        return np.where(self.raw < 0, {"zeros": 0, "ones": 1, "ignore": MISSING}[uncertain], self.raw)
+
+    def take(self, frontal_only: bool) -> tuple[Table, np.ndarray]:
+        """The rows kept by the view option, and their indices."""
+        index = np.flatnonzero(self.frontal) if frontal_only else np.arange(len(self.ids))
+        pick = [int(i) for i in index]
+        table = Table(
+            [self.ids[i] for i in pick], self.raw[index], [self.patients[i] for i in pick], [self.rel[i] for i in pick],
+            self.frontal[index],
+        )
+        return table, index
+
+    def strata(self) -> np.ndarray:
+        """Policy-independent stratification labels: the competition labels under U-Zeros."""
+        return np.where(self.raw < 0, 0, self.raw)[:, [OBSERVATIONS.index(c) for c in COMPETITION_LABELS]]
+
+
+def read_table(csv_path: Path) -> Table:
+    """Read and check one CheXpert CSV (columns, label values, patient ids, views); touches no image."""
+    if not csv_path.is_file():
+        raise _missing(csv_path, LAYOUT)
+    header, rows = read_csv_rows(csv_path)
+    absent = [c for c in ("Path", "Frontal/Lateral") + OBSERVATIONS if c not in header]
+    if absent:
+        near = {c: closest(c, header, 1) for c in absent}
+        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
+        raise DatasetError(f"{csv_path}: missing column(s) {hints}; found {header}. {LAYOUT}.")
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows.")
+    ids = [row["Path"] for row in rows]
+    patients: list[str] = []
+    for line, path in enumerate(ids, start=2):
+        match = PATIENT.search(path.replace("\\", "/"))
+        if match is None:
+            raise DatasetError(
+                f"{csv_path}, line {line}: Path {path!r} has no patientNNNNN folder; CheXpert paths look like "
+                "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg."
+            )
+        patients.append(match.group(1))
+    views = [row["Frontal/Lateral"] for row in rows]
+    for line, view in enumerate(views, start=2):
+        if view not in ("Frontal", "Lateral"):
+            raise DatasetError(f"{csv_path}, line {line}: Frontal/Lateral is {view!r}; expected Frontal or Lateral.")
+    raw = np.zeros((len(rows), len(OBSERVATIONS)), dtype=np.int64)
+    for c, column in enumerate(OBSERVATIONS):
+        cells = [row[column] for row in rows]
+        unknown = set(cells) - set(VALUES)
+        if unknown:
+            line = next(r for r, v in enumerate(cells, start=2) if v in unknown)
+            raise DatasetError(
+                f"{csv_path}, line {line}: {column!r} has value {cells[line - 2]!r}; CheXpert labels are 1.0 "
+                "(positive), 0.0 (negative), -1.0 (uncertain) or blank (not mentioned)."
+            )
+        raw[:, c] = [VALUES[v] for v in cells]
+    frontal = np.asarray([v == "Frontal" for v in views], dtype=bool)
+    rel = [relative_image_path(path) for path in ids]
+    if len(set(ids)) != len(ids):
+        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
+        raise DatasetError(f"{csv_path}: duplicate Path(s) {dupes}; each image may be listed once.")
+    return Table(ids, raw, patients, rel, frontal)
+
+
+def read_labels(
+    root: Path, uncertain: str = "zeros", frontal: bool = False
+) -> dict[str, tuple[list[str], np.ndarray, list[str]]]:
+    """``{"train": (ids, labels, patients), "test": (...)}`` from train.csv and valid.csv; touches no image."""
+    if uncertain not in POLICIES:
+        raise DatasetError(f"chexpert uncertain={uncertain!r}: use zeros (U-Zeros, default), ones or ignore.")
+    out = {}
+    for split, name in (("train", "train.csv"), ("test", "valid.csv")):
+        table, _ = read_table(root / name).take(frontal)
+        out[split] = (table.ids, table.labels(uncertain), table.patients)
+    return out
+
+
+def _check_images(root: Path, rel: list[str], csv_name: str) -> list[Path]:
+    paths = [root / p for p in rel]
+    absent = [p for p in paths if not os.path.isfile(p)]
+    if absent:
+        raise DatasetError(
+            f"{root}: {len(absent)} image(s) listed in {csv_name} are missing, e.g. "
+            f"{', '.join(str(p) for p in absent[:3])}. {LAYOUT}; re-extract the archive."
+        )
+    return paths
+
+
+def load_chexpert(
+    root: Path, spec: str, uncertain: str = "zeros", frontal: bool = False, seed: int = 0
+) -> Dataset:
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
+    if uncertain not in POLICIES:
+        raise DatasetError(f"chexpert uncertain={uncertain!r}: use zeros (U-Zeros, default), ones or ignore.")
+    every, test = read_table(root / "train.csv"), read_table(root / "valid.csv")
+    # validation is carved over all train rows (independent of the options), then the options select rows
+    split_file = split_file_for(root / "train.csv", seed, CARVE)
+    carve = load_or_create_split(split_file, every.ids, every.strata(), every.patients, CARVE, seed)
+    train, kept = every.take(frontal)
+    carve = carve[kept]
+    test, _ = test.take(frontal)
+    t_paths = _check_images(root, train.rel, "train.csv")
+    s_paths = _check_images(root, test.rel, "valid.csv")
+    t_labels, s_labels = train.labels(uncertain), test.labels(uncertain)
+
+    where: dict[str, str] = {}
+    for name, members, patients in (
+        ("train", np.flatnonzero(carve == 0), train.patients), ("val", np.flatnonzero(carve == 1), train.patients),
+        ("test", np.arange(len(test.ids)), test.patients),
+    ):
+        for i in members:
+            if where.setdefault(patients[i], name) != name:
+                raise DatasetError(
+                    f"{root}: patient {patients[i]} is in both {where[patients[i]]} and {name}; one patient in two "
+                    f"splits leaks information. Check valid.csv, or delete {split_file.name} to re-carve validation."
+                )
+
+    splits = {}
+    for index, name in enumerate(("train", "val")):
+        members = np.flatnonzero(carve == index)
+        if len(members) == 0:
+            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to carve validation again.")
+        splits[name] = Split(
+            name, tuple(train.ids[i] for i in members), t_labels[members], FileSource(tuple(t_paths[i] for i in members))
+        )
+    splits["test"] = Split("test", tuple(test.ids), s_labels, FileSource(tuple(s_paths)))
+    digest = digest_parts(
+        "chexpert", uncertain, frontal,
+        [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],
+        file_listing_digest(t_paths + s_paths, root), carve.tolist(),
+    )
+    extra: dict[str, object] = {"competition_labels": COMPETITION_LABELS, "uncertain": uncertain, "frontal": frontal}
+    if uncertain == "ignore":
+        extra["missing_label"] = MISSING
+    return Dataset(
+        name="chexpert",
+        spec=spec,
+        task="multilabel",
+        class_names=OBSERVATIONS,
+        splits=splits,
+        content_digest=digest,
+        primary_metric="roc_auc",
+        description=(
+            f"CheXpert in {root}: U-{uncertain.capitalize()}, {'frontal views' if frontal else 'all views'}; "
+            f"test = valid.csv, validation carved from train.csv by patient (seed {seed}, {split_file.name})"
+        ),
+        extra=extra,
+    )
+
+
+def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
+    """``chexpert:<dir>[?uncertain=zeros|ones|ignore][&frontal=1][&seed=N]``."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; chexpert takes: {', '.join(OPTIONS)}.")
+    if not argument:
+        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. chexpert:data/CheXpert-v1.0-small ({LAYOUT}).")
+    uncertain = options.get("uncertain", "zeros")
+    if uncertain not in POLICIES:
+        raise DatasetError(
+            f"dataset spec {spec!r}: uncertain={uncertain!r}; use zeros (U-Zeros, the study's), ones (U-Ones) or "
+            "ignore (uncertain entries stored as -1 = missing)."
+        )
+    frontal_text = options.get("frontal", "0").lower()
+    if frontal_text not in ("0", "1", "true", "false", "yes", "no"):
+        raise DatasetError(f"dataset spec {spec!r}: frontal={options['frontal']!r}; use frontal=1 (frontal views only) or 0.")
+    try:
+        seed = int(options.get("seed", "0"))
+    except ValueError:
+        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    return load_chexpert(Path(argument), spec, uncertain, frontal_text in ("1", "true", "yes"), seed)

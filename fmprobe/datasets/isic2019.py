@@ -1,0 +1,210 @@
+"""ISIC 2019 Challenge, task 1 training data: ``isic2019:<dir>``.
+
+Download from the ISIC 2019 challenge page (challenge.isic-archive.com/data, "Training Data"): the image zip and
+both CSVs, into ``<dir>``. fmprobe reads::
+
+    <dir>/ISIC_2019_Training_GroundTruth.csv   image, MEL, NV, BCC, AK, BKL, DF, VASC, SCC, UNK (one-hot, 0.0/1.0)
+    <dir>/ISIC_2019_Training_Metadata.csv      image, age_approx, anatom_site_general, lesion_id, sex
+    <dir>/ISIC_2019_Training_Input/<image>.jpg 25,331 dermoscopic images (the zip may also unpack to
+                                               ISIC_2019_Training_Input/ISIC_2019_Training_Input/; both work)
+
+Image names are taken from the ``image`` column as they are: 2,074 of them end in ``_downsampled`` (the files
+are named that way too).
+
+Task: 8-class (MEL, NV, BCC, AK, BKL, DF, VASC, SCC). ``UNK`` ("none of the others") exists only for the
+challenge's test set and has no training image, so it is not a class; a row labelled UNK is refused.
+Primary metric: balanced accuracy (the challenge's metric).
+
+Split: 80/10/10, stratified by class, seeded (``?seed=N``). Default ``?grouping=lesion``: images of one lesion
+(``lesion_id`` in the metadata; 11,847 lesions, up to 31 images each) stay in one split, because near-duplicate
+views of a lesion in train and test inflate every number; the 2,084 images without a lesion_id are each their
+own group. ``?grouping=none`` gives the study's ungrouped, image-level split and does not need the metadata file.
+Each grouping has its own saved split file beside the data
+(``ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_seed0_80-10-10.csv`` / ``..._none...``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
+
+GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
+METADATA = "ISIC_2019_Training_Metadata.csv"
+IMAGES = "ISIC_2019_Training_Input"
+ALL_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
+CLASS_NAMES = ALL_COLUMNS[:-1]
+GROUPINGS = ("lesion", "none")
+FRACTIONS = (0.8, 0.1, 0.1)
+SPLITS = ("train", "val", "test")
+OPTIONS = ("grouping", "seed")
+LAYOUT = (
+    f"the ISIC 2019 training download has {GROUND_TRUTH}, {METADATA} and {IMAGES}/<image>.jpg; put all three in "
+    "the folder given after 'isic2019:'"
+)
+
+
+def _missing(path: Path, what: str) -> DatasetError:
+    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
+    hint = f" Found similar: {', '.join(near)}." if near else ""
+    return DatasetError(f"{path} not found: {what}.{hint}")
+
+
+def _read(path: Path, columns: tuple[str, ...], why: str) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise _missing(path, why)
+    header, rows = read_csv_rows(path)
+    absent = [c for c in columns if c not in header]
+    if absent:
+        near = {c: closest(c, header, 1) for c in absent}
+        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
+        raise DatasetError(f"{path}: missing column(s) {hints}; found {header}. Is this the ISIC 2019 training file?")
+    if not rows:
+        raise DatasetError(f"{path}: no rows.")
+    return rows
+
+
+def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.ndarray, list[str] | None]:
+    """(image names, class indices into CLASS_NAMES, lesion groups or None); touches no image."""
+    if grouping not in GROUPINGS:
+        raise DatasetError(f"isic2019 grouping={grouping!r}: use lesion (default) or none.")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
+    gt_path = root / GROUND_TRUTH
+    rows = _read(gt_path, ("image",) + ALL_COLUMNS, LAYOUT)
+    values = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
+    ids: list[str] = []
+    labels: list[int] = []
+    for line, row in enumerate(rows, start=2):
+        name = row["image"]
+        if not name:
+            raise DatasetError(f"{gt_path}, line {line}: empty image name.")
+        bad = [(c, row[c]) for c in ALL_COLUMNS if row[c] not in values]
+        if bad:
+            raise DatasetError(
+                f"{gt_path}, line {line} ({name}): unknown label value(s) {bad}; the class columns are one-hot 0.0/1.0."
+            )
+        hot = [c for c in ALL_COLUMNS if values[row[c]] == 1]
+        if len(hot) != 1:
+            raise DatasetError(
+                f"{gt_path}, line {line} ({name}): {len(hot)} classes marked ({hot or 'none'}); each image has exactly one."
+            )
+        if hot[0] == "UNK":
+            raise DatasetError(
+                f"{gt_path}, line {line} ({name}): labelled UNK. UNK has no training images in ISIC 2019 and is not "
+                f"one of the 8 classes ({', '.join(CLASS_NAMES)}); is this the test-set ground truth?"
+            )
+        ids.append(name)
+        labels.append(CLASS_NAMES.index(hot[0]))
+    if len(set(ids)) != len(ids):
+        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
+        raise DatasetError(f"{gt_path}: duplicate image name(s) {dupes}.")
+
+    groups = None
+    if grouping == "lesion":
+        meta_path = root / METADATA
+        meta = _read(
+            meta_path, ("image", "lesion_id"),
+            f"grouping by lesion needs the metadata file ({LAYOUT}); or use isic2019:{root}?grouping=none for the "
+            "study's ungrouped split",
+        )
+        lesion = {row["image"]: row["lesion_id"] for row in meta}
+        absent = [i for i in ids if i not in lesion]
+        if absent:
+            raise DatasetError(
+                f"{meta_path}: {len(absent)} image(s) of {GROUND_TRUTH} have no metadata row, e.g. {absent[:3]}. "
+                "Download the matching ISIC 2019 training metadata."
+            )
+        # an image without a lesion_id is its own group; the prefix keeps image names and lesion ids apart
+        groups = [f"lesion:{lesion[i]}" if lesion[i] else f"image:{i}" for i in ids]
+    return ids, np.asarray(labels, dtype=np.int64), groups
+
+
+def _image_folder(root: Path) -> Path:
+    folder = root / IMAGES
+    nested = folder / IMAGES
+    if not folder.is_dir():
+        raise _missing(folder, LAYOUT)
+    if nested.is_dir() and not any(n.endswith(".jpg") for n in os.listdir(folder)):
+        return nested
+    return folder
+
+
+def load_isic2019(root: Path, spec: str, grouping: str = "lesion", seed: int = 0) -> Dataset:
+    ids, labels, groups = read_labels(root, grouping)
+    folder = _image_folder(root)
+    present = set(os.listdir(folder))
+    names = [f"{i}.jpg" for i in ids]
+    absent = [n for n in names if n not in present]
+    if absent:
+        raise DatasetError(
+            f"{folder}: {len(absent)} image(s) listed in {GROUND_TRUTH} are missing, e.g. {', '.join(absent[:3])}. "
+            "Re-download ISIC_2019_Training_Input.zip and unzip it here."
+        )
+    paths = [folder / n for n in names]
+    split_file = split_file_for(root / f"{Path(GROUND_TRUTH).stem}_{grouping}.csv", seed, FRACTIONS)
+    assignment = load_or_create_split(split_file, ids, labels, groups, FRACTIONS, seed)
+    if groups is not None:
+        where: dict[str, int] = {}
+        for sample, group, a in zip(ids, groups, assignment, strict=True):
+            if where.setdefault(group, int(a)) != a:
+                raise DatasetError(
+                    f"{split_file}: {group} ({sample}) is in both {SPLITS[where[group]]} and {SPLITS[a]}; images "
+                    "of one lesion must share a split. Delete the file to draw a new grouped split."
+                )
+    splits = {}
+    for index, name in enumerate(SPLITS):
+        members = np.flatnonzero(assignment == index)
+        if len(members) == 0:
+            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to draw a new split.")
+        splits[name] = Split(
+            name, tuple(ids[i] for i in members), labels[members], FileSource(tuple(paths[i] for i in members))
+        )
+    label_files = [GROUND_TRUTH] + ([METADATA] if groups is not None else [])
+    digest = digest_parts(
+        "isic2019", grouping, [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in label_files],
+        file_listing_digest(paths, root), assignment.tolist(),
+    )
+    return Dataset(
+        name="isic2019",
+        spec=spec,
+        task="multiclass",
+        class_names=CLASS_NAMES,
+        splits=splits,
+        content_digest=digest,
+        primary_metric="balanced_accuracy",
+        description=(
+            f"ISIC 2019 training set in {root}, split 80/10/10 stratified, "
+            f"{'grouped by lesion_id' if groups else 'ungrouped'} (seed {seed}, {split_file.name})"
+        ),
+        extra={"grouping": grouping},
+    )
+
+
+def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
+    """``isic2019:<dir>[?grouping=lesion|none][&seed=N]``."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; isic2019 takes: {', '.join(OPTIONS)}.")
+    if not argument:
+        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. isic2019:data/isic2019 ({LAYOUT}).")
+    grouping = options.get("grouping", "lesion")
+    if grouping not in GROUPINGS:
+        raise DatasetError(
+            f"dataset spec {spec!r}: grouping={grouping!r}; use lesion (default: one lesion never spans splits) or "
+            "none (the study's image-level split)."
+        )
+    try:
+        seed = int(options.get("seed", "0"))
+    except ValueError:
+        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    return load_isic2019(Path(argument), spec, grouping, seed)
