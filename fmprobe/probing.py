@@ -53,11 +53,18 @@ def find_feature_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Indices of a stratified ``fraction`` of the training set (every class keeps at least one sample)."""
+    """Indices of a stratified ``fraction`` of the training set (every class keeps at least one sample).
+
+    Multilabel rows are stratified by their first positive label (a missing entry, -1, counts as 0).
+    """
     if fraction >= 1.0:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
-    strata = labels if labels.ndim == 1 else labels.argmax(axis=1) * (labels.max(axis=1) > 0)
+    if labels.ndim == 1:
+        strata = labels
+    else:
+        positive = labels > 0  # -1 (missing) and 0 are both "not positive" for the stratum key
+        strata = positive.argmax(axis=1) * positive.any(axis=1)
     chosen = []
     for value in np.unique(strata):
         members = np.flatnonzero(strata == value)

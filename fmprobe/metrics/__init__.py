@@ -17,6 +17,7 @@ from fmprobe.metrics.bootstrap import (
 from fmprobe.metrics.evaluate import MetricValue, compute_all
 from fmprobe.metrics.functions import (
     METRICS,
+    MISSING,
     PRIMARY_METRIC,
     TASKS,
     Metric,
@@ -35,6 +36,7 @@ from fmprobe.metrics.functions import (
 
 __all__ = [
     "METRICS",
+    "MISSING",
     "PRIMARY_METRIC",
     "TASKS",
     "ConfidenceInterval",

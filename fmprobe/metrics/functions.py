@@ -10,10 +10,30 @@ Conventions (shared with probes/ and the results table):
 * ``y_true`` 1-D ints in ``0..C-1`` with ``y_score`` ``[N, C]`` class probabilities (binary: C = 2; a 1-D
   ``y_score`` is read as the positive-class probability); ``y_true`` 2-D 0/1 ``[N, L]`` means multilabel
   with ``y_score`` ``[N, L]`` per-label probabilities.
+* Multilabel ``y_true`` may hold ``-1`` (:data:`MISSING`, e.g. CheXpert's ``uncertain=ignore``): that entry
+  is unknown and every metric leaves it out, label by label (see "Missing labels" below). Single-label
+  targets have no missing value: a ``-1`` there is an input error.
 * The predicted class is the argmax (ties -> lowest class index); a multilabel prediction is
   ``score > 0.5`` (a score of exactly 0.5 is negative, matching the argmax tie rule for binary).
 * A value that cannot be computed raises :class:`MetricUndefined` with the reason; nothing returns a
   placeholder such as 0.5.
+
+Missing labels (multilabel only). Let ``known[i, j]`` be ``y_true[i, j] != -1``.
+
+* ``roc_auc``: label ``j``'s AUC over the rows where it is known; mean over the labels whose known entries
+  contain both classes (others skipped, as without missing entries).
+* ``balanced_accuracy``: label ``j``'s binary balanced accuracy over its known rows; mean over labels with
+  at least one known entry.
+* ``macro_f1``: label ``j``'s positive-class F1 from the confusion table of its known rows; mean over labels
+  with a positive among those rows' truth or predictions.
+* ``accuracy`` (exact match): a row is right when every *known* entry of it is predicted right; rows with
+  no known entry are left out of the denominator. Missing cells are "don't care", as with torchmetrics'
+  ``ignore_index``; unlike "exact match over complete rows only" it does not drop every row with one
+  uncertain finding (half of CheXpert), which would score a biased, easier subset.
+
+Bootstrap resamples weight row ``i`` by ``W[b, i]``; each label then uses the weights ``W[b, i] * known[i, j]``
+(unknown entries are simply not in that label's confusion cells or AUC sort order). With no ``-1`` all of
+this reduces to the ordinary definitions.
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ from fmprobe.errors import FmprobeError
 from fmprobe.registry import Registry
 
 TASKS = ("binary", "multiclass", "ordinal", "multilabel")
+MISSING = -1  # a multilabel y_true entry that is unknown (left out of every metric, per label)
 
 PRIMARY_METRIC: dict[str, str] = {
     "binary": "roc_auc",
@@ -68,9 +89,14 @@ class Prepared:
                 raise MetricInputError(
                     f"multilabel y_true has shape {y.shape} but y_score has shape {s.shape}; they must match"
                 )
-            if not np.isin(y, (0, 1)).all():
-                raise MetricInputError("multilabel y_true must contain only 0 and 1")
+            valid = np.isin(y, (0, 1, MISSING))
+            if not valid.all():
+                raise MetricInputError(
+                    f"multilabel y_true must contain only 0, 1 and {MISSING} (missing); "
+                    f"found {np.unique(y[~valid]).tolist()[:10]}"
+                )
             self.y = y.astype(np.int64)
+            self.known = self.y != MISSING
             self.pred = (s > 0.5).astype(np.int64)
         else:
             if s.ndim == 1:  # positive-class probability of a binary task
@@ -82,14 +108,22 @@ class Prepared:
             if y.dtype.kind not in "iub" and not np.all(np.mod(y, 1) == 0):
                 raise MetricInputError("y_true must hold integer class indices 0..C-1")
             self.y = y.astype(np.int64)
+            if (self.y == MISSING).any():
+                raise MetricInputError(
+                    f"y_true contains {MISSING} in {int((self.y == MISSING).sum())} of {len(self.y)} samples; "
+                    f"{MISSING} marks a missing label, which only multilabel targets [N, L] may hold. "
+                    "Drop those samples or give them a class 0..C-1"
+                )
             if self.y.min() < 0 or self.y.max() >= s.shape[1]:
                 raise MetricInputError(
                     f"y_true holds classes {self.y.min()}..{self.y.max()} but y_score has {s.shape[1]} columns"
                 )
             self.pred = s.argmax(axis=1)
+            self.known = None
         self.score = s
         self.n = y.shape[0]
         self.k = s.shape[1]  # classes (single-label) or labels (multilabel)
+        self.has_missing = self.multilabel and not self.known.all()
 
     @property
     def task_kind(self) -> str:
@@ -104,9 +138,9 @@ class Prepared:
     @cached_property
     def _confusion_codes(self) -> sp.csr_matrix:
         """Sparse one-hot ``[N, cells]``: which confusion-matrix cell(s) each sample falls in."""
-        if self.multilabel:  # one 2x2 table per label: cell = label*4 + true*2 + pred
-            cols = (np.arange(self.k) * 4 + self.y * 2 + self.pred).ravel()
-            rows = np.repeat(np.arange(self.n), self.k)
+        if self.multilabel:  # one 2x2 table per label: cell = label*4 + true*2 + pred; missing entries in none
+            rows, labels = np.nonzero(self.known)
+            cols = labels * 4 + self.y[rows, labels] * 2 + self.pred[rows, labels]
             shape = (self.n, self.k * 4)
         else:
             cols = self.y * self.k + self.pred
@@ -123,11 +157,19 @@ class Prepared:
 
     @cached_property
     def auc_columns(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Per score column: (sort order, is-positive in that order, start of each tie group)."""
+        """Per score column: (sort order, is-positive in that order, start of each tie group).
+
+        A multilabel column's order lists only the rows where that label is known, so missing entries
+        carry no weight in its AUC.
+        """
         out = []
         for col in range(self.k) if (self.multilabel or self.k > 2) else [1]:
             pos = self.y[:, col] == 1 if self.multilabel else self.y == col
-            order = np.argsort(self.score[:, col], kind="stable")
+            if self.has_missing:
+                rows = np.flatnonzero(self.known[:, col])
+                order = rows[np.argsort(self.score[rows, col], kind="stable")]
+            else:
+                order = np.argsort(self.score[:, col], kind="stable")
             s = self.score[order, col]
             starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
             out.append((order, pos[order], starts))
@@ -153,8 +195,12 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
-    correct = (p.pred == p.y).all(axis=1) if p.multilabel else p.pred == p.y  # multilabel: exact match
-    return _safe_div(W @ correct.astype(np.float64), W.sum(axis=1))
+    if not p.multilabel:
+        return _safe_div(W @ (p.pred == p.y).astype(np.float64), W.sum(axis=1))
+    # exact match on the known entries; rows without any known entry are not counted
+    counted = p.known.any(axis=1)
+    correct = ((p.pred == p.y) | ~p.known).all(axis=1) & counted
+    return _safe_div(W @ correct.astype(np.float64), W @ counted.astype(np.float64))
 
 
 def _recalls(cm: np.ndarray) -> np.ndarray:
@@ -197,6 +243,8 @@ def _auc_weighted(order: np.ndarray, pos: np.ndarray, starts: np.ndarray, W: np.
     ``order`` sorts the scores ascending, ``pos`` flags positives in that order and ``starts`` marks the
     first position of each run of tied scores.
     """
+    if len(order) == 0:  # a multilabel column with no known entry
+        return np.full(W.shape[0], np.nan)
     Ws = W[:, order]
     neg = Ws * ~pos
     cum = np.cumsum(neg, axis=1)  # negative weight at or below each position
@@ -226,9 +274,18 @@ def _present(p: Prepared) -> np.ndarray:
     return np.unique(p.y)
 
 
+def _all_missing_reason(p: Prepared) -> str | None:
+    if p.multilabel and not p.known.any():
+        return f"every y_true entry is missing ({MISSING}), so no label can be scored"
+    return None
+
+
 def _auc_reason(p: Prepared) -> str:
     if p.multilabel:
-        return "ROC-AUC is undefined: every label has only one class (all 0 or all 1) in y_true"
+        if (reason := _all_missing_reason(p)) is not None:
+            return f"ROC-AUC is undefined: {reason}"
+        where = "among its known (non-missing) entries" if p.has_missing else "in y_true"
+        return f"ROC-AUC is undefined: every label has only one class (all 0 or all 1) {where}"
     return (
         f"ROC-AUC is undefined: y_true contains only class {_present(p).tolist()} of {p.k}; "
         "it needs positive and negative samples"
@@ -245,10 +302,14 @@ def _kappa_reason(p: Prepared) -> str:
 
 
 def _f1_reason(p: Prepared) -> str:
+    if (reason := _all_missing_reason(p)) is not None:
+        return f"macro-F1 is undefined: {reason}"
     return "macro-F1 is undefined: no class/label occurs in y_true or in the predictions"
 
 
 def _generic_reason(p: Prepared) -> str:
+    if (reason := _all_missing_reason(p)) is not None:
+        return f"the metric is undefined: {reason}"
     return "the metric is undefined on these labels"
 
 
@@ -287,14 +348,20 @@ def _register(metric: Metric) -> Metric:
 
 
 accuracy = _register(
-    Metric("accuracy", _accuracy, _generic_reason, "fraction of exact matches (multilabel: all labels right)")
+    Metric(
+        "accuracy",
+        _accuracy,
+        _generic_reason,
+        "fraction of exact matches (multilabel: all known labels right; rows with none known skipped)",
+    )
 )
 balanced_accuracy = _register(
     Metric(
         "balanced_accuracy",
         _balanced_accuracy,
         _generic_reason,
-        "mean recall over classes present in y_true (multilabel: mean over labels of binary balanced accuracy)",
+        "mean recall over classes present in y_true (multilabel: mean over labels of binary balanced accuracy "
+        "on the rows where the label is known)",
     )
 )
 macro_f1 = _register(
@@ -302,7 +369,7 @@ macro_f1 = _register(
         "macro_f1",
         _macro_f1,
         _f1_reason,
-        "unweighted mean F1 over classes (multilabel: positive-class F1 per label); "
+        "unweighted mean F1 over classes (multilabel: positive-class F1 per label on its known rows); "
         "classes absent from truth and prediction are skipped",
     )
 )
@@ -311,7 +378,8 @@ roc_auc = _register(
         "roc_auc",
         _roc_auc,
         _auc_reason,
-        "binary: positive-class AUC; multiclass: macro one-vs-rest; multilabel: mean over labels; "
+        "binary: positive-class AUC; multiclass: macro one-vs-rest; multilabel: mean over labels, each on "
+        "the rows where it is known; "
         "classes/labels with one side only are skipped",
     )
 )
@@ -346,7 +414,7 @@ def check_task(task: str, p: Prepared) -> None:
     if (task == "multilabel") != p.multilabel:
         raise MetricInputError(
             f"task {task!r} does not match y_true: "
-            + ("2-D labels mean multilabel" if p.multilabel else "multilabel needs 2-D 0/1 labels [N, L]")
+            + ("2-D labels mean multilabel" if p.multilabel else "multilabel needs 2-D 0/1/-1 labels [N, L]")
         )
     if task == "binary" and p.k != 2:
         raise MetricInputError(f"task 'binary' needs y_score with 2 columns, got {p.k}")

@@ -11,6 +11,15 @@ Targets: 1-D labels of any hashable type (``classes_`` holds them, or the ``clas
 them so that ``predict_proba`` has a column for a class absent from a small training set), or a 2-D 0/1
 matrix ``[N, L]`` for multilabel tasks (``classes_`` is then ``arange(L)`` and ``predict_proba`` returns
 ``[N, L]`` per-label probabilities, the layout of :mod:`fmprobe.metrics`).
+
+Missing labels: a multilabel matrix may hold ``-1`` (``fmprobe.metrics.MISSING``, e.g. CheXpert's
+``uncertain=ignore``) for an unknown entry, in ``y`` and in the validation labels. Each label is then
+trained on the rows where it is known (logreg: one-vs-rest fit per label; LightGBM: one booster per
+label; kNN: per-label vote among the neighbours that know the label), validation uses the masked metrics
+of :mod:`fmprobe.metrics`, and ``predict_proba`` still returns a probability for every row and label.
+For 1-D targets -1 is missing nowhere: with an explicit single-label ``task`` or ``classes`` that leave it
+out, a -1 is rejected with an error that says so; with ``task="auto"`` and no ``classes`` it is an
+ordinary class label, as in scikit-learn (whose own checks use labels {-1, 1}).
 """
 
 from __future__ import annotations
@@ -20,11 +29,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from fmprobe.errors import ProbeError
-from fmprobe.metrics import PRIMARY_METRIC, TASKS, Metric, MetricUndefined, Prepared, get_metric
+from fmprobe.metrics import MISSING, PRIMARY_METRIC, TASKS, Metric, MetricUndefined, Prepared, get_metric
 
 FLOATS = [np.float32, np.float64]  # float16 and ints become float32; float64 stays float64
 ROW_BLOCK = 8192  # rows per block when standardising/normalising in place (bounds float64 temporaries)
@@ -47,6 +56,12 @@ def expand_columns(proba: np.ndarray, present: np.ndarray, n_columns: int) -> np
     out = np.zeros((proba.shape[0], n_columns), dtype=proba.dtype)
     out[:, present] = proba
     return out
+
+
+def label_prior(y: np.ndarray) -> float:
+    """Fraction of positives among one label's known entries (0.5 when none is known)."""
+    known = y[y != MISSING]
+    return float(known.mean()) if len(known) else 0.5
 
 
 def select_best(results: Sequence[dict[str, Any]]) -> int:
@@ -111,8 +126,7 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
         if y.ndim == 2:
-            if type_of_target(y) != "multilabel-indicator" or not np.isin(y, (0, 1)).all():
-                raise ProbeFitError("2-D y must be a 0/1 multilabel indicator matrix [N, L]")
+            self._check_multilabel(y, "y", y.shape[1])
             if self.task not in ("auto", "multilabel"):
                 raise ProbeFitError(f"task={self.task!r} needs 1-D labels; 2-D y means multilabel")
             self.classes_ = np.arange(y.shape[1])
@@ -120,6 +134,8 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
             return y.astype(np.int64)
         if self.task == "multilabel":
             raise ProbeFitError("task='multilabel' needs y as a 0/1 matrix [N, L], got 1-D labels")
+        if self.task != "auto" and self.classes is None and np.isin(MISSING, y):
+            raise ProbeFitError(self._missing_single_label("y", y))
         self.classes_ = np.unique(y) if self.classes is None else np.asarray(self.classes)
         codes = self._encode_targets(y, "y", multilabel=False)
         present = np.unique(codes)
@@ -137,8 +153,12 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         """Map labels to column indices of ``classes_`` (multilabel: check the 0/1 matrix's width)."""
         y = np.asarray(y)
         if multilabel:
-            if y.ndim != 2 or y.shape[1] != len(self.classes_) or not np.isin(y, (0, 1)).all():
-                raise ProbeFitError(f"{what} must be a 0/1 matrix with {len(self.classes_)} label columns")
+            if y.ndim != 2 or y.shape[1] != len(self.classes_):
+                raise ProbeFitError(
+                    f"{what} must be a 0/1 matrix with {len(self.classes_)} label columns "
+                    f"({MISSING} = missing), got shape {y.shape}"
+                )
+            self._check_multilabel(y, what, y.shape[1])
             return y.astype(np.int64)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
@@ -146,12 +166,31 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         pos = np.clip(np.searchsorted(self.classes_, y, sorter=sorter), 0, len(self.classes_) - 1)
         codes = sorter[pos]
         unknown = self.classes_[codes] != y
+        if unknown.any() and np.isin(MISSING, y[unknown]):
+            raise ProbeFitError(self._missing_single_label(what, y))
         if unknown.any():
             raise ProbeFitError(
                 f"{what} contains labels {np.unique(y[unknown]).tolist()[:10]} that are not in the classes "
                 f"{self.classes_.tolist()[:20]}; pass classes=[...] listing every class"
             )
         return codes.astype(np.int64)
+
+    @staticmethod
+    def _check_multilabel(y: np.ndarray, what: str, width: int) -> None:
+        bad = ~np.isin(y, (0, 1, MISSING))
+        if bad.any():
+            raise ProbeFitError(
+                f"{what} is 2-D, so it must be a multilabel matrix [N, {width}] of 0/1 with {MISSING} = missing; "
+                f"found values {np.unique(y[bad]).tolist()[:10]}"
+            )
+
+    def _missing_single_label(self, what: str, y: np.ndarray) -> str:
+        task = self.task_ if hasattr(self, "task_") else self.task
+        return (
+            f"{what} contains {MISSING} in {int(np.sum(y == MISSING))} of {len(y)} rows, but {MISSING} marks a "
+            f"missing label, which only multilabel targets [N, L] may hold (task {task!r}). Drop those rows, "
+            "or pass classes=[...] including -1 if it is a real class"
+        )
 
     # --------------------------------------------------------------------------- selection
     def _selection_metric(self) -> Metric:

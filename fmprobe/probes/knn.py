@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from fmprobe.probes.base import ProbeBase, ProbeFitError, l2_normalize, select_best, transform_rows
+from fmprobe.metrics import MISSING
+from fmprobe.probes.base import ProbeBase, ProbeFitError, l2_normalize, label_prior, select_best, transform_rows
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50, 100, 200)
 VOTINGS = ("majority", "weighted")  # listed simplest first: majority wins a validation tie
@@ -43,12 +44,22 @@ def topk(Q: np.ndarray, ref: np.ndarray, k: int, block_size: int) -> Iterator[tu
 
 
 def prefix_votes(
-    sims: np.ndarray, idx: np.ndarray, targets: np.ndarray, ks: list[int], voting: str, temperature: float
+    sims: np.ndarray,
+    idx: np.ndarray,
+    targets: np.ndarray,
+    ks: list[int],
+    voting: str,
+    temperature: float,
+    known: np.ndarray | None = None,
+    prior: np.ndarray | None = None,
 ) -> dict[int, np.ndarray]:
     """Vote fractions over the first k neighbours, for every k in ``ks``, from one prefix sum.
 
     ``targets`` is one-hot ``[N_train, C]`` (or 0/1 labels ``[N_train, L]``); majority votes count
     neighbours, weighted votes add ``exp(sim / T)`` (shifted by the row maximum, which cancels).
+    With ``known`` (0/1 ``[N_train, L]``: which multilabel entries are not missing) each label is voted
+    among the neighbours that know it, weights renormalised over them; where none of the k does, the
+    label's ``prior`` is returned.
     """
     out = {k: np.empty((len(idx), targets.shape[1])) for k in ks}
     k_max = max(ks)
@@ -58,9 +69,16 @@ def prefix_votes(
         sim = sims[sl, :k_max].astype(np.float64)
         w = np.ones_like(sim) if voting == "majority" else np.exp((sim - sim[:, :1]) / temperature)
         votes = np.cumsum(targets[idx[sl, :k_max]] * w[:, :, None], axis=1)
-        total = np.cumsum(w, axis=1)
+        if known is None:
+            total = np.cumsum(w, axis=1)
+            for k in ks:
+                out[k][sl] = votes[:, k - 1] / total[:, k - 1, None]
+            continue
+        total = np.cumsum(known[idx[sl, :k_max]] * w[:, :, None], axis=1)  # per label: known neighbours only
         for k in ks:
-            out[k][sl] = votes[:, k - 1] / total[:, k - 1, None]
+            t = total[:, k - 1]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[k][sl] = np.where(t > 0, votes[:, k - 1] / np.where(t > 0, t, 1.0), prior)
     return out
 
 
@@ -77,7 +95,9 @@ class KNNProbe(ProbeBase):
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
 
     ``predict_proba`` returns the (weighted) vote fractions; a majority tie goes to the first class,
-    as in scikit-learn. Validation ties go to the larger k, then to majority voting.
+    as in scikit-learn. Validation ties go to the larger k, then to majority voting. Multilabel targets
+    with missing entries (-1): each label's vote is taken among the neighbours that know it (weights
+    renormalised over them), and is the label's training prevalence when none of the k neighbours does.
     """
 
     def __init__(
@@ -105,8 +125,13 @@ class KNNProbe(ProbeBase):
 
     def _targets(self, Y: np.ndarray) -> np.ndarray:
         if self.task_ == "multilabel":
-            return Y.astype(np.float64)
+            return (Y == 1).astype(np.float64)  # a missing entry votes for nothing (and is left out of the total)
         return np.eye(len(self.classes_))[Y]
+
+    def _votes(self, sims: np.ndarray, idx: np.ndarray, ks: list[int], voting: str) -> dict[int, np.ndarray]:
+        return prefix_votes(
+            sims, idx, self.train_targets_, ks, voting, self.temperature, self.train_known_, self.prior_
+        )
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         for v in (self.voting, *self.votings):
@@ -114,6 +139,10 @@ class KNNProbe(ProbeBase):
                 raise ProbeFitError(f"unknown voting {v!r}; expected one of {', '.join(VOTINGS)}")
         self.train_features_ = transform_rows(X, l2_normalize, owned)
         self.train_targets_ = self._targets(Y)
+        self.train_known_ = self.prior_ = None
+        if self.task_ == "multilabel" and (Y == MISSING).any():
+            self.train_known_ = (Y != MISSING).astype(np.float64)
+            self.prior_ = np.array([label_prior(Y[:, j]) for j in range(Y.shape[1])])
         n = X.shape[0]
         if val is None:
             self.k_, self.voting_ = min(int(self.k), n), self.voting
@@ -125,7 +154,7 @@ class KNNProbe(ProbeBase):
         votes = {v: {k: np.empty((len(X_val), self.train_targets_.shape[1])) for k in ks} for v in self.votings}
         for rows, sims, idx in topk(X_val, self.train_features_, max(ks), self.block_size):
             for v in self.votings:
-                for k, p in prefix_votes(sims, idx, self.train_targets_, ks, v, self.temperature).items():
+                for k, p in self._votes(sims, idx, ks, v).items():
                     votes[v][k][rows] = p
         self.search_results_ = [
             {"k": k, "voting": v, "score": self._score(Y_val, votes[v][k])}
@@ -141,5 +170,5 @@ class KNNProbe(ProbeBase):
     def _predict_scores(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], self.train_targets_.shape[1]))
         for rows, sims, idx in topk(X, self.train_features_, self.k_, self.block_size):
-            out[rows] = prefix_votes(sims, idx, self.train_targets_, [self.k_], self.voting_, self.temperature)[self.k_]
+            out[rows] = self._votes(sims, idx, [self.k_], self.voting_)[self.k_]
         return out

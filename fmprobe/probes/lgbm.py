@@ -15,12 +15,21 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.decomposition import PCA
 
-from fmprobe.metrics import MetricUndefined, Prepared
+from fmprobe.metrics import MISSING, MetricUndefined, Prepared
 from fmprobe.probes.base import ProbeBase, expand_columns
+
+
+def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of one output whose label is known (all of them for single-label codes)."""
+    known = y != MISSING
+    return (X, y) if known.all() else (X[known], y[known])
 
 
 class LGBMProbe(ProbeBase):
     """LightGBM probe: one multiclass booster, or one binary booster per label for multilabel targets.
+
+    A multilabel label with missing entries (-1) gets a booster trained, and early-stopped, on the rows
+    where it is known (in train and in validation respectively).
 
     Parameters
     ----------
@@ -97,10 +106,18 @@ class LGBMProbe(ProbeBase):
     def _train_one(
         self, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, n_columns: int
     ) -> dict[str, Any]:
-        """Fit one booster on codes ``y`` (its present classes remapped to 0..P-1); returns its state."""
+        """Fit one booster on codes ``y`` (its present classes remapped to 0..P-1); returns its state.
+
+        A multilabel column uses only its known rows (entries != -1), in train and in validation.
+        """
+        X, y = _known_rows(X, y)
+        if val is not None:
+            val = _known_rows(*val)
+            if len(val[1]) == 0:  # this label is never known in validation: nothing to stop on
+                val = None
         present = np.unique(y)
         state: dict[str, Any] = {"booster": None, "present": present, "rounds": 0, "history": [], "metric": None}
-        if len(present) == 1:  # a multilabel column constant in train: predict that constant
+        if len(present) <= 1:  # a multilabel column constant (or never known) in train: predict that constant
             return state
         train = lgb.Dataset(X, label=np.searchsorted(present, y), free_raw_data=True)
         params = self._params(len(present))
@@ -172,6 +189,8 @@ class LGBMProbe(ProbeBase):
         self.val_score_ = None if val is None else self._score(val[1], self._scores_projected(val[0]))
 
     def _predict_one(self, model: dict[str, Any], X: np.ndarray, n_columns: int) -> np.ndarray:
+        if model["booster"] is None and len(model["present"]) == 0:  # label never known in train: no information
+            return np.full((len(X), n_columns), 1.0 / n_columns)
         if model["booster"] is None:
             return np.tile(expand_columns(np.ones((1, 1)), model["present"], n_columns), (len(X), 1))
         return self._proba(model["booster"].predict(X, num_iteration=model["rounds"]), model["present"], n_columns)

@@ -24,13 +24,23 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from fmprobe.probes.base import ProbeBase, expand_columns, select_best, standardize_inplace_stats, transform_rows
+from fmprobe.metrics import MISSING
+from fmprobe.probes.base import (
+    ProbeBase,
+    expand_columns,
+    label_prior,
+    select_best,
+    standardize_inplace_stats,
+    transform_rows,
+)
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))
 
 
 class LogisticProbe(ProbeBase):
     """Logistic-regression probe (multinomial for multiclass, one-vs-rest per label for multilabel).
+
+    A multilabel label with missing entries (-1) is fitted on the rows where it is known only.
 
     Parameters
     ----------
@@ -81,10 +91,16 @@ class LogisticProbe(ProbeBase):
         return {codes[k]: w for k, w in self.class_weight.items() if k in codes and codes[k] in present}
 
     def _path(self, Xs: np.ndarray, y: np.ndarray, Cs: list[float]) -> list[tuple[np.ndarray, np.ndarray, int]]:
-        """(coef, intercept, n_iter) at each C, fitted from small to large C on one output."""
+        """(coef, intercept, n_iter) at each C, fitted from small to large C on one output.
+
+        A multilabel column is fitted on its known rows (entries != -1) only.
+        """
+        known = y != MISSING
+        if not known.all():
+            Xs, y = Xs[known], y[known]
         present = np.unique(y)
-        if len(present) == 1:  # a multilabel column that is constant in train: predict its prevalence
-            p = float(np.clip(present[0], 1e-12, 1 - 1e-12))
+        if len(present) <= 1:  # a multilabel column constant (or never known) in train: predict its prevalence
+            p = float(np.clip(label_prior(y), 1e-12, 1 - 1e-12))
             const = (np.zeros((1, Xs.shape[1])), np.array([np.log(p / (1 - p))]), 0)
             return [const for _ in Cs]
         lr = LogisticRegression(
