@@ -18,6 +18,7 @@ _LAZY = {
     "list_models": "fmprobe.backbones",
     "create_backbone": "fmprobe.backbones",
     "FeatureFile": "fmprobe.store",
+    "merge_shards": "fmprobe.store",
     "probe_features": "fmprobe.probing",
     "write_report": "fmprobe.report",
     "format_table": "fmprobe.report",
@@ -32,13 +33,13 @@ _LAZY = {
 if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.backbones import create_backbone, list_models
     from fmprobe.datasets import load_dataset
-    from fmprobe.extract import ExtractResult, extract_features
     from fmprobe.demo import run_demo
+    from fmprobe.extract import ExtractResult, extract_features
+    from fmprobe.finetune import plot_training_curves, run_finetune
     from fmprobe.probing import probe_features
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results
-    from fmprobe.store import FeatureFile
-    from fmprobe.finetune import plot_training_curves, run_finetune
+    from fmprobe.store import FeatureFile, merge_shards
     from fmprobe.study import load_study, run_study
 
 

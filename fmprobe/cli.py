@@ -59,6 +59,8 @@ def extract(
     force: ForceOpt = False,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Image-decoding processes (default: cores - 1, at most 4).")] = None,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Extract only shard I/N (job arrays); the last shard to finish merges.")] = None,
+    distributed: Annotated[bool, typer.Option("--distributed", help="Under torchrun: one shard per rank, rank 0 merges (detected automatically).")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
@@ -77,9 +79,19 @@ def extract(
         force=force,
         num_workers=workers,
         max_images_per_split=max_images,
+        shard=shard,
+        distributed=True if distributed else None,
         progress=not quiet,
     )
     typer.echo(str(result.path))
+
+
+@app.command()
+def merge(
+    cache: Annotated[Path, typer.Argument(help="The cache file the shards write (printed by `fmprobe extract --shard`).")],
+) -> None:
+    """Assemble a sharded extraction's part files into the one cache file (refuses while a part is incomplete)."""
+    typer.echo(str(fmprobe.merge_shards(cache, log=lambda m: typer.echo(m, err=True))))
 
 
 @app.command()
@@ -165,6 +177,55 @@ def study(
     result = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
     if not dry_run:
         typer.echo(str(result.out / "report" / "report.html"))
+
+
+@app.command()
+def finetune(
+    dataset: DatasetOpt,
+    backbone: BackboneOpt,
+    setting: Annotated[str, typer.Option("--setting", help="linear (frozen backbone, linear head), attention (frozen backbone, attention-pooling head over patch tokens), partial:K (top K blocks trained) or full.")] = "linear",
+    weights: WeightsOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (the best validation epoch is tested).")] = 100,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimizer step (over all processes under torchrun).")] = 64,
+    resolution: ResolutionOpt = None,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-5,
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs (at most half the run).")] = 5,
+    schedule: Annotated[str, typer.Option("--schedule", help="After warm-up: constant (the study) or cosine.")] = "constant",
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Gradient-norm clipping (0: off).")] = 1.0,
+    layer_decay: Annotated[Optional[float], typer.Option("--layer-decay", help="Layer-wise lr decay, e.g. 0.75 (ViTs).")] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping: epochs without a better validation score.")] = None,
+    balance: Annotated[str, typer.Option("--balance", help="Class balance: none, loss (class weights) or sampler.")] = "none",
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Trade compute for memory when the backbone trains.")] = False,
+    head: Annotated[str, typer.Option("--head", help="attention setting: small (random attention pool) or deit (DeiT-B-initialised block).")] = "small",
+    head_weights: Annotated[Optional[Path], typer.Option("--head-weights", help="DeiT-B checkpoint for --head deit (default: the published one).")] = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the head, data order, augmentation and dropout.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: rows go to OUT/results, checkpoints and logs to OUT/finetune.")] = Path("runs"),
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Image-loading processes (default: cores - 1, at most 4).")] = None,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
+    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.")] = 1000,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a head (or the backbone too) with the study's recipe; write the same result rows as `fmprobe probe`.
+
+    Resumable (re-run the same command) and multi-process under torchrun."""
+    result = fmprobe.run_finetune(
+        dataset, backbone, setting=setting, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size,
+        resolution=resolution, weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule,
+        grad_clip=grad_clip, layer_decay=layer_decay, patience=patience, balance=balance,
+        grad_checkpointing=grad_checkpointing, head=head, head_weights=head_weights, device=device, dtype=dtype,
+        seed=seed, out=out, workers=workers, max_images_per_split=max_images, n_resamples=bootstrap, force=force,
+        progress=not quiet,
+    )  # fmt: skip
+    if not result.is_main:
+        return
+    if result.history:
+        png = fmprobe.plot_training_curves(result.history, result.run_dir / "curves.png", title=f"{backbone} · {result.probe}")
+        typer.echo(f"curves: {png}", err=True)
+    typer.echo(str(result.run_dir))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,18 @@ from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import FileSource, ImageSource
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError
 from fmprobe.runtime import autocast, choose_device, choose_dtype
-from fmprobe.store import Batch, FeatureFile, Fingerprint, Journal, SplitLayout, exclusive, write_feature_file
+from fmprobe.store import (
+    Batch,
+    FeatureFile,
+    Fingerprint,
+    Journal,
+    Layout,
+    exclusive,
+    journal_path,
+    merge,
+    parse_shard,
+    plan_batches,
+)  # fmt: skip
 
 ON_ERROR = ("fail", "skip")
 FEATURE_DTYPES = ("float16", "float32")
@@ -93,16 +105,6 @@ class _Rows(torch.utils.data.Dataset):
             return split, row, None, (0, 0), f"{source.describe(row)}: unexpected error while loading ({type(err).__name__}: {err})"
 
 
-def _batches(offsets: np.ndarray, lengths: list[int], done: list[int], batch_size: int) -> list[list[int]]:
-    """Global indices per batch; batches never cross splits and start at multiples of ``batch_size`` within one,
-    so a resumed run sees exactly the batches an uninterrupted run would have."""
-    out = []
-    for split, (length, start) in enumerate(zip(lengths, done)):
-        for first in range(start, length, batch_size):
-            out.append(list(range(int(offsets[split]) + first, int(offsets[split]) + min(first + batch_size, length))))
-    return out
-
-
 def _collate(items: list):
     split = items[0][0]
     rows = [item[1] for item in items]
@@ -136,8 +138,13 @@ def check_output_folder(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CacheError(f"cannot create output folder {folder} ({err.strerror}). Choose another with --out.") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CacheError(f"output folder {folder} is not writable. Fix its permissions or choose another with --out.")
+    try:  # a real write: permission bits say nothing to root, and a read-only mount only shows on writing
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".fmprobe-write-test-")
+        probe.close()
+    except OSError as err:
+        raise CacheError(
+            f"output folder {folder} is not writable ({err.strerror}). Fix its permissions or choose another with --out."
+        ) from None
 
 
 def _check_files_exist(dataset: Dataset) -> None:
@@ -149,20 +156,9 @@ def _check_files_exist(dataset: Dataset) -> None:
         )
 
 
-def _finalise(
-    path: Path,
-    journal: Journal,
-    dataset: Dataset,
-    fingerprint: Fingerprint,
-    dims: dict[str, int],
-    batch_size: int,
-    weights_label: str,
-    images_per_s: float,
-) -> None:
-    skipped: dict[str, dict[int, str]] = {name: {} for name in dataset.splits}
-    for batch in journal.batches():
-        skipped[batch.split].update({batch.start + k: v for k, v in batch.skipped.items()})
-    attrs = {
+def _file_attrs(dataset: Dataset, fingerprint: Fingerprint, weights_label: str, batch_size: int) -> dict[str, object]:
+    """The feature file's root attributes (besides what the writer adds)."""
+    return {
         "fingerprint": fingerprint.to_json(),
         "key": fingerprint.key,
         "schema_version": fingerprint.schema_version,
@@ -179,12 +175,18 @@ def _finalise(
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "images_per_s": images_per_s,  # measured; `fmprobe study --dry-run` uses it for cost estimates
     }
-    layouts = {name: SplitLayout(split.ids, split.labels) for name, split in dataset.splits.items()}
-    write_feature_file(
-        path, attrs, layouts, fingerprint.readouts, dims, fingerprint.feature_dtype, journal.batches(), skipped
-    )
+
+
+def _distributed_shard() -> tuple[int, int] | None:
+    """(rank, world size) under torchrun (torch.distributed initialised on demand: gloo on CPU, nccl on GPU)."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def extract_features(
@@ -203,10 +205,17 @@ def extract_features(
     force: bool = False,
     num_workers: int | None = None,
     max_images_per_split: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    distributed: bool | None = None,
     progress: bool = True,
     log: Log = _stderr,
 ) -> ExtractResult:
-    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``."""
+    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``.
+
+    ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
+    :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
+    rank 0 merges after a barrier.
+    """
     started = time.perf_counter()
     if on_error not in ON_ERROR:
         raise FmprobeError(f"--on-error {on_error!r}: use fail or skip.")
@@ -214,6 +223,12 @@ def extract_features(
         raise FmprobeError(f"--feature-dtype {feature_dtype!r}: use float16 or float32.")
     if batch_size < 1:
         raise FmprobeError(f"--batch-size {batch_size}: must be at least 1.")
+    ranks = _distributed_shard() if distributed is not False else None
+    if distributed and ranks is None:
+        raise FmprobeError("--distributed needs torchrun (WORLD_SIZE > 1); for job arrays use --shard I/N.")
+    if ranks and shard:
+        raise FmprobeError("--shard and torchrun both split the work; use one of them.")
+    part = ranks or (parse_shard(shard) if isinstance(shard, str) else shard) or (0, 1)
     out = Path(out)
     check_output_folder(out)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, max_images_per_split)
@@ -224,7 +239,7 @@ def extract_features(
     if unknown:
         raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts + spec.readout_patterns)}.")
     resolved = resolve_weights(backbone, weights)
-    torch_device = choose_device(device)
+    torch_device = choose_device(device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
     compute_dtype = choose_dtype(torch_device, dtype)
     size = int(resolution or spec.native_resolution)
     fingerprint = Fingerprint(
@@ -243,28 +258,29 @@ def extract_features(
     path.parent.mkdir(parents=True, exist_ok=True)
     n_total = data.num_images
 
+    def result(hit: bool, n_skipped: int) -> ExtractResult:
+        return ExtractResult(path, hit, fingerprint.key, compute_dtype, str(torch_device), n_total, n_skipped, time.perf_counter() - started)
+
     def hit() -> ExtractResult | None:
         if force or not path.exists():
             return None
         feature_file = FeatureFile(path, expected_key=fingerprint.key)  # raises if damaged: never served
-        n_skipped = sum(len(feature_file.skipped(s)) for s in feature_file.splits)
         log(f"cache hit: {path} ({n_total} images, {compute_dtype}); use --force to recompute")
-        return ExtractResult(path, True, fingerprint.key, compute_dtype, str(torch_device), n_total, n_skipped, time.perf_counter() - started)
+        return result(True, sum(len(feature_file.skipped(s)) for s in feature_file.splits))
 
     found = hit()
     if found:
         return found
-    lock_path = path.with_name(path.name + ".lock")
-    with exclusive(lock_path):
-        found = hit()  # another process may have finished it while we waited
-        if found:
-            return found
+    if force and part == (0, 1):
+        path.unlink(missing_ok=True)
+    journal_file = journal_path(path, part)
+    with exclusive(journal_file.with_name(journal_file.name + ".lock")):
+        if part == (0, 1) and (found := hit()):
+            return found  # another process finished it while we waited
+        if force:
+            journal_file.unlink(missing_ok=True)
         if on_error == "fail":
             _check_files_exist(data)
-        journal_path = path.with_name(path.name + ".journal")
-        if force:
-            path.unlink(missing_ok=True)
-            journal_path.unlink(missing_ok=True)
         loaded = create_backbone(backbone, resolution=size, resolved=resolved)
         model = loaded.model.to(torch_device)
         if model.channels_last:
@@ -276,40 +292,56 @@ def extract_features(
             "dims": dims,
             "feature_dtype": feature_dtype,
             "batch_size": batch_size,
-            "splits": {name: len(split) for name, split in data.splits.items()},
+            "shard": list(part),
+            "attrs": _file_attrs(data, fingerprint, weights_label(weights, resolved), batch_size),
         }
-        journal, committed = Journal.open(journal_path, header)
+        layout = Layout({n: s.ids for n, s in data.splits.items()}, {n: s.labels for n, s in data.splits.items()})
+        journal, committed = Journal.open(journal_file, header, layout)
         if int(journal.header["batch_size"]) != batch_size:  # type: ignore[call-overload]
             batch_size = int(journal.header["batch_size"])  # type: ignore[call-overload]
             log(f"resuming with batch size {batch_size}, as the run was started, so the result is identical")
-        done = {name: 0 for name in data.splits}
-        n_skipped = 0
-        for batch in committed:
-            done[batch.split] = max(done[batch.split], batch.start + batch.count)
-            n_skipped += len(batch.skipped)
-        n_done = sum(done.values())
+        done = {(b.split, b.start) for b in committed}
+        planned = plan_batches({n: len(s) for n, s in data.splits.items()}, batch_size, part)
+        todo = [p for p in planned if (p[0], p[1]) not in done]
+        mine = sum(p[2] for p in planned)
+        n_done = mine - sum(p[2] for p in todo)
+        n_skipped = sum(len(b.skipped) for b in committed)
+        who = f" (shard {part[0]}/{part[1]}: {mine} of {n_total} images)" if part[1] > 1 else ""
         if n_done:
-            log(f"resuming {path.name}: {n_done}/{n_total} images already extracted")
-        log(f"extracting {data.name} with {backbone} at {size}px on {torch_device} ({compute_dtype}, batch {batch_size})")
-        bar = tqdm(total=n_total, initial=n_done, unit="img", desc=f"{backbone}", disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            log(f"resuming {journal_file.name}: {n_done}/{mine} images already extracted")
+        log(f"extracting {data.name} with {backbone} at {size}px on {torch_device} ({compute_dtype}, batch {batch_size}){who}")
+        bar = tqdm(total=mine, initial=n_done, unit="img", desc=f"{backbone}", disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         t0 = time.perf_counter()
         try:
-            n_skipped += _run(loaded, model, data, done, journal, chosen, batch_size, torch_device, compute_dtype, on_error, num_workers, bar)
-            bar.close()
-            rate = (n_total - n_done) / max(time.perf_counter() - t0, 1e-9) if n_total > n_done else 0.0
-            _finalise(path, journal, data, fingerprint, dims, batch_size, weights_label(weights, resolved), rate)
+            n_skipped += _run(loaded, model, data, todo, journal, chosen, torch_device, compute_dtype, on_error, num_workers, bar)
         except KeyboardInterrupt:
-            bar.close()
-            log(f"interrupted: the batches extracted so far are kept in {journal_path.name}; run the same command again to resume")
+            log(f"interrupted: the batches extracted so far are kept in {journal_file.name}; run the same command again to resume")
             raise
         finally:
+            bar.close()
             journal.close()
-        journal_path.unlink(missing_ok=True)
         elapsed = time.perf_counter() - t0
-        computed = n_total - n_done
-        lock_path.unlink(missing_ok=True)  # safe: a waiter re-checks and finds the finished file
-        log(f"wrote {path} ({computed} images in {elapsed:.1f}s, {computed / max(elapsed, 1e-9):.1f} img/s, {compute_dtype}; {n_skipped} skipped)")
-    return ExtractResult(path, False, fingerprint.key, compute_dtype, str(torch_device), n_total, n_skipped, time.perf_counter() - started)
+        rate = (mine - n_done) / max(elapsed, 1e-9) if mine > n_done else 0.0
+        log(f"extracted {mine - n_done} images in {elapsed:.1f}s ({rate:.1f} img/s, {compute_dtype}; {n_skipped} skipped)")
+    journal_file.with_name(journal_file.name + ".lock").unlink(missing_ok=True)
+    extra = {"images_per_s": rate * part[1]}  # measured; `fmprobe study --dry-run` uses it for cost estimates
+    if ranks:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if ranks[0] == 0:
+            merge(path, part[1], log, extra)
+        dist.barrier()
+    elif part[1] == 1:
+        merge(path, 1, log, extra)
+    else:
+        try:
+            merge(path, part[1], log, extra)  # the last shard to finish assembles the file
+        except CacheError as err:
+            log(f"shard {part[0]}/{part[1]} done; {str(err).split(': ', 1)[-1]}")
+            return result(False, n_skipped)
+    log(f"wrote {path}")
+    return result(False, n_skipped)
 
 
 @torch.inference_mode()
@@ -317,24 +349,22 @@ def _run(
     loaded: LoadedBackbone,
     model: torch.nn.Module,
     data: Dataset,
-    done: dict[str, int],
+    todo: list[tuple[str, int, int]],
     journal: Journal,
     readouts: tuple[str, ...],
-    batch_size: int,
     device: torch.device,
     compute_dtype: str,
     on_error: str,
     num_workers: int | None,
     bar: tqdm,
 ) -> int:
+    if not todo:
+        return 0
     transform = loaded.transform()
     workers = default_workers() if num_workers is None else num_workers
     names = list(data.splits)
-    sources = [data.splits[n].source for n in names]
-    rows = _Rows(sources, transform)
-    batches = _batches(rows.offsets, [len(s) for s in sources], [done[n] for n in names], batch_size)
-    if not batches:
-        return 0
+    rows = _Rows([data.splits[n].source for n in names], transform)
+    batches = [[int(rows.offsets[names.index(split)]) + start + i for i in range(count)] for split, start, count in todo]
     loader = DataLoader(
         rows,
         batch_sampler=batches,
@@ -344,7 +374,7 @@ def _run(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
     )
-    n_skipped = 0
+    n_skipped, n_kept = 0, 0
     out_dtype = np.dtype(journal.header["feature_dtype"])  # type: ignore[arg-type]
     dims: dict[str, int] = journal.header["dims"]  # type: ignore[assignment]
     for split_index, batch_rows, pixels, valid, errors in loader:
@@ -352,7 +382,7 @@ def _run(
         if errors and on_error == "fail":
             first = errors[min(errors)]
             raise ImageError(
-                f"{first}\n(The {sum(done.values())} images before it are kept: re-run with --on-error skip to "
+                f"{first}\n(The {n_kept} images extracted before it are kept: re-run with --on-error skip to "
                 "resume from there and record this file as skipped. Repairing the file changes the dataset's "
                 "content, and so its cache key: the extraction then starts afresh.)"
             )
@@ -370,7 +400,7 @@ def _run(
         for reason in errors.values():
             bar.write(f"skipped: {reason.splitlines()[0]}")
         journal.append(Batch(name, start, len(batch_rows), skipped, features))
-        done[name] = start + len(batch_rows)
         n_skipped += len(skipped)
+        n_kept += len(batch_rows)
         bar.update(len(batch_rows))
     return n_skipped

@@ -15,10 +15,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-@pytest.fixture(autouse=True)
-def _private_data_root(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Generated demo data lands in one per-session folder, never in the user's ./data."""
-    monkeypatch.setenv("FMPROBE_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+@pytest.fixture(autouse=True, scope="session")
+def _private_data_root(tmp_path_factory: pytest.TempPathFactory):
+    """Generated demo data lands in one per-session folder, never in the user's ./data (set before any
+    module-scoped fixture runs)."""
+    previous = os.environ.get("FMPROBE_DATA")
+    os.environ["FMPROBE_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
+    yield
+    if previous is None:
+        os.environ.pop("FMPROBE_DATA", None)
+    else:
+        os.environ["FMPROBE_DATA"] = previous
 
 
 def shared_file(name: str) -> Path:

@@ -109,9 +109,12 @@ def generate(folder: Path, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) ->
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "group"])
         writer.writerows(rows)
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process (a torchrun rank) finished first: the data is identical, keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "manifest.csv").exists():
+            raise
     return folder / "manifest.csv"
 
 

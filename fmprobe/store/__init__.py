@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from fmprobe.store.features import FeatureFile, SplitFeatures, SplitLayout, write_feature_file
 from fmprobe.store.fingerprint import SCHEMA_VERSION, Fingerprint
-from fmprobe.store.journal import Batch, Journal
+from fmprobe.store.journal import Batch, Journal, Layout
 from fmprobe.store.lock import exclusive
+from fmprobe.store.shards import journal_path, merge, missing_batches, parse_shard, plan_batches
+
+merge_shards = merge  # the public API name (`fmprobe merge`)
 
 __all__ = [
-    "SCHEMA_VERSION", "Batch", "FeatureFile", "Fingerprint", "Journal", "SplitFeatures", "SplitLayout",
-    "exclusive", "write_feature_file",
+    "SCHEMA_VERSION", "Batch", "FeatureFile", "Fingerprint", "Journal", "Layout", "SplitFeatures", "SplitLayout",
+    "exclusive", "journal_path", "merge", "merge_shards", "missing_batches", "parse_shard", "plan_batches", "write_feature_file",
 ]  # fmt: skip

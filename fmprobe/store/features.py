@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,12 +72,20 @@ def write_feature_file(
                 group.create_dataset("skipped_ids", data=np.asarray([layout.ids[r] for r in rows], dtype=object), dtype=STRING)
                 group.create_dataset("skipped_reasons", data=np.asarray([bad[r] for r in rows], dtype=object), dtype=STRING)
                 cursor[split] = 0
+            crcs = {(split, readout): 0 for split in splits for readout in readouts}
             for batch in batches:
                 n = next(iter(batch.features.values())).shape[0] if batch.features else 0
                 start = cursor[batch.split]
                 for readout in readouts:
-                    h5[f"{batch.split}/features/{readout}"][start : start + n] = batch.features[readout]
+                    rows = np.ascontiguousarray(batch.features[readout], dtype=feature_dtype)
+                    h5[f"{batch.split}/features/{readout}"][start : start + n] = rows
+                    crcs[(batch.split, readout)] = zlib.crc32(rows.tobytes(), crcs[(batch.split, readout)])
                 cursor[batch.split] = start + n
+            for (split, readout), crc in crcs.items():  # checksums: damaged bytes are found on open, never served
+                h5[f"{split}/features/{readout}"].attrs["crc32"] = crc
+            for split in splits:
+                for name in ("labels", "ids", "skipped_ids", "skipped_reasons"):
+                    h5[f"{split}/{name}"].attrs["crc32"] = _crc_of(h5[f"{split}/{name}"])
             for split in splits:
                 expected = h5[f"{split}/labels"].shape[0]
                 if cursor[split] != expected:
@@ -88,8 +97,26 @@ def write_feature_file(
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise CacheError(
+            f"{path}: cannot write the feature file ({os.strerror(err.errno) if err.errno else err}). The extracted "
+            "batches are kept in the journal beside it: free space and run the same command again."
+        ) from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _crc_of(dataset: h5py.Dataset, rows_per_block: int = 8192) -> int:
+    """CRC-32 of a dataset's values, read in blocks of rows (memory stays flat)."""
+    crc = 0
+    for start in range(0, dataset.shape[0], rows_per_block):
+        block = dataset[start : start + rows_per_block]
+        if dataset.dtype.kind == "O":
+            data = "\0".join(v.decode() if isinstance(v, bytes) else str(v) for v in block).encode() + b"\0"
+        else:
+            data = np.ascontiguousarray(block).tobytes()
+        crc = zlib.crc32(data, crc)
+    return crc
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,13 @@ class FeatureFile:
                     f"{self.path}: split {split!r} is inconsistent (labels {n}, {counts}, expected {int(group.attrs['n_total'])} "
                     "rows in all). The file is damaged: rebuild it with `fmprobe extract ... --force`."
                 )
+            for name in ("labels", "ids", "skipped_ids", "skipped_reasons", *(f"features/{r}" for r in group["features"])):
+                dataset = group[name]
+                if "crc32" not in dataset.attrs or _crc_of(dataset) != int(dataset.attrs["crc32"]):
+                    raise CacheError(
+                        f"{self.path}: checksum mismatch in {split}/{name}: the file is damaged. Rebuild it with "
+                        "`fmprobe extract ... --force`."
+                    )
 
     def load(self, split: str, readout: str | None = None, dtype: str | None = None) -> SplitFeatures:
         """Features, labels and ids of one split (``readout`` defaults to the first stored)."""

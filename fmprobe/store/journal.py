@@ -6,11 +6,13 @@ the committed work; resuming truncates there and continues. The final HDF5 file 
 in one pass and renamed into place, so it exists only when complete.
 
 Record layout: ``MAGIC | u32 meta_len | u64 data_len | u32 crc32(meta+data) | meta (JSON) | data``.
-The first record's meta is the header (fingerprint and layout); later records hold one batch each.
+The first record's meta is the header (fingerprint, shard, file attributes) and its data the layout (every
+sample id and label, so a journal alone can be turned into the final file); later records hold one batch each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -39,11 +41,40 @@ class Batch:
     features: dict[str, np.ndarray]  # readout -> [count - len(skipped), D]
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Ids and labels of every split, in extraction order."""
+
+    ids: dict[str, tuple[str, ...]]
+    labels: dict[str, np.ndarray]
+
+    def describe(self) -> dict[str, list[int]]:
+        return {s: [len(self.ids[s]), *self.labels[s].shape[1:]] for s in self.ids}
+
+    def encode(self) -> bytes:
+        parts = []
+        for split in self.ids:
+            ids = "\0".join(self.ids[split]).encode()
+            parts += [np.asarray([len(ids)], "<i8").tobytes(), ids, np.ascontiguousarray(self.labels[split], "<i8").tobytes()]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, description: dict[str, list[int]], data: bytes) -> Layout:
+        ids, labels, offset = {}, {}, 0
+        for split, shape in description.items():
+            (length,) = np.frombuffer(data, "<i8", 1, offset)
+            offset += 8
+            text = data[offset : offset + int(length)].decode()
+            offset += int(length)
+            ids[split] = tuple(text.split("\0")) if shape[0] else ()
+            count = int(np.prod(shape))
+            labels[split] = np.frombuffer(data, "<i8", count, offset).reshape(shape).astype(np.int64)
+            offset += count * 8
+        return cls(ids, labels)
+
+
 def _encode(meta: dict[str, object], arrays: list[np.ndarray]) -> bytes:
-    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-    data = b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)
-    crc = zlib.crc32(data, zlib.crc32(meta_bytes))
-    return HEAD.pack(MAGIC, len(meta_bytes), len(data), crc) + meta_bytes + data
+    return _encode_raw(meta, b"".join(np.ascontiguousarray(a).tobytes() for a in arrays))
 
 
 def _read_record(fh: BinaryIO) -> tuple[dict[str, object], bytes] | None:
@@ -63,9 +94,16 @@ def _read_record(fh: BinaryIO) -> tuple[dict[str, object], bytes] | None:
         return None
 
 
+def _encode_raw(meta: dict[str, object], data: bytes) -> bytes:
+    meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+    crc = zlib.crc32(data, zlib.crc32(meta_bytes))
+    return HEAD.pack(MAGIC, len(meta_bytes), len(data), crc) + meta_bytes + data
+
+
 def _same_work(a: dict[str, object], b: dict[str, object]) -> bool:
-    """Two headers describe the same extraction if all but the batch size agree."""
-    return {k: v for k, v in a.items() if k != "batch_size"} == {k: v for k, v in b.items() if k != "batch_size"}
+    """Two headers describe the same extraction if all but the batch size (and the derived layout) agree."""
+    ignore = ("batch_size", "layout", "attrs")  # attrs hold the start time; the fingerprint decides
+    return {k: v for k, v in a.items() if k not in ignore} == {k: v for k, v in b.items() if k not in ignore}
 
 
 class Journal:
@@ -75,10 +113,24 @@ class Journal:
         self.path = path
         self.header = header
         self.fsync = fsync
+        self.layout: Layout | None = None
         self._fh: BinaryIO | None = None
 
     @classmethod
-    def open(cls, path: Path, header: dict[str, object], fsync: bool = True) -> tuple[Journal, list[Batch]]:
+    def read(cls, path: Path) -> Journal:
+        """Open an existing journal read-only (for merging); CacheError if its header is unreadable."""
+        with path.open("rb") as fh:
+            first = _read_record(fh)
+        if first is None or not isinstance(first[0].get("header"), dict):
+            raise CacheError(f"{path}: unreadable partial-extraction journal. Delete it and extract that part again.")
+        journal = cls(path, first[0]["header"])  # type: ignore[arg-type]
+        journal.layout = Layout.decode(journal.header["layout"], first[1])  # type: ignore[arg-type]
+        return journal
+
+    @classmethod
+    def open(
+        cls, path: Path, header: dict[str, object], layout: Layout | None = None, fsync: bool = True
+    ) -> tuple[Journal, list[Batch]]:
         """Open for appending, resuming when a journal with the same header exists; returns committed batches.
 
         A journal of another fingerprint (the file name is the key, so only a hash collision or a hand-edited
@@ -93,6 +145,7 @@ class Journal:
                 stored = first[0].get("header") if first is not None else None
                 if isinstance(stored, dict) and _same_work(stored, header):
                     journal.header = stored  # keep the original batch size so batches line up on resume
+                    journal.layout = Layout.decode(stored["layout"], first[1])  # type: ignore[index, arg-type]
                     end = fh.tell()
                     for batch, offset in journal._iter_batches(fh):
                         batches.append(batch)
@@ -108,7 +161,11 @@ class Journal:
             fh.truncate(end)
             fh.seek(end)
         else:
-            fh.write(_encode({"header": header}, []))
+            if layout is None:
+                raise ValueError("a new journal needs the layout")
+            header = {**header, "layout": layout.describe()}
+            journal.header, journal.layout = header, layout
+            fh.write(_encode_raw({"header": header}, layout.encode()))
             journal._sync(fh)
         journal._fh = fh
         return journal, batches
@@ -136,8 +193,18 @@ class Journal:
         assert self._fh is not None
         meta = {"split": batch.split, "start": batch.start, "count": batch.count, "skipped": batch.skipped}
         arrays = [batch.features[r].astype(self.header["feature_dtype"], copy=False) for r in self.header["readouts"]]  # type: ignore[attr-defined]
-        self._fh.write(_encode(meta, arrays))
-        self._sync(self._fh)
+        record = _encode(meta, arrays)
+        position = self._fh.tell()
+        try:
+            self._fh.write(record)
+            self._sync(self._fh)
+        except OSError as err:
+            with contextlib.suppress(OSError):  # leave no torn record behind if we can help it
+                self._fh.truncate(position)
+            raise CacheError(
+                f"{self.path}: cannot write ({os.strerror(err.errno) if err.errno else err}). The batches committed "
+                "before are kept: free space (or fix the folder) and run the same command again to resume."
+            ) from err
 
     def _sync(self, fh: BinaryIO) -> None:
         fh.flush()
@@ -146,10 +213,22 @@ class Journal:
 
     def batches(self) -> Iterator[Batch]:
         """Re-read all committed batches (streaming: one batch in memory at a time)."""
+        for batch, _ in self.batches_with_offsets():
+            yield batch
+
+    def batches_with_offsets(self) -> Iterator[tuple[Batch, int]]:
+        """Committed batches with the file offset where each record starts."""
         with self.path.open("rb") as fh:
             _read_record(fh)
-            for batch, _ in self._iter_batches(fh):
-                yield batch
+            start = fh.tell()
+            for batch, end in self._iter_batches(fh):
+                yield batch, start
+                start = end
+
+    def batch_at(self, offset: int) -> Batch:
+        with self.path.open("rb") as fh:
+            fh.seek(offset)
+            return next(self._iter_batches(fh))[0]
 
     def close(self) -> None:
         if self._fh is not None:

@@ -1,0 +1,83 @@
+"""Sharded extraction equals a single process: --shard I/N + merge, torchrun with gloo, a killed shard."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from reliability.faults import ROOT, assert_same_file
+
+from fmprobe import extract_features, merge_shards
+from fmprobe.errors import CacheError
+from fmprobe.store import plan_batches
+
+SPEC = "demo:12"
+KW = dict(resolution=32, batch_size=4, num_workers=0, progress=False, log=lambda m: None)
+BACKBONE = "efficientnet_lite0_imagenet:random"
+
+
+def test_batches_are_dealt_round_robin_and_cover_everything() -> None:
+    sizes = {"train": 10, "val": 3, "test": 5}
+    single = plan_batches(sizes, 4)
+    parts = [plan_batches(sizes, 4, (i, 3)) for i in range(3)]
+    assert sorted(b for p in parts for b in p) == sorted(single)
+    assert parts[0] == [("train", 0, 4), ("val", 0, 3)] and parts[2] == [("train", 8, 2), ("test", 4, 1)]
+
+
+def test_shards_plus_merge_equal_a_single_process(tmp_path: Path) -> None:
+    single = extract_features(SPEC, BACKBONE, out=tmp_path / "single", **KW)
+    out = tmp_path / "sharded"
+    first = extract_features(SPEC, BACKBONE, out=out, shard="0/3", **KW)
+    assert not first.path.exists()
+    with pytest.raises(CacheError, match=r"part\(s\) not started.*part1of3"):
+        merge_shards(first.path)
+    extract_features(SPEC, BACKBONE, out=out, shard="2/3", **KW)
+    last = extract_features(SPEC, BACKBONE, out=out, shard="1/3", **KW)  # the last one to finish merges
+    assert last.path.exists() and last.key == single.key
+    assert sorted(p.name for p in last.path.parent.iterdir()) == [last.path.name]  # parts cleaned up
+    assert_same_file(single.path, last.path)
+    assert merge_shards(last.path) == last.path  # idempotent
+
+
+def test_a_killed_shard_resumes_alone_and_merge_waits_for_it(tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:40", "-b", BACKBONE, "--resolution", "64",
+            "--batch-size", "4", "--workers", "0", "-q", "--out", str(out)]  # fmt: skip
+    proc = subprocess.Popen([*args, "--shard", "0/2"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        part = next(out.rglob("*.part0of2.journal"), None)
+        if part is not None and part.stat().st_size > 3 * 4 * 1280 * 2 + 4096:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the shard finished before it could be killed"
+    other = subprocess.run([*args, "--shard", "1/2"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert other.returncode == 0 and "incomplete" in other.stderr and "part0of2" in other.stderr
+    cache = Path(other.stdout.strip())
+    with pytest.raises(CacheError, match=r"incomplete: .*part0of2\.journal \(\d+ batches to go\)"):
+        merge_shards(cache)
+    again = subprocess.run([*args, "--shard", "0/2"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "resuming" in again.stderr and cache.exists()
+    single = extract_features("demo:40", BACKBONE, out=tmp_path / "single", resolution=64, batch_size=4, num_workers=0, progress=False, log=lambda m: None)
+    assert_same_file(single.path, cache)
+
+
+def test_torchrun_two_ranks_equal_a_single_process(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "fmprobe", "extract", "-d", SPEC, "-b", BACKBONE, "--resolution", "32", "--batch-size", "4",
+           "--workers", "0", "-q", "--out", str(tmp_path / "ddp")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    paths = {Path(line) for line in run.stdout.split() if line.endswith(".h5")}
+    assert len(paths) == 1, run.stdout
+    single = extract_features(SPEC, BACKBONE, out=tmp_path / "single", **KW)
+    assert_same_file(single.path, paths.pop())
