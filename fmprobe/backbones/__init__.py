@@ -13,7 +13,20 @@ from pathlib import Path
 import timm
 import torch
 
-from fmprobe.backbones import efficientnet_lite, timm_models
+from fmprobe.backbones import (
+    aimv2,
+    blip,
+    dinov2,
+    dinov3,
+    efficientnet_lite,
+    hf_auto,
+    mae,
+    openclip,
+    sam,
+    sam2,
+    seem,
+    timm_models,
+)  # fmt: skip
 from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, WeightsInfo
 from fmprobe.backbones.preprocess import ImageTransform
 from fmprobe.backbones.weights import load_strict, read_checkpoint, sha256_file
@@ -25,30 +38,53 @@ __all__ = [
     "create_backbone", "get_spec", "list_models", "parse_name", "resolve_weights",
 ]  # fmt: skip
 
-BACKBONES: Registry[BackboneSpec] = Registry("backbone", "`fmprobe models` lists all of them; any timm model name works too.")
+BACKBONES: Registry[BackboneSpec] = Registry(
+    "backbone",
+    "`fmprobe models` lists all of them; any timm model name, openclip:MODEL:TAG or hf:ORG/REPO works too.",
+)
 
 BACKBONES.add("efficientnet_lite0_imagenet", efficientnet_lite.entry())
 for _spec in timm_models.study_baselines():
     BACKBONES.add(_spec.name, _spec)
+# Foundation-model families, one family file each: the study's (DINOv2, OpenCLIP, SAM, SEEM, BLIP), then the rest.
+for _spec in (
+    *dinov2.entries(), *openclip.entries(), *sam.entries(), *seem.entries(), *blip.entries(),
+    dinov2.rad_dino_entry(), *mae.entries(), *sam2.entries(), *aimv2.entries(), *dinov3.entries(),
+):  # fmt: skip
+    BACKBONES.add(_spec.name, _spec)
+
+# Generic escapes without an entry: name prefix -> entry factory (each builds preprocessing from the model's config).
+GENERIC_PREFIXES = {openclip.PREFIX: openclip.generic_entry, hf_auto.PREFIX: hf_auto.generic_entry}
 
 MODIFIERS = ("random",)
 
 
 def parse_name(name: str) -> tuple[str, bool]:
-    """``'resnet50:random'`` -> ``('resnet50', True)``; the modifier picks a randomly initialised control."""
-    base, sep, modifier = name.strip().partition(":")
-    if sep and modifier not in MODIFIERS:
+    """``'resnet50:random'`` -> ``('resnet50', True)``; the modifier picks a randomly initialised control.
+
+    Generic names keep their own colons: ``openclip:ViT-B-16:laion2b_s34b_b88k`` -> (itself, False),
+    ``openclip:ViT-B-16:laion2b_s34b_b88k:random`` -> (``openclip:ViT-B-16:laion2b_s34b_b88k``, True)."""
+    name = name.strip()
+    base, random_init = name, False
+    for modifier in MODIFIERS:
+        if name.endswith(":" + modifier):
+            base, random_init = name[: -len(modifier) - 1], True
+    if not base.startswith(tuple(GENERIC_PREFIXES)) and ":" in base:
+        modifier = base.partition(":")[2]
         raise UnknownNameError(
             f"unknown backbone modifier {modifier!r} in {name!r}; use NAME for pretrained weights or NAME:random "
             "for the randomly initialised control."
         )
-    return base, bool(sep)
+    return base, random_init
 
 
 def get_spec(base: str) -> BackboneSpec:
-    """A registered entry, or an entry made on the fly for any timm model name."""
+    """A registered entry, or an entry made on the fly for any timm model name, ``openclip:...`` or ``hf:...``."""
     if base in BACKBONES:
         return BACKBONES.get(base)
+    for prefix, factory in GENERIC_PREFIXES.items():
+        if base.startswith(prefix):
+            return factory(base)
     if timm.is_model(base):
         return timm_models.timm_entry(base)
     raise BACKBONES.unknown(base, extra_choices=timm.list_models())

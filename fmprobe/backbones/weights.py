@@ -123,3 +123,67 @@ def locate_hf_file(repo_id: str, filename: str, backbone: str, revision: str | N
         f"--weights PATH, or put it in the local Hugging Face cache (HF_HOME); use {backbone}:random for a "
         "randomly initialised control."
     )
+
+
+def downloads_disabled() -> bool:
+    """No network fetches: HF_HUB_OFFLINE=1 (also honoured for non-Hugging-Face URLs) or FMPROBE_OFFLINE=1."""
+    return hub_offline() or os.environ.get("FMPROBE_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def torch_hub_file(filename: str) -> Path:
+    """Where ``torch.hub.load_state_dict_from_url`` keeps a downloaded checkpoint."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def locate_published(
+    backbone: str,
+    urls: tuple[str, ...] = (),
+    hf: tuple[tuple[str, str], ...] = (),
+    note: str = "",
+) -> Path:
+    """The first local copy of a checkpoint among its published locations, else a download (online), else a
+    WeightsError naming the file, where it is published and ``--weights``.
+
+    ``urls`` are the authors' direct links (cached in the torch hub checkpoint folder, as torch.hub does);
+    ``hf`` are ``(repo_id, filename)`` pairs on the Hugging Face Hub (looked up in the local HF cache).
+    """
+    from huggingface_hub import hf_hub_download
+
+    for url in urls:
+        cached = torch_hub_file(url.rsplit("/", 1)[-1])
+        if cached.is_file():
+            return cached
+    for repo_id, filename in hf:
+        try:
+            return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+        except Exception:  # not in the cache (the hub library raises several error types)
+            pass
+    reason = "hub unreachable, HF_HUB_OFFLINE=1" if hub_offline() else "downloads disabled, FMPROBE_OFFLINE=1"
+    if not downloads_disabled():
+        errors = []
+        for url in urls:
+            target = torch_hub_file(url.rsplit("/", 1)[-1])
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(target), progress=True)
+                return target
+            except Exception as err:  # network errors come in many types
+                errors.append(f"{url}: {type(err).__name__}")
+        for repo_id, filename in hf:
+            try:
+                return Path(hf_hub_download(repo_id, filename))
+            except Exception as err:
+                errors.append(f"{repo_id}/{filename}: {type(err).__name__}")
+        reason = "download failed: " + "; ".join(errors) if errors else reason
+    places = [f"{u.rsplit('/', 1)[-1]} from {u}" for u in urls]
+    places += [f"{f} from https://huggingface.co/{r}" for r, f in hf]
+    raise WeightsError(
+        f"no weights for {backbone!r} ({reason}). Download {' or '.join(places) or 'its checkpoint'} and pass "
+        f"--weights PATH{', or put it in the local Hugging Face cache (HF_HOME)' if hf else ''}"
+        f"{'; ' + note if note else ''}. Use {backbone}:random for a randomly initialised control."
+    )
+
+
+def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
+    """The entries under ``prefix`` (e.g. ``'backbone.'``), renamed without it; others are left out."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}

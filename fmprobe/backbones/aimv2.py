@@ -1,0 +1,50 @@
+"""AIMv2 (Fini et al., CVPR 2025) encoders on timm's ``aimv2_*_patch14_224`` (no class token, RMSNorm, SwiGLU).
+
+The authors' Hugging Face release (``apple/aimv2-large-patch14-224``: ``preprocessor.patchifier.*``,
+``trunk.blocks.N.*``) is converted by timm's own ``checkpoint_filter_fn``; timm's copy is accepted as is.
+Preprocessing as published (CLIP image processor: resize short side 224, centre crop 224, bicubic, CLIP
+mean/std). Default readout: the mean of the final-norm patch tokens (there is no class token).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, BackboneSpec, Preprocess, WeightsInfo
+from fmprobe.backbones.vit import BLOCK_PATTERN, build_timm_tokens, timm_checkpoint_filter
+from fmprobe.backbones.weights import locate_published
+
+READOUTS = ("mean_patch",)
+VARIANTS = {  # name -> (timm architecture, authors' Hugging Face repo, paper name)
+    "aimv2_vitl14": ("aimv2_large_patch14_224", "apple/aimv2-large-patch14-224", "ViT-L/14"),
+    "aimv2_vith14": ("aimv2_huge_patch14_224", "apple/aimv2-huge-patch14-224", "ViT-H/14"),
+}
+PREPROCESS = Preprocess(size=224, crop_pct=1.0, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD)
+
+
+def entry(name: str) -> BackboneSpec:
+    arch, repo, paper_name = VARIANTS[name]
+
+    def locate() -> Path:
+        return locate_published(name, hf=((repo, "model.safetensors"), (f"timm/{arch}.apple_pt", "model.safetensors")))
+
+    return BackboneSpec(
+        name=name,
+        family="aimv2",
+        implementation=f"timm {arch}",
+        build=partial(build_timm_tokens, arch, READOUTS),
+        preprocess=PREPROCESS,
+        readouts=READOUTS,
+        default_readout="mean_patch",
+        readout_patterns=(BLOCK_PATTERN,),
+        weights=WeightsInfo("hf", hub_id=repo, filename="model.safetensors", license="apple-ascl"),
+        locate_weights=locate,
+        filter_state_dict=timm_checkpoint_filter,
+        description=f"AIMv2 {paper_name}, autoregressive image+text pre-training (224 px)",
+        paper="Fini et al., Multimodal Autoregressive Pre-training of Large Vision Encoders (CVPR 2025)",
+    )
+
+
+def entries() -> list[BackboneSpec]:
+    return [entry(name) for name in VARIANTS]
