@@ -7,8 +7,10 @@ write the HDF5 file from the journal and rename it into place.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -29,7 +31,7 @@ from fmprobe.backbones import ImageTransform, LoadedBackbone, create_backbone, g
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import FileSource, ImageSource
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError
-from fmprobe.runtime import autocast, choose_device, choose_dtype
+from fmprobe.runtime import autocast, choose_device, dtype_candidates, timed_choice
 from fmprobe.store import (
     Batch,
     FeatureFile,
@@ -240,20 +242,30 @@ def extract_features(
         raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts + spec.readout_patterns)}.")
     resolved = resolve_weights(backbone, weights)
     torch_device = choose_device(device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
-    compute_dtype = choose_dtype(torch_device, dtype)
     size = int(resolution or spec.native_resolution)
-    fingerprint = Fingerprint(
-        dataset=data.name,
-        dataset_digest=data.content_digest,
-        backbone=backbone,
-        weights_digest=resolved[1],
-        preprocess=spec.preprocess.at(size).to_dict(),
-        resolution=size,
-        readouts=chosen,
-        compute_dtype=compute_dtype,
-        feature_dtype=feature_dtype,
-        image_conversion=str(data.extra.get("image_conversion", "pil-rgb8")),  # e.g. how DICOM was windowed
-    )
+
+    def fingerprint_for(compute: str) -> Fingerprint:
+        return Fingerprint(
+            dataset=data.name,
+            dataset_digest=data.content_digest,
+            backbone=backbone,
+            weights_digest=resolved[1],
+            preprocess=spec.preprocess.at(size).to_dict(),
+            resolution=size,
+            readouts=chosen,
+            compute_dtype=compute,
+            feature_dtype=feature_dtype,
+            image_conversion=str(data.extra.get("image_conversion", "pil-rgb8")),  # e.g. how DICOM was windowed
+        )
+
+    candidates = dtype_candidates(torch_device, dtype)
+    loaded: LoadedBackbone | None = None
+    cached = [d for d in candidates if not force and cache_path(out, data.name, backbone, fingerprint_for(d).key).exists()]
+    if cached or len(candidates) == 1:
+        compute_dtype = (cached or list(candidates))[0]
+    else:
+        compute_dtype, loaded = _probe_dtype(out, backbone, size, candidates, resolved, chosen, torch_device, part, log)
+    fingerprint = fingerprint_for(compute_dtype)
     path = cache_path(out, data.name, backbone, fingerprint.key)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_total = data.num_images
@@ -281,7 +293,7 @@ def extract_features(
             journal_file.unlink(missing_ok=True)
         if on_error == "fail":
             _check_files_exist(data)
-        loaded = create_backbone(backbone, resolution=size, resolved=resolved)
+        loaded = loaded or create_backbone(backbone, resolution=size, resolved=resolved)
         model = loaded.model.to(torch_device)
         if model.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -342,6 +354,52 @@ def extract_features(
             return result(False, n_skipped)
     log(f"wrote {path}")
     return result(False, n_skipped)
+
+
+def _probe_dtype(
+    out: Path,
+    backbone: str,
+    size: int,
+    candidates: tuple[str, ...],
+    resolved: tuple[Path | None, str],
+    readouts: tuple[str, ...],
+    device: torch.device,
+    part: tuple[int, int],
+    log: Log,
+) -> tuple[str, LoadedBackbone | None]:
+    """bf16 or fp32 on a CPU with native bf16: time both on this model, once per machine, and remember the answer
+    in ``<out>/.fmprobe-dtype.json`` (the dtype is part of the cache key, so it must not flip between runs)."""
+    memo_path = out / ".fmprobe-dtype.json"
+    machine = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|torch{torch.__version__}"
+    key = f"{backbone}@{size}|{machine}"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key in memo:
+        return str(memo[key]["dtype"]), None
+    if part[1] > 1:  # shards must agree without talking to each other: no per-process timing
+        log(f"compute dtype {candidates[0]} (by CPU capability; sharded runs skip the timed probe)")
+        return candidates[0], None
+    loaded = create_backbone(backbone, resolution=size, resolved=resolved)
+    model = loaded.model.to(device)
+    sample = torch.randn(2, 3, size, size, device=device)
+    if model.channels_last:
+        model, sample = model.to(memory_format=torch.channels_last), sample.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def forward(compute: str) -> None:
+        with autocast(device, compute):  # type: ignore[arg-type]
+            model(sample, readouts)
+
+    best, seconds = timed_choice(candidates, forward, repeats=1)  # type: ignore[arg-type]
+    log(f"compute dtype {best} (timed on this CPU: " + ", ".join(f"{d} {t:.2f}s" for d, t in seconds.items()) + " per 2 images)")
+    memo[key] = {"dtype": best, "seconds": seconds}
+    with contextlib.suppress(OSError):
+        tmp = memo_path.with_name(memo_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+        os.replace(tmp, memo_path)
+    return best, loaded
 
 
 @torch.inference_mode()

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Literal
 
@@ -53,8 +54,34 @@ def choose_device(requested: str = "auto", local_rank: int | None = None) -> tor
     return torch.device("cuda", rank % max(torch.cuda.device_count(), 1))
 
 
+def dtype_candidates(device: torch.device, requested: str = "auto") -> tuple[DtypeName, ...]:
+    """The dtypes ``auto`` may pick here: one where the answer is known, (bf16, fp32) where only a timed
+    probe can tell (CPUs with native bf16 still run some models slower in bf16 than in fp32)."""
+    chosen = choose_dtype(device, requested)
+    requested = os.environ.get("FMPROBE_DTYPE", requested) if requested == "auto" else requested
+    if requested == "auto" and device.type == "cpu" and chosen == "bf16":
+        return ("bf16", "fp32")
+    return (chosen,)
+
+
+def timed_choice(candidates: tuple[DtypeName, ...], run: Callable[[DtypeName], None], repeats: int = 2) -> tuple[DtypeName, dict[str, float]]:
+    """The fastest of ``candidates`` for ``run`` (one warm-up call each, then the best of ``repeats``)."""
+    seconds: dict[str, float] = {}
+    for dtype in candidates:
+        run(dtype)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(dtype)
+            best = min(best, time.perf_counter() - start)
+        seconds[dtype] = best
+    return min(candidates, key=lambda d: seconds[d]), seconds
+
+
 def choose_dtype(device: torch.device, requested: str = "auto") -> DtypeName:
-    """The compute dtype for ``device``: ``requested`` unless ``auto`` (also settable by ``FMPROBE_DTYPE``)."""
+    """The compute dtype for ``device``: ``requested`` unless ``auto`` (also settable by ``FMPROBE_DTYPE``).
+
+    ``auto`` by capability alone: extraction refines it with a timed probe (``dtype_candidates``)."""
     requested = os.environ.get("FMPROBE_DTYPE", requested) if requested == "auto" else requested
     if requested not in DTYPE_CHOICES:
         raise FmprobeError(f"--dtype {requested!r}: use one of {', '.join(DTYPE_CHOICES)}.")

@@ -178,3 +178,23 @@ def test_cli_models_lists_registry(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     cli.main()
     out = capsys.readouterr().out
     assert "efficientnet_lite0_imagenet" in out and "pooled*=1280" in out and "deit_base_imagenet" in out
+
+
+def test_auto_dtype_is_timed_once_per_machine_and_remembered(small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU with native bf16, `auto` times bf16 against fp32 on the model and keeps the faster (bf16 was
+    measured slower than fp32 for some models on such CPUs); the choice is remembered so caches stay stable."""
+    import json
+
+    from fmprobe import runtime
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    messages: list[str] = []
+    kw = {k: v for k, v in TINY.items() if k != "dtype"}
+    first = extract(f"csv:{small_manifest}", out=tmp_path, log=messages.append, **kw)
+    assert any(m.startswith("compute dtype") and "timed" in m for m in messages)
+    memo = json.loads((tmp_path / ".fmprobe-dtype.json").read_text())
+    (entry,) = memo.values()
+    assert entry["dtype"] == first.compute_dtype == min(entry["seconds"], key=entry["seconds"].get)
+    messages.clear()
+    again = extract(f"csv:{small_manifest}", out=tmp_path, log=messages.append, **kw)
+    assert again.cache_hit and not any(m.startswith("compute dtype") for m in messages)

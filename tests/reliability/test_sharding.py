@@ -17,7 +17,7 @@ from fmprobe.errors import CacheError
 from fmprobe.store import plan_batches
 
 SPEC = "demo:12"
-KW = dict(resolution=32, batch_size=4, num_workers=0, progress=False, log=lambda m: None)
+KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False, log=lambda m: None)
 BACKBONE = "efficientnet_lite0_imagenet:random"
 
 
@@ -48,7 +48,7 @@ def test_a_killed_shard_resumes_alone_and_merge_waits_for_it(tmp_path: Path) -> 
     out = tmp_path / "f"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:40", "-b", BACKBONE, "--resolution", "64",
-            "--batch-size", "4", "--workers", "0", "-q", "--out", str(out)]  # fmt: skip
+            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen([*args, "--shard", "0/2"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
@@ -66,14 +66,14 @@ def test_a_killed_shard_resumes_alone_and_merge_waits_for_it(tmp_path: Path) -> 
         merge_shards(cache)
     again = subprocess.run([*args, "--shard", "0/2"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "resuming" in again.stderr and cache.exists()
-    single = extract_features("demo:40", BACKBONE, out=tmp_path / "single", resolution=64, batch_size=4, num_workers=0, progress=False, log=lambda m: None)
+    single = extract_features("demo:40", BACKBONE, out=tmp_path / "single", **{**KW, "resolution": 64})
     assert_same_file(single.path, cache)
 
 
 def test_torchrun_two_ranks_equal_a_single_process(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            "-m", "fmprobe", "extract", "-d", SPEC, "-b", BACKBONE, "--resolution", "32", "--batch-size", "4",
-           "--workers", "0", "-q", "--out", str(tmp_path / "ddp")]  # fmt: skip
+           "--workers", "0", "--dtype", "fp32", "-q", "--out", str(tmp_path / "ddp")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
