@@ -173,14 +173,38 @@ def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[s
     return {k: int(v.shape[-1]) for k, v in out.items()}, params
 
 
+def _shape_cache() -> Path:
+    import os
+
+    import fmprobe
+
+    root = Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe"))
+    return root / f"shapes-fmprobe{fmprobe.__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
+
+
 def list_models() -> list[dict[str, object]]:
-    """One row per registered backbone (what ``fmprobe models`` prints)."""
+    """One row per registered backbone (what ``fmprobe models`` prints).
+
+    Widths and parameter counts come from a shape-only build of every entry (seconds each for the large ones),
+    so they are remembered per fmprobe/timm/torch version in the user cache."""
+    import contextlib
+    import json
+
+    cache_file = _shape_cache()
+    try:
+        known = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        known = {}
     rows = []
     for name, spec in BACKBONES.items():
-        try:
-            dims, params = describe_shapes(spec)
-        except Exception:  # a family that cannot trace on meta still gets listed
-            dims, params = {}, spec.params_m
+        if name in known:
+            dims, params = known[name]["dims"], known[name]["params"]
+        else:
+            try:
+                dims, params = describe_shapes(spec)
+                known[name] = {"dims": dims, "params": params}
+            except Exception:  # a family that cannot trace on meta still gets listed
+                dims, params = {}, spec.params_m
         rows.append(
             {
                 "name": name,
@@ -193,4 +217,9 @@ def list_models() -> list[dict[str, object]]:
                 "license": spec.weights.license,
             }
         )
+    with contextlib.suppress(OSError):
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + ".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(cache_file)
     return rows
