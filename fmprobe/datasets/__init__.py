@@ -16,6 +16,7 @@ from fmprobe.datasets.base import (
     SPLIT_NAMES,
     TASK_TYPES,
     Dataset,
+    SpecOptions,
     Split,
     TaskType,
     subset_split,
@@ -37,19 +38,12 @@ SOURCES: Registry[Loader] = Registry("dataset source", "Dataset specs: medmnist:
 
 
 def _options(options: dict[str, str], spec: str, allowed: tuple[str, ...]) -> dict[str, object]:
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; allowed: {', '.join(allowed)}.")
+    opts = SpecOptions(spec, options, "this source", allowed)
     parsed: dict[str, object] = {}
     if "task" in options:
-        if options["task"] not in TASK_TYPES:
-            raise DatasetError(f"dataset spec {spec!r}: task={options['task']!r}; use one of {', '.join(TASK_TYPES)}.")
-        parsed["task"] = options["task"]
+        parsed["task"] = opts.choice("task", TASK_TYPES, None)
     if "seed" in options:
-        try:
-            parsed["seed"] = int(options["seed"])
-        except ValueError:
-            raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+        parsed["seed"] = opts.integer("seed", 0)
     return parsed
 
 

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.base import (
+    Dataset,
+    FileSource,
+    SpecOptions,
+    Split,
+    digest_parts,
+    file_listing_digest,
+    require_folder,
+)
 from fmprobe.datasets.manifest import read_csv_rows
 from fmprobe.datasets.splits import load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
@@ -125,13 +133,7 @@ def load_aptos2019(root: Path, spec: str, seed: int = 0) -> Dataset:
 
 def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``aptos2019:<dir>[?seed=N]``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; aptos2019 takes: {', '.join(OPTIONS)}.")
-    if not argument:
-        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. aptos2019:data/aptos2019 ({LAYOUT}).")
-    try:
-        seed = int(options.get("seed", "0"))
-    except ValueError:
-        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    opts = SpecOptions(spec, options, "aptos2019", OPTIONS)
+    require_folder(spec, argument, "aptos2019:data/aptos2019", LAYOUT)
+    seed = opts.integer("seed", 0)
     return load_aptos2019(Path(argument), spec, seed)

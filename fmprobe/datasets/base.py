@@ -236,3 +236,30 @@ class _IndexedSource:
 
     def describe(self, i: int) -> str:
         return self.parent.describe(self.index[i])
+
+
+class SpecOptions:
+    """The ``?key=value`` options of one dataset spec, checked against the ones its source takes."""
+
+    def __init__(self, spec: str, options: dict[str, str], source: str, allowed: tuple[str, ...]) -> None:
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; {source} takes: {', '.join(allowed)}.")
+        self.spec, self.options = spec, options
+
+    def integer(self, key: str, default: int) -> int:
+        try:
+            return int(self.options.get(key, str(default)))
+        except ValueError:
+            raise DatasetError(f"dataset spec {self.spec!r}: {key}={self.options[key]!r} is not an integer.") from None
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None, hint: str = "") -> str | None:
+        value = self.options.get(key, default)
+        if value is not None and value not in choices:
+            raise DatasetError(f"dataset spec {self.spec!r}: {key}={value!r}; {hint or 'use one of ' + ', '.join(choices)}.")
+        return value
+
+
+def require_folder(spec: str, argument: str, example: str, layout: str) -> None:
+    if not argument:
+        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. {example} ({layout}).")

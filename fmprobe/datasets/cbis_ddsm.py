@@ -59,7 +59,16 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, ImageSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.base import (
+    Dataset,
+    FileSource,
+    ImageSource,
+    SpecOptions,
+    Split,
+    digest_parts,
+    file_listing_digest,
+    require_folder,
+)
 from fmprobe.datasets.dicom import (
     DEFAULT_PERCENTILES,
     WINDOW_MODES,
@@ -422,26 +431,16 @@ def load_cbis_ddsm(
 
 def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``cbis-ddsm:<dir>[?image=crop|full][&abnormality=both|mass|calc][&overlap=keep|drop][&window=...][&seed=N]``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; cbis-ddsm takes: {', '.join(OPTIONS)}.")
-    if not argument:
-        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. cbis-ddsm:data/cbis-ddsm ({LAYOUT}).")
-    choices = {"image": IMAGE_MODES, "abnormality": ABNORMALITIES, "overlap": OVERLAP, "window": WINDOW_MODES}
-    for key, allowed in choices.items():
-        if key in options and options[key] not in allowed:
-            raise DatasetError(f"dataset spec {spec!r}: {key}={options[key]!r}; use one of {', '.join(allowed)}.")
-    try:
-        seed = int(options.get("seed", "0"))
-    except ValueError:
-        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    opts = SpecOptions(spec, options, "cbis-ddsm", OPTIONS)
+    require_folder(spec, argument, "cbis-ddsm:data/cbis-ddsm", LAYOUT)
+    seed = opts.integer("seed", 0)
     return load_cbis_ddsm(
         Path(argument),
         spec,
-        image=options.get("image", "crop"),
-        abnormality=options.get("abnormality", "both"),
-        overlap=options.get("overlap", "keep"),
-        window=options.get("window"),
+        image=opts.choice("image", IMAGE_MODES, "crop"),
+        abnormality=opts.choice("abnormality", ABNORMALITIES, "both"),
+        overlap=opts.choice("overlap", OVERLAP, "keep"),
+        window=opts.choice("window", WINDOW_MODES, None),
         percentiles=parse_percentiles(options["percentiles"]) if "percentiles" in options else None,
         seed=seed,
     )

@@ -41,7 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.base import (
+    Dataset,
+    FileSource,
+    SpecOptions,
+    Split,
+    digest_parts,
+    file_listing_digest,
+    require_folder,
+)
 from fmprobe.datasets.manifest import read_csv_rows
 from fmprobe.datasets.splits import load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
@@ -243,11 +251,8 @@ def load_chexpert(
 
 def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``chexpert:<dir>[?uncertain=zeros|ones|ignore][&frontal=1][&seed=N]``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; chexpert takes: {', '.join(OPTIONS)}.")
-    if not argument:
-        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. chexpert:data/CheXpert-v1.0-small ({LAYOUT}).")
+    opts = SpecOptions(spec, options, "chexpert", OPTIONS)
+    require_folder(spec, argument, "chexpert:data/CheXpert-v1.0-small", LAYOUT)
     uncertain = options.get("uncertain", "zeros")
     if uncertain not in POLICIES:
         raise DatasetError(
@@ -257,8 +262,5 @@ def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     frontal_text = options.get("frontal", "0").lower()
     if frontal_text not in ("0", "1", "true", "false", "yes", "no"):
         raise DatasetError(f"dataset spec {spec!r}: frontal={options['frontal']!r}; use frontal=1 (frontal views only) or 0.")
-    try:
-        seed = int(options.get("seed", "0"))
-    except ValueError:
-        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    seed = opts.integer("seed", 0)
     return load_chexpert(Path(argument), spec, uncertain, frontal_text in ("1", "true", "yes"), seed)

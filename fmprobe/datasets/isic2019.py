@@ -32,7 +32,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest
+from fmprobe.datasets.base import (
+    Dataset,
+    FileSource,
+    SpecOptions,
+    Split,
+    digest_parts,
+    file_listing_digest,
+    require_folder,
+)
 from fmprobe.datasets.manifest import read_csv_rows
 from fmprobe.datasets.splits import load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
@@ -192,19 +200,13 @@ def load_isic2019(root: Path, spec: str, grouping: str = "lesion", seed: int = 0
 
 def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``isic2019:<dir>[?grouping=lesion|none][&seed=N]``."""
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; isic2019 takes: {', '.join(OPTIONS)}.")
-    if not argument:
-        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. isic2019:data/isic2019 ({LAYOUT}).")
+    opts = SpecOptions(spec, options, "isic2019", OPTIONS)
+    require_folder(spec, argument, "isic2019:data/isic2019", LAYOUT)
     grouping = options.get("grouping", "lesion")
     if grouping not in GROUPINGS:
         raise DatasetError(
             f"dataset spec {spec!r}: grouping={grouping!r}; use lesion (default: one lesion never spans splits) or "
             "none (the study's image-level split)."
         )
-    try:
-        seed = int(options.get("seed", "0"))
-    except ValueError:
-        raise DatasetError(f"dataset spec {spec!r}: seed={options['seed']!r} is not an integer.") from None
+    seed = opts.integer("seed", 0)
     return load_isic2019(Path(argument), spec, grouping, seed)
