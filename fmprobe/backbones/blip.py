@@ -13,7 +13,6 @@ bicubic, CLIP mean/std. Default readout: the final-norm class token.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from pathlib import Path
 
@@ -23,8 +22,7 @@ from torch import nn
 
 from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
 from fmprobe.backbones.vit import TOKEN_READOUTS, TimmTokenFeatures
-from fmprobe.backbones.weights import locate_published, strip_prefix
-from fmprobe.errors import WeightsError
+from fmprobe.backbones.weights import locate_published, rename_key, strip_prefix
 
 RELEASE = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models"
 VARIANTS = {  # name -> (timm architecture, released file, description)
@@ -53,14 +51,7 @@ def hf_to_release(state_dict: StateDict) -> StateDict:
     """Hugging Face ``BlipVisionModel`` keys -> BLIP's ``visual_encoder`` keys (without the prefix)."""
     out: StateDict = {}
     for key, value in state_dict.items():
-        new = key
-        for pattern, repl in HF_RENAMES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        if new == key:
-            raise WeightsError(f"unexpected key vision_model.{key} in a Hugging Face BLIP checkpoint.")
-        out[new] = value
+        out[rename_key(key, HF_RENAMES, "a Hugging Face BLIP checkpoint", "vision_model.")] = value
     return out
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
 from fmprobe.backbones.vit import BLOCK_PATTERN, TOKEN_READOUTS, TimmTokenFeatures
-from fmprobe.backbones.weights import locate_published
+from fmprobe.backbones.weights import locate_published, rename_key
 from fmprobe.errors import WeightsError
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -108,14 +108,7 @@ def hf_to_release(state_dict: StateDict) -> StateDict:
         if m := GATE_UP.match(key):
             glu.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
             continue
-        new = key
-        for pattern, repl in HF_RENAMES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        if new == key:
-            raise WeightsError(f"unexpected key {key!r} in a Hugging Face DINOv2 checkpoint; is this a DINOv2 model?")
-        out[new] = value
+        out[rename_key(key, HF_RENAMES, "a Hugging Face DINOv2 checkpoint")] = value
     for (layer, kind), parts in qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise WeightsError(f"layer {layer}: query/key/value {kind} incomplete in the DINOv2 checkpoint.")

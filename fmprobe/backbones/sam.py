@@ -17,7 +17,6 @@ ViT-B); ``neck_mean``: global mean of the 256-d map after the neck (the embeddin
 
 from __future__ import annotations
 
-import re
 from functools import partial
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from timm.layers import resample_abs_pos_embed_nhwc
 from torch import nn
 
 from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import locate_published, strip_prefix
-from fmprobe.errors import FmprobeError, WeightsError
+from fmprobe.backbones.weights import locate_published, rename_key, strip_prefix
+from fmprobe.errors import FmprobeError
 
 RELEASE = "https://dl.fbaipublicfiles.com/segment_anything"
 VARIANTS = {  # name -> (timm architecture, released file, Hugging Face repo, paper name)
@@ -96,14 +95,7 @@ def resize_abs_pos(pos: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 def hf_to_release(state_dict: StateDict) -> StateDict:
     out: StateDict = {}
     for key, value in state_dict.items():
-        new = key
-        for pattern, repl in HF_RENAMES:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        else:
-            raise WeightsError(f"unexpected key vision_encoder.{key} in a Hugging Face SAM checkpoint.")
-        out[new] = value
+        out[rename_key(key, HF_RENAMES, "a Hugging Face SAM checkpoint", "vision_encoder.")] = value
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -187,3 +188,15 @@ def locate_published(
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:
     """The entries under ``prefix`` (e.g. ``'backbone.'``), renamed without it; others are left out."""
     return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def rename_key(
+    key: str, renames: tuple[tuple[str, str], ...] | list[tuple[str, str]], where: str, shown_prefix: str = ""
+) -> str:
+    """Apply the first regex rename that matches ``key``; a key no rename knows is refused, naming it as the file
+    has it (``shown_prefix`` + key) and ``where``."""
+    for pattern, replacement in renames:
+        new, n = re.subn(pattern, replacement, key)
+        if n:
+            return new
+    raise WeightsError(f"unexpected key {shown_prefix}{key} in {where}; is it a checkpoint of this model?")
