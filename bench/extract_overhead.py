@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=768, help="images in the on-disk data set (multiple of 4)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved measurement rounds (best of each)")
+    parser.add_argument("--dtype", default="auto", help="compute dtype for both measurements (auto: as extract chooses)")
     parser.add_argument("--models", default="efficientnet_lite0_imagenet,vit_small_patch16_224:random")
     args = parser.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
     dataset = load_dataset(spec)  # generates the PNG files once, outside the timed region
     device = choose_device("auto")
     dtype = choose_dtype(device, "auto")
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, compute dtype {dtype} (auto)")
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; capability dtype {dtype}, --dtype {args.dtype}")
     print(f"data: {dataset.num_images} PNG files {dataset.splits['train'].source.describe(0)} ...; batch size {args.batch_size}")
     ratios = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
@@ -73,15 +74,17 @@ def main() -> None:
             [transform(split.source.load(i)) for split in dataset.splits.values() for i in range(len(split))]
         )
         raws, ends = [], []
+        used = dtype
         for _ in range(args.rounds):  # interleaved rounds, best of each: robust to a busy neighbour
-            raws.append(raw_forward(name, tensors, args.batch_size, dtype))
             start = time.perf_counter()
-            result = extract(spec, name, out=work / "features", batch_size=args.batch_size, force=True, progress=False, log=lambda m: None)
+            result = extract(spec, name, out=work / "features", batch_size=args.batch_size, dtype=args.dtype, force=True, progress=False, log=lambda m: None)
             ends.append(result.n_images / (time.perf_counter() - start))
+            used = result.compute_dtype  # the raw forward runs in the dtype extraction actually used
+            raws.append(raw_forward(name, tensors, args.batch_size, used))
         raw, end_to_end = max(raws), max(ends)
         ratio = end_to_end / raw
         ratios.append((name, raw, end_to_end, ratio))
-        print(f"{name}: raw forward {raw:.1f} img/s, end-to-end extract {end_to_end:.1f} img/s, ratio {ratio:.3f} ({result.compute_dtype})")
+        print(f"{name}: raw forward {raw:.1f} img/s, end-to-end extract {end_to_end:.1f} img/s, ratio {ratio:.3f} (both {used})")
     print("ratios (end-to-end / raw forward): " + ", ".join(f"{n} {r:.3f}" for n, _, _, r in ratios))
 
 

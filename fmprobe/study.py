@@ -20,6 +20,9 @@ Study file (paths are relative to the study file's folder)::
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
     batch_size = 64
+    [finetune]                 # optional: trained settings next to the probes (same rows, same report)
+    settings = ["linear", "full"]   # linear, attention, partial:K, full
+    epochs = 10                # and any other fmprobe.run_finetune keyword (lr, batch_size, patience, ...)
 """
 
 from __future__ import annotations
@@ -36,12 +39,13 @@ from fmprobe.backbones import get_spec, parse_name
 from fmprobe.datasets import load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
+from fmprobe.finetune import parse_setting, plot_training_curves, run_finetune
 from fmprobe.probing import DEFAULT_PROBES, STOCHASTIC_PROBES, probe_features
 from fmprobe.report import write_report
 
 PATH_SOURCES = {"npz", "csv", "folder", "aptos2019", "isic2019", "cbis-ddsm", "chexpert"}  # arguments that are paths
 KEYS = {"name", "baseline", "datasets", "backbones", "readouts", "resolutions", "probes", "train_fractions",
-        "repeats", "seed", "weights", "extract", "out", "bootstrap"}  # fmt: skip
+        "repeats", "seed", "weights", "extract", "out", "bootstrap", "finetune"}  # fmt: skip
 Log = Callable[[str], None]
 
 
@@ -62,6 +66,12 @@ class Study:
     extract: dict[str, object] = field(default_factory=dict)
     out: Path = Path("runs")
     bootstrap: int = 1000
+    finetune: dict[str, object] = field(default_factory=dict)  # the [finetune] table: settings + run_finetune keywords
+
+    def finetune_jobs(self) -> list[tuple[str, str, int | None, str]]:
+        """(dataset, backbone, resolution, setting) per finetune run, in the order they run."""
+        settings = list(self.finetune.get("settings", []))  # type: ignore[call-overload]
+        return [(d, b, r, s) for d in self.datasets for b in self.backbones for r in self.resolutions or (None,) for s in settings]
 
     def extraction_jobs(self) -> list[tuple[str, str, int | None, tuple[str, ...]]]:
         """(dataset, backbone, resolution, readouts) per feature file, in the order they run."""
@@ -130,6 +140,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         extract=dict(data.get("extract", {})),
         out=Path(out) if out else (Path(os.path.normpath(base / data["out"])) if "out" in data else Path("runs") / str(data.get("name", path.stem))),
         bootstrap=int(data.get("bootstrap", 1000)),
+        finetune=_finetune_table(data.get("finetune", {}), path),
     )
     for backbone in study.backbones:  # unknown names fail before any work, with suggestions
         get_spec(parse_name(backbone)[0])
@@ -140,6 +151,25 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     for probe in study.probes:
         PROBES.get(probe)
     return study
+
+
+def _finetune_table(table: object, path: Path) -> dict[str, object]:
+    """Check the [finetune] table: a list of settings plus run_finetune keywords (names checked, values later)."""
+    import inspect
+
+    if not isinstance(table, dict):
+        raise FmprobeError(f"{path}: [finetune] must be a table (settings = [...], epochs = ..., ...).")
+    settings = table.get("settings", [])
+    if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or (table and not settings):
+        raise FmprobeError(f"{path}: [finetune] settings must list e.g. [\"linear\", \"partial:2\", \"full\"].")
+    for setting in settings:
+        parse_setting(setting)
+    allowed = set(inspect.signature(run_finetune).parameters) - {"dataset", "backbone", "setting", "weights", "out",
+                                                                  "seed", "progress", "log", "max_images_per_split"}  # fmt: skip
+    unknown = sorted(set(table) - allowed - {"settings"})
+    if unknown:
+        raise FmprobeError(f"{path}: [finetune] unknown key(s) {unknown}; allowed: settings, {', '.join(sorted(allowed))}.")
+    return dict(table)
 
 
 @dataclass(frozen=True)
@@ -241,6 +271,10 @@ def format_plan(study: Study, costs: list[CostLine]) -> str:
             unknown += 1
         else:
             total += c.seconds
+    if study.finetune_jobs():
+        options = {k: v for k, v in study.finetune.items() if k != "settings"}
+        lines.append(f"  finetune: {len(study.finetune_jobs())} run(s), settings {', '.join(study.finetune['settings'])}"  # type: ignore[arg-type]
+                     + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""))  # fmt: skip
     images = sum(c.images for c in costs)
     lines.append(f"total: {images} image-forwards, ~{_duration(total)} of extraction" + (f" (+{unknown} unestimated)" if unknown else ""))
     return "\n".join(lines)
@@ -278,6 +312,15 @@ def run_study(
         repeats=study.repeats, seed=study.seed, out=study.out / "results", n_resamples=study.bootstrap,
         progress=progress, log=log,
     )  # fmt: skip
+    options = {k: v for k, v in study.finetune.items() if k != "settings"}
+    for dataset, backbone, resolution, setting in study.finetune_jobs():
+        run = run_finetune(
+            dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
+            seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress, log=log,
+            **{"n_resamples": study.bootstrap, **options},  # type: ignore[arg-type]
+        )  # fmt: skip
+        if run.history and not run.skipped:
+            plot_training_curves(run.history, run.run_dir / "curves.png", title=f"{backbone} · {run.probe}")
     paths = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
     log(f"report: {paths.html}")
     return study

@@ -95,7 +95,7 @@ def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
         journals = list(out.rglob("*.journal"))
-        if list(out.rglob("*.h5")) and journals and journals[0].stat().st_size > 4096:  # 1st done, 2nd under way
+        if list(out.rglob("*.h5")) and journals and journals[0].stat().st_size > 20000:  # 1st done, 2nd under way
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.01)
