@@ -20,7 +20,8 @@ from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, U
 from fmprobe.runtime import choose_dtype
 from fmprobe.store import FeatureFile
 
-TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, num_workers=0, progress=False)
+# Explicit fp32: `auto` times bf16 against fp32 once per cache folder, and these tests compare files across folders.
+TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, num_workers=0, dtype="fp32", progress=False)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +60,7 @@ def test_changed_settings_never_share_a_cache(small_manifest: Path, tmp_path: Pa
     base = extract(spec, out=out, log=lambda m: None, **TINY)
     paths = {
         extract(spec, out=out, log=lambda m: None, **{**TINY, "resolution": 48}).path,
-        extract(spec, out=out, log=lambda m: None, dtype="fp32" if base.compute_dtype == "bf16" else "bf16", **TINY).path,
+        extract(spec, out=out, log=lambda m: None, **{**TINY, "dtype": "bf16"}).path,
         extract(spec, out=out, log=lambda m: None, feature_dtype="float32", **TINY).path,
         base.path,
     }
@@ -135,7 +136,7 @@ def _cli(args: list[str]) -> list[str]:
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["-d", "demo:40", "-b", "efficientnet_lite0_imagenet:random", "--resolution", "64", "--batch-size", "4",
-            "--workers", "0", "-q"]  # fmt: skip
+            "--workers", "0", "--dtype", "fp32", "-q"]  # fmt: skip
     killed_out = tmp_path / "killed"
     proc = subprocess.Popen(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env=env, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -29,13 +29,13 @@ from fmprobe.store import FeatureFile
 from fmprobe.store.journal import Journal
 
 BACKBONE = "efficientnet_lite0_imagenet:random"
-KW = dict(resolution=32, batch_size=4, num_workers=0, progress=False, log=lambda m: None)
+KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False, log=lambda m: None)  # fixed dtype: files are compared across folders
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:30", "-b", BACKBONE, "--resolution", "48",
-            "--batch-size", "4", "--workers", "0", "-q", "--out", str(out), *extra]  # fmt: skip
+            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q", "--out", str(out), *extra]  # fmt: skip
 
 
 def test_kill9_at_random_points_then_complete_is_identical(tmp_path: Path) -> None:
