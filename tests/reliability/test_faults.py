@@ -34,7 +34,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:30", "-b", BACKBONE, "--resolution", "48",
+    return [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:30", "-b", BACKBONE, "--resolution", "96",
             "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q", "--out", str(out), *extra]  # fmt: skip
 
 
@@ -48,12 +48,13 @@ def test_kill9_at_random_points_then_complete_is_identical(tmp_path: Path) -> No
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None and not next(out.rglob("*.journal"), None):
             time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 0.8))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
-        assert not [p for p in out.rglob("*.h5") if proc.returncode != 0], "a killed run left a finished-looking file"
+        for path in out.rglob("*.h5"):  # whatever exists after a kill is a complete, verified file
+            FeatureFile(path)
     assert kills >= 1, "no run could be killed mid-way"
     final = subprocess.run(_cli(out), cwd=ROOT, env=ENV, capture_output=True, text=True)
     clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=ENV, capture_output=True, text=True)
