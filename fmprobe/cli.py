@@ -61,6 +61,7 @@ def extract(
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="Extract only shard I/N (job arrays); the last shard to finish merges.")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Under torchrun: one shard per rank, rank 0 merges (detected automatically).")] = False,
+    pixel_cache: Annotated[bool, typer.Option("--pixel-cache", help="Keep decoded, resized images (uint8) so later backbones with the same input geometry skip decoding.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
@@ -81,6 +82,7 @@ def extract(
         max_images_per_split=max_images,
         shard=shard,
         distributed=True if distributed else None,
+        pixel_cache=pixel_cache,
         progress=not quiet,
     )
     typer.echo(str(result.path))

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,7 @@ from fmprobe.store import (
     parse_shard,
     plan_batches,
 )  # fmt: skip
+from fmprobe.store.pixels import PixelCache
 
 ON_ERROR = ("fail", "skip")
 FEATURE_DTYPES = ("float16", "float32")
@@ -87,8 +88,8 @@ class _Rows(torch.utils.data.Dataset):
     normalises the whole batch, which quarters the bytes workers send.
     """
 
-    def __init__(self, sources: list[ImageSource], transform: ImageTransform) -> None:
-        self.sources, self.transform = sources, transform
+    def __init__(self, sources: list[ImageSource], transform: ImageTransform, cache: PixelCache | None = None) -> None:
+        self.sources, self.transform, self.cache = sources, transform, cache
         self.offsets = np.cumsum([0] + [len(s) for s in sources])
 
     def __len__(self) -> int:
@@ -98,6 +99,11 @@ class _Rows(torch.utils.data.Dataset):
         split = int(np.searchsorted(self.offsets, index, side="right") - 1)
         row = index - int(self.offsets[split])
         source = self.sources[split]
+        if self.cache is not None and self.cache.pixels is not None:
+            if index in self.cache.errors:
+                return split, row, None, (0, 0), self.cache.errors[index]
+            h, w = (int(v) for v in self.cache.sizes[index])  # type: ignore[index]
+            return split, row, torch.from_numpy(np.array(self.cache.pixels[index])), (h, w), None
         try:
             pixels, valid = self.transform.to_uint8(source.load(row))
             return split, row, pixels, valid, None
@@ -176,7 +182,7 @@ def _file_attrs(dataset: Dataset, fingerprint: Fingerprint, weights_label: str, 
         "fmprobe_version": fmprobe.__version__,
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -209,6 +215,7 @@ def extract_features(
     max_images_per_split: int | None = None,
     shard: str | tuple[int, int] | None = None,
     distributed: bool | None = None,
+    pixel_cache: bool = False,
     progress: bool = True,
     log: Log = _stderr,
 ) -> ExtractResult:
@@ -216,7 +223,8 @@ def extract_features(
 
     ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
     :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
-    rank 0 merges after a barrier.
+    rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
+    so later backbones with the same input geometry skip decoding.
     """
     started = time.perf_counter()
     if on_error not in ON_ERROR:
@@ -325,7 +333,11 @@ def extract_features(
         bar = tqdm(total=mine, initial=n_done, unit="img", desc=f"{backbone}", disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
         t0 = time.perf_counter()
         try:
-            n_skipped += _run(loaded, model, data, todo, journal, chosen, torch_device, compute_dtype, on_error, num_workers, bar)
+            pixels = None
+            if pixel_cache and part == (0, 1):
+                geometry = {k: v for k, v in spec.preprocess.at(size).to_dict().items() if k not in ("mean", "std")}
+                pixels = PixelCache(out / ".pixels" / slug(data.name), data.content_digest, geometry, n_total, size)
+            n_skipped += _run(loaded, model, data, todo, journal, chosen, torch_device, compute_dtype, on_error, num_workers, bar, pixels, n_done == 0, log)
         except KeyboardInterrupt:
             log(f"interrupted: the batches extracted so far are kept in {journal_file.name}; run the same command again to resume")
             raise
@@ -415,13 +427,25 @@ def _run(
     on_error: str,
     num_workers: int | None,
     bar: tqdm,
+    pixels: PixelCache | None = None,
+    whole_run: bool = False,
+    log: Log = _stderr,
 ) -> int:
     if not todo:
         return 0
     transform = loaded.transform()
     workers = default_workers() if num_workers is None else num_workers
     names = list(data.splits)
-    rows = _Rows([data.splits[n].source for n in names], transform)
+    reading = writing = False
+    if pixels is not None:
+        if pixels.complete:
+            pixels.open_for_reading()
+            reading = True
+            log(f"pixel cache: reading decoded images from {pixels.pixels_path}")
+        elif whole_run:
+            pixels.open_for_writing()
+            writing = True
+    rows = _Rows([data.splits[n].source for n in names], transform, pixels if reading else None)
     batches = [[int(rows.offsets[names.index(split)]) + start + i for i in range(count)] for split, start, count in todo]
     loader = DataLoader(
         rows,
@@ -435,7 +459,8 @@ def _run(
     n_skipped, n_kept = 0, 0
     out_dtype = np.dtype(journal.header["feature_dtype"])  # type: ignore[arg-type]
     dims: dict[str, int] = journal.header["dims"]  # type: ignore[assignment]
-    for split_index, batch_rows, pixels, valid, errors in loader:
+    pixel_errors: dict[int, str] = {}
+    for split_index, batch_rows, pixel_batch, valid, errors in loader:
         name = names[split_index]
         if errors and on_error == "fail":
             first = errors[min(errors)]
@@ -444,8 +469,8 @@ def _run(
                 "resume from there and record this file as skipped. Repairing the file changes the dataset's "
                 "content, and so its cache key: the extraction then starts afresh.)"
             )
-        if pixels is not None:
-            images = transform.normalise_batch(pixels.to(device, non_blocking=True), valid.to(device))
+        if pixel_batch is not None:
+            images = transform.normalise_batch(pixel_batch.to(device, non_blocking=True), valid.to(device))
             if model.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with autocast(device, compute_dtype):  # type: ignore[arg-type]
@@ -454,6 +479,12 @@ def _run(
         else:
             features = {r: np.zeros((0, int(dims[r])), dtype=out_dtype) for r in readouts}
         start = batch_rows[0]
+        if writing and pixels is not None:
+            first = int(rows.offsets[split_index])
+            ok = [r for r in batch_rows if r not in errors]
+            if ok:
+                pixels.write(np.asarray(ok) + first, pixel_batch.numpy(), valid.numpy())
+            pixel_errors.update({first + r: e for r, e in errors.items()})
         skipped = {row - start: reason for row, reason in errors.items()}
         for reason in errors.values():
             bar.write(f"skipped: {reason.splitlines()[0]}")
@@ -461,4 +492,7 @@ def _run(
         n_skipped += len(skipped)
         n_kept += len(batch_rows)
         bar.update(len(batch_rows))
+    if writing and pixels is not None:
+        pixels.finish(pixel_errors)
+        log(f"pixel cache: wrote {pixels.pixels_path} for later backbones with the same input geometry")
     return n_skipped

@@ -199,3 +199,23 @@ def test_auto_dtype_is_timed_once_per_machine_and_remembered(small_manifest: Pat
     messages.clear()
     again = extract(f"csv:{small_manifest}", out=tmp_path, log=messages.append, **kw)
     assert again.cache_hit and not any(m.startswith("compute dtype") for m in messages)
+
+
+def test_pixel_cache_is_reused_and_changes_nothing(tmp_path: Path) -> None:
+    """Two backbones with the same input geometry: the second reads decoded pixels from the cache, bad images
+    stay skipped with their reasons, and the features equal a run without the cache."""
+    names = make_images(tmp_path, ["a", "b"] * 10)
+    (tmp_path / names[5]).write_bytes(b"not a png")
+    rows = [[n, "ab"[i % 2], ("train", "val", "test")[i % 3]] for i, n in enumerate(names)]
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label', 'split'], rows)}"
+    kw = {**TINY, "on_error": "skip"}
+    messages: list[str] = []
+    extract(spec, out=tmp_path / "f", pixel_cache=True, log=messages.append, **kw)
+    assert any(m.startswith("pixel cache: wrote") for m in messages)
+    messages.clear()
+    pretrained = {**kw, "backbone": "efficientnet_lite0_imagenet"}
+    cached = extract(spec, out=tmp_path / "f", pixel_cache=True, log=messages.append, **pretrained)
+    assert any(m.startswith("pixel cache: reading") for m in messages) and cached.n_skipped == 1
+    assert FeatureFile(cached.path).skipped("test")[0][0] == names[5]
+    plain = extract(spec, out=tmp_path / "plain", log=lambda m: None, **pretrained)
+    _assert_same_file(cached.path, plain.path)

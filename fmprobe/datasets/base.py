@@ -86,7 +86,12 @@ def decode_image_bytes(data: bytes, where: str) -> Image.Image:
             return to_rgb(im, where) if im.mode != "RGB" else im.copy()
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except UnidentifiedImageError:  # PIL's message names an in-memory object address: keep reasons reproducible
+        raise ImageError(
+            f"{where}: cannot decode image (not a recognised image format). Re-download or re-export it, or run "
+            "with --on-error skip to leave it out (it is then recorded as skipped)."
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(
             f"{where}: cannot decode image ({err}). The file is truncated or not an image: re-download or "
             "re-export it, or run with --on-error skip to leave it out (it is then recorded as skipped)."
