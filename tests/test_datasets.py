@@ -222,3 +222,8 @@ def test_image_format_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="not found"):
         FileSource((tmp_path / "nope.png",)).load(0)
     assert to_rgb(Image.new("L", (4, 4)), "x").mode == "RGB"
+
+
+def test_a_bare_folder_is_not_guessed(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="write folder:"):
+        load_dataset(str(tmp_path))

@@ -78,8 +78,8 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
         return "npz", body, options
     if lower.endswith(".csv"):
         return "csv", body, options
-    if Path(body).is_dir():
-        return "folder", body, options
+    if Path(body).is_dir():  # never guess: scanning an arbitrary folder tree (".", "/") could take hours
+        raise DatasetError(f"dataset spec {spec!r} is a folder; write folder:{body} for an ImageFolder layout.")
     raise SOURCES.unknown(source if sep else body)
 
 

@@ -218,16 +218,21 @@ def test_fuzzed_manifests_load_or_fail_by_name(tmp_path_factory: pytest.TempPath
         assert sum(len(s) for s in dataset.splits.values()) == len(rows) - 0 or dataset.num_images > 0
 
 
-@settings(max_examples=50 * TRIALS, deadline=None)
+@settings(max_examples=50 * TRIALS, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spec=st.text(max_size=40))
-def test_fuzzed_dataset_and_backbone_names_fail_cleanly(spec: str) -> None:
+def test_fuzzed_dataset_and_backbone_names_fail_cleanly(spec: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     from fmprobe.backbones import get_spec, parse_name
 
-    for attempt in (lambda: load_dataset(spec), lambda: get_spec(parse_name(spec)[0])):
-        try:
-            attempt()
-        except FmprobeError:
-            pass
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))  # a spec like "." must not touch the checkout
+    try:
+        for attempt in (lambda: load_dataset(spec), lambda: get_spec(parse_name(spec)[0])):
+            try:
+                attempt()
+            except FmprobeError:
+                pass
+    finally:
+        os.chdir(here)
 
 
 @settings(max_examples=30 * TRIALS, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
