@@ -441,6 +441,7 @@ def _run(
         if pixels.complete:
             pixels.open_for_reading()
             reading = True
+            workers = 0  # reading a memory map is a copy: a worker process would only compete with the model
             log(f"pixel cache: reading decoded images from {pixels.pixels_path}")
         elif whole_run:
             pixels.open_for_writing()

@@ -56,7 +56,7 @@ class ImageTransform:
     def normalise_batch(self, pixels: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 ``[B, 3, S, S]`` -> normalised float; padding (SAM's) is zero *after* normalisation."""
         mean, std = self.mean.to(pixels.device), self.std.to(pixels.device)
-        out = (pixels.float().div_(255.0) - mean) / std
+        out = pixels.float().sub_(mean * 255.0).mul_(1.0 / (std * 255.0))  # one pass in place: (x/255 - mean)/std
         if valid is not None and self.config.resize_mode == "longest_pad":
             size = out.shape[-1]
             rows = torch.arange(size, device=out.device)
