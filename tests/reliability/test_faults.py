@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from reliability.faults import ROOT, TRIALS, assert_same_file
 
 from fmprobe import extract_features, probe_features
 from fmprobe.datasets import load_dataset
@@ -27,6 +26,7 @@ from fmprobe.datasets.base import FileSource
 from fmprobe.errors import CacheError, FmprobeError, ImageError
 from fmprobe.store import FeatureFile
 from fmprobe.store.journal import Journal
+from reliability.faults import ROOT, TRIALS, assert_same_file
 
 BACKBONE = "efficientnet_lite0_imagenet:random"
 KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False, log=lambda m: None)  # fixed dtype: files are compared across folders

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability.faults import ROOT, assert_same_file
 
 from fmprobe import extract_features, merge_shards
 from fmprobe.errors import CacheError
 from fmprobe.store import plan_batches
+from reliability.faults import ROOT, assert_same_file
 
 SPEC = "demo:12"
 KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False, log=lambda m: None)
