@@ -219,3 +219,11 @@ def test_pixel_cache_is_reused_and_changes_nothing(tmp_path: Path) -> None:
     assert FeatureFile(cached.path).skipped("test")[0][0] == names[5]
     plain = extract(spec, out=tmp_path / "plain", log=lambda m: None, **pretrained)
     _assert_same_file(cached.path, plain.path)
+
+
+def test_cli_usage_errors_are_messages_not_tracebacks(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "extract", "--bogus"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    captured = capsys.readouterr()
+    assert stop.value.code == 2 and "No such option: --bogus" in captured.err and "Traceback" not in captured.err
