@@ -27,7 +27,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import fmprobe
-from fmprobe.backbones import ImageTransform, LoadedBackbone, create_backbone, get_spec, parse_name, resolve_weights
+from fmprobe.backbones import (
+    ImageTransform,
+    LoadedBackbone,
+    create_backbone,
+    get_spec,
+    parse_name,
+    resolve_weights,
+    weights_label,
+)  # fmt: skip
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import FileSource, ImageSource
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError
@@ -129,15 +137,6 @@ def _worker_init(_: int) -> None:
 
 def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str]) -> str:
-    """How the results table names the weights: random, pretrained (the published file), or the file used."""
-    if resolved[0] is None:
-        return "random"
-    if weights is None:
-        return "pretrained"
-    return f"{Path(weights).name}@{resolved[1].removeprefix('sha256:')[:8]}"
 
 
 def check_output_folder(folder: Path) -> None:

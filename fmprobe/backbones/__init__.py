@@ -35,7 +35,7 @@ from fmprobe.registry import Registry
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "FeatureModel", "ImageTransform", "LoadedBackbone", "Preprocess", "WeightsInfo",
-    "create_backbone", "get_spec", "list_models", "parse_name", "resolve_weights",
+    "create_backbone", "get_spec", "list_models", "parse_name", "resolve_weights", "weights_label",
 ]  # fmt: skip
 
 BACKBONES: Registry[BackboneSpec] = Registry(
@@ -124,6 +124,15 @@ def resolve_weights(name: str, weights: str | Path | None = None, seed: int = 0)
     else:
         raise WeightsError(f"{name!r} has no published weights location; pass --weights PATH.")
     return path, "sha256:" + sha256_file(path)
+
+
+def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str]) -> str:
+    """How the results table names the weights: random, pretrained (the published file), or the file used."""
+    if resolved[0] is None:
+        return "random"
+    if weights is None:
+        return "pretrained"
+    return f"{Path(weights).name}@{resolved[1].removeprefix('sha256:')[:8]}"
 
 
 def create_backbone(

@@ -253,12 +253,10 @@ def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``chexpert:<dir>[?uncertain=zeros|ones|ignore][&frontal=1][&seed=N]``."""
     opts = SpecOptions(spec, options, "chexpert", OPTIONS)
     require_folder(spec, argument, "chexpert:data/CheXpert-v1.0-small", LAYOUT)
-    uncertain = options.get("uncertain", "zeros")
-    if uncertain not in POLICIES:
-        raise DatasetError(
-            f"dataset spec {spec!r}: uncertain={uncertain!r}; use zeros (U-Zeros, the study's), ones (U-Ones) or "
-            "ignore (uncertain entries stored as -1 = missing)."
-        )
+    uncertain = opts.choice(
+        "uncertain", POLICIES, "zeros",
+        "use zeros (U-Zeros, the study's), ones (U-Ones) or ignore (uncertain entries stored as -1 = missing)",
+    )  # fmt: skip
     frontal_text = options.get("frontal", "0").lower()
     if frontal_text not in ("0", "1", "true", "false", "yes", "no"):
         raise DatasetError(f"dataset spec {spec!r}: frontal={options['frontal']!r}; use frontal=1 (frontal views only) or 0.")

@@ -202,11 +202,9 @@ def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
     """``isic2019:<dir>[?grouping=lesion|none][&seed=N]``."""
     opts = SpecOptions(spec, options, "isic2019", OPTIONS)
     require_folder(spec, argument, "isic2019:data/isic2019", LAYOUT)
-    grouping = options.get("grouping", "lesion")
-    if grouping not in GROUPINGS:
-        raise DatasetError(
-            f"dataset spec {spec!r}: grouping={grouping!r}; use lesion (default: one lesion never spans splits) or "
-            "none (the study's image-level split)."
-        )
+    grouping = opts.choice(
+        "grouping", GROUPINGS, "lesion",
+        "use lesion (default: one lesion never spans splits) or none (the study's image-level split)",
+    )  # fmt: skip
     seed = opts.integer("seed", 0)
     return load_isic2019(Path(argument), spec, grouping, seed)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from fmprobe.backbones import create_backbone, get_spec, parse_name, resolve_weights
+from fmprobe.backbones import create_backbone, get_spec, parse_name, resolve_weights, weights_label
 from fmprobe.backbones.weights import sha256_file
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import digest_parts
@@ -79,15 +79,6 @@ class FinetuneResult:
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
-def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str]) -> str:
-    """As extraction names weights (random, pretrained, or FILE@digest), so probes and finetunes line up."""
-    if resolved[0] is None:
-        return "random"
-    if weights is None:
-        return "pretrained"
-    return f"{Path(weights).name}@{resolved[1].removeprefix('sha256:')[:8]}"
 
 
 def run_finetune(
