@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from fmprobe._io import __version__
 
 # Public names never equal a submodule's name (importing fmprobe.extract would shadow a function `extract`).
 _LAZY = {

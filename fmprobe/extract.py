@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import fmprobe
+from fmprobe._io import __version__
 from fmprobe.backbones import (
     ImageTransform,
     LoadedBackbone,
@@ -178,7 +178,7 @@ def _file_attrs(dataset: Dataset, fingerprint: Fingerprint, weights_label: str, 
         "weights_label": weights_label,
         "compute_dtype": fingerprint.compute_dtype,
         "batch_size": batch_size,
-        "fmprobe_version": fmprobe.__version__,
+        "fmprobe_version": __version__,
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),

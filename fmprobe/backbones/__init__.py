@@ -185,10 +185,10 @@ def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[s
 def _shape_cache() -> Path:
     import os
 
-    import fmprobe
+    from fmprobe._io import __version__
 
     root = Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe"))
-    return root / f"shapes-fmprobe{fmprobe.__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
+    return root / f"shapes-fmprobe{__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
 
 
 def list_models() -> list[dict[str, object]]:

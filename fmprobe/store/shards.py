@@ -14,7 +14,7 @@ from pathlib import Path
 from fmprobe.errors import CacheError
 from fmprobe.store.features import SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch, Journal
-from fmprobe.store.lock import exclusive
+from fmprobe._io import exclusive
 
 PlannedBatch = tuple[str, int, int]  # split, first row, number of rows
 
