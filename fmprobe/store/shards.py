@@ -11,10 +11,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from fmprobe._io import exclusive
 from fmprobe.errors import CacheError
 from fmprobe.store.features import SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch, Journal
-from fmprobe._io import exclusive
 
 PlannedBatch = tuple[str, int, int]  # split, first row, number of rows
 
