@@ -7,6 +7,7 @@ dispatches on substrings of names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -56,15 +57,112 @@ class WeightsInfo:
         return f"{self.filename or 'checkpoint'} from {where}"
 
 
+GroupMatcher = dict[str, object]  # timm's convention: {"stem": regex, "blocks": regex | [(regex, ordinal | None)]}
+TAIL_ORDINAL = 99999  # timm's ordinal for what comes after the last block (final norm, conv head)
+
+
+@dataclass(frozen=True)
+class BlockGroups:
+    """A backbone's parameter names (as ``FeatureModel.named_parameters`` gives them) in forward order:
+    everything before the first block, one tuple per block, everything after the last block. Fine-tuning's
+    ``partial:K`` trains the last K blocks and the tail; layer decay scales the learning rate by depth."""
+
+    stem: tuple[str, ...]
+    blocks: tuple[tuple[str, ...], ...]
+    tail: tuple[str, ...]
+
+
+def prefixed_matcher(matcher: GroupMatcher, prefix: str) -> GroupMatcher:
+    """timm's ``group_matcher`` of a wrapped network, re-anchored under ``prefix`` (e.g. ``'model.'``): timm
+    matches with ``re.match``, so ``'^a|b'`` means "starts with a or b" and becomes ``'^model\\.(?:a|b)'``."""
+
+    def anchor(pattern: str) -> str:
+        return f"^{re.escape(prefix)}(?:{pattern.removeprefix('^')})"
+
+    out: GroupMatcher = {}
+    for key, value in matcher.items():
+        if isinstance(value, str):
+            out[key] = anchor(value)
+        else:
+            out[key] = [(anchor(p), ordinal) for p, ordinal in value]  # type: ignore[union-attr]
+    return out
+
+
+def groups_from_matcher(names: list[str], matcher: GroupMatcher) -> BlockGroups:
+    """Split ``names`` into stem / blocks / tail with a coarse timm ``group_matcher`` (one group per block)."""
+
+    def patterns(value: object) -> list[tuple[re.Pattern[str], object]]:
+        if isinstance(value, str):
+            return [(re.compile(value), None)]
+        return [(re.compile(p), o) for p, o in value]  # type: ignore[union-attr]
+
+    stem_patterns = [p for key in matcher if key != "blocks" for p, _ in patterns(matcher[key])]
+    block_patterns = patterns(matcher.get("blocks", []))
+    stem: list[str] = []
+    tail: list[str] = []
+    blocks: dict[tuple[int, ...], list[str]] = {}
+    for name in names:
+        if any(p.match(name) for p in stem_patterns):
+            stem.append(name)
+            continue
+        for pattern, ordinal in block_patterns:
+            if m := pattern.match(name):
+                if ordinal is not None and TAIL_ORDINAL in tuple(ordinal):  # type: ignore[arg-type]
+                    tail.append(name)
+                else:
+                    blocks.setdefault(tuple(int(g) for g in m.groups() if g is not None), []).append(name)
+                break
+        else:
+            tail.append(name)  # timm too puts what no pattern names after the blocks
+    return BlockGroups(tuple(stem), tuple(tuple(blocks[k]) for k in sorted(blocks)), tuple(tail))
+
+
 class FeatureModel(nn.Module):
     """A frozen network that maps a batch of images to one embedding per readout.
 
     Subclasses implement :meth:`forward_readouts`. Embedding widths are read from the model (one dummy forward)
     rather than declared, so a new variant can never disagree with its entry.
+
+    Fine-tuning uses two more views of the network, so that every family supports every setting:
+    :meth:`tokens` (the patch tokens the attention head reads) and :meth:`group_matcher` /
+    :meth:`block_groups` (the blocks ``partial:K`` unfreezes and layer decay scales). The defaults cover a timm
+    network held as ``self.model``; other families override them.
     """
 
     readouts: tuple[str, ...] = ()
     channels_last: bool = False
+
+    def _timm_network(self) -> nn.Module | None:
+        net = getattr(self, "model", None)
+        return net if isinstance(net, nn.Module) and hasattr(net, "forward_features") else None
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens ``[B, N, D]`` of the last block (after the final norm): prefix tokens (class, registers)
+        dropped; a CNN's ``[B, C, H, W]`` map is flattened to ``H*W`` tokens."""
+        net = self._timm_network()
+        if net is None:
+            raise NotImplementedError(f"{type(self).__name__} does not expose patch tokens")
+        features = net.forward_features(images)
+        if isinstance(features, (tuple, list)):
+            features = features[0]
+        if features.ndim == 4:
+            if str(getattr(net, "output_fmt", "NCHW")) == "NHWC":
+                return features.flatten(1, 2)
+            return features.flatten(2).transpose(1, 2)
+        prefix = int(getattr(net, "num_prefix_tokens", 0) or 0)
+        return features[:, prefix:] if features.shape[1] > prefix else features
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """timm's ``group_matcher`` convention over this module's parameter names (timm's
+        ``param_groups_layer_decay`` reads it); ``coarse`` gives one group per block."""
+        net = self._timm_network()
+        if net is None or not hasattr(net, "group_matcher"):
+            raise NotImplementedError(f"{type(self).__name__} does not define its blocks")
+        return prefixed_matcher(net.group_matcher(coarse=coarse), "model.")
+
+    def block_groups(self) -> BlockGroups:
+        """Stem, blocks (input to output) and tail of this backbone, from :meth:`group_matcher` (coarse)."""
+        return groups_from_matcher([n for n, _ in self.named_parameters()], self.group_matcher(coarse=True))
 
     def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
