@@ -59,6 +59,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
+def user_cache_dir() -> Path:
+    """fmprobe's per-user cache (shape and split caches): ``$FMPROBE_CACHE``, else ``~/.cache/fmprobe``."""
+    return Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe"))
+
+
 def default_workers() -> int:
     """Image-decoding worker processes: one per spare core, at most 4 (more only compete with the model)."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))

@@ -1,67 +1,32 @@
-"""Shared fixtures: offline hubs, a private data folder, small datasets written in each supported layout."""
+"""Shared fixtures: offline hubs, a private data folder and user cache, small datasets in each supported layout.
+
+Plain helper functions live in ``_helpers.py``."""
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers import make_images, write_manifest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on an unreachable hub in tests
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_data_root(tmp_path_factory: pytest.TempPathFactory):
-    """Generated demo data lands in one per-session folder, never in the user's ./data (set before any
-    module-scoped fixture runs)."""
-    previous = os.environ.get("FMPROBE_DATA")
-    os.environ["FMPROBE_DATA"] = str(tmp_path_factory.getbasetemp() / "data")
+    """Generated demo data and the user cache (shape and split caches) land in one per-session folder, never in
+    the user's ./data or ~/.cache (set before any module-scoped fixture runs)."""
+    base = tmp_path_factory.getbasetemp()
+    wanted = {"FMPROBE_DATA": str(base / "data"), "FMPROBE_CACHE": str(base / "user-cache")}
+    previous = {key: os.environ.get(key) for key in wanted}
+    os.environ.update(wanted)
     yield
-    if previous is None:
-        os.environ.pop("FMPROBE_DATA", None)
-    else:
-        os.environ["FMPROBE_DATA"] = previous
-
-
-def shared_file(name: str) -> Path:
-    path = SHARED_DATA / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent: the real data files live in ../shared/data beside the checkout (see README)")
-    return path
-
-
-def write_png(path: Path, array: np.ndarray) -> Path:
-    """Save an array as PNG; the mode follows the dtype and channels (uint16 -> 16-bit, 4 channels -> RGBA)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
-
-
-def make_images(folder: Path, labels: list[str], seed: int = 0, size: int = 24) -> list[str]:
-    """Write one small RGB PNG per label (class-dependent brightness so features carry signal)."""
-    rng = np.random.default_rng(seed)
-    names = []
-    for i, label in enumerate(labels):
-        base = 60 + 40 * (sum(map(ord, label)) % 4)  # stable across processes
-        array = np.clip(rng.normal(base, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-        name = f"img_{i:04d}.png"
-        write_png(folder / name, array)
-        names.append(name)
-    return names
-
-
-def write_manifest(path: Path, header: list[str], rows: list[list[object]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images, shared_file, write_manifest, write_png
+from _helpers import make_images, shared_file, write_manifest, write_png
 
 from fmprobe.datasets import load_dataset, parse_spec
 from fmprobe.datasets.base import FileSource, to_rgb

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_file, write_png
+from _helpers import shared_file, write_png
 from PIL import Image
 
 from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, isic2019, load_dataset

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import make_images, write_manifest
+from _helpers import make_images, write_manifest
 
 from fmprobe import cli
 from fmprobe import extract_features as extract

@@ -343,7 +343,7 @@ def test_study_runs_finetune_cells_next_to_probes(tmp_path: Path) -> None:
 
 
 def test_multilabel_and_ordinal_tasks_and_recipe_options(tmp_path: Path) -> None:
-    from conftest import make_images, write_manifest
+    from _helpers import make_images, write_manifest
 
     names = make_images(tmp_path / "imgs", ["a", "b", "c"] * 12)
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import shared_file
+from _helpers import shared_file
 
 from fmprobe.errors import FmprobeError, UnknownNameError
 from fmprobe.study import estimate_cost, format_plan, load_study, run_study

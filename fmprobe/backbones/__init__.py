@@ -183,12 +183,10 @@ def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[s
 
 
 def _shape_cache() -> Path:
-    import os
 
-    from fmprobe._io import __version__
+    from fmprobe._io import __version__, user_cache_dir
 
-    root = Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe"))
-    return root / f"shapes-fmprobe{__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
+    return user_cache_dir() / f"shapes-fmprobe{__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
 
 
 def list_models() -> list[dict[str, object]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmprobe._io import user_cache_dir
 from fmprobe.errors import DatasetError
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
@@ -124,6 +125,6 @@ def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, fl
     candidate = folder / f"{stem}fmprobe_split_{tag}.csv"
     if candidate.exists() or os.access(folder, os.W_OK):
         return candidate
-    cache = Path(os.environ.get("FMPROBE_CACHE", Path.home() / ".cache" / "fmprobe")) / "splits"
+    cache = user_cache_dir() / "splits"
     where = hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:12]
     return cache / f"{where}_{stem}fmprobe_split_{tag}.csv"
