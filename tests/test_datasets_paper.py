@@ -445,7 +445,7 @@ def cbis_tcia(tmp_path: Path) -> Path:
 def test_cbis_tcia_crops_labels_and_patient_split(cbis_tcia: Path) -> None:
     ds = load_dataset(f"cbis-ddsm:{cbis_tcia}")
     assert ds.task == "binary" and ds.class_names == ("benign", "malignant") and ds.primary_metric == "roc_auc"
-    assert ds.extra["image_conversion"] == "dicom-window:v1:dicom" and ds.extra["layout"] == "tcia-dicom"
+    assert ds.image_conversion == "dicom-window:v1:dicom" and ds.extra["layout"] == "tcia-dicom"
     assert len(ds.splits["train"]) + len(ds.splits["val"]) == 20 and len(ds.splits["test"]) == 4
     assert len(ds.splits["val"]) >= 2
     patient = {s.id: s.patient for s in cbis_ddsm.read_labels(cbis_tcia)}
@@ -465,7 +465,7 @@ def test_cbis_tcia_crops_labels_and_patient_split(cbis_tcia: Path) -> None:
     assert dropped.splits["test"].ids == ds.splits["test"].ids
     mass = load_dataset(f"cbis-ddsm:{cbis_tcia}?abnormality=mass&window=percentile&percentiles=1,99")
     assert all(i.startswith("Mass-") for s in mass.splits.values() for i in s.ids)
-    assert mass.extra["image_conversion"] == "dicom-window:v1:percentile:1-99"
+    assert mass.image_conversion == "dicom-window:v1:percentile:1-99"
     assert mass.content_digest != ds.content_digest
 
 
@@ -542,7 +542,7 @@ def cbis_jpeg(tmp_path: Path) -> Path:
 
 def test_cbis_jpeg_conversion_layout(cbis_jpeg: Path) -> None:
     ds = load_dataset(f"cbis-ddsm:{cbis_jpeg}")
-    assert ds.extra["layout"] == "jpeg" and "image_conversion" not in ds.extra
+    assert ds.extra["layout"] == "jpeg" and ds.image_conversion == "pil-rgb8"
     assert sum(len(s) for s in ds.splits.values()) == 24
     for split in ds.splits.values():
         assert all(split.source.load(k).size == (10, 12) for k in range(len(split)))

@@ -25,6 +25,7 @@ from PIL import Image
 
 from fmprobe.datasets.base import Dataset
 from fmprobe.datasets.manifest import load_manifest
+from fmprobe.datasets.sources import DatasetSource, OptionSpec
 from fmprobe.errors import DatasetError
 
 CLASSES = ("regular", "irregular_border", "variegated", "reticular")
@@ -136,5 +137,14 @@ def load_demo(argument: str, spec: str, seed: int = 0) -> Dataset:
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         generate(folder, per_class, seed)
-    dataset = load_manifest(manifest, spec, classes=list(CLASSES), seed=seed)
-    return dataset
+    return load_manifest(manifest, spec, classes=list(CLASSES), seed=seed)
+
+
+SOURCE = DatasetSource(
+    name="demo",
+    loader=load_demo,
+    takes_path=False,
+    example="demo:50",
+    description=f"SYNTHETIC skin-lesion-like images, {len(CLASSES)} classes, generated from the seed (demo[:<images per class>])",
+    options=(OptionSpec("seed", 0, "seed of the generated images and of their split", int),),
+)
