@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.base import Dataset, digest_parts, duplicated, file_listing_digest, not_found
+from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource
 from fmprobe.datasets.splits import assign_splits, empty_split, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
@@ -42,14 +41,7 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
     csv_path = root / "train.csv"
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
-    if not csv_path.is_file():
-        raise not_found(csv_path, LAYOUT)
-    header, rows = read_csv_rows(csv_path)
-    absent = [c for c in ("id_code", "diagnosis") if c not in header]
-    if absent:
-        raise DatasetError(f"{csv_path}: no column(s) {absent} (found {header}); {LAYOUT}.")
-    if not rows:
-        raise DatasetError(f"{csv_path}: no rows.")
+    _, rows = read_layout_csv(csv_path, ("id_code", "diagnosis"), LAYOUT, f"{LAYOUT}.")
     ids, labels = [], []
     grades = {str(g): g for g in range(5)} | {f"{g}.0": g for g in range(5)}
     for line, row in enumerate(rows, start=2):
@@ -64,8 +56,7 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
         ids.append(row["id_code"])
         labels.append(grades[value])
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{csv_path}: duplicate id_code(s) {dupes}; each image may be listed once.")
+        raise DatasetError(f"{csv_path}: duplicate id_code(s) {duplicated(ids)}; each image may be listed once.")
     return ids, np.asarray(labels, dtype=np.int64)
 
 

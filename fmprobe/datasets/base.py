@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,11 @@ class _IndexedSource:
 
     def describe(self, i: int) -> str:
         return self.parent.describe(self.index[i])
+
+
+def duplicated(values: Sequence[str], limit: int = 3) -> list[str]:
+    """The first ``limit`` values (sorted) that occur more than once, for "duplicate id" errors."""
+    return sorted(v for v, n in Counter(values).items() if n > 1)[:limit]
 
 
 def not_found(path: Path, what: str) -> DatasetError:

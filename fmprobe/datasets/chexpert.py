@@ -35,18 +35,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, duplicated, file_listing_digest
+from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
 from fmprobe.tasks import MISSING
 
 OBSERVATIONS = (
@@ -104,16 +102,7 @@ class Table:
 
 def read_table(csv_path: Path) -> Table:
     """Read and check one CheXpert CSV (columns, label values, patient ids, views); touches no image."""
-    if not csv_path.is_file():
-        raise not_found(csv_path, LAYOUT)
-    header, rows = read_csv_rows(csv_path)
-    absent = [c for c in ("Path", "Frontal/Lateral") + OBSERVATIONS if c not in header]
-    if absent:
-        near = {c: closest(c, header, 1) for c in absent}
-        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
-        raise DatasetError(f"{csv_path}: missing column(s) {hints}; found {header}. {LAYOUT}.")
-    if not rows:
-        raise DatasetError(f"{csv_path}: no rows.")
+    _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
     patients: list[str] = []
     for line, path in enumerate(ids, start=2):
@@ -142,8 +131,7 @@ def read_table(csv_path: Path) -> Table:
     frontal = np.asarray([v == "Frontal" for v in views], dtype=bool)
     rel = [relative_image_path(path) for path in ids]
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{csv_path}: duplicate Path(s) {dupes}; each image may be listed once.")
+        raise DatasetError(f"{csv_path}: duplicate Path(s) {duplicated(ids)}; each image may be listed once.")
     return Table(ids, raw, patients, rel, frontal)
 
 

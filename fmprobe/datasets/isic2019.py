@@ -27,17 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.manifest import read_csv_rows
+from fmprobe.datasets.base import Dataset, digest_parts, duplicated, file_listing_digest, not_found
+from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, empty_split, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
@@ -53,17 +51,7 @@ LAYOUT = (
 
 
 def _read(path: Path, columns: tuple[str, ...], why: str) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise not_found(path, why)
-    header, rows = read_csv_rows(path)
-    absent = [c for c in columns if c not in header]
-    if absent:
-        near = {c: closest(c, header, 1) for c in absent}
-        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
-        raise DatasetError(f"{path}: missing column(s) {hints}; found {header}. Is this the ISIC 2019 training file?")
-    if not rows:
-        raise DatasetError(f"{path}: no rows.")
-    return rows
+    return read_layout_csv(path, columns, why, "Is this the ISIC 2019 training file?")[1]
 
 
 def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.ndarray, list[str] | None]:
@@ -99,8 +87,7 @@ def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.nda
         ids.append(name)
         labels.append(CLASS_NAMES.index(hot[0]))
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{gt_path}: duplicate image name(s) {dupes}.")
+        raise DatasetError(f"{gt_path}: duplicate image name(s) {duplicated(ids)}.")
 
     groups = None
     if grouping == "lesion":

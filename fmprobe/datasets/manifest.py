@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest
+from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
 from fmprobe.datasets.sources import SEED, TASK, DatasetSource
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
@@ -23,6 +24,7 @@ from fmprobe.datasets.splits import (
     split_file_for,
 )
 from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
 from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
@@ -58,6 +60,22 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         if len(cells) != len(header):
             raise DatasetError(f"{path}, line {line}: {len(cells)} fields but the header has {len(header)}.")
         rows.append({h: c.strip() for h, c in zip(header, cells)})
+    return header, rows
+
+
+def read_layout_csv(path: Path, columns: Sequence[str], missing: str, hint: str) -> tuple[list[str], list[dict[str, str]]]:
+    """A published CSV (``train.csv``, ``ISIC_2019_Training_GroundTruth.csv``) with the columns an adapter needs:
+    a missing file says ``missing`` (what the layout is), a missing column its closest match and ``hint``."""
+    if not path.is_file():
+        raise not_found(path, missing)
+    header, rows = read_csv_rows(path)
+    absent = [c for c in columns if c not in header]
+    if absent:
+        near = {c: closest(c, header, 1) for c in absent}
+        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
+        raise DatasetError(f"{path}: missing column(s) {hints}; found {header}. {hint}")
+    if not rows:
+        raise DatasetError(f"{path}: no rows.")
     return header, rows
 
 
