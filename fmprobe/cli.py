@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # Option types, declared once and shared (None means "the backbone's / dataset's default").
-DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec: demo, medmnist:<flag>[@size], <file>.npz, folder:<dir>, csv:<manifest.csv>.")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec, e.g. demo, medmnist:pneumoniamnist@224 or csv:<manifest.csv>; `fmprobe datasets` lists every source and its options.")]
 BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Backbone name (`fmprobe models`), NAME:random for the random-init control, or any timm model name.")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (safetensors or a torch state dict) instead of the hub.")]
 ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", help="Input size in pixels (default: the backbone's native size).")]
@@ -108,6 +108,34 @@ def models() -> None:
     for row in table:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
     typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset sources: spec form, example, description, and each source's ?key=value options."""
+    rows = fmprobe.describe_sources()
+    _table(
+        ["source", "path", "example", "description"],
+        [[str(r["name"]), "yes" if r["takes_path"] else "-", str(r["example"]), str(r["description"])] for r in rows],
+    )
+    options = [
+        [str(r["name"]), f"{o['name']}={o['values']}", _option_default(o["default"]), str(o["help"])]
+        for r in rows
+        for o in r["options"]  # type: ignore[attr-defined]
+    ]
+    typer.echo("\nOptions follow the spec after '?', joined by '&' (csv:labels.csv?task=ordinal&seed=1):")
+    _table(["source", "option", "default", "meaning"], options)
+
+
+def _option_default(value: object) -> str:
+    """A default as it would be written in a spec (``frontal=0``); ``-`` when the source decides."""
+    return "-" if value is None else str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
 @app.command()

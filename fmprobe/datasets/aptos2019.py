@@ -18,39 +18,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import (
-    Dataset,
-    FileSource,
-    SpecOptions,
-    Split,
-    digest_parts,
-    file_listing_digest,
-    require_folder,
-)
-from fmprobe.datasets.manifest import read_csv_rows
-from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.datasets.base import Dataset, digest_parts, duplicated, file_listing_digest, not_found
+from fmprobe.datasets.manifest import read_layout_csv
+from fmprobe.datasets.sources import SEED, DatasetSource
+from fmprobe.datasets.splits import assign_splits, empty_split, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
 
 CLASS_NAMES = ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
 FRACTIONS = (0.7, 0.15, 0.15)
-SPLITS = ("train", "val", "test")
 LAYOUT = (
     "the Kaggle APTOS 2019 download (aptos2019-blindness-detection) has train.csv (id_code, diagnosis) and "
     "train_images/<id_code>.png; unzip it into the folder given after 'aptos2019:'"
 )
-OPTIONS = ("seed",)
-
-
-def _missing(path: Path, what: str) -> DatasetError:
-    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
-    hint = f" Found similar: {', '.join(near)}." if near else ""
-    return DatasetError(f"{path} not found: {what}.{hint}")
 
 
 def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
@@ -58,14 +41,7 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
     csv_path = root / "train.csv"
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
-    if not csv_path.is_file():
-        raise _missing(csv_path, LAYOUT)
-    header, rows = read_csv_rows(csv_path)
-    absent = [c for c in ("id_code", "diagnosis") if c not in header]
-    if absent:
-        raise DatasetError(f"{csv_path}: no column(s) {absent} (found {header}); {LAYOUT}.")
-    if not rows:
-        raise DatasetError(f"{csv_path}: no rows.")
+    _, rows = read_layout_csv(csv_path, ("id_code", "diagnosis"), LAYOUT, f"{LAYOUT}.")
     ids, labels = [], []
     grades = {str(g): g for g in range(5)} | {f"{g}.0": g for g in range(5)}
     for line, row in enumerate(rows, start=2):
@@ -80,8 +56,7 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
         ids.append(row["id_code"])
         labels.append(grades[value])
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{csv_path}: duplicate id_code(s) {dupes}; each image may be listed once.")
+        raise DatasetError(f"{csv_path}: duplicate id_code(s) {duplicated(ids)}; each image may be listed once.")
     return ids, np.asarray(labels, dtype=np.int64)
 
 
@@ -89,7 +64,7 @@ def image_paths(root: Path, ids: list[str]) -> list[Path]:
     """``train_images/<id_code>.png`` for each id, checked with one directory listing."""
     folder = root / "train_images"
     if not folder.is_dir():
-        raise _missing(folder, LAYOUT)
+        raise not_found(folder, LAYOUT)
     present = set(os.listdir(folder))
     names = [f"{i}.png" for i in ids]
     absent = [n for n in names if n not in present]
@@ -107,14 +82,7 @@ def load_aptos2019(root: Path, spec: str, seed: int = 0) -> Dataset:
     csv_path = root / "train.csv"
     split_file = split_file_for(csv_path, seed, FRACTIONS)
     assignment = load_or_create_split(split_file, ids, labels, None, FRACTIONS, seed)
-    splits = {}
-    for index, name in enumerate(SPLITS):
-        members = np.flatnonzero(assignment == index)
-        if len(members) == 0:
-            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to draw a new split.")
-        splits[name] = Split(
-            name, tuple(ids[i] for i in members), labels[members], FileSource(tuple(paths[i] for i in members))
-        )
+    splits = assign_splits(ids, labels, paths, assignment, lambda name: empty_split(split_file, name))
     digest = digest_parts(
         "aptos2019", hashlib.sha256(csv_path.read_bytes()).hexdigest(), file_listing_digest(paths, root),
         assignment.tolist(),
@@ -131,9 +99,11 @@ def load_aptos2019(root: Path, spec: str, seed: int = 0) -> Dataset:
     )
 
 
-def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
-    """``aptos2019:<dir>[?seed=N]``."""
-    opts = SpecOptions(spec, options, "aptos2019", OPTIONS)
-    require_folder(spec, argument, "aptos2019:data/aptos2019", LAYOUT)
-    seed = opts.integer("seed", 0)
-    return load_aptos2019(Path(argument), spec, seed)
+SOURCE = DatasetSource(
+    name="aptos2019",
+    loader=load_aptos2019,
+    takes_path=True,
+    example="aptos2019:data/aptos2019",
+    description="APTOS 2019 Blindness Detection (Kaggle): 3,662 fundus photos, 5-grade ordinal DR, split 70/15/15",
+    options=(SEED,),
+)

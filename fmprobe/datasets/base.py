@@ -10,27 +10,22 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from fmprobe.errors import DatasetError, ImageError
+from fmprobe.registry import closest
+from fmprobe.tasks import PRIMARY_METRIC, TASK_TYPES, TaskType
 
-TaskType = Literal["binary", "multiclass", "ordinal", "multilabel"]
-TASK_TYPES: tuple[str, ...] = ("binary", "multiclass", "ordinal", "multilabel")
-SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-
-# The metric each task type is judged by unless an adapter overrides it (the study's choices).
-PRIMARY_METRIC: dict[str, str] = {
-    "binary": "roc_auc",
-    "multiclass": "balanced_accuracy",
-    "ordinal": "quadratic_kappa",
-    "multilabel": "roc_auc",
-}
+# The conversion every 8-bit PIL-decoded image gets (to RGB, nothing else); a cache-key component.
+DEFAULT_IMAGE_CONVERSION = "pil-rgb8"
 
 
 class ImageSource(Protocol):
@@ -175,6 +170,9 @@ class Dataset:
     content_digest: str
     primary_metric: str = ""
     description: str = ""
+    # How raw pixels became 8-bit RGB (e.g. how a DICOM was windowed): part of the feature cache's key.
+    image_conversion: str = DEFAULT_IMAGE_CONVERSION
+    # Source-specific facts for the user (CheXpert's competition labels, CBIS-DDSM's layout); never a cache key.
     extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -243,28 +241,13 @@ class _IndexedSource:
         return self.parent.describe(self.index[i])
 
 
-class SpecOptions:
-    """The ``?key=value`` options of one dataset spec, checked against the ones its source takes."""
-
-    def __init__(self, spec: str, options: dict[str, str], source: str, allowed: tuple[str, ...]) -> None:
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; {source} takes: {', '.join(allowed)}.")
-        self.spec, self.options = spec, options
-
-    def integer(self, key: str, default: int) -> int:
-        try:
-            return int(self.options.get(key, str(default)))
-        except ValueError:
-            raise DatasetError(f"dataset spec {self.spec!r}: {key}={self.options[key]!r} is not an integer.") from None
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None, hint: str = "") -> str | None:
-        value = self.options.get(key, default)
-        if value is not None and value not in choices:
-            raise DatasetError(f"dataset spec {self.spec!r}: {key}={value!r}; {hint or 'use one of ' + ', '.join(choices)}.")
-        return value
+def duplicated(values: Sequence[str], limit: int = 3) -> list[str]:
+    """The first ``limit`` values (sorted) that occur more than once, for "duplicate id" errors."""
+    return sorted(v for v, n in Counter(values).items() if n > 1)[:limit]
 
 
-def require_folder(spec: str, argument: str, example: str, layout: str) -> None:
-    if not argument:
-        raise DatasetError(f"dataset spec {spec!r}: give the folder, e.g. {example} ({layout}).")
+def not_found(path: Path, what: str) -> DatasetError:
+    """A missing file or folder of a published layout, with similarly named entries beside it (``Train.csv``)."""
+    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
+    hint = f" Found similar: {', '.join(near)}." if near else ""
+    return DatasetError(f"{path} not found: {what}.{hint}")

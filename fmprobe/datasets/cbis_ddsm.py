@@ -18,7 +18,7 @@ the ``.dcm`` inside it: for a full mammogram the only one; for a crop the one wh
 ``SeriesDescription`` says "cropped images", else (crop and mask in one series) the smaller image, since the ROI
 mask is full-mammogram sized. A case folder that is missing, empty or ambiguous is an error naming it.
 DICOMs are windowed to 8 bits (``?window=dicom|minmax|percentile``, ``&percentiles=0.5,99.5``; see
-``fmprobe.datasets.dicom``), recorded in ``Dataset.extra["image_conversion"]``.
+``fmprobe.datasets.dicom``), recorded in ``Dataset.image_conversion``.
 
 **JPEG conversion** (Kaggle "CBIS-DDSM: Breast Cancer Image Dataset", awsaf49/cbis-ddsm-breast-cancer-image-dataset)::
 
@@ -50,7 +50,6 @@ no patient spans train and test. ``Dataset.extra["patients_in_train_and_test"]``
 from __future__ import annotations
 
 import hashlib
-import os
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -60,14 +59,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fmprobe.datasets.base import (
+    DEFAULT_IMAGE_CONVERSION,
     Dataset,
     FileSource,
     ImageSource,
-    SpecOptions,
-    Split,
     digest_parts,
     file_listing_digest,
-    require_folder,
+    not_found,
 )
 from fmprobe.datasets.dicom import (
     DEFAULT_PERCENTILES,
@@ -79,9 +77,9 @@ from fmprobe.datasets.dicom import (
     read_header,
 )
 from fmprobe.datasets.manifest import read_csv_rows
-from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
+from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
 
 CSV_FILES: dict[tuple[str, str], str] = {
     ("mass", "train"): "mass_case_description_train_set.csv",
@@ -96,8 +94,6 @@ IMAGE_MODES = ("crop", "full")
 ABNORMALITIES = ("both", "mass", "calc")
 OVERLAP = ("keep", "drop")
 CARVE = (0.85, 0.15, 0.0)
-SPLITS = ("train", "val", "test")
-OPTIONS = ("image", "abnormality", "overlap", "window", "percentiles", "seed")
 # CSV columns fmprobe needs, by normalised name (lower case, '_' as space: the mass CSVs say 'breast_density',
 # the calc CSVs 'breast density'; normalising makes such spellings equal)
 COLUMNS = {"patient": "patient id", "pathology": "pathology", "full": "image file path", "crop": "cropped image file path"}
@@ -135,12 +131,6 @@ def csv_folder(root: Path) -> Path:
     return nested if (nested / CSV_FILES[("mass", "train")]).is_file() or (nested / DICOM_INFO).is_file() else root
 
 
-def _missing(path: Path, what: str) -> DatasetError:
-    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
-    hint = f" Found similar: {', '.join(near)}." if near else ""
-    return DatasetError(f"{path} not found: {what}.{hint}")
-
-
 def _case_folder(value: str, where: str, column: str) -> str:
     """First component of a published DICOM path (cells may end in a newline or spaces; read_csv_rows strips)."""
     parts = PurePosixPath(value.replace("\\", "/")).parts
@@ -159,7 +149,7 @@ def read_rows(root: Path) -> list[tuple[Sample, str]]:
     for (abnormality, official), name in CSV_FILES.items():
         path = folder / name
         if not path.is_file():
-            raise _missing(path, LAYOUT)
+            raise not_found(path, LAYOUT)
         header, rows = read_csv_rows(path)
         by_norm = {h.lower().replace("_", " ").strip(): h for h in header}
         absent = [c for c in COLUMNS.values() if c not in by_norm]
@@ -334,6 +324,73 @@ def _resolve_jpeg(root: Path, samples: list[Sample], want: str) -> tuple[list[Pa
     return paths, info_path
 
 
+@dataclass(frozen=True)
+class _Images:
+    """Where the chosen samples' images are and how they are read, for one of the two layouts."""
+
+    paths: list[Path]
+    label_files: list[Path]  # the CSVs the labels and file choices came from (their bytes enter the digest)
+    make_source: Callable[[tuple[Path, ...]], ImageSource]
+    layout: str  # jpeg | tcia-dicom
+    conversion: str  # how pixels became 8-bit RGB (a cache-key component): the DICOM windowing tag, or PIL's
+
+
+def _window(root: Path, jpeg: bool, window: str | None, percentiles: tuple[float, float] | None) -> tuple[str, tuple[float, float]]:
+    """The DICOM windowing options, checked against the layout (the JPEG conversion is already 8-bit)."""
+    if jpeg and (window is not None or percentiles is not None):
+        raise DatasetError(
+            f"{root}: window/percentiles apply to the TCIA DICOM download; this is the JPEG conversion "
+            "(csv/dicom_info.csv), already 8-bit. Drop those options."
+        )
+    window = window or "dicom"
+    percentiles = percentiles or DEFAULT_PERCENTILES
+    if window != "percentile" and percentiles != DEFAULT_PERCENTILES:
+        raise DatasetError(f"cbis-ddsm percentiles= needs window=percentile (got window={window}).")
+    check_window(window, percentiles)
+    return window, percentiles
+
+
+def _carve(root: Path, every: list[Sample], image: str, seed: int) -> tuple[Path, dict[str, int]]:
+    """Each sample's split (0 train, 1 val, 2 test): validation is carved from the official train set of every
+    sample of this image mode, mass and calc together, so a patient's split is the same in every variant."""
+    train_all = [s for s in every if s.official == "train"]
+    split_file = split_file_for(root / f"cbis-ddsm_{image}.csv", seed, CARVE)
+    carve = load_or_create_split(
+        split_file, [s.id for s in train_all], np.asarray([s.label for s in train_all]), [s.patient for s in train_all],
+        CARVE, seed,
+    )
+    assigned = {s.id: int(a) for s, a in zip(train_all, carve, strict=True)} | {
+        s.id: 2 for s in every if s.official == "test"
+    }
+    return split_file, assigned
+
+
+def _check_carve(split_file: Path, samples: list[Sample], assigned: dict[str, int]) -> None:
+    """A patient in both train and val means the saved carve is not the grouped one fmprobe draws."""
+    carved = [s for s in samples if assigned[s.id] < 2]
+    conflict = group_conflict([s.patient for s in carved], [assigned[s.id] for s in carved])
+    if conflict:
+        at, first, second = conflict
+        raise DatasetError(
+            f"{split_file}: patient {carved[at].patient} is in both {first} and {second}; delete the "
+            "file to carve validation again (grouped by patient)."
+        )
+
+
+def _images(
+    root: Path, samples: list[Sample], image: str, jpeg: bool, window: str, percentiles: tuple[float, float]
+) -> _Images:
+    want = "crop" if image == "crop" else "full"
+    if jpeg:
+        paths, info_path = _resolve_jpeg(root, samples, want)
+        csvs = [info_path] + [root / "csv" / n for n in CSV_FILES.values()]
+        return _Images(paths, csvs, FileSource, "jpeg", DEFAULT_IMAGE_CONVERSION)
+    paths = _resolve_tcia(root, samples, want)
+    csvs = [csv_folder(root) / n for n in CSV_FILES.values()]
+    make = partial(DicomSource, window=window, percentiles=percentiles)
+    return _Images(paths, csvs, make, "tcia-dicom", conversion_tag(window, percentiles))
+
+
 def load_cbis_ddsm(
     root: Path,
     spec: str,
@@ -348,69 +405,27 @@ def load_cbis_ddsm(
         raise DatasetError(f"cbis-ddsm overlap={overlap!r}: use keep (the official split) or drop.")
     every = read_labels(root, image, "both")
     jpeg = (root / "csv" / DICOM_INFO).is_file()
-    if jpeg and (window is not None or percentiles is not None):
-        raise DatasetError(
-            f"{root}: window/percentiles apply to the TCIA DICOM download; this is the JPEG conversion "
-            "(csv/dicom_info.csv), already 8-bit. Drop those options."
-        )
-    window = window or "dicom"
-    percentiles = percentiles or DEFAULT_PERCENTILES
-    if window != "percentile" and percentiles != DEFAULT_PERCENTILES:
-        raise DatasetError(f"cbis-ddsm percentiles= needs window=percentile (got window={window}).")
-    check_window(window, percentiles)
-
-    # validation is carved from the official train set of all samples of this image mode, mass and calc together
-    train_all = [s for s in every if s.official == "train"]
-    split_file = split_file_for(root / f"cbis-ddsm_{image}.csv", seed, CARVE)
-    carve = load_or_create_split(
-        split_file, [s.id for s in train_all], np.asarray([s.label for s in train_all]), [s.patient for s in train_all],
-        CARVE, seed,
-    )
-    assigned = {s.id: int(a) for s, a in zip(train_all, carve, strict=True)} | {
-        s.id: 2 for s in every if s.official == "test"
-    }
+    window, percentiles = _window(root, jpeg, window, percentiles)
+    split_file, assigned = _carve(root, every, image, seed)
     samples = [s for s in every if abnormality in ("both", s.abnormality)]
     test_patients = {s.patient for s in samples if s.official == "test"}
     shared = sorted({s.patient for s in samples if s.official == "train"} & test_patients)
     if overlap == "drop":
         samples = [s for s in samples if s.official == "test" or s.patient not in test_patients]
+    _check_carve(split_file, samples, assigned)
 
-    where: dict[str, int] = {}
-    for s in samples:
-        a = assigned[s.id]
-        if a < 2 and where.setdefault(s.patient, a) != a:
-            raise DatasetError(
-                f"{split_file}: patient {s.patient} is in both {SPLITS[where[s.patient]]} and {SPLITS[a]}; delete the "
-                "file to carve validation again (grouped by patient)."
-            )
-
-    want = "crop" if image == "crop" else "full"
-    if jpeg:
-        paths, info_path = _resolve_jpeg(root, samples, want)
-        label_files = [info_path] + [root / "csv" / n for n in CSV_FILES.values()]
-        make: Callable[[tuple[Path, ...]], ImageSource] = FileSource
-        extra: dict[str, object] = {"layout": "jpeg"}
-    else:
-        paths = _resolve_tcia(root, samples, want)
-        label_files = [csv_folder(root) / n for n in CSV_FILES.values()]
-        make = partial(DicomSource, window=window, percentiles=percentiles)
-        extra = {"layout": "tcia-dicom", "image_conversion": conversion_tag(window, percentiles)}
-    extra |= {"image": image, "abnormality": abnormality, "overlap": overlap, "patients_in_train_and_test": len(shared)}
-
+    found = _images(root, samples, image, jpeg, window, percentiles)
+    ids = [s.id for s in samples]
     labels = np.asarray([s.label for s in samples], dtype=np.int64)
     assignment = np.asarray([assigned[s.id] for s in samples], dtype=np.int8)
-    splits = {}
-    for index, name in enumerate(SPLITS):
-        members = np.flatnonzero(assignment == index)
-        if len(members) == 0:
-            raise DatasetError(f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.")
-        splits[name] = Split(
-            name, tuple(samples[i].id for i in members), labels[members], make(tuple(paths[i] for i in members))
-        )
+    splits = assign_splits(
+        ids, labels, found.paths, assignment,
+        lambda name: f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.", found.make_source,
+    )  # fmt: skip
     digest = digest_parts(
-        "cbis-ddsm", image, abnormality, overlap, extra.get("image_conversion", "jpeg"),
-        [hashlib.sha256(p.read_bytes()).hexdigest() for p in label_files], file_listing_digest(paths, root),
-        [s.id for s in samples], labels.tolist(), assignment.tolist(),
+        "cbis-ddsm", image, abnormality, overlap, "jpeg" if found.layout == "jpeg" else found.conversion,
+        [hashlib.sha256(p.read_bytes()).hexdigest() for p in found.label_files], file_listing_digest(found.paths, root),
+        ids, labels.tolist(), assignment.tolist(),
     )
     return Dataset(
         name="cbis-ddsm",
@@ -421,26 +436,30 @@ def load_cbis_ddsm(
         content_digest=digest,
         primary_metric="roc_auc",
         description=(
-            f"CBIS-DDSM ({extra['layout']}) in {root}: {'ROI crops' if image == 'crop' else 'full mammograms'}, "
+            f"CBIS-DDSM ({found.layout}) in {root}: {'ROI crops' if image == 'crop' else 'full mammograms'}, "
             f"{abnormality}; official train/test, validation carved by patient (seed {seed}, {split_file.name}); "
             f"{len(shared)} patient(s) in both train and test ({'dropped from train' if overlap == 'drop' else 'kept'})"
         ),
-        extra=extra,
+        image_conversion=found.conversion,
+        extra={"layout": found.layout, "image": image, "abnormality": abnormality, "overlap": overlap,
+               "patients_in_train_and_test": len(shared)},  # fmt: skip
     )
 
 
-def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
-    """``cbis-ddsm:<dir>[?image=crop|full][&abnormality=both|mass|calc][&overlap=keep|drop][&window=...][&seed=N]``."""
-    opts = SpecOptions(spec, options, "cbis-ddsm", OPTIONS)
-    require_folder(spec, argument, "cbis-ddsm:data/cbis-ddsm", LAYOUT)
-    seed = opts.integer("seed", 0)
-    return load_cbis_ddsm(
-        Path(argument),
-        spec,
-        image=opts.choice("image", IMAGE_MODES, "crop"),
-        abnormality=opts.choice("abnormality", ABNORMALITIES, "both"),
-        overlap=opts.choice("overlap", OVERLAP, "keep"),
-        window=opts.choice("window", WINDOW_MODES, None),
-        percentiles=parse_percentiles(options["percentiles"]) if "percentiles" in options else None,
-        seed=seed,
-    )
+SOURCE = DatasetSource(
+    name="cbis-ddsm",
+    loader=load_cbis_ddsm,
+    takes_path=True,
+    example="cbis-ddsm:data/cbis-ddsm?image=crop",
+    description="CBIS-DDSM mammography (TCIA DICOM or the Kaggle JPEG conversion): benign vs malignant",
+    options=(
+        OptionSpec("image", "crop", "crop: one ROI crop per abnormality; full: one per full mammogram", choices=IMAGE_MODES),
+        OptionSpec("abnormality", "both", "the case type: mass, calc(ification) or both", choices=ABNORMALITIES),
+        OptionSpec("overlap", "keep", "keep the official split, or drop train samples of patients also in test", choices=OVERLAP),
+        OptionSpec("window", None, "DICOM windowing to 8 bits (TCIA layout only; default dicom)", choices=WINDOW_MODES),
+        OptionSpec(
+            "percentiles", None, "low,high for window=percentile (default 0.5,99.5)", parse_percentiles, form="LOW,HIGH"
+        ),
+        SEED,
+    ),
+)

@@ -35,25 +35,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import (
-    Dataset,
-    FileSource,
-    SpecOptions,
-    Split,
-    digest_parts,
-    file_listing_digest,
-    require_folder,
-)
-from fmprobe.datasets.manifest import read_csv_rows
-from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, duplicated, file_listing_digest
+from fmprobe.datasets.manifest import read_layout_csv
+from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
+from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
+from fmprobe.tasks import MISSING
 
 OBSERVATIONS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -62,22 +54,13 @@ OBSERVATIONS = (
 )  # fmt: skip
 COMPETITION_LABELS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 POLICIES = ("zeros", "ones", "ignore")
-MISSING = -1
 CARVE = (0.9, 0.1, 0.0)
-SPLITS = ("train", "val", "test")
-OPTIONS = ("uncertain", "frontal", "seed")
 VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
 PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
 LAYOUT = (
     "a CheXpert download (CheXpert-v1.0 or CheXpert-v1.0-small) has train.csv, valid.csv, train/ and valid/; "
     "give the unzipped folder after 'chexpert:'"
 )
-
-
-def _missing(path: Path, what: str) -> DatasetError:
-    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
-    hint = f" Found similar: {', '.join(near)}." if near else ""
-    return DatasetError(f"{path} not found: {what}.{hint}")
 
 
 def relative_image_path(csv_path: str) -> str:
@@ -119,16 +102,7 @@ class Table:
 
 def read_table(csv_path: Path) -> Table:
     """Read and check one CheXpert CSV (columns, label values, patient ids, views); touches no image."""
-    if not csv_path.is_file():
-        raise _missing(csv_path, LAYOUT)
-    header, rows = read_csv_rows(csv_path)
-    absent = [c for c in ("Path", "Frontal/Lateral") + OBSERVATIONS if c not in header]
-    if absent:
-        near = {c: closest(c, header, 1) for c in absent}
-        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
-        raise DatasetError(f"{csv_path}: missing column(s) {hints}; found {header}. {LAYOUT}.")
-    if not rows:
-        raise DatasetError(f"{csv_path}: no rows.")
+    _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
     patients: list[str] = []
     for line, path in enumerate(ids, start=2):
@@ -157,8 +131,7 @@ def read_table(csv_path: Path) -> Table:
     frontal = np.asarray([v == "Frontal" for v in views], dtype=bool)
     rel = [relative_image_path(path) for path in ids]
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{csv_path}: duplicate Path(s) {dupes}; each image may be listed once.")
+        raise DatasetError(f"{csv_path}: duplicate Path(s) {duplicated(ids)}; each image may be listed once.")
     return Table(ids, raw, patients, rel, frontal)
 
 
@@ -186,6 +159,20 @@ def _check_images(root: Path, rel: list[str], csv_name: str) -> list[Path]:
     return paths
 
 
+def _check_patients(root: Path, split_file: Path, train: Table, carve: np.ndarray, test: Table) -> None:
+    """Refuse a patient in two of train, val (the carve) and test (valid.csv): it leaks information."""
+    order = [np.flatnonzero(carve == 0), np.flatnonzero(carve == 1)]
+    patients = [train.patients[i] for members in order for i in members] + test.patients
+    assignment = [0] * len(order[0]) + [1] * len(order[1]) + [2] * len(test.patients)
+    conflict = group_conflict(patients, assignment)
+    if conflict:
+        at, first, second = conflict
+        raise DatasetError(
+            f"{root}: patient {patients[at]} is in both {first} and {second}; one patient in two "
+            f"splits leaks information. Check valid.csv, or delete {split_file.name} to re-carve validation."
+        )
+
+
 def load_chexpert(
     root: Path, spec: str, uncertain: str = "zeros", frontal: bool = False, seed: int = 0
 ) -> Dataset:
@@ -202,29 +189,13 @@ def load_chexpert(
     test, _ = test.take(frontal)
     t_paths = _check_images(root, train.rel, "train.csv")
     s_paths = _check_images(root, test.rel, "valid.csv")
-    t_labels, s_labels = train.labels(uncertain), test.labels(uncertain)
-
-    where: dict[str, str] = {}
-    for name, members, patients in (
-        ("train", np.flatnonzero(carve == 0), train.patients), ("val", np.flatnonzero(carve == 1), train.patients),
-        ("test", np.arange(len(test.ids)), test.patients),
-    ):
-        for i in members:
-            if where.setdefault(patients[i], name) != name:
-                raise DatasetError(
-                    f"{root}: patient {patients[i]} is in both {where[patients[i]]} and {name}; one patient in two "
-                    f"splits leaks information. Check valid.csv, or delete {split_file.name} to re-carve validation."
-                )
-
-    splits = {}
-    for index, name in enumerate(("train", "val")):
-        members = np.flatnonzero(carve == index)
-        if len(members) == 0:
-            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to carve validation again.")
-        splits[name] = Split(
-            name, tuple(train.ids[i] for i in members), t_labels[members], FileSource(tuple(t_paths[i] for i in members))
-        )
-    splits["test"] = Split("test", tuple(test.ids), s_labels, FileSource(tuple(s_paths)))
+    _check_patients(root, split_file, train, carve, test)
+    splits = assign_splits(
+        train.ids, train.labels(uncertain), t_paths, carve,
+        lambda name: f"{split_file}: the {name} split is empty; delete the file to carve validation again.",
+        names=("train", "val"),
+    )  # fmt: skip
+    splits["test"] = Split("test", tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)))
     digest = digest_parts(
         "chexpert", uncertain, frontal,
         [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],
@@ -249,16 +220,19 @@ def load_chexpert(
     )
 
 
-def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
-    """``chexpert:<dir>[?uncertain=zeros|ones|ignore][&frontal=1][&seed=N]``."""
-    opts = SpecOptions(spec, options, "chexpert", OPTIONS)
-    require_folder(spec, argument, "chexpert:data/CheXpert-v1.0-small", LAYOUT)
-    uncertain = opts.choice(
-        "uncertain", POLICIES, "zeros",
-        "use zeros (U-Zeros, the study's), ones (U-Ones) or ignore (uncertain entries stored as -1 = missing)",
-    )  # fmt: skip
-    frontal_text = options.get("frontal", "0").lower()
-    if frontal_text not in ("0", "1", "true", "false", "yes", "no"):
-        raise DatasetError(f"dataset spec {spec!r}: frontal={options['frontal']!r}; use frontal=1 (frontal views only) or 0.")
-    seed = opts.integer("seed", 0)
-    return load_chexpert(Path(argument), spec, uncertain, frontal_text in ("1", "true", "yes"), seed)
+SOURCE = DatasetSource(
+    name="chexpert",
+    loader=load_chexpert,
+    takes_path=True,
+    example="chexpert:data/CheXpert-v1.0-small?uncertain=zeros",
+    description="CheXpert v1.0 (full or small): chest X-rays, 14 observations (multilabel); test = valid.csv",
+    options=(
+        OptionSpec(
+            "uncertain", "zeros", "how uncertain (-1) labels are read: U-Zeros, U-Ones, or U-Ignore (-1 = missing)",
+            choices=POLICIES,
+            hint="use zeros (U-Zeros, the study's), ones (U-Ones) or ignore (uncertain entries stored as -1 = missing)",
+        ),
+        OptionSpec("frontal", False, "frontal views only", bool),
+        SEED,
+    ),
+)

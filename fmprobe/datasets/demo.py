@@ -16,15 +16,16 @@ the patient id, so fmprobe's split keeps patients whole, like a real study shoul
 from __future__ import annotations
 
 import csv
-import os
-import shutil
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fmprobe._io import atomic_write, atomic_write_text
 from fmprobe.datasets.base import Dataset
 from fmprobe.datasets.manifest import load_manifest
+from fmprobe.datasets.sources import DatasetSource, OptionSpec
 from fmprobe.errors import DatasetError
 
 CLASSES = ("regular", "irregular_border", "variegated", "reticular")
@@ -86,11 +87,12 @@ def render_lesion(rng: np.random.Generator, label: int, skin: np.ndarray, size: 
 
 
 def generate(folder: Path, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> Path:
-    """Write the demo images and ``manifest.csv`` into ``folder`` (atomically); returns the manifest path."""
+    """Write the demo images and then ``manifest.csv`` into ``folder``; returns the manifest path.
+
+    Every file is written atomically and the manifest last, so its presence marks a complete folder. Two
+    processes generating at once (torchrun ranks) write identical files, each replacing the other's whole."""
     rng = np.random.default_rng(seed)
-    tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
     labels = labels[rng.permutation(len(labels))]
     rows = []
@@ -103,18 +105,14 @@ def generate(folder: Path, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) ->
             skin = np.array([0.93, 0.78, 0.66]) * rng.uniform(0.75, 1.05) + rng.normal(0, 0.02, 3)
         left -= 1
         name = f"images/lesion_{index:05d}.png"
-        Image.fromarray(render_lesion(rng, int(label), skin)).save(tmp / name, compress_level=1)
+        image = Image.fromarray(render_lesion(rng, int(label), skin))
+        atomic_write(folder / name, lambda tmp, image=image: image.save(tmp, format="PNG", compress_level=1))
         rows.append((name, CLASSES[label], f"patient_{patient:04d}"))
-    with (tmp / "manifest.csv").open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "group"])
-        writer.writerows(rows)
-    try:
-        os.replace(tmp, folder)
-    except OSError:  # another process (a torchrun rank) finished first: the data is identical, keep theirs
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (folder / "manifest.csv").exists():
-            raise
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "label", "group"])
+    writer.writerows(rows)
+    atomic_write_text(folder / "manifest.csv", text.getvalue())
     return folder / "manifest.csv"
 
 
@@ -136,5 +134,14 @@ def load_demo(argument: str, spec: str, seed: int = 0) -> Dataset:
     manifest = folder / "manifest.csv"
     if not manifest.exists():
         generate(folder, per_class, seed)
-    dataset = load_manifest(manifest, spec, classes=list(CLASSES), seed=seed)
-    return dataset
+    return load_manifest(manifest, spec, classes=list(CLASSES), seed=seed)
+
+
+SOURCE = DatasetSource(
+    name="demo",
+    loader=load_demo,
+    takes_path=False,
+    example="demo:50",
+    description=f"SYNTHETIC skin-lesion-like images, {len(CLASSES)} classes, generated from the seed (demo[:<images per class>])",
+    options=(OptionSpec("seed", 0, "seed of the generated images and of their split", int),),
+)

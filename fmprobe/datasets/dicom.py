@@ -1,7 +1,7 @@
 """DICOM images as 8-bit RGB: an ``ImageSource`` over ``.dcm`` files (pydicom).
 
 Backbones take 8-bit images, so every DICOM is converted the same documented way, and the way is recorded in
-the feature cache's fingerprint through ``Dataset.extra["image_conversion"]`` (:func:`conversion_tag`):
+the feature cache's fingerprint through ``Dataset.image_conversion`` (:func:`conversion_tag`):
 
 1. the stored values (8-16 bit, signed or unsigned) go through the modality LUT (``RescaleSlope`` /
    ``RescaleIntercept``, or a Modality LUT Sequence);
@@ -45,7 +45,7 @@ def _pydicom() -> Any:
 
 
 def conversion_tag(window: str = "dicom", percentiles: tuple[float, float] = DEFAULT_PERCENTILES) -> str:
-    """The short string recorded in ``Dataset.extra["image_conversion"]`` (and so in the cache fingerprint)."""
+    """The short string recorded in ``Dataset.image_conversion`` (and so in the cache fingerprint)."""
     check_window(window, percentiles)
     tag = f"dicom-window:{CONVERSION_VERSION}:{window}"
     return tag + (f":{percentiles[0]:g}-{percentiles[1]:g}" if window == "percentile" else "")

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, TaskType, digest_parts, file_listing_digest
-from fmprobe.datasets.splits import DEFAULT_FRACTIONS, load_or_create_split, split_file_for
+from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest
+from fmprobe.datasets.sources import SEED, TASK, DatasetSource
+from fmprobe.datasets.splits import DEFAULT_FRACTIONS, assign_splits, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
+from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-SPLITS = ("train", "val", "test")
 
 
 def _scan(folder: Path) -> dict[str, list[Path]]:
@@ -35,7 +36,7 @@ def load_folder(
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder. folder:<dir> expects <dir>/<class>/<image files>.")
     has_splits = (root / "train").is_dir() and (root / "test").is_dir()
-    listings = {s: _scan(root / s) for s in SPLITS if (root / s).is_dir()} if has_splits else {"all": _scan(root)}
+    listings = {s: _scan(root / s) for s in SPLIT_NAMES if (root / s).is_dir()} if has_splits else {"all": _scan(root)}
     class_names = sorted({c for listing in listings.values() for c in listing})
     if len(class_names) < 2:
         raise DatasetError(
@@ -52,7 +53,7 @@ def load_folder(
                 ids.append(str(f.relative_to(root)))
                 paths.append(f)
                 labels.append(class_names.index(class_name))
-                given.append(SPLITS.index(split_name) if split_name in SPLITS else -1)
+                given.append(SPLIT_NAMES.index(split_name) if split_name in SPLIT_NAMES else -1)  # type: ignore[arg-type]
     if not paths:
         raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders.")
     label_array = np.asarray(labels, dtype=np.int64)
@@ -67,14 +68,10 @@ def load_folder(
             carve, seed,
         )
         assignment[in_train] = sub
-    splits = {}
-    for index, name in enumerate(SPLITS):
-        members = np.flatnonzero(assignment == index)
-        if len(members) == 0:
-            raise DatasetError(f"{root}: the {name} split is empty; put images in {root / name} or drop split folders.")
-        splits[name] = Split(
-            name, tuple(ids[i] for i in members), label_array[members], FileSource(tuple(paths[i] for i in members))
-        )
+    splits = assign_splits(
+        ids, label_array, paths, assignment,
+        lambda name: f"{root}: the {name} split is empty; put images in {root / name} or drop split folders.",
+    )  # fmt: skip
     inferred: TaskType = "binary" if len(class_names) == 2 else "multiclass"
     return Dataset(
         name=root.name,
@@ -85,3 +82,13 @@ def load_folder(
         content_digest=digest_parts(file_listing_digest(paths, root), ids, labels, assignment.tolist()),
         description=f"image folder {root}",
     )
+
+
+SOURCE = DatasetSource(
+    name="folder",
+    loader=load_folder,
+    takes_path=True,
+    example="folder:data/images",
+    description="an ImageFolder tree: <dir>/<class>/<images>, optionally under train/, val/, test/",
+    options=(TASK, SEED),
+)

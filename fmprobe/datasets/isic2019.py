@@ -27,24 +27,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import (
-    Dataset,
-    FileSource,
-    SpecOptions,
-    Split,
-    digest_parts,
-    file_listing_digest,
-    require_folder,
-)
-from fmprobe.datasets.manifest import read_csv_rows
-from fmprobe.datasets.splits import load_or_create_split, split_file_for
+from fmprobe.datasets.base import Dataset, digest_parts, duplicated, file_listing_digest, not_found
+from fmprobe.datasets.manifest import read_layout_csv
+from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
+from fmprobe.datasets.splits import assign_splits, empty_split, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.registry import closest
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
@@ -53,32 +44,14 @@ ALL_COLUMNS = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 CLASS_NAMES = ALL_COLUMNS[:-1]
 GROUPINGS = ("lesion", "none")
 FRACTIONS = (0.8, 0.1, 0.1)
-SPLITS = ("train", "val", "test")
-OPTIONS = ("grouping", "seed")
 LAYOUT = (
     f"the ISIC 2019 training download has {GROUND_TRUTH}, {METADATA} and {IMAGES}/<image>.jpg; put all three in "
     "the folder given after 'isic2019:'"
 )
 
 
-def _missing(path: Path, what: str) -> DatasetError:
-    near = closest(path.name, os.listdir(path.parent)) if path.parent.is_dir() else []
-    hint = f" Found similar: {', '.join(near)}." if near else ""
-    return DatasetError(f"{path} not found: {what}.{hint}")
-
-
 def _read(path: Path, columns: tuple[str, ...], why: str) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise _missing(path, why)
-    header, rows = read_csv_rows(path)
-    absent = [c for c in columns if c not in header]
-    if absent:
-        near = {c: closest(c, header, 1) for c in absent}
-        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
-        raise DatasetError(f"{path}: missing column(s) {hints}; found {header}. Is this the ISIC 2019 training file?")
-    if not rows:
-        raise DatasetError(f"{path}: no rows.")
-    return rows
+    return read_layout_csv(path, columns, why, "Is this the ISIC 2019 training file?")[1]
 
 
 def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.ndarray, list[str] | None]:
@@ -114,8 +87,7 @@ def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.nda
         ids.append(name)
         labels.append(CLASS_NAMES.index(hot[0]))
     if len(set(ids)) != len(ids):
-        dupes = sorted(i for i, n in Counter(ids).items() if n > 1)[:3]
-        raise DatasetError(f"{gt_path}: duplicate image name(s) {dupes}.")
+        raise DatasetError(f"{gt_path}: duplicate image name(s) {duplicated(ids)}.")
 
     groups = None
     if grouping == "lesion":
@@ -141,7 +113,7 @@ def _image_folder(root: Path) -> Path:
     folder = root / IMAGES
     nested = folder / IMAGES
     if not folder.is_dir():
-        raise _missing(folder, LAYOUT)
+        raise not_found(folder, LAYOUT)
     if nested.is_dir() and not any(n.endswith(".jpg") for n in os.listdir(folder)):
         return nested
     return folder
@@ -161,22 +133,13 @@ def load_isic2019(root: Path, spec: str, grouping: str = "lesion", seed: int = 0
     paths = [folder / n for n in names]
     split_file = split_file_for(root / f"{Path(GROUND_TRUTH).stem}_{grouping}.csv", seed, FRACTIONS)
     assignment = load_or_create_split(split_file, ids, labels, groups, FRACTIONS, seed)
-    if groups is not None:
-        where: dict[str, int] = {}
-        for sample, group, a in zip(ids, groups, assignment, strict=True):
-            if where.setdefault(group, int(a)) != a:
-                raise DatasetError(
-                    f"{split_file}: {group} ({sample}) is in both {SPLITS[where[group]]} and {SPLITS[a]}; images "
-                    "of one lesion must share a split. Delete the file to draw a new grouped split."
-                )
-    splits = {}
-    for index, name in enumerate(SPLITS):
-        members = np.flatnonzero(assignment == index)
-        if len(members) == 0:
-            raise DatasetError(f"{split_file}: the {name} split is empty; delete the file to draw a new split.")
-        splits[name] = Split(
-            name, tuple(ids[i] for i in members), labels[members], FileSource(tuple(paths[i] for i in members))
+    if groups is not None and (conflict := group_conflict(groups, assignment)):
+        at, first, second = conflict
+        raise DatasetError(
+            f"{split_file}: {groups[at]} ({ids[at]}) is in both {first} and {second}; images "
+            "of one lesion must share a split. Delete the file to draw a new grouped split."
         )
+    splits = assign_splits(ids, labels, paths, assignment, lambda name: empty_split(split_file, name))
     label_files = [GROUND_TRUTH] + ([METADATA] if groups is not None else [])
     digest = digest_parts(
         "isic2019", grouping, [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in label_files],
@@ -198,13 +161,18 @@ def load_isic2019(root: Path, spec: str, grouping: str = "lesion", seed: int = 0
     )
 
 
-def from_spec(argument: str, spec: str, options: dict[str, str]) -> Dataset:
-    """``isic2019:<dir>[?grouping=lesion|none][&seed=N]``."""
-    opts = SpecOptions(spec, options, "isic2019", OPTIONS)
-    require_folder(spec, argument, "isic2019:data/isic2019", LAYOUT)
-    grouping = opts.choice(
-        "grouping", GROUPINGS, "lesion",
-        "use lesion (default: one lesion never spans splits) or none (the study's image-level split)",
-    )  # fmt: skip
-    seed = opts.integer("seed", 0)
-    return load_isic2019(Path(argument), spec, grouping, seed)
+SOURCE = DatasetSource(
+    name="isic2019",
+    loader=load_isic2019,
+    takes_path=True,
+    example="isic2019:data/isic2019?grouping=lesion",
+    description="ISIC 2019 training set: 25,331 dermoscopic images, 8 classes, split 80/10/10",
+    options=(
+        OptionSpec(
+            "grouping", "lesion", "lesion: images of one lesion share a split; none: the study's image-level split",
+            choices=GROUPINGS,
+            hint="use lesion (default: one lesion never spans splits) or none (the study's image-level split)",
+        ),
+        SEED,
+    ),
+)

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, TaskType, digest_parts, file_listing_digest
-from fmprobe.datasets.splits import DEFAULT_FRACTIONS, load_or_create_split, split_file_for
+from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
+from fmprobe.datasets.sources import SEED, TASK, DatasetSource
+from fmprobe.datasets.splits import (
+    DEFAULT_FRACTIONS,
+    assign_splits,
+    group_conflict,
+    load_or_create_split,
+    split_file_for,
+)
 from fmprobe.errors import DatasetError
+from fmprobe.registry import closest
+from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
-SPLITS = ("train", "val", "test")
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -54,6 +63,22 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     return header, rows
 
 
+def read_layout_csv(path: Path, columns: Sequence[str], missing: str, hint: str) -> tuple[list[str], list[dict[str, str]]]:
+    """A published CSV (``train.csv``, ``ISIC_2019_Training_GroundTruth.csv``) with the columns an adapter needs:
+    a missing file says ``missing`` (what the layout is), a missing column its closest match and ``hint``."""
+    if not path.is_file():
+        raise not_found(path, missing)
+    header, rows = read_csv_rows(path)
+    absent = [c for c in columns if c not in header]
+    if absent:
+        near = {c: closest(c, header, 1) for c in absent}
+        hints = "; ".join(f"{c!r} (closest: {n[0]!r})" if n else repr(c) for c, n in near.items())
+        raise DatasetError(f"{path}: missing column(s) {hints}; found {header}. {hint}")
+    if not rows:
+        raise DatasetError(f"{path}: no rows.")
+    return header, rows
+
+
 def _parse_multilabel(path: Path, rows: list[dict[str, str]], label_columns: list[str]) -> np.ndarray:
     values = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
     labels = np.zeros((len(rows), len(label_columns)), dtype=np.int64)
@@ -78,6 +103,76 @@ def _class_order(names: set[str]) -> list[str]:
         return sorted(names)
 
 
+def _single_label(path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None) -> tuple[np.ndarray, list[str]]:
+    """A ``label`` column: one class name per row, in the declared ``classes`` order or :func:`_class_order`."""
+    unknown = [h for h in header if h not in RESERVED + ("label",)]
+    if unknown:
+        raise DatasetError(
+            f"{path}: unknown columns {unknown}. With a 'label' column the allowed columns are "
+            f"{', '.join(RESERVED + ('label',))}; remove the others, or drop 'label' and use 0/1 columns "
+            "for a multi-label task."
+        )
+    for line, row in enumerate(rows, start=2):
+        if row["label"] == "" or row["label"].lower() == "nan":
+            raise DatasetError(f"{path}, line {line}: empty label for {row['path']!r}. Label it or remove the row.")
+    values = {row["label"] for row in rows}
+    if classes is not None:
+        unknown_labels = sorted(values - set(classes))
+        if unknown_labels:
+            raise DatasetError(f"{path}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}.")
+        class_names = list(classes)
+    else:
+        class_names = _class_order(values)
+    if len(class_names) < 2:
+        raise DatasetError(f"{path}: only one class ({class_names}); a classifier needs at least two.")
+    return np.asarray([class_names.index(row["label"]) for row in rows], dtype=np.int64), class_names
+
+
+def _labels(
+    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None, task: TaskType | None
+) -> tuple[np.ndarray, list[str], TaskType]:
+    """(labels, class names, task type) from either a ``label`` column or 0/1 columns (multi-label)."""
+    inferred: TaskType
+    if "label" in header:
+        labels, class_names = _single_label(path, rows, header, classes)
+        inferred = "binary" if len(class_names) == 2 else "multiclass"
+    else:
+        label_columns = [h for h in header if h not in RESERVED]
+        if not label_columns:
+            raise DatasetError(f"{path}: no label columns; add a 'label' column or 0/1 columns, one per label.")
+        labels, class_names, inferred = _parse_multilabel(path, rows, label_columns), label_columns, "multilabel"
+    if task is not None and task != inferred and not (task == "ordinal" and inferred in ("binary", "multiclass")):
+        raise DatasetError(f"{path}: the labels describe a {inferred} task; task={task} does not fit them.")
+    return labels, class_names, task or inferred
+
+
+def _sample_ids(path: Path, rows: list[dict[str, str]]) -> list[str]:
+    """The ``id`` column, else the ``path``: unique, one per row."""
+    for line, row in enumerate(rows, start=2):
+        if not row["path"]:
+            raise DatasetError(f"{path}, line {line}: empty 'path'.")
+    ids = [row.get("id") or row["path"] for row in rows]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(ids) < 5000 else _first_dupes(ids)
+        raise DatasetError(f"{path}: duplicate sample ids {dupes}; each image may appear once.")
+    return ids
+
+
+def _assignment(
+    path: Path, rows: list[dict[str, str]], header: list[str], ids: list[str], labels: np.ndarray,
+    groups: list[str] | None, seed: int, fractions: tuple[float, float, float],
+) -> tuple[np.ndarray, str]:  # fmt: skip
+    """Each row's split (0 train, 1 val, 2 test) and where it came from: the ``split`` column, else the saved
+    (or newly drawn) split file beside the manifest."""
+    if "split" in header:
+        bad = sorted({row["split"] for row in rows} - set(SPLIT_NAMES))
+        if bad:
+            raise DatasetError(f"{path}: unknown split names {bad}; use train, val or test.")
+        return np.asarray([SPLIT_NAMES.index(row["split"]) for row in rows]), "manifest"  # type: ignore[arg-type]
+    split_path = split_file_for(path, seed, fractions)
+    return load_or_create_split(split_path, ids, labels, groups, fractions, seed), str(split_path)
+
+
 def load_manifest(
     path: Path,
     spec: str,
@@ -93,81 +188,25 @@ def load_manifest(
     if not rows:
         raise DatasetError(f"{path}: the manifest has a header but no rows.")
     root = path.parent
-    if "label" in header:
-        unknown = [h for h in header if h not in RESERVED + ("label",)]
-        if unknown:
-            raise DatasetError(
-                f"{path}: unknown columns {unknown}. With a 'label' column the allowed columns are "
-                f"{', '.join(RESERVED + ('label',))}; remove the others, or drop 'label' and use 0/1 columns "
-                "for a multi-label task."
-            )
-        for line, row in enumerate(rows, start=2):
-            if row["label"] == "" or row["label"].lower() == "nan":
-                raise DatasetError(f"{path}, line {line}: empty label for {row['path']!r}. Label it or remove the row.")
-        values = {row["label"] for row in rows}
-        if classes is not None:
-            unknown_labels = sorted(values - set(classes))
-            if unknown_labels:
-                raise DatasetError(
-                    f"{path}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}."
-                )
-            class_names = list(classes)
-        else:
-            class_names = _class_order(values)
-        if len(class_names) < 2:
-            raise DatasetError(f"{path}: only one class ({class_names}); a classifier needs at least two.")
-        labels = np.asarray([class_names.index(row["label"]) for row in rows], dtype=np.int64)
-        inferred: TaskType = "binary" if len(class_names) == 2 else "multiclass"
-    else:
-        label_columns = [h for h in header if h not in RESERVED]
-        if not label_columns:
-            raise DatasetError(f"{path}: no label columns; add a 'label' column or 0/1 columns, one per label.")
-        labels = _parse_multilabel(path, rows, label_columns)
-        class_names, inferred = label_columns, "multilabel"
-    if task is not None and task != inferred and not (task == "ordinal" and inferred in ("binary", "multiclass")):
-        raise DatasetError(f"{path}: the labels describe a {inferred} task; task={task} does not fit them.")
-
-    for line, row in enumerate(rows, start=2):
-        if not row["path"]:
-            raise DatasetError(f"{path}, line {line}: empty 'path'.")
-    ids = [row.get("id") or row["path"] for row in rows]
-    if len(set(ids)) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(ids) < 5000 else _first_dupes(ids)
-        raise DatasetError(f"{path}: duplicate sample ids {dupes}; each image may appear once.")
+    labels, class_names, task = _labels(path, rows, header, classes, task)
+    ids = _sample_ids(path, rows)
     paths = [(root / row["path"]).resolve() for row in rows]
     groups = [row["group"] for row in rows] if "group" in header else None
-
-    if "split" in header:
-        bad = sorted({row["split"] for row in rows} - set(SPLITS))
-        if bad:
-            raise DatasetError(f"{path}: unknown split names {bad}; use train, val or test.")
-        assignment = np.asarray([SPLITS.index(row["split"]) for row in rows])
-        split_note = "manifest"
-    else:
-        split_path = split_file_for(path, seed, fractions)
-        assignment = load_or_create_split(split_path, ids, labels, groups, fractions, seed)
-        split_note = str(split_path)
-    if groups is not None:
-        _check_groups_disjoint(path, groups, assignment)
-
-    splits: dict[str, Split] = {}
-    for index, name in enumerate(SPLITS):
-        members = np.flatnonzero(assignment == index)
-        if len(members) == 0:
-            raise DatasetError(f"{path}: the {name} split is empty; every split needs samples.")
-        splits[name] = Split(
-            name,
-            tuple(ids[i] for i in members),
-            labels[members],
-            FileSource(tuple(paths[i] for i in members)),
+    assignment, split_note = _assignment(path, rows, header, ids, labels, groups, seed, fractions)
+    if groups is not None and (conflict := group_conflict(groups, assignment)):
+        at, first, second = conflict
+        raise DatasetError(
+            f"{path}: group {groups[at]!r} appears in both {first} and {second}; one patient "
+            "in two splits leaks information. Fix the 'split' column, or remove it to let fmprobe split by group."
         )
-    digest = digest_parts(
-        file_listing_digest(paths, root), ids, labels.tolist(), assignment.tolist(), class_names
+    splits = assign_splits(
+        ids, labels, paths, assignment, lambda name: f"{path}: the {name} split is empty; every split needs samples."
     )
+    digest = digest_parts(file_listing_digest(paths, root), ids, labels.tolist(), assignment.tolist(), class_names)
     return Dataset(
         name=path.parent.name if path.stem == "manifest" else path.stem,
         spec=spec,
-        task=task or inferred,
+        task=task,
         class_names=tuple(class_names),
         splits=splits,
         content_digest=digest,
@@ -187,12 +226,12 @@ def _first_dupes(ids: list[str]) -> list[str]:
     return dupes
 
 
-def _check_groups_disjoint(path: Path, groups: list[str], assignment: np.ndarray) -> None:
-    """A group (patient) in two splits leaks information; refuse it with the offending group named."""
-    where: dict[str, int] = {}
-    for group, a in zip(groups, assignment):
-        if where.setdefault(group, int(a)) != a:
-            raise DatasetError(
-                f"{path}: group {group!r} appears in both {SPLITS[where[group]]} and {SPLITS[a]}; one patient "
-                "in two splits leaks information. Fix the 'split' column, or remove it to let fmprobe split by group."
-            )
+SOURCE = DatasetSource(
+    name="csv",
+    loader=load_manifest,
+    takes_path=True,
+    example="csv:data/manifest.csv",
+    description="a CSV manifest: path, label (or 0/1 columns), optional split, group (patient) and id",
+    options=(TASK, SEED),
+    suffixes=(".csv",),
+)

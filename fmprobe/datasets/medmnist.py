@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import ArraySource, Dataset, Split, TaskType
+from fmprobe.datasets.base import ArraySource, Dataset, Split
+from fmprobe.datasets.sources import DatasetSource
 from fmprobe.errors import DatasetError
+from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 SIZES = (28, 64, 128, 224)
 
@@ -61,7 +63,7 @@ FLAGS: dict[str, FlagInfo] = {
     "organsmnist": FlagInfo("multiclass", ORGAN_CLASSES, "abdominal CT, sagittal"),
 }
 
-KEYS = tuple(f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels"))
+KEYS = tuple(f"{split}_{kind}" for split in SPLIT_NAMES for kind in ("images", "labels"))
 
 
 def data_root() -> Path:
@@ -139,8 +141,8 @@ def infer_task(labels: np.ndarray) -> tuple[TaskType, tuple[str, ...]]:
     return ("binary" if n_classes == 2 else "multiclass"), tuple(str(i) for i in range(n_classes))
 
 
-def load_npz(path: Path, flag: str | None = None, spec: str | None = None) -> Dataset:
-    """Read a MedMNIST-layout file, checking keys, dtypes and shapes with errors that name the file."""
+def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The six arrays of a MedMNIST-layout file (never unpickling), with errors that name the file."""
     if not path.exists():
         raise DatasetError(f"{path}: file not found. Check the path, or use a spec such as medmnist:pneumoniamnist.")
     try:
@@ -155,11 +157,13 @@ def load_npz(path: Path, flag: str | None = None, spec: str | None = None) -> Da
                 f"{', '.join(KEYS)}."
             )
         try:
-            arrays = {k: archive[k] for k in KEYS}
+            return {k: archive[k] for k in KEYS}
         except ValueError as err:  # object arrays need pickle, which we never allow
             raise DatasetError(f"{path}: contains pickled objects ({err}); fmprobe only reads plain arrays.") from err
 
-    for split in ("train", "val", "test"):
+
+def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    for split in SPLIT_NAMES:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
             raise DatasetError(
@@ -172,16 +176,24 @@ def load_npz(path: Path, flag: str | None = None, spec: str | None = None) -> Da
                 f"[{images.shape[0]}, L]."
             )
 
+
+def load_npz(path: Path, spec: str | None = None, *, flag: str | None = None) -> Dataset:
+    """Read a MedMNIST-layout file, checking keys, dtypes and shapes with errors that name the file.
+
+    ``flag`` (or a file named like one, ``pathmnist_224.npz``) gives the published task and class names;
+    other files get them inferred from the labels."""
+    arrays = _read_arrays(path)
+    _check_shapes(path, arrays)
     stem = path.stem.split("_")[0].lower()
     flag = flag or (stem if stem in FLAGS else None)
     if flag:
         info = FLAGS[flag]
         task, class_names = info.task, info.class_names
     else:
-        task, class_names = infer_task(np.concatenate([arrays[f"{s}_labels"] for s in ("train", "val", "test")]))
+        task, class_names = infer_task(np.concatenate([arrays[f"{s}_labels"] for s in SPLIT_NAMES]))
 
     splits: dict[str, Split] = {}
-    for split in ("train", "val", "test"):
+    for split in SPLIT_NAMES:
         raw = arrays[f"{split}_labels"]
         labels = raw.astype(np.int64) if task == "multilabel" else raw[:, 0].astype(np.int64)
         if task != "multilabel" and labels.size and labels.max() >= len(class_names):
@@ -205,4 +217,21 @@ def load_npz(path: Path, flag: str | None = None, spec: str | None = None) -> Da
 def load_medmnist(argument: str, spec: str) -> Dataset:
     """Resolve ``<flag>[@<size>]`` to a file (local, or downloaded when possible) and load it."""
     flag, size = parse_flag(argument)
-    return load_npz(locate(flag, size), flag=flag, spec=spec)
+    return load_npz(locate(flag, size), spec, flag=flag)
+
+
+MEDMNIST = DatasetSource(
+    name="medmnist",
+    loader=load_medmnist,
+    takes_path=False,
+    example="medmnist:pneumoniamnist@224",
+    description=f"MedMNIST v2/v3 2D, official splits; <flag>[@{'|'.join(map(str, SIZES))}], found in $FMPROBE_DATA or downloaded",
+)
+NPZ = DatasetSource(
+    name="npz",
+    loader=load_npz,
+    takes_path=True,
+    example="data/pneumoniamnist_224.npz",
+    description="a MedMNIST-layout .npz file ({train,val,test}_{images,labels}), official splits",
+    suffixes=(".npz",),
+)

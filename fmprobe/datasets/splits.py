@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from fmprobe._io import user_cache_dir
+from fmprobe._io import atomic_write_text, user_cache_dir
+from fmprobe.datasets.base import FileSource, ImageSource, Split
 from fmprobe.errors import DatasetError
+from fmprobe.tasks import SPLIT_NAMES, SplitName
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
@@ -84,7 +87,7 @@ def load_or_create_split(
     A split file that does not cover exactly these ids (data added or removed since) is refused rather than
     silently re-drawn, because a re-draw would move test images into train for results already published.
     """
-    names = ("train", "val", "test")
+    names = SPLIT_NAMES
     if split_file.exists():
         with split_file.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
@@ -107,13 +110,11 @@ def load_or_create_split(
 
     assignment = grouped_stratified_split(labels, groups, fractions, seed)
     split_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = split_file.with_suffix(split_file.suffix + f".tmp{os.getpid()}")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["id", "split"])
-        for sample_id, a in zip(ids, assignment):
-            writer.writerow([sample_id, names[a]])
-    os.replace(tmp, split_file)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["id", "split"])
+    writer.writerows([sample_id, names[a]] for sample_id, a in zip(ids, assignment))
+    atomic_write_text(split_file, text.getvalue())
     return assignment
 
 
@@ -128,3 +129,41 @@ def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, fl
     cache = user_cache_dir() / "splits"
     where = hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:12]
     return cache / f"{where}_{stem}fmprobe_split_{tag}.csv"
+
+
+def assign_splits(
+    ids: Sequence[str],
+    labels: np.ndarray,
+    paths: Sequence[Path],
+    assignment: np.ndarray,
+    on_empty: Callable[[str], str],
+    make_source: Callable[[tuple[Path, ...]], ImageSource] = FileSource,
+    names: Sequence[SplitName] = SPLIT_NAMES,
+) -> dict[str, Split]:
+    """The ``Split`` of each of ``names`` from a per-sample ``assignment`` (0 train, 1 val, 2 test).
+
+    An empty split is refused with ``on_empty(name)``: the adapter knows the fix (delete its split file, add
+    images to a folder)."""
+    splits: dict[str, Split] = {}
+    for name in names:
+        members = np.flatnonzero(assignment == SPLIT_NAMES.index(name))
+        if len(members) == 0:
+            raise DatasetError(on_empty(name))
+        source = make_source(tuple(paths[i] for i in members))
+        splits[name] = Split(name, tuple(ids[i] for i in members), labels[members], source)
+    return splits
+
+
+def empty_split(split_file: Path, name: str) -> str:
+    """The error for an empty split of a saved split file: drawing it again is the fix."""
+    return f"{split_file}: the {name} split is empty; delete the file to draw a new split."
+
+
+def group_conflict(groups: Sequence[str], assignment: Sequence[int]) -> tuple[int, SplitName, SplitName] | None:
+    """The first sample whose group (patient, lesion) already appeared in another split, as (its index, the
+    earlier split, its split); ``None`` when every group stays in one split. Callers word the error."""
+    where: dict[str, int] = {}
+    for index, (group, a) in enumerate(zip(groups, assignment, strict=True)):
+        if where.setdefault(group, int(a)) != a:
+            return index, SPLIT_NAMES[where[group]], SPLIT_NAMES[int(a)]
+    return None
