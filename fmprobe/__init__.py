@@ -15,6 +15,7 @@ _LAZY = {
     "extract_features": "fmprobe.extract",
     "ExtractResult": "fmprobe.extract",
     "load_dataset": "fmprobe.datasets",
+    "describe_sources": "fmprobe.datasets",
     "list_models": "fmprobe.backbones",
     "create_backbone": "fmprobe.backbones",
     "FeatureFile": "fmprobe.store",
@@ -32,7 +33,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.backbones import create_backbone, list_models
-    from fmprobe.datasets import load_dataset
+    from fmprobe.datasets import describe_sources, load_dataset
     from fmprobe.demo import run_demo
     from fmprobe.extract import ExtractResult, extract_features
     from fmprobe.finetune import plot_training_curves, run_finetune

@@ -171,12 +171,9 @@ def test_bare_paths_name_their_source_by_suffix(tmp_path: Path) -> None:
         parse_spec("  ")
 
 
-def test_fmprobe_datasets_prints_every_source_and_option(monkeypatch: pytest.MonkeyPatch) -> None:
-    import fmprobe
+def test_fmprobe_datasets_prints_every_source_and_option() -> None:
     from fmprobe.cli import app
 
-    if not hasattr(fmprobe, "describe_sources"):  # the public API facade names it once the branches are merged
-        monkeypatch.setattr(fmprobe, "describe_sources", describe_sources, raising=False)
     result = CliRunner().invoke(app, ["datasets"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
