@@ -9,14 +9,20 @@ Defaults suit dense embeddings: half the features per tree, small trees, shrinka
 from __future__ import annotations
 
 import os
+from numbers import Integral, Real
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.utils._param_validation import Interval
 
-from fmprobe.metrics import MISSING, MetricUndefined, Prepared
-from fmprobe.probes.base import ProbeBase, expand_columns
+from fmprobe.metrics import MetricUndefined, Prepared
+from fmprobe.probes.base import PROBES, ProbeBase, expand_columns
+from fmprobe.tasks import MISSING
+
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+_FRACTION = Interval(Real, 0, 1, closed="right")
 
 
 def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +31,7 @@ def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (X, y) if known.all() else (X[known], y[known])
 
 
+@PROBES.register("lgbm")
 class LGBMProbe(ProbeBase):
     """LightGBM probe: one multiclass booster, or one binary booster per label for multilabel targets.
 
@@ -41,6 +48,21 @@ class LGBMProbe(ProbeBase):
     random_state : seed of bagging, feature sampling and PCA (training is run with deterministic=True).
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
     """
+
+    _parameter_constraints = {
+        **ProbeBase._parameter_constraints,
+        "n_estimators": [_AT_LEAST_ONE],
+        "early_stopping_rounds": [_AT_LEAST_ONE],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "num_leaves": [Interval(Integral, 2, None, closed="left")],
+        "min_child_samples": [Interval(Integral, 0, None, closed="left")],
+        "colsample_bytree": [_FRACTION],
+        "subsample": [_FRACTION],
+        "reg_lambda": [Interval(Real, 0, None, closed="left")],
+        "pca_components": [_AT_LEAST_ONE, None],
+        "n_jobs": [Integral, None],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
