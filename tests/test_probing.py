@@ -44,7 +44,7 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5")
     out = tmp_path / "results"
     run = probe_features([features], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                         n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+                         n_resamples=200, progress=False)  # fmt: skip
     assert run.cells_run == 2 * (2 + 1)  # fraction 0.25 repeated, 1.0 once for deterministic probes
     df = read_results(out)
     primary = df[df.is_primary]
@@ -55,13 +55,13 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     pred = load_predictions(out / full.predictions)
     assert pred.y_score.shape == (60, 2) and list(pred.ids[:2]) == ["test/0", "test/1"]
     again = probe_features([tmp_path], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                           n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+                           n_resamples=200, progress=False)  # fmt: skip
     assert again.cells_run == 0 and again.cells_skipped == 6 and len(read_results(out)) == len(df)
 
 
 def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="multiclass")
-    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False, log=lambda m: None)
+    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False)
     probe_features([features], out=tmp_path / "a", **kwargs)
     from fmprobe.store.features import _crc_of
 
@@ -77,7 +77,7 @@ def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
 
 def test_ordinal_uses_kappa_and_subsample_keeps_classes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="ordinal")
-    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False, log=lambda m: None)
+    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
     df = read_results(tmp_path / "r")
     assert df[df.is_primary].metric.tolist() == ["quadratic_kappa"]
     labels = np.repeat(np.arange(4), [50, 5, 30, 2])
