@@ -178,8 +178,7 @@ def _expected_table(batches: list[list[ResultRow]]) -> pd.DataFrame:
 def _cell_batches(n: int) -> list[list[ResultRow]]:
     """n cells of two rows each; every third cell is a rerun (new values) of an earlier one."""
     return [
-        [_row(m, 0.5 + 0.001 * i, seed=(i - 2 if i % 3 == 2 else i)) for m in ("roc_auc", "accuracy")]
-        for i in range(n)
+        [_row(m, 0.5 + 0.001 * i, seed=(i - 2 if i % 3 == 2 else i)) for m in ("roc_auc", "accuracy")] for i in range(n)
     ]
 
 
