@@ -18,7 +18,9 @@ from fmprobe.store import Fingerprint, SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch
 
 
-def synthetic_features(path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy") -> Path:
+def synthetic_features(
+    path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy"
+) -> Path:
     """A valid feature file whose class signal lives in the first feature dimensions."""
     import json
 
@@ -29,7 +31,7 @@ def synthetic_features(path: Path, task: str = "binary", n: int = 120, d: int = 
     for split, size in sizes.items():
         labels = np.arange(size) % n_classes
         x = rng.normal(size=(size, d)).astype(np.float16)
-        x[:, : n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
+        x[:, :n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
         layouts[split] = SplitLayout(tuple(f"{split}/{i}" for i in range(size)), labels)
         batches.append(Batch(split, 0, size, {}, {"pooled": x}))
     fp = Fingerprint("toyset", "dig", backbone, "sha256:x", {}, 32, ("pooled",), "fp32", "float16")
@@ -115,6 +117,22 @@ def test_demo_runs_the_whole_loop_from_the_cli(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(sys, "argv", ["fmprobe", "report", str(tmp_path / "results"), "--out", str(tmp_path / "r2")])
     cli.main()
     assert (tmp_path / "r2" / "report.md").exists()
-    monkeypatch.setattr(sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"])
+    monkeypatch.setattr(
+        sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"]
+    )
     cli.main()
     assert "0 cells run, 6 already done" in capsys.readouterr().out
+
+
+def test_subsample_stratifies_multilabel_with_missing_entries() -> None:
+    rng = np.random.default_rng(0)
+    Y = (rng.random((1000, 5)) < 0.2).astype(int)
+    Y_missing = np.where(rng.random(Y.shape) < 0.3, -1, Y)
+    index = subsample(Y_missing, 0.25, seed=3)
+    assert len(index) == pytest.approx(250, abs=5) and len(np.unique(index)) == len(index)
+    np.testing.assert_array_equal(index, subsample(np.maximum(Y_missing, 0), 0.25, seed=3))  # -1 counts as 0
+    positive = Y_missing > 0
+    key = positive.argmax(axis=1) * positive.any(axis=1)
+    for value in np.unique(key):  # every stratum keeps its share (and at least one row)
+        members = key == value
+        assert np.isin(np.flatnonzero(members), index).sum() == max(1, round(0.25 * members.sum()))
