@@ -136,3 +136,27 @@ def test_subsample_stratifies_multilabel_with_missing_entries() -> None:
     for value in np.unique(key):  # every stratum keeps its share (and at least one row)
         members = key == value
         assert np.isin(np.flatnonzero(members), index).sum() == max(1, round(0.25 * members.sum()))
+
+
+def test_plan_lists_cells_without_fitting_and_grid_checks_early(tmp_path: Path) -> None:
+    from fmprobe.probing import ProbeGrid, plan_probing
+
+    features = synthetic_features(tmp_path / "toy.h5")
+    grid = ProbeGrid(probes=("logreg", "lgbm"), train_fractions=(0.5, 1.0), repeats=3)
+    plan = plan_probing([features], grid, tmp_path / "r")
+    # deterministic logreg on all the data runs once; a subsample or the seeded lgbm gets every repeat
+    assert grid.cells_per_readout() == len(plan.cells) == 3 + 1 + 3 + 3 and plan.skipped == 0
+    assert len({c.info.cell_id for c in plan.cells}) == len(plan.cells) and not (tmp_path / "r").exists()
+    assert ProbeGrid.from_options(repeats=None, seed=None) == ProbeGrid()
+    with pytest.raises(FmprobeError, match="ks"):  # a bad probe parameter fails when the grid is built
+        ProbeGrid(probes=("knn",), probe_params={"knn": {"ks": (0, 5)}})
+    with pytest.raises(FmprobeError, match="fractions must be in"):
+        ProbeGrid(train_fractions=(0.0,))
+
+
+def test_cells_are_appended_one_part_each_and_compacted_once(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5")
+    out = tmp_path / "r"
+    run = probe_features([features], probes=["logreg", "knn"], out=out, n_resamples=0, progress=False)
+    assert run.cells_run == 2 and not list((out / "pending").glob("*.parquet"))  # folded into the table
+    pd.testing.assert_frame_equal(read_results(out / "results.csv"), read_results(out))
