@@ -166,9 +166,17 @@ def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
         ProbeCell(
             features,
             CellInfo(
-                dataset=features.dataset, task=features.task, backbone=features.backbone,
-                weights=_weights_label(features), readout=readout, resolution=features.resolution, probe=probe,
-                train_fraction=fraction, repeat=repeat, seed=grid.seed, fingerprint=features.key,
+                dataset=features.dataset,
+                task=features.task,
+                backbone=features.backbone,
+                weights=_weights_label(features),
+                readout=readout,
+                resolution=features.resolution,
+                probe=probe,
+                train_fraction=fraction,
+                repeat=repeat,
+                seed=grid.seed,
+                fingerprint=features.key,
             ),  # fmt: skip
         )
         for readout in _readouts(features, grid.readouts)
@@ -203,7 +211,9 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
     try:
         for cell in bar:
             info = cell.info
-            bar.set_postfix_str(f"{info.dataset} {info.backbone} {info.readout} {info.probe} {info.train_fraction:g}#{info.repeat}")
+            bar.set_postfix_str(
+                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {info.train_fraction:g}#{info.repeat}"
+            )
             key = (cell.features.path, info.readout)
             if key not in loaded:
                 loaded.clear()  # one file's splits in memory at a time
@@ -257,7 +267,9 @@ def _run_cell(cell: ProbeCell, splits: dict[str, object], grid: ProbeGrid, out: 
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features, val.labels))  # type: ignore[attr-defined]
     except ProbeError as err:
-        raise ProbeError(f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}") from err
+        raise ProbeError(
+            f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
+        ) from err
     scores = probe.predict_proba(test.features)  # type: ignore[attr-defined]
     values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)  # type: ignore[attr-defined]
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
