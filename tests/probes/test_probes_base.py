@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _probe_data import fast_probe, toy_splits
+from _probe_data import assert_test_labels_cannot_change_choices, fast_probe, toy_splits
 from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import check_param_validation, parametrize_with_checks
 
@@ -93,16 +93,7 @@ def test_wrong_feature_count_names_the_expected_number() -> None:
 @pytest.mark.parametrize("name", ["logreg", "knn", "lgbm"])
 def test_leakage_guard_test_labels_cannot_change_choices(name: str) -> None:
     (X, y), (Xv, yv), (Xt, yt) = toy_splits(seed=30)
-
-    def run(test_labels: np.ndarray):
-        probe = fast_probe(name).fit(X, y, eval_set=(Xv, yv))
-        proba = probe.predict_proba(Xt)
-        return probe.best_params_, probe.val_score_, proba, balanced_accuracy(test_labels, proba)
-
-    params, val_score, proba, _ = run(yt)
-    params_p, val_score_p, proba_p, _ = run(np.random.default_rng(0).permutation(yt))
-    assert params == params_p and val_score == val_score_p
-    np.testing.assert_array_equal(proba, proba_p)
+    assert_test_labels_cannot_change_choices(name, (X, y), (Xv, yv), Xt, yt, balanced_accuracy)
     # the reported validation score is the selection metric of the chosen model on the validation set
     chosen = fast_probe(name).fit(X, y, eval_set=(Xv, yv))
     assert chosen.val_score_ == pytest.approx(balanced_accuracy(yv, chosen.predict_proba(Xv)), abs=1e-12)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _probe_data import FAST_LGBM, fast_probe
+from _probe_data import FAST_LGBM, assert_test_labels_cannot_change_choices, fast_probe
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
@@ -48,16 +48,7 @@ def test_probes_train_on_missing_labels_and_beat_chance(name: str) -> None:
 @pytest.mark.parametrize("name", ["logreg", "knn", "lgbm"])
 def test_missing_labels_leakage_guard(name: str) -> None:
     (X, Y), (Xv, Yv), (Xt, Yt) = _ml_splits(seed=20)
-
-    def run(test_labels: np.ndarray):
-        probe = fast_probe(name).fit(X, Y, eval_set=(Xv, Yv))
-        proba = probe.predict_proba(Xt)
-        return probe.best_params_, probe.val_score_, proba, roc_auc(test_labels, proba)
-
-    params, val_score, proba, _ = run(Yt)
-    params_p, val_score_p, proba_p, _ = run(np.random.default_rng(0).permutation(Yt))
-    assert params == params_p and val_score == val_score_p
-    np.testing.assert_array_equal(proba, proba_p)
+    assert_test_labels_cannot_change_choices(name, (X, Y), (Xv, Yv), Xt, Yt, roc_auc)
 
 
 def test_logreg_fits_each_label_on_its_known_rows() -> None:
