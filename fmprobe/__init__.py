@@ -21,6 +21,7 @@ _LAZY = {
     "FeatureFile": "fmprobe.store",
     "merge_shards": "fmprobe.store",
     "probe_features": "fmprobe.probing",
+    "ProbeGrid": "fmprobe.probing",
     "write_report": "fmprobe.report",
     "format_table": "fmprobe.report",
     "read_results": "fmprobe.results",
@@ -37,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.demo import run_demo
     from fmprobe.extract import ExtractResult, extract_features
     from fmprobe.finetune import plot_training_curves, run_finetune
-    from fmprobe.probing import probe_features
+    from fmprobe.probing import ProbeGrid, probe_features
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results
     from fmprobe.store import FeatureFile, merge_shards

@@ -110,6 +110,9 @@ def models() -> None:
     typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
 
 
+PROBE_DEFAULTS = fmprobe.ProbeGrid()  # the library's defaults, shown in `fmprobe probe --help`
+
+
 @app.command()
 def datasets() -> None:
     """List the dataset sources: spec form, example, description, and each source's ?key=value options."""
@@ -141,24 +144,24 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 @app.command()
 def probe(
     features: Annotated[list[Path], typer.Argument(help="Feature files (.h5) or folders of them.")],
-    probe: Annotated[str, typer.Option("--probe", help="Comma-separated probes: logreg, knn, lgbm.")] = "logreg,knn,lgbm",
+    probe: Annotated[Optional[str], typer.Option("--probe", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS.probes)}).")] = None,
     readout: Annotated[Optional[str], typer.Option("--readout", help="Comma-separated readouts (default: all stored).")] = None,
-    train_fraction: Annotated[str, typer.Option("--train-fraction", help="Comma-separated label fractions, e.g. 0.01,0.1,1.0.")] = "1.0",
-    repeats: Annotated[int, typer.Option("--repeats", help="Repeats (seeds and subsamples) for fractions < 1 and stochastic probes.")] = 1,
-    seed: Annotated[int, typer.Option("--seed", help="Base seed.")] = 0,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.")] = 1000,
+    train_fraction: Annotated[Optional[str], typer.Option("--train-fraction", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS.train_fractions)}).")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1 and stochastic probes (default: {PROBE_DEFAULTS.repeats}).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS.seed}).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS.n_resamples}).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit probes on cached features (hyper-parameters on validation only) and append result rows."""
     try:
-        fractions = [float(f) for f in _split_list(train_fraction) or ["1.0"]]
+        fractions = [float(f) for f in _split_list(train_fraction) or []] or None
     except ValueError:
         raise FmprobeError(f"--train-fraction {train_fraction!r}: give numbers such as 0.01,0.1,1.0.") from None
     run = fmprobe.probe_features(
         features,
-        probes=_split_list(probe) or [],
+        probes=_split_list(probe),
         readouts=_split_list(readout),
         train_fractions=fractions,
         repeats=repeats,

@@ -3,28 +3,101 @@
 A cell is (feature file, readout, probe, train fraction, repeat). Hyper-parameters are chosen on the validation
 split only; the test split is touched once, after fitting, to score the chosen model. Every test metric gets a
 stratified bootstrap CI, and the per-sample predictions are saved so any number can be recomputed.
+
+Plan, then execute: :class:`ProbeGrid` is what to cross with every feature file (its field defaults are the
+library's defaults), :func:`plan_probing` lists the cells still to run (a value to print or inspect), and
+:func:`run_probing` fits them, one result part per cell, compacting the results table once at the end.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
-from fmprobe.metrics import PRIMARY_METRIC, compute_all
-from fmprobe.probes import PROBES, make_probe
-from fmprobe.results import ResultRow, append_rows, cell_id, done_cells, save_predictions
+from fmprobe.metrics import N_BOOTSTRAP, compute_all
+from fmprobe.probes import PROBES, is_stochastic, make_probe
+from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
 from fmprobe.store import FeatureFile
+from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
-DEFAULT_PROBES = ("logreg", "knn", "lgbm")
-STOCHASTIC_PROBES = {"lgbm"}  # their fit depends on the seed, so repeats differ even on all the data
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
+
+
+def cell_repeats(probe: str, fraction: float, repeats: int) -> int:
+    """How many repeats a (probe, train fraction) pair gets: ``repeats`` when a repeat can differ (a subsample
+    of the training set, or a stochastic probe), else 1 (a deterministic probe on all the data)."""
+    return repeats if (fraction < 1.0 or is_stochastic(probe)) else 1
+
+
+@dataclass(frozen=True)
+class ProbeGrid:
+    """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
+
+    ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
+    arguments for it (checked against the probe's parameter constraints when the grid is built).
+    """
+
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    readouts: tuple[str, ...] = ()
+    train_fractions: tuple[float, ...] = (1.0,)
+    repeats: int = 1
+    seed: int = 0
+    n_resamples: int = N_BOOTSTRAP
+    probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("probes", "readouts", "train_fractions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        for name in (*self.probes, *self.probe_params):
+            PROBES.get(name)  # unknown names fail before any work, with suggestions
+        for name, params in self.probe_params.items():
+            make_probe(name, **params)  # bad parameter values too
+        bad = [f for f in self.train_fractions if not 0 < f <= 1]
+        if bad:
+            raise FmprobeError(f"--train-fraction {bad}: fractions must be in (0, 1].")
+        if self.repeats < 1:
+            raise FmprobeError(f"--repeats {self.repeats}: must be at least 1.")
+
+    @classmethod
+    def from_options(cls, **options: object) -> ProbeGrid:
+        """A grid from keyword options where None means "the default" (what the CLI and study files pass)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(f"ProbeGrid has no field(s) {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
+        return cls(**{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+
+    def cells_per_readout(self) -> int:
+        """Cells one readout of one feature file gets from this grid."""
+        return sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
+
+
+@dataclass(frozen=True)
+class ProbeCell:
+    """One cell to run: which feature file, and the cell's identity (readout, probe, fraction, repeat, seed)."""
+
+    features: FeatureFile
+    info: CellInfo
+
+
+@dataclass(frozen=True)
+class ProbePlan:
+    """The cells :func:`run_probing` will fit, and how many of the grid's cells are already in ``results_dir``."""
+
+    results_dir: Path
+    grid: ProbeGrid
+    cells: tuple[ProbeCell, ...]
+    skipped: int
 
 
 @dataclass(frozen=True)
@@ -77,131 +150,133 @@ def _weights_label(features: FeatureFile) -> str:
     return str(features.attrs.get("weights_label", "random" if features.backbone.endswith(":random") else "pretrained"))
 
 
+def _readouts(features: FeatureFile, wanted: Sequence[str]) -> list[str]:
+    chosen = list(wanted) or list(features.readouts)
+    missing = [r for r in chosen if r not in features.readouts]
+    if missing:
+        raise FmprobeError(
+            f"{features.path}: readout(s) {missing} not extracted; stored: {', '.join(features.readouts)}."
+        )
+    return chosen
+
+
+def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
+    """Every cell of one feature file, in run order (readout, probe, fraction, repeat)."""
+    return [
+        ProbeCell(
+            features,
+            CellInfo(
+                dataset=features.dataset,
+                task=features.task,
+                backbone=features.backbone,
+                weights=_weights_label(features),
+                readout=readout,
+                resolution=features.resolution,
+                probe=probe,
+                train_fraction=fraction,
+                repeat=repeat,
+                seed=grid.seed,
+                fingerprint=features.key,
+            ),  # fmt: skip
+        )
+        for readout in _readouts(features, grid.readouts)
+        for probe in grid.probes
+        for fraction in grid.train_fractions
+        for repeat in range(cell_repeats(probe, fraction, grid.repeats))
+    ]
+
+
+def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
+    """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``).
+
+    Reads only the feature files' headers and the results table; names and readouts fail here, before any fit.
+    """
+    out = Path(out)
+    cells = [cell for path in find_feature_files(features) for cell in _cells_of(FeatureFile(path), grid)]
+    finished = set() if force else done_cells(out)
+    todo = tuple(c for c in cells if c.info.cell_id not in finished)
+    return ProbePlan(out, grid, todo, len(cells) - len(todo))
+
+
+def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
+    """Fit the plan's cells, one result part per cell, then compact the results table (also after a failure)."""
+    if plan.skipped:
+        log.info(
+            f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
+            f"running {len(plan.cells)} (use --force to redo them)"
+        )
+    rows_written = 0
+    loaded: dict[tuple[Path, str], dict[str, object]] = {}
+    bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for cell in bar:
+            info = cell.info
+            bar.set_postfix_str(
+                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {info.train_fraction:g}#{info.repeat}"
+            )
+            key = (cell.features.path, info.readout)
+            if key not in loaded:
+                loaded.clear()  # one file's splits in memory at a time
+                loaded[key] = {s: cell.features.load(s, info.readout) for s in SPLIT_NAMES}
+            rows_written += _run_cell(cell, loaded[key], plan.grid, plan.results_dir)
+    finally:
+        bar.close()
+        compact_results(plan.results_dir)
+    return ProbeRun(plan.results_dir, len(plan.cells), plan.skipped, rows_written)
+
+
 def probe_features(
     features: Sequence[str | Path],
     *,
-    probes: Sequence[str] = DEFAULT_PROBES,
+    probes: Sequence[str] | None = None,
     readouts: Sequence[str] | None = None,
-    train_fractions: Sequence[float] = (1.0,),
-    repeats: int = 1,
-    seed: int = 0,
+    train_fractions: Sequence[float] | None = None,
+    repeats: int | None = None,
+    seed: int | None = None,
+    n_resamples: int | None = None,
+    probe_params: Mapping[str, Mapping[str, object]] | None = None,
     out: str | Path = "results",
     force: bool = False,
-    n_resamples: int = 1000,
-    probe_params: dict[str, dict[str, object]] | None = None,
     progress: bool = True,
-    log: Log = lambda message: print(message, file=sys.stderr),
+    log: object = None,
 ) -> ProbeRun:
-    """Probe every feature file x readout x probe x train fraction x repeat; skip cells already in ``out``."""
-    for name in probes:
-        PROBES.get(name)  # unknown names fail before any work, with suggestions
-    bad = [f for f in train_fractions if not 0 < f <= 1]
-    if bad:
-        raise FmprobeError(f"--train-fraction {bad}: fractions must be in (0, 1].")
-    if repeats < 1:
-        raise FmprobeError(f"--repeats {repeats}: must be at least 1.")
-    out = Path(out)
-    files = [FeatureFile(p) for p in find_feature_files(features)]
-    plan = []
-    for feature_file in files:
-        chosen = list(readouts) if readouts else list(feature_file.readouts)
-        missing = [r for r in chosen if r not in feature_file.readouts]
-        if missing:
-            raise FmprobeError(
-                f"{feature_file.path}: readout(s) {missing} not extracted; stored: {', '.join(feature_file.readouts)}."
-            )
-        for readout in chosen:
-            for probe in probes:
-                for fraction in train_fractions:
-                    n_rep = repeats if (fraction < 1.0 or probe in STOCHASTIC_PROBES) else 1
-                    for repeat in range(n_rep):
-                        plan.append((feature_file, readout, probe, float(fraction), repeat))
-    finished = set() if force else done_cells(out)
-    todo, skipped = [], 0
-    for feature_file, readout, probe, fraction, repeat in plan:
-        cid = _cell(feature_file, readout, probe, fraction, repeat, seed)
-        if cid in finished:
-            skipped += 1
-        else:
-            todo.append((cid, feature_file, readout, probe, fraction, repeat))
-    if skipped:
-        log(f"{skipped} of {len(plan)} cells already in {out}; running {len(todo)} (use --force to redo them)")
-    rows_written = 0
-    cache: dict[tuple[Path, str], dict[str, object]] = {}
-    bar = tqdm(todo, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for cid, feature_file, readout, probe, fraction, repeat in bar:
-        bar.set_postfix_str(f"{feature_file.dataset} {feature_file.backbone} {readout} {probe} {fraction:g}#{repeat}")
-        key = (feature_file.path, readout)
-        if key not in cache:
-            cache.clear()  # one file's splits in memory at a time
-            cache[key] = {s: feature_file.load(s, readout) for s in ("train", "val", "test")}
-        rows = _run_cell(cid, feature_file, cache[key], readout, probe, fraction, repeat, seed, out, n_resamples, probe_params or {})
-        append_rows(out, rows)
-        rows_written += len(rows)
-    bar.close()
-    return ProbeRun(out, len(todo), skipped, rows_written)
+    """Probe every feature file x readout x probe x train fraction x repeat; skip cells already in ``out``.
 
-
-def _cell(feature_file: FeatureFile, readout: str, probe: str, fraction: float, repeat: int, seed: int) -> str:
-    return cell_id(
-        dataset=feature_file.dataset, backbone=feature_file.backbone, weights=_weights_label(feature_file),
-        readout=readout, resolution=feature_file.resolution, probe=probe, train_fraction=fraction, repeat=repeat,
-        seed=seed, fingerprint=feature_file.key,
+    The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
+    logger; ``log`` is ignored (kept only until the callers that still pass it, demo and study, drop it).
+    """
+    grid = ProbeGrid.from_options(
+        probes=probes, readouts=readouts, train_fractions=train_fractions, repeats=repeats, seed=seed,
+        n_resamples=n_resamples, probe_params=probe_params,
     )  # fmt: skip
+    return run_probing(plan_probing(features, grid, out, force), progress)
 
 
-def _run_cell(
-    cid: str,
-    feature_file: FeatureFile,
-    splits: dict[str, object],
-    readout: str,
-    probe_name: str,
-    fraction: float,
-    repeat: int,
-    seed: int,
-    out: Path,
-    n_resamples: int,
-    probe_params: dict[str, dict[str, object]],
-) -> list[ResultRow]:
-    train, val, test = splits["train"], splits["val"], splits["test"]  # type: ignore[assignment]
-    task = feature_file.task
-    cell_seed = seed + 1000 * repeat
-    index = subsample(train.labels, fraction, cell_seed)  # type: ignore[attr-defined]
-    n_classes = len(feature_file.class_names)
-    params: dict[str, object] = {"task": task, **probe_params.get(probe_name, {})}
-    if task != "multilabel":
-        params["classes"] = np.arange(n_classes)
-    probe = make_probe(probe_name, **params)
-    if "random_state" in probe.get_params():
+def _run_cell(cell: ProbeCell, splits: dict[str, object], grid: ProbeGrid, out: Path) -> int:
+    """Fit one cell on (a subsample of) train, choose on val, score test once; write it; return its row count."""
+    train, val, test = splits[TRAIN], splits[VAL], splits[TEST]  # type: ignore[assignment]
+    info, features = cell.info, cell.features
+    cell_seed = grid.seed + 1000 * info.repeat
+    index = subsample(train.labels, info.train_fraction, cell_seed)  # type: ignore[attr-defined]
+    params: dict[str, object] = {"task": info.task, **grid.probe_params.get(info.probe, {})}
+    if info.task != "multilabel":
+        params["classes"] = np.arange(len(features.class_names))
+    probe = make_probe(info.probe, **params)
+    if is_stochastic(probe):
         probe.set_params(random_state=cell_seed)
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features, val.labels))  # type: ignore[attr-defined]
     except ProbeError as err:
-        raise ProbeError(f"{feature_file.path} ({readout}, {probe_name}, fraction {fraction}): {err}") from err
+        raise ProbeError(
+            f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
+        ) from err
     scores = probe.predict_proba(test.features)  # type: ignore[attr-defined]
-    primary = feature_file.primary_metric or PRIMARY_METRIC[task]
-    values = compute_all(test.labels, scores, task, n_resamples=n_resamples, seed=seed)  # type: ignore[attr-defined]
-    prediction_path = save_predictions(
-        out, cid, test.ids, test.labels, scores,  # type: ignore[attr-defined]
-        {"task": task, "class_names": list(feature_file.class_names), "dataset": feature_file.dataset,
-         "backbone": feature_file.backbone, "readout": readout, "probe": probe_name, "feature_file": str(feature_file.path)},
+    values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)  # type: ignore[attr-defined]
+    meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
+            "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
+    rows = write_cell(
+        out, info, values, ids=test.ids, y_true=test.labels, y_score=scores, meta=meta,  # type: ignore[attr-defined]
+        primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,
+        n_train=len(index), val_score=probe.val_score_,
     )  # fmt: skip
-    chosen = {k: (v.item() if hasattr(v, "item") else v) for k, v in probe.best_params_.items()}
-    val_score = float(probe.val_score_) if probe.val_score_ is not None else float("nan")
-    rows = []
-    for metric, value in values.items():
-        rows.append(
-            ResultRow(
-                dataset=feature_file.dataset, task=task, backbone=feature_file.backbone.removesuffix(":random"),
-                weights=_weights_label(feature_file), readout=readout, resolution=feature_file.resolution,
-                probe=probe_name, params=json.dumps(chosen, sort_keys=True, default=str), train_fraction=fraction,
-                repeat=repeat, seed=seed, metric=metric,
-                value=float("nan") if value.value is None else float(value.value),
-                ci_low=float("nan") if value.ci_low is None else float(value.ci_low),
-                ci_high=float("nan") if value.ci_high is None else float(value.ci_high),
-                missing_reason=value.reason or "", is_primary=metric == primary, n_train=int(len(index)),
-                n_test=int(len(test.labels)), val_score=val_score, fingerprint=feature_file.key, cell_id=cid,  # type: ignore[attr-defined]
-                predictions=prediction_path,
-            )  # fmt: skip
-        )
-    return rows
+    return len(rows)

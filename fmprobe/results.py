@@ -1,45 +1,46 @@
-"""The result-row schema and the one way to read, write and merge result tables.
+"""The result-row schema and the one way to build, read, write and merge result tables.
 
 A study writes a tidy long table: one row per (cell, metric). A *cell* is one fitted-and-evaluated
 configuration (dataset, backbone, weights, readout, resolution, probe, train fraction, repeat, seed, cache
-fingerprint); :func:`cell_id` names it with a stable hash so reruns can skip finished cells and tables from
-several machines merge by concatenation.
+fingerprint), a :class:`CellInfo`; :func:`cell_id` names it with a stable hash so reruns can skip finished cells
+and tables from several machines merge by concatenation. :func:`rows_for_cell` turns a cell's metric values into
+its rows, for probing and fine-tuning alike, and :func:`write_cell` saves a cell's predictions and rows.
 
 On disk a results directory holds ``results.parquet`` (the source of truth), ``results.csv`` (the same rows,
-for people and spreadsheets), ``predictions/<cell_id>.npz`` (per-sample test scores, for paired tests) and
-``.lock``. Every write replaces whole files atomically under an exclusive lock, so two studies writing into
-the same directory never lose or duplicate rows.
+for people and spreadsheets), ``pending/`` (one small part file per appended cell, not yet compacted),
+``predictions/<cell_id>.npz`` (per-sample test scores, for paired tests) and ``.lock``. Appending a cell writes
+one part file, so writing N cells costs N small writes instead of N rewrites of a growing table;
+:func:`compact_results` folds the parts into the two tables once (``fmprobe probe`` does it when it finishes).
+Readers see the compacted table plus any pending parts, in append order, the newest row per (cell_id, metric)
+winning, so a crash between an append and the compaction loses nothing. Every file is replaced atomically and
+appends and compactions serialise on the lock, so two studies writing into one directory never lose rows.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
 import numpy as np
 import pandas as pd
 
+from fmprobe._io import atomic_write, exclusive
 from fmprobe.errors import ResultsError
-
-try:  # POSIX; without it (Windows) writes are atomic but a directory must have a single writer.
-    import fcntl
-except ImportError:  # pragma: no cover - exercised only off POSIX
-    fcntl = None  # type: ignore[assignment]
+from fmprobe.tasks import TASK_TYPES
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-TASKS = ("binary", "multiclass", "ordinal", "multilabel")
 CSV_NAME = "results.csv"
 PARQUET_NAME = "results.parquet"
+PENDING_DIR = "pending"
 PREDICTIONS_DIR = "predictions"
 LOCK_NAME = ".lock"
 DEDUPE_KEY = ["cell_id", "metric"]
@@ -80,18 +81,6 @@ STR_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "str")
 INT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "int")
 FLOAT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "float")
 BOOL_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "bool")
-CELL_KEYS = (
-    "dataset",
-    "backbone",
-    "weights",
-    "readout",
-    "resolution",
-    "probe",
-    "train_fraction",
-    "repeat",
-    "seed",
-    "fingerprint",
-)
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -130,6 +119,121 @@ def cell_id(
     }
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CellInfo:
+    """What identifies one cell (everything :func:`cell_id` hashes) plus its task.
+
+    ``backbone`` is the name as run, ``:random`` included: the id keeps it, while the rows show the base name
+    and say ``weights="random"``.
+    """
+
+    dataset: str
+    task: str
+    backbone: str
+    weights: str
+    readout: str
+    resolution: int
+    probe: str
+    train_fraction: float
+    repeat: int
+    seed: int
+    fingerprint: str
+
+    @property
+    def cell_id(self) -> str:
+        return cell_id(**{k: getattr(self, k) for k in CELL_KEYS})
+
+
+CELL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CellInfo) if f.name != "task")
+
+
+class MetricResult(Protocol):
+    """A metric's value or the reason it is missing, with its CI (``fmprobe.metrics.MetricValue`` is one)."""
+
+    value: float | None
+    reason: str | None
+    ci_low: float | None
+    ci_high: float | None
+
+
+def _nan_if_none(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _params_json(params: Mapping[str, Any]) -> str:
+    """Chosen hyper-parameters as sorted JSON; numpy scalars as numbers, anything else unknown as its str."""
+    return json.dumps(dict(params), sort_keys=True, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+
+
+def rows_for_cell(
+    cell: CellInfo,
+    metrics: Mapping[str, MetricResult],
+    *,
+    primary: str,
+    params: Mapping[str, Any],
+    n_train: int,
+    n_test: int,
+    val_score: float | None,
+    predictions: str = "",
+) -> list[ResultRow]:
+    """One :class:`ResultRow` per metric of a finished cell (``primary`` marks the row the study ranks by).
+
+    ``params`` are the hyper-parameters chosen on validation (probing) or the recipe (fine-tuning);
+    ``val_score`` is the selection score on validation (None: NaN); ``predictions`` the path
+    :func:`save_predictions` returned."""
+    shared = {
+        **{k: getattr(cell, k) for k in CELL_KEYS},
+        "task": cell.task,
+        "backbone": cell.backbone.removesuffix(":random"),
+        "resolution": int(cell.resolution),
+        "train_fraction": float(cell.train_fraction),
+        "params": _params_json(params),
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+        "val_score": _nan_if_none(val_score),
+        "cell_id": cell.cell_id,
+        "predictions": predictions,
+    }
+    return [
+        ResultRow(
+            metric=name,
+            value=_nan_if_none(m.value),
+            ci_low=_nan_if_none(m.ci_low),
+            ci_high=_nan_if_none(m.ci_high),
+            missing_reason=m.reason or "",
+            is_primary=name == primary,
+            **shared,
+        )
+        for name, m in metrics.items()
+    ]
+
+
+def write_cell(
+    results_dir: PathLike,
+    cell: CellInfo,
+    metrics: Mapping[str, MetricResult],
+    *,
+    ids: Sequence[Any] | np.ndarray,
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    meta: Mapping[str, Any],
+    primary: str,
+    params: Mapping[str, Any],
+    n_train: int,
+    val_score: float | None,
+) -> list[ResultRow]:
+    """Record a finished cell: its test predictions (``ids``, ``y_true``, ``y_score``, ``meta``, see
+    :func:`save_predictions`) first, then its rows as one pending part, so a crash in between leaves a cell that
+    :func:`done_cells` does not count and a rerun redoes."""
+    path = save_predictions(results_dir, cell.cell_id, ids, y_true, y_score, meta)
+    rows = rows_for_cell(
+        cell, metrics, primary=primary, params=params, n_train=n_train, n_test=len(y_true),
+        val_score=val_score, predictions=path,
+    )  # fmt: skip
+    append_rows(results_dir, rows)
+    return rows
 
 
 def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
@@ -177,7 +281,7 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
             idx = list(df.index[mask.to_numpy()][:5])
             problems.append(f"{what} (rows {idx}{' …' if mask.sum() > 5 else ''})")
 
-    check(~df["task"].isin(TASKS), f"task not one of {', '.join(TASKS)}")
+    check(~df["task"].isin(TASK_TYPES), f"task not one of {', '.join(TASK_TYPES)}")
     frac = df["train_fraction"]
     check(~((frac > 0) & (frac <= 1)), "train_fraction outside (0, 1]")
     no_value = df["value"].isna()
@@ -259,11 +363,19 @@ def _read_file(path: Path) -> pd.DataFrame:
 
 
 def _table_path(path: Path) -> Path | None:
-    """The file to read inside a results directory (parquet is the source of truth), or None if empty."""
+    """The compacted table inside a results directory (parquet is the source of truth), or None."""
     for name in (PARQUET_NAME, CSV_NAME):
         if (path / name).exists():
             return path / name
     return None
+
+
+def _pending_parts(results_dir: Path) -> list[Path]:
+    """Part files not yet compacted, in append order (their names start with a zero-padded sequence number)."""
+    folder = results_dir / PENDING_DIR
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith("."))
 
 
 def _resolve_predictions(df: pd.DataFrame, base: Path) -> pd.DataFrame:
@@ -272,12 +384,51 @@ def _resolve_predictions(df: pd.DataFrame, base: Path) -> pd.DataFrame:
     return df
 
 
+def _dedupe(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate in order; the last row per (cell_id, metric) wins."""
+    if not frames:
+        return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return df.drop_duplicates(DEDUPE_KEY, keep="last").reset_index(drop=True)
+
+
+def _read_dir_once(results_dir: Path) -> pd.DataFrame | None:
+    """The compacted table plus pending parts, or None when a listed part vanished (a compaction ran)."""
+    parts = _pending_parts(results_dir)  # listed before the table is read: a compaction folding them in
+    table = _table_path(results_dir)  # between the two steps is then caught below as a vanished part
+    frames = [_read_file(table)] if table is not None else []
+    for part in parts:
+        try:
+            frames.append(_read_file(part))
+        except FileNotFoundError:
+            return None
+    if not frames:
+        raise ResultsError(
+            f"no {PARQUET_NAME} or {CSV_NAME} in {results_dir}. Run a study into this directory "
+            "first, or pass the directory it wrote."
+        )
+    return _dedupe(frames)
+
+
+def _read_dir(results_dir: Path) -> pd.DataFrame:
+    """A consistent view of a results directory without taking its lock (it may be read-only)."""
+    for _ in range(5):
+        df = _read_dir_once(results_dir)
+        if df is not None:
+            return df
+    with exclusive(results_dir / LOCK_NAME, what="these results"):  # compactions keep racing: wait for one
+        df = _read_dir_once(results_dir)
+    assert df is not None  # nothing is deleted while the lock is held
+    return df
+
+
 def read_results(paths: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     """Read one or several results directories / files into one validated DataFrame.
 
-    Several sources merge by concatenation (later sources win on a repeated (cell_id, metric)). The
-    ``predictions`` column comes back as absolute paths, resolved against each source's directory, so a
-    merged table still finds every predictions file.
+    A directory's compacted table and its pending parts are read together. Several sources merge by
+    concatenation (later sources win on a repeated (cell_id, metric)). The ``predictions`` column comes back as
+    absolute paths, resolved against each source's directory, so a merged table still finds every predictions
+    file.
     """
     sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not sources:
@@ -286,19 +437,12 @@ def read_results(paths: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            f = _table_path(p)
-            if f is None:
-                raise ResultsError(
-                    f"no {PARQUET_NAME} or {CSV_NAME} in {p}. Run a study into this directory "
-                    "first, or pass the directory it wrote."
-                )
+            frames.append(_resolve_predictions(_read_dir(p), p))
         elif p.exists():
-            f = p
+            frames.append(_resolve_predictions(_read_file(p), p.parent))
         else:
             raise ResultsError(f"results path {p} does not exist.")
-        frames.append(_resolve_predictions(_read_file(f), f.parent))
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return df.drop_duplicates(DEDUPE_KEY, keep="last").reset_index(drop=True)
+    return _dedupe(frames)
 
 
 def done_cells(results_dir: PathLike) -> set[str]:
@@ -308,7 +452,7 @@ def done_cells(results_dir: PathLike) -> set[str]:
     two writes makes the cell run again instead of leaving a row without its evidence.
     """
     d = Path(results_dir)
-    if not d.is_dir() or _table_path(d) is None:
+    if not d.is_dir() or (_table_path(d) is None and not _pending_parts(d)):
         return set()
     df = read_results(d)
     ok = [cid for cid, pred in zip(df["cell_id"], df["predictions"], strict=True) if not pred or Path(pred).exists()]
@@ -316,34 +460,6 @@ def done_cells(results_dir: PathLike) -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-
-
-@contextlib.contextmanager
-def _locked(results_dir: Path) -> Iterator[None]:
-    """Exclusive lock on ``results_dir/.lock`` for the read-merge-write of an append."""
-    with open(results_dir / LOCK_NAME, "a+") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write via ``write(tmp_path)`` to a temp file next to ``path`` and rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
@@ -360,29 +476,53 @@ def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     return df
 
 
-def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
-    """Add rows to ``results_dir`` (created if needed) and return the whole merged table.
+def _next_part(results_dir: Path) -> Path:
+    """The name of the next part file (call with the lock held): one past the highest pending sequence number."""
+    parts = _pending_parts(results_dir)
+    last = int(parts[-1].name.split("-", 1)[0]) if parts else 0
+    return results_dir / PENDING_DIR / f"{last + 1:09d}-{os.getpid()}.parquet"
 
-    Under an exclusive file lock: read the current table, append, keep the newest row per (cell_id, metric),
-    then atomically replace results.parquet and results.csv. Concurrent writers therefore serialise and
-    neither loses the other's rows.
+
+def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
+    """Add rows to ``results_dir`` (created if needed) as one pending part; return them as written.
+
+    Costs one small file whatever the size of the table; :func:`read_results` sees the rows at once and
+    :func:`compact_results` folds them into results.parquet / results.csv. The part is written atomically under
+    the directory's lock, so concurrent writers neither lose rows nor reorder them.
     """
     d = Path(results_dir)
-    d.mkdir(parents=True, exist_ok=True)
     new = to_frame(rows)
     if new.empty:  # nothing to add: leave the files alone
-        f = _table_path(d)
-        return _read_file(f) if f is not None else _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
+        return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
     validate(new)
+    d.mkdir(parents=True, exist_ok=True)
     new = _relative_predictions(_normalise(new), d)
-    with _locked(d):
-        f = _table_path(d)
-        old = _read_file(f) if f is not None else None
-        merged = new if old is None else pd.concat([old, new], ignore_index=True)
-        merged = merged.drop_duplicates(DEDUPE_KEY, keep="last").reset_index(drop=True)
-        _atomic_write(d / PARQUET_NAME, lambda tmp: merged.to_parquet(tmp, index=False))
-        _atomic_write(d / CSV_NAME, lambda tmp: merged.to_csv(tmp, index=False))
-    return merged
+    (d / PENDING_DIR).mkdir(exist_ok=True)
+    with exclusive(d / LOCK_NAME, what="these results"):
+        atomic_write(_next_part(d), lambda tmp: new.to_parquet(tmp, index=False))
+    return new
+
+
+def compact_results(results_dir: PathLike) -> int:
+    """Fold the pending parts into results.parquet and results.csv; return how many parts were folded.
+
+    Under the directory's lock: read the table and the parts, keep the newest row per (cell_id, metric), replace
+    both tables atomically, and only then delete the parts (a crash before that leaves parts whose rows are
+    already in the table: folding them again gives the same table).
+    """
+    d = Path(results_dir)
+    if not _pending_parts(d):
+        return 0
+    with exclusive(d / LOCK_NAME, what="these results"):
+        parts = _pending_parts(d)
+        table = _table_path(d)
+        frames = ([_read_file(table)] if table is not None else []) + [_read_file(p) for p in parts]
+        merged = _dedupe(frames)
+        atomic_write(d / PARQUET_NAME, lambda tmp: merged.to_parquet(tmp, index=False))
+        atomic_write(d / CSV_NAME, lambda tmp: merged.to_csv(tmp, index=False))
+        for part in parts:
+            part.unlink()
+    return len(parts)
 
 
 # ---------------------------------------------------------------------------------------------- predictions
@@ -460,11 +600,11 @@ def save_predictions(
     d.mkdir(parents=True, exist_ok=True)
     target = d / f"{cell_id}.npz"
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, ids=ids_arr, y_true=yt, y_score=ys, meta=np.asarray(meta_json))
 
-    _atomic_write(target, write)
+    atomic_write(target, write)
     return f"{PREDICTIONS_DIR}/{cell_id}.npz"
 
 
@@ -486,16 +626,21 @@ def load_predictions(path: PathLike) -> Predictions:
 
 
 __all__ = [
+    "CELL_KEYS",
     "COLUMNS",
-    "TASKS",
+    "CellInfo",
+    "MetricResult",
     "Predictions",
     "ResultRow",
     "append_rows",
     "cell_id",
+    "compact_results",
     "done_cells",
     "load_predictions",
     "read_results",
+    "rows_for_cell",
     "save_predictions",
     "to_frame",
     "validate",
+    "write_cell",
 ]

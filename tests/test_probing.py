@@ -18,7 +18,9 @@ from fmprobe.store import Fingerprint, SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch
 
 
-def synthetic_features(path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy") -> Path:
+def synthetic_features(
+    path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy"
+) -> Path:
     """A valid feature file whose class signal lives in the first feature dimensions."""
     import json
 
@@ -29,7 +31,7 @@ def synthetic_features(path: Path, task: str = "binary", n: int = 120, d: int = 
     for split, size in sizes.items():
         labels = np.arange(size) % n_classes
         x = rng.normal(size=(size, d)).astype(np.float16)
-        x[:, : n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
+        x[:, :n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
         layouts[split] = SplitLayout(tuple(f"{split}/{i}" for i in range(size)), labels)
         batches.append(Batch(split, 0, size, {}, {"pooled": x}))
     fp = Fingerprint("toyset", "dig", backbone, "sha256:x", {}, 32, ("pooled",), "fp32", "float16")
@@ -44,7 +46,7 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5")
     out = tmp_path / "results"
     run = probe_features([features], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                         n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+                         n_resamples=200, progress=False)  # fmt: skip
     assert run.cells_run == 2 * (2 + 1)  # fraction 0.25 repeated, 1.0 once for deterministic probes
     df = read_results(out)
     primary = df[df.is_primary]
@@ -55,13 +57,13 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     pred = load_predictions(out / full.predictions)
     assert pred.y_score.shape == (60, 2) and list(pred.ids[:2]) == ["test/0", "test/1"]
     again = probe_features([tmp_path], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                           n_resamples=200, progress=False, log=lambda m: None)  # fmt: skip
+                           n_resamples=200, progress=False)  # fmt: skip
     assert again.cells_run == 0 and again.cells_skipped == 6 and len(read_results(out)) == len(df)
 
 
 def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="multiclass")
-    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False, log=lambda m: None)
+    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False)
     probe_features([features], out=tmp_path / "a", **kwargs)
     from fmprobe.store.features import _crc_of
 
@@ -77,7 +79,7 @@ def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
 
 def test_ordinal_uses_kappa_and_subsample_keeps_classes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="ordinal")
-    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False, log=lambda m: None)
+    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
     df = read_results(tmp_path / "r")
     assert df[df.is_primary].metric.tolist() == ["quadratic_kappa"]
     labels = np.repeat(np.arange(4), [50, 5, 30, 2])
@@ -115,6 +117,46 @@ def test_demo_runs_the_whole_loop_from_the_cli(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(sys, "argv", ["fmprobe", "report", str(tmp_path / "results"), "--out", str(tmp_path / "r2")])
     cli.main()
     assert (tmp_path / "r2" / "report.md").exists()
-    monkeypatch.setattr(sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"])
+    monkeypatch.setattr(
+        sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"]
+    )
     cli.main()
     assert "0 cells run, 6 already done" in capsys.readouterr().out
+
+
+def test_subsample_stratifies_multilabel_with_missing_entries() -> None:
+    rng = np.random.default_rng(0)
+    Y = (rng.random((1000, 5)) < 0.2).astype(int)
+    Y_missing = np.where(rng.random(Y.shape) < 0.3, -1, Y)
+    index = subsample(Y_missing, 0.25, seed=3)
+    assert len(index) == pytest.approx(250, abs=5) and len(np.unique(index)) == len(index)
+    np.testing.assert_array_equal(index, subsample(np.maximum(Y_missing, 0), 0.25, seed=3))  # -1 counts as 0
+    positive = Y_missing > 0
+    key = positive.argmax(axis=1) * positive.any(axis=1)
+    for value in np.unique(key):  # every stratum keeps its share (and at least one row)
+        members = key == value
+        assert np.isin(np.flatnonzero(members), index).sum() == max(1, round(0.25 * members.sum()))
+
+
+def test_plan_lists_cells_without_fitting_and_grid_checks_early(tmp_path: Path) -> None:
+    from fmprobe.probing import ProbeGrid, plan_probing
+
+    features = synthetic_features(tmp_path / "toy.h5")
+    grid = ProbeGrid(probes=("logreg", "lgbm"), train_fractions=(0.5, 1.0), repeats=3)
+    plan = plan_probing([features], grid, tmp_path / "r")
+    # deterministic logreg on all the data runs once; a subsample or the seeded lgbm gets every repeat
+    assert grid.cells_per_readout() == len(plan.cells) == 3 + 1 + 3 + 3 and plan.skipped == 0
+    assert len({c.info.cell_id for c in plan.cells}) == len(plan.cells) and not (tmp_path / "r").exists()
+    assert ProbeGrid.from_options(repeats=None, seed=None) == ProbeGrid()
+    with pytest.raises(FmprobeError, match="ks"):  # a bad probe parameter fails when the grid is built
+        ProbeGrid(probes=("knn",), probe_params={"knn": {"ks": (0, 5)}})
+    with pytest.raises(FmprobeError, match="fractions must be in"):
+        ProbeGrid(train_fractions=(0.0,))
+
+
+def test_cells_are_appended_one_part_each_and_compacted_once(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5")
+    out = tmp_path / "r"
+    run = probe_features([features], probes=["logreg", "knn"], out=out, n_resamples=0, progress=False)
+    assert run.cells_run == 2 and not list((out / "pending").glob("*.parquet"))  # folded into the table
+    pd.testing.assert_frame_equal(read_results(out / "results.csv"), read_results(out))

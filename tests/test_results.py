@@ -1,4 +1,5 @@
-"""Result-row schema, atomic/concurrent appends, round trips and predictions files."""
+"""Result-row schema, the row builder, per-cell appends and compaction (atomic, concurrent), round trips and
+predictions files."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import dataclasses
 import json
 import math
 import multiprocessing as mp
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +15,22 @@ import pandas as pd
 import pytest
 
 from fmprobe.errors import ResultsError
+from fmprobe.metrics import MetricValue
 from fmprobe.results import (
     COLUMNS,
+    CellInfo,
     ResultRow,
     append_rows,
     cell_id,
+    compact_results,
     done_cells,
     load_predictions,
     read_results,
+    rows_for_cell,
     save_predictions,
     to_frame,
     validate,
+    write_cell,
 )
 
 CELL = dict(
@@ -68,12 +75,6 @@ def _rows(n_cells: int, start: int = 0) -> list[ResultRow]:
 # ------------------------------------------------------------------------------------------------ schema
 
 
-def test_columns_follow_contract_order() -> None:
-    assert COLUMNS[:3] == ("dataset", "task", "backbone")
-    assert COLUMNS[-3:] == ("fingerprint", "cell_id", "predictions")
-    assert len(COLUMNS) == 23
-
-
 def test_cell_id_is_stable_and_sensitive() -> None:
     a = cell_id(**CELL)
     assert len(a) == 16 and int(a, 16) >= 0
@@ -114,10 +115,37 @@ def test_validate_accepts_good_rows_and_names_schema_errors() -> None:
 # ------------------------------------------------------------------------------------------------ files
 
 
+def test_rows_for_cell_builds_one_row_per_metric_with_the_cell_id() -> None:
+    cell = CellInfo(task="binary", **{**CELL, "backbone": "toy_imagenet:random", "weights": "random"})
+    values = {"roc_auc": MetricValue(0.9, ci_low=0.8, ci_high=0.95), "accuracy": MetricValue(None, "one class")}
+    rows = rows_for_cell(
+        cell, values, primary="roc_auc", params={"C": np.float64(0.5), "k": np.int64(3)}, n_train=100, n_test=50,
+        val_score=None, predictions="predictions/x.npz",
+    )  # fmt: skip
+    validate(to_frame(rows))
+    auc, acc = rows
+    assert auc.cell_id == acc.cell_id == cell_id(**{**CELL, "backbone": "toy_imagenet:random", "weights": "random"})
+    assert auc.backbone == "toy_imagenet" and auc.weights == "random"  # the id keeps ':random', the row says weights
+    assert (auc.metric, auc.value, auc.ci_low, auc.ci_high, auc.is_primary) == ("roc_auc", 0.9, 0.8, 0.95, True)
+    assert acc.missing_reason == "one class" and math.isnan(acc.value) and not acc.is_primary
+    assert json.loads(auc.params) == {"C": 0.5, "k": 3} and math.isnan(auc.val_score)
+
+
+def test_write_cell_saves_predictions_then_rows(tmp_path: Path) -> None:
+    cell = CellInfo(task="binary", **CELL)
+    rows = write_cell(
+        tmp_path, cell, {"roc_auc": MetricValue(1.0)}, ids=["a", "b"], y_true=np.array([0, 1]),
+        y_score=np.array([[0.9, 0.1], [0.2, 0.8]]), meta={"task": "binary"}, primary="roc_auc", params={},
+        n_train=10, val_score=0.7,
+    )  # fmt: skip
+    assert rows[0].n_test == 2 and done_cells(tmp_path) == {cell.cell_id}
+    assert load_predictions(read_results(tmp_path)["predictions"].iloc[0]).ids.tolist() == ["a", "b"]
+
+
 def test_round_trip_csv_and_parquet_is_exact(tmp_path: Path) -> None:
     rows = [_row(), _row("accuracy", math.nan), _row(value=1 / 3, probe="knn")]
-    merged = append_rows(tmp_path, rows)
-    assert len(merged) == 3
+    append_rows(tmp_path, rows)
+    assert compact_results(tmp_path) == 1
     from_dir = read_results(tmp_path)
     from_csv = read_results(tmp_path / "results.csv")
     from_parquet = read_results(tmp_path / "results.parquet")
@@ -132,11 +160,59 @@ def test_round_trip_csv_and_parquet_is_exact(tmp_path: Path) -> None:
 
 def test_append_dedupes_newest_wins(tmp_path: Path) -> None:
     append_rows(tmp_path, [_row(value=0.7), _row("accuracy", 0.6)])
-    merged = append_rows(tmp_path, [_row(value=0.8)])
-    assert len(merged) == 2
-    assert len(append_rows(tmp_path, [])) == 2
-    df = read_results(tmp_path)
-    assert df.set_index("metric").loc["roc_auc", "value"] == 0.8
+    compact_results(tmp_path)
+    assert len(append_rows(tmp_path, [_row(value=0.8)])) == 1  # returns the rows it appended
+    assert append_rows(tmp_path, []).empty
+    for _ in range(2):  # before and after compaction: the pending row replaces the compacted one
+        df = read_results(tmp_path)
+        assert len(df) == 2 and df.set_index("metric").loc["roc_auc", "value"] == 0.8
+        compact_results(tmp_path)
+
+
+def _expected_table(batches: list[list[ResultRow]]) -> pd.DataFrame:
+    """What appending the batches one by one to a single table gives: all rows, the newest per (cell, metric)."""
+    df = to_frame([r for batch in batches for r in batch])
+    return df.drop_duplicates(["cell_id", "metric"], keep="last").reset_index(drop=True)
+
+
+def _cell_batches(n: int) -> list[list[ResultRow]]:
+    """n cells of two rows each; every third cell is a rerun (new values) of an earlier one."""
+    return [
+        [_row(m, 0.5 + 0.001 * i, seed=(i - 2 if i % 3 == 2 else i)) for m in ("roc_auc", "accuracy")] for i in range(n)
+    ]
+
+
+def test_appending_n_cells_gives_the_same_table_without_rewriting_it(tmp_path: Path) -> None:
+    batches = _cell_batches(30)
+    for batch in batches:
+        append_rows(tmp_path, batch)
+    assert not (tmp_path / "results.parquet").exists()  # appending never rewrote the table
+    expected = _expected_table(batches)
+    pending = read_results(tmp_path)
+    pd.testing.assert_frame_equal(pending.drop(columns="predictions"), expected.drop(columns="predictions"))
+    assert compact_results(tmp_path) == 30 and compact_results(tmp_path) == 0
+    assert not list((tmp_path / "pending").iterdir())
+    for source in (tmp_path, tmp_path / "results.csv", tmp_path / "results.parquet"):
+        pd.testing.assert_frame_equal(read_results(source), pending)
+
+
+def test_a_crash_between_append_and_compaction_loses_nothing(tmp_path: Path) -> None:
+    batches = _cell_batches(12)
+    for batch in batches[:4]:
+        append_rows(tmp_path, batch)
+    compact_results(tmp_path)  # an old, compacted table ...
+    for batch in batches[4:8]:
+        append_rows(tmp_path, batch)  # ... plus parts a crashed run never compacted
+    kept = tmp_path / "kept"
+    shutil.copytree(tmp_path / "pending", kept)
+    compact_results(tmp_path)
+    shutil.copytree(kept, tmp_path / "pending", dirs_exist_ok=True)  # a crash after the table, before the unlinks
+    for batch in batches[8:]:
+        append_rows(tmp_path, batch)  # the next run appends on top
+    expected = _expected_table(batches).drop(columns="predictions")
+    pd.testing.assert_frame_equal(read_results(tmp_path).drop(columns="predictions"), expected)
+    compact_results(tmp_path)
+    pd.testing.assert_frame_equal(read_results(tmp_path / "results.csv").drop(columns="predictions"), expected)
 
 
 def test_append_refuses_bad_rows_without_touching_files(tmp_path: Path) -> None:
@@ -151,6 +227,8 @@ def _append_many(results_dir: str, worker: int, batches: int, start: object) -> 
     start.wait()  # type: ignore[attr-defined]  # both writers begin together, so their appends interleave
     for b in range(batches):
         append_rows(results_dir, _rows(3, start=1000 * worker + 10 * b))
+        if b % 4 == 3:
+            compact_results(results_dir)  # compactions race with the other writer's appends
 
 
 def test_concurrent_appends_from_two_processes_lose_nothing(tmp_path: Path) -> None:
@@ -165,6 +243,7 @@ def test_concurrent_appends_from_two_processes_lose_nothing(tmp_path: Path) -> N
     df = read_results(tmp_path)
     assert len(df) == 2 * 15 * 3 * 2
     assert not df.duplicated(["cell_id", "metric"]).any()
+    compact_results(tmp_path)
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(df)  # the CSV copy is complete too
 
 

@@ -2,11 +2,16 @@
 
 ``metric(y_true, y_score) -> float`` for every name in :data:`METRICS`; see :mod:`.functions` for the
 label/score conventions and :mod:`.bootstrap` for how intervals and p-values are computed.
+
+``MISSING``, ``PRIMARY_METRIC`` and ``TASKS`` (= :data:`fmprobe.tasks.TASK_TYPES`) are re-exported from
+:mod:`fmprobe.tasks` for code written against the old names; new code imports them from there.
 """
 
 from __future__ import annotations
 
 from fmprobe.metrics.bootstrap import (
+    CI_LEVEL,
+    N_BOOTSTRAP,
     ConfidenceInterval,
     PairedComparison,
     bootstrap_ci,
@@ -17,9 +22,6 @@ from fmprobe.metrics.bootstrap import (
 from fmprobe.metrics.evaluate import MetricValue, compute_all
 from fmprobe.metrics.functions import (
     METRICS,
-    MISSING,
-    PRIMARY_METRIC,
-    TASKS,
     Metric,
     MetricInputError,
     MetricUndefined,
@@ -33,10 +35,14 @@ from fmprobe.metrics.functions import (
     quadratic_kappa,
     roc_auc,
 )
+from fmprobe.tasks import MISSING, PRIMARY_METRIC
+from fmprobe.tasks import TASK_TYPES as TASKS
 
 __all__ = [
+    "CI_LEVEL",
     "METRICS",
     "MISSING",
+    "N_BOOTSTRAP",
     "PRIMARY_METRIC",
     "TASKS",
     "ConfidenceInterval",

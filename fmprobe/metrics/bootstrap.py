@@ -23,6 +23,9 @@ from fmprobe.metrics.functions import Metric, MetricUndefined, Prepared, get_met
 MetricLike = str | Metric | Callable[[np.ndarray, np.ndarray], float]
 Batched = Callable[[np.ndarray], np.ndarray]  # W [B, N] -> values [B] (NaN = undefined)
 
+N_BOOTSTRAP = 1000  # resamples per confidence interval: the library's default everywhere (probe, finetune, report)
+CI_LEVEL = 0.95  # central level of every bootstrap interval
+MAX_UNDEFINED = 0.1  # above this fraction of undefined resamples an interval would be biased: refuse it
 _CELLS_PER_BLOCK = 4_000_000  # resamples x samples per block: bounds memory at a few hundred MB
 
 
@@ -155,12 +158,12 @@ def bootstrap_ci(
     metric: MetricLike,
     y_true: object,
     y_score: object,
-    n_resamples: int = 1000,
+    n_resamples: int = N_BOOTSTRAP,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
     *,
     stratify: bool = True,
-    max_undefined: float = 0.1,
+    max_undefined: float = MAX_UNDEFINED,
 ) -> ConfidenceInterval:
     """Percentile bootstrap CI of ``metric`` (a name, a :class:`Metric`, or any ``fn(y_true, y_score)``)."""
     estimate, fn, strata = _setup(metric, y_true, y_score, stratify)
@@ -187,12 +190,12 @@ def paired_bootstrap(
     y_true: object,
     score_a: object,
     score_b: object,
-    n_resamples: int = 1000,
+    n_resamples: int = N_BOOTSTRAP,
     seed: int = 0,
-    level: float = 0.95,
+    level: float = CI_LEVEL,
     *,
     stratify: bool = True,
-    max_undefined: float = 0.1,
+    max_undefined: float = MAX_UNDEFINED,
 ) -> PairedComparison:
     """Compare two models' scores on the same samples with the same resamples (paired bootstrap)."""
     a, fn_a, strata = _setup(metric, y_true, score_a, stratify)

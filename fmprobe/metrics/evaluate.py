@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmprobe.metrics.bootstrap import drop_undefined, percentile_interval, replicate
+from fmprobe.metrics.bootstrap import CI_LEVEL, MAX_UNDEFINED, drop_undefined, percentile_interval, replicate
 from fmprobe.metrics.functions import METRICS, MetricUndefined, Prepared, check_task
 
 
@@ -35,8 +35,8 @@ def compute_all(
     metrics: Sequence[str] | None = None,
     n_resamples: int = 0,
     seed: int = 0,
-    level: float = 0.95,
-    max_undefined: float = 0.1,
+    level: float = CI_LEVEL,
+    max_undefined: float = MAX_UNDEFINED,
 ) -> dict[str, MetricValue]:
     """Every registered metric (or ``metrics``) for ``task``; with ``n_resamples > 0`` also bootstrap CIs.
 

@@ -47,16 +47,7 @@ import scipy.sparse as sp
 
 from fmprobe.errors import FmprobeError
 from fmprobe.registry import Registry
-
-TASKS = ("binary", "multiclass", "ordinal", "multilabel")
-MISSING = -1  # a multilabel y_true entry that is unknown (left out of every metric, per label)
-
-PRIMARY_METRIC: dict[str, str] = {
-    "binary": "roc_auc",
-    "multiclass": "balanced_accuracy",
-    "ordinal": "quadratic_kappa",
-    "multilabel": "roc_auc",
-}
+from fmprobe.tasks import MISSING, TASK_TYPES
 
 
 class MetricUndefined(FmprobeError):
@@ -340,7 +331,7 @@ class Metric:
         return self.evaluate(Prepared(y_true, y_score))
 
 
-METRICS: Registry[Metric] = Registry("metric", "Known metrics: " + ", ".join(sorted(set(PRIMARY_METRIC.values()))))
+METRICS: Registry[Metric] = Registry("metric")  # an unknown name lists the close (or all) registered ones
 
 
 def _register(metric: Metric) -> Metric:
@@ -409,8 +400,8 @@ def infer_task(y_true: object, n_classes: int | None = None) -> str:
 
 def check_task(task: str, p: Prepared) -> None:
     """Raise when ``task`` contradicts the shapes of the inputs."""
-    if task not in TASKS:
-        raise MetricInputError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if task not in TASK_TYPES:
+        raise MetricInputError(f"unknown task {task!r}; expected one of {', '.join(TASK_TYPES)}")
     if (task == "multilabel") != p.multilabel:
         raise MetricInputError(
             f"task {task!r} does not match y_true: "

@@ -12,7 +12,13 @@ them so that ``predict_proba`` has a column for a class absent from a small trai
 matrix ``[N, L]`` for multilabel tasks (``classes_`` is then ``arange(L)`` and ``predict_proba`` returns
 ``[N, L]`` per-label probabilities, the layout of :mod:`fmprobe.metrics`).
 
-Missing labels: a multilabel matrix may hold ``-1`` (``fmprobe.metrics.MISSING``, e.g. CheXpert's
+Parameters: every probe declares ``_parameter_constraints`` (scikit-learn's ``sklearn.utils._param_validation``),
+checked when ``fit`` starts and by :func:`fmprobe.probes.make_probe` when a probe is built, so a bad value fails
+early with :class:`ProbeParameterError`, naming the probe and the parameter, instead of deep inside numpy or
+LightGBM. A probe is *stochastic* (its fit depends on a seed, so repeats on all the data differ) exactly when it
+has a ``random_state`` parameter: see :func:`is_stochastic`.
+
+Missing labels: a multilabel matrix may hold ``-1`` (``fmprobe.tasks.MISSING``, e.g. CheXpert's
 ``uncertain=ignore``) for an unknown entry, in ``y`` and in the validation labels. Each label is then
 trained on the rows where it is known (logreg: one-vs-rest fit per label; LightGBM: one booster per
 label; kNN: per-label vote among the neighbours that know the label), validation uses the masked metrics
@@ -25,15 +31,18 @@ ordinary class label, as in scikit-learn (whose own checks use labels {-1, 1}).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import InvalidParameterError, Options, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from fmprobe.errors import ProbeError
-from fmprobe.metrics import MISSING, PRIMARY_METRIC, TASKS, Metric, MetricUndefined, Prepared, get_metric
+from fmprobe.metrics import Metric, MetricUndefined, Prepared, get_metric
+from fmprobe.registry import Registry
+from fmprobe.tasks import MISSING, PRIMARY_METRIC, TASK_TYPES
 
 FLOATS = [np.float32, np.float64]  # float16 and ints become float32; float64 stays float64
 ROW_BLOCK = 8192  # rows per block when standardising/normalising in place (bounds float64 temporaries)
@@ -42,6 +51,31 @@ TIE_TOL = 1e-12  # validation scores this close count as a tie (go to the more r
 
 class ProbeFitError(ProbeError, ValueError):
     """A probe cannot be fitted on these targets (e.g. one class only, labels missing from train)."""
+
+
+class ProbeParameterError(ProbeError, InvalidParameterError):
+    """A probe parameter outside its declared constraints (scikit-learn's InvalidParameterError, and a
+    ProbeError so the CLI reports it as one message)."""
+
+
+class SequenceOf(Options):
+    """Constraint: a non-empty list or tuple whose every item satisfies ``item`` (e.g. kNN's ``ks``).
+
+    Subclasses ``Options`` only so scikit-learn's ``make_constraint`` accepts it as a constraint object."""
+
+    def __init__(self, item: Any) -> None:
+        super().__init__(object, set())
+        self.item = item
+
+    def is_satisfied_by(self, val: Any) -> bool:
+        return (
+            isinstance(val, (list, tuple, np.ndarray))
+            and len(val) > 0
+            and all(self.item.is_satisfied_by(v) for v in val)
+        )
+
+    def __str__(self) -> str:
+        return f"a non-empty list or tuple, each item {self.item}"
 
 
 def owns(X: np.ndarray, X_in: object) -> bool:
@@ -78,8 +112,24 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
 
     ``_fit(X, Y, val, owned)`` gets validated float features, encoded targets (codes ``0..C-1`` or a 0/1
     matrix), ``val = (X_val, Y_val)`` or None, and whether ``X`` may be modified in place; it must set
-    ``best_params_``, ``val_score_`` and ``search_results_``.
+    ``best_params_``, ``val_score_`` and ``search_results_``. Subclasses extend ``_parameter_constraints``
+    with their own parameters (``{**ProbeBase._parameter_constraints, ...}``).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "task": [StrOptions({"auto", *TASK_TYPES})],
+        "selection_metric": [str, None],
+        "classes": ["array-like", None],
+    }
+
+    def _validate_params(self) -> None:
+        """Check every parameter against ``_parameter_constraints`` (and the selection metric's name)."""
+        try:
+            super()._validate_params()
+        except InvalidParameterError as err:
+            raise ProbeParameterError(str(err)) from None
+        if self.selection_metric is not None:
+            get_metric(self.selection_metric)  # an unknown name fails here, with the closest ones
 
     # --------------------------------------------------------------------------- scikit-learn protocol
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type
@@ -87,6 +137,7 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         return tags
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> ProbeBase:
         """Fit on (X, y); with ``eval_set=(X_val, y_val)`` choose hyper-parameters on it first."""
         X_in = X
@@ -120,8 +171,6 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
 
     # --------------------------------------------------------------------------- targets
     def _encode_train_targets(self, y: np.ndarray) -> np.ndarray:
-        if self.task not in ("auto", *TASKS):
-            raise ProbeFitError(f"task must be 'auto' or one of {', '.join(TASKS)}, got {self.task!r}")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         check_classification_targets(y)
@@ -222,6 +271,17 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
 
     def _predict_scores(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+PROBES: Registry[type[ProbeBase]] = Registry("probe")  # each probe module registers its class next to it
+
+
+def is_stochastic(probe: str | ProbeBase | type[ProbeBase]) -> bool:
+    """Whether a probe's fit depends on a seed (so repeats on all the training data differ): it has a
+    ``random_state`` parameter, as in scikit-learn. Accepts a registry name, a class or an instance."""
+    entry = PROBES.get(probe) if isinstance(probe, str) else probe
+    instance = entry() if isinstance(entry, type) else entry
+    return "random_state" in instance.get_params()
 
 
 def standardize_inplace_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,15 +9,18 @@ blocks of queries by the L2-normalised training matrix; a block's similarity mat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from sklearn.utils._param_validation import Interval, StrOptions
 
-from fmprobe.metrics import MISSING
-from fmprobe.probes.base import ProbeBase, ProbeFitError, l2_normalize, label_prior, select_best, transform_rows
+from fmprobe.probes.base import PROBES, ProbeBase, SequenceOf, l2_normalize, label_prior, select_best, transform_rows
+from fmprobe.tasks import MISSING
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50, 100, 200)
 VOTINGS = ("majority", "weighted")  # listed simplest first: majority wins a validation tie
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
 SIM_BLOCK_BYTES = 1 << 28  # ~256 MiB for one block's similarities + partition indices
 VOTE_BLOCK_CELLS = 1 << 23  # queries x neighbours x classes per block of prefix-sum votes
 
@@ -82,6 +85,7 @@ def prefix_votes(
     return out
 
 
+@PROBES.register("knn")
 class KNNProbe(ProbeBase):
     """kNN probe on cosine similarity of L2-normalised features.
 
@@ -99,6 +103,16 @@ class KNNProbe(ProbeBase):
     with missing entries (-1): each label's vote is taken among the neighbours that know it (weights
     renormalised over them), and is the label's training prevalence when none of the k neighbours does.
     """
+
+    _parameter_constraints = {
+        **ProbeBase._parameter_constraints,
+        "ks": [SequenceOf(_AT_LEAST_ONE)],
+        "votings": [SequenceOf(StrOptions(set(VOTINGS)))],
+        "k": [_AT_LEAST_ONE],
+        "voting": [StrOptions(set(VOTINGS))],
+        "temperature": [Interval(Real, 0, None, closed="neither")],
+        "block_size": [_AT_LEAST_ONE],
+    }
 
     def __init__(
         self,
@@ -134,9 +148,6 @@ class KNNProbe(ProbeBase):
         )
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
-        for v in (self.voting, *self.votings):
-            if v not in VOTINGS:
-                raise ProbeFitError(f"unknown voting {v!r}; expected one of {', '.join(VOTINGS)}")
         self.train_features_ = transform_rows(X, l2_normalize, owned)
         self.train_targets_ = self._targets(Y)
         self.train_known_ = self.prior_ = None

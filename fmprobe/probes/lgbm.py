@@ -9,14 +9,20 @@ Defaults suit dense embeddings: half the features per tree, small trees, shrinka
 from __future__ import annotations
 
 import os
+from numbers import Integral, Real
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 from sklearn.decomposition import PCA
+from sklearn.utils._param_validation import Interval
 
-from fmprobe.metrics import MISSING, MetricUndefined, Prepared
-from fmprobe.probes.base import ProbeBase, expand_columns
+from fmprobe.metrics import MetricUndefined, Prepared
+from fmprobe.probes.base import PROBES, ProbeBase, expand_columns
+from fmprobe.tasks import MISSING
+
+_AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
+_FRACTION = Interval(Real, 0, 1, closed="right")
 
 
 def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -25,6 +31,7 @@ def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (X, y) if known.all() else (X[known], y[known])
 
 
+@PROBES.register("lgbm")
 class LGBMProbe(ProbeBase):
     """LightGBM probe: one multiclass booster, or one binary booster per label for multilabel targets.
 
@@ -41,6 +48,21 @@ class LGBMProbe(ProbeBase):
     random_state : seed of bagging, feature sampling and PCA (training is run with deterministic=True).
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
     """
+
+    _parameter_constraints = {
+        **ProbeBase._parameter_constraints,
+        "n_estimators": [_AT_LEAST_ONE],
+        "early_stopping_rounds": [_AT_LEAST_ONE],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "num_leaves": [Interval(Integral, 2, None, closed="left")],
+        "min_child_samples": [Interval(Integral, 0, None, closed="left")],
+        "colsample_bytree": [_FRACTION],
+        "subsample": [_FRACTION],
+        "reg_lambda": [Interval(Real, 0, None, closed="left")],
+        "pca_components": [_AT_LEAST_ONE, None],
+        "n_jobs": [Integral, None],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+    }
 
     def __init__(
         self,
@@ -121,42 +143,52 @@ class LGBMProbe(ProbeBase):
             return state
         train = lgb.Dataset(X, label=np.searchsorted(present, y), free_raw_data=True)
         params = self._params(len(present))
-        kwargs: dict[str, Any] = {}
         history: dict[str, Any] = {}
-        if val is not None:
-            X_val, y_val = val
-            metric = self._selection_metric()
-            valid = lgb.Dataset(X_val, label=y_val, reference=train)
-            try:  # the metric on this output's own labels, e.g. one label's AUC for a multilabel target
-                metric.evaluate(Prepared(y_val, np.full((len(y_val), n_columns), 1.0 / n_columns)))
-                state["metric"] = metric.name
-
-                def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
-                    try:
-                        return (
-                            metric.name,
-                            metric.evaluate(Prepared(y_val, self._proba(preds, present, n_columns))),
-                            True,
-                        )
-                    except MetricUndefined:
-                        return metric.name, -np.inf, True
-
-                kwargs["feval"] = feval
-            except MetricUndefined:  # only a multilabel column can get here (e.g. no positive in validation)
-                params["metric"] = state["metric"] = "binary_logloss"
-            kwargs.update(
-                valid_sets=[valid],
-                valid_names=["val"],
-                callbacks=[
-                    lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
-                    lgb.record_evaluation(history),
-                ],
-            )
+        kwargs = {} if val is None else self._early_stopping(train, val, present, n_columns, params, state, history)
         booster = lgb.train(params, train, num_boost_round=self.n_estimators, **kwargs)
         state["booster"] = booster
         state["rounds"] = int(booster.best_iteration or booster.current_iteration())
         state["history"] = [float(v) for v in next(iter(history.get("val", {}).values()), [])]
         return state
+
+    def _early_stopping(
+        self,
+        train: lgb.Dataset,
+        val: tuple[np.ndarray, np.ndarray],
+        present: np.ndarray,
+        n_columns: int,
+        params: dict[str, Any],
+        state: dict[str, Any],
+        history: dict[str, Any],
+    ) -> dict[str, Any]:
+        """``lgb.train`` keywords that evaluate the selection metric on validation after every round and stop
+        early; records the metric's name in ``state`` (binary log-loss, set in ``params``, where it is undefined)
+        and its per-round values in ``history``."""
+        X_val, y_val = val
+        metric = self._selection_metric()
+        kwargs: dict[str, Any] = {}
+        try:  # the metric on this output's own labels, e.g. one label's AUC for a multilabel target
+            metric.evaluate(Prepared(y_val, np.full((len(y_val), n_columns), 1.0 / n_columns)))
+            state["metric"] = metric.name
+
+            def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
+                try:
+                    return metric.name, metric.evaluate(Prepared(y_val, self._proba(preds, present, n_columns))), True
+                except MetricUndefined:
+                    return metric.name, -np.inf, True
+
+            kwargs["feval"] = feval
+        except MetricUndefined:  # only a multilabel column can get here (e.g. no positive in validation)
+            params["metric"] = state["metric"] = "binary_logloss"
+        return {
+            **kwargs,
+            "valid_sets": [lgb.Dataset(X_val, label=y_val, reference=train)],
+            "valid_names": ["val"],
+            "callbacks": [
+                lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
+                lgb.record_evaluation(history),
+            ],
+        }
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         self.pca_ = None

@@ -16,27 +16,33 @@ defaults where more cores do pay off.
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 from scipy.special import expit, softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils._param_validation import Interval, StrOptions
 from threadpoolctl import threadpool_limits
 
-from fmprobe.metrics import MISSING
 from fmprobe.probes.base import (
+    PROBES,
     ProbeBase,
+    SequenceOf,
     expand_columns,
     label_prior,
     select_best,
     standardize_inplace_stats,
     transform_rows,
 )
+from fmprobe.tasks import MISSING
 
-DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))
+DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))  # what ``Cs=None`` searches
+_POSITIVE = Interval(Real, 0, None, closed="neither")
 
 
+@PROBES.register("logreg")
 class LogisticProbe(ProbeBase):
     """Logistic-regression probe (multinomial for multiclass, one-vs-rest per label for multilabel).
 
@@ -55,6 +61,17 @@ class LogisticProbe(ProbeBase):
     selection_metric : metric name for choosing C; None means the task's primary metric.
     classes : every class label, in column order, when some may be missing from the training set.
     """
+
+    _parameter_constraints = {
+        **ProbeBase._parameter_constraints,
+        "Cs": [SequenceOf(_POSITIVE), None],
+        "C": [_POSITIVE],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+    }
 
     def __init__(
         self,
