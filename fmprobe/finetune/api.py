@@ -284,13 +284,29 @@ def _result_rows(
 
     return [
         ResultRow(
-            dataset=data.name, task=data.task, backbone=plan.backbone.removesuffix(":random"),
-            weights=plan.weights_label, readout=plan.readout, resolution=plan.resolution, probe=plan.recipe.probe_name,
-            params=json.dumps(params, sort_keys=True, default=str), train_fraction=1.0, repeat=0,
-            seed=plan.options.seed, metric=metric, value=number(v.value), ci_low=number(v.ci_low),
-            ci_high=number(v.ci_high), missing_reason=v.reason or "", is_primary=metric == data.primary_metric,
-            n_train=len(data.splits[TRAIN]), n_test=len(data.splits[TEST]), val_score=float(val_score),
-            fingerprint=plan.key, cell_id=plan.cell_id, predictions=predictions,
+            dataset=data.name,
+            task=data.task,
+            backbone=plan.backbone.removesuffix(":random"),
+            weights=plan.weights_label,
+            readout=plan.readout,
+            resolution=plan.resolution,
+            probe=plan.recipe.probe_name,
+            params=json.dumps(params, sort_keys=True, default=str),
+            train_fraction=1.0,
+            repeat=0,
+            seed=plan.options.seed,
+            metric=metric,
+            value=number(v.value),
+            ci_low=number(v.ci_low),
+            ci_high=number(v.ci_high),
+            missing_reason=v.reason or "",
+            is_primary=metric == data.primary_metric,
+            n_train=len(data.splits[TRAIN]),
+            n_test=len(data.splits[TEST]),
+            val_score=float(val_score),
+            fingerprint=plan.key,
+            cell_id=plan.cell_id,
+            predictions=predictions,
         )  # fmt: skip
         for metric, v in values.items()
     ]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from fmprobe.backbones import FeatureModel
-from fmprobe.backbones.base import TAIL_ORDINAL, GroupMatcher, prefixed_matcher
+from fmprobe.backbones.base import GroupMatcher, prefixed_matcher
 from fmprobe.finetune.heads import make_head
 from fmprobe.finetune.recipe import FinetuneError, Recipe
 
@@ -146,18 +146,16 @@ class FinetuneModel(nn.Module):
             raise FinetuneError(f"{where}: unexpected keys {result.unexpected_keys[:3]}")
 
     def group_matcher(self, coarse: bool = False) -> GroupMatcher:
-        """timm's convention over this module's names: the backbone's groups under ``backbone.``, the head last
-        (with the backbone's tail: what comes after the last block)."""
-        matcher = prefixed_matcher(self.backbone.group_matcher(coarse), "backbone.")
-        blocks = matcher.get("blocks", [])
-        blocks = [(blocks, None)] if isinstance(blocks, str) else list(blocks)  # type: ignore[arg-type]
-        matcher["blocks"] = [*blocks, (r"^head\.", (TAIL_ORDINAL,))]
-        return matcher
+        """timm's convention over this module's names: the backbone's groups under ``backbone.``, then the head
+        as a layer of its own after everything (timm merges a backbone's tail, e.g. the final norm, into the last
+        block's layer)."""
+        return {**prefixed_matcher(self.backbone.group_matcher(coarse), "backbone."), "head": r"^head\."}
 
     def param_groups(self, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict[str, object]]:
-        """AdamW groups: one, or with ``layer_decay`` timm's ``param_groups_layer_decay`` (the stem gets
-        lr * layer_decay ** depth, block i one power less, tail and head lr; no weight decay on 1-D parameters
-        and biases), each with its ``lr`` set, in increasing order of lr (the head's group last)."""
+        """AdamW groups: one, or with ``layer_decay`` timm's ``param_groups_layer_decay`` over
+        :meth:`group_matcher` (the head gets lr, the last block and the tail lr * layer_decay, ..., the stem
+        lr * layer_decay ** (blocks + 1); no weight decay on 1-D parameters and biases), each with its ``lr`` set,
+        in increasing order of lr (the head's group last)."""
         params = [p for p in self.parameters() if p.requires_grad]
         if not layer_decay or layer_decay == 1.0:
             return [{"params": params, "lr": lr, "weight_decay": weight_decay, "lr_scale": 1.0}]
@@ -188,9 +186,7 @@ def _trained_prefixes(model: nn.Module) -> tuple[tuple[str, ...], frozenset[str]
         return ("",), frozenset()
     outermost = [n for n in whole if not any(n.startswith(f"{o}.") for o in whole if o != n)]
     prefixes = tuple(sorted(f"{n}." for n in outermost))
-    loose = frozenset(
-        n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(prefixes)
-    )
+    loose = frozenset(n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(prefixes))
     return prefixes, loose
 
 

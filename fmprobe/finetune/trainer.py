@@ -397,7 +397,12 @@ class Trainer:
     def _save(self, run: _Progress) -> None:
         """Rank 0: ``best.pt`` when the epoch improved, ``last.pt`` and the log always."""
         if run.improved:
-            best = {"format": ckpt.FORMAT, "epoch": run.epoch, "score": run.score, "model": self.model.trainable_state()}
+            best = {
+                "format": ckpt.FORMAT,
+                "epoch": run.epoch,
+                "score": run.score,
+                "model": self.model.trainable_state(),
+            }
             ckpt.save_atomic(best, self.run_dir / ckpt.BEST)
         ckpt.save_atomic(self._state(run.epoch, run.best, run.history, run.stopped), self.run_dir / ckpt.LAST)
         write_log(self.run_dir, run.history)
