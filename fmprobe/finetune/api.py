@@ -36,7 +36,7 @@ from fmprobe.finetune.recipe import Head, Recipe
 from fmprobe.finetune.trainer import Outcome, Trainer, write_log
 from fmprobe.metrics import compute_all
 from fmprobe.results import ResultRow, append_rows, cell_id, done_cells, save_predictions
-from fmprobe.runtime import choose_dtype
+from fmprobe.runtime import choose_device, choose_dtype
 from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def run_finetune(
     started = time.perf_counter()
     recipe, options = _records(recipe, options, keywords)
     data = _load(dataset, options)
-    info = setup(str(getattr(options.device, "value", options.device)))
+    info = setup(_device_name(options))
     try:
         plan = plan_finetune(data, backbone, recipe, options, info.device)
         if not options.force and plan.cell_id in done_cells(plan.results_dir):
@@ -141,6 +141,10 @@ def _records(recipe: Recipe | None, options: RunOptions | None, keywords: dict[s
     return recipe_and_options(keywords)
 
 
+def _device_name(options: RunOptions) -> str:
+    return str(getattr(options.device, "value", options.device))
+
+
 def _load(dataset: str | Dataset, options: RunOptions) -> Dataset:
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, options.max_images_per_split)
     missing = [s for s in SPLIT_NAMES if s not in data.splits or len(data.splits[s]) == 0]
@@ -152,9 +156,11 @@ def _load(dataset: str | Dataset, options: RunOptions) -> Dataset:
 
 
 def plan_finetune(
-    data: Dataset, backbone: str, recipe: Recipe, options: RunOptions, device: torch.device
+    data: Dataset, backbone: str, recipe: Recipe, options: RunOptions, device: torch.device | None = None
 ) -> FinetunePlan:
-    """The run's identity: weights, resolution, readout, compute dtype, run key, results cell and folders."""
+    """The run's identity: weights, resolution, readout, compute dtype, run key, results cell and folders.
+    Nothing is built or written; ``device`` (default: what ``options.device`` picks here) decides the dtype."""
+    device = device or choose_device(_device_name(options))
     spec = get_spec(parse_name(backbone)[0])
     resolved = resolve_weights(backbone, options.weights, options.seed)
     size = int(options.resolution or spec.native_resolution)

@@ -23,6 +23,7 @@ from torch import nn
 import fmprobe.study as study_module
 from fmprobe.backbones import BACKBONES, ImageTransform, Preprocess, create_backbone, get_spec
 from fmprobe.datasets import load_dataset
+from fmprobe.datasets.base import ArraySource
 from fmprobe.errors import DatasetError, UnknownNameError
 from fmprobe.finetune import FinetuneError, Recipe, RunOptions, run_finetune
 from fmprobe.finetune import checkpoint as ckpt
@@ -158,8 +159,8 @@ def test_evaluation_sees_the_extraction_transforms_pixels(
         BACKBONES._entries, "test_vit_pre", dataclasses.replace(get_spec("test_vit"), preprocess=preprocess)
     )
     data = load_dataset("demo:10")
-    rng = np.random.default_rng(0)
-    wide = dataclasses.replace(data.splits["val"].source, images=rng.integers(0, 256, (len(data.splits["val"]), 40, 56, 3), dtype=np.uint8))  # fmt: skip
+    n = len(data.splits["val"])
+    wide = ArraySource(np.random.default_rng(0).integers(0, 256, (n, 40, 56, 3), dtype=np.uint8), "wide")
     data = dataclasses.replace(
         data, splits={**data.splits, "val": dataclasses.replace(data.splits["val"], source=wide)}
     )
