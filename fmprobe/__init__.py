@@ -30,6 +30,13 @@ _LAZY = {
     "load_study": "fmprobe.study",
     "run_finetune": "fmprobe.finetune",
     "plot_training_curves": "fmprobe.finetune",
+    "Recipe": "fmprobe.finetune",
+    "RunOptions": "fmprobe.finetune",
+    "Schedule": "fmprobe.finetune",
+    "Balance": "fmprobe.finetune",
+    "Head": "fmprobe.finetune",
+    "Device": "fmprobe.finetune",  # TODO(lead): fmprobe.runtime's once the extract branch is merged
+    "ComputeDtype": "fmprobe.finetune",  # TODO(lead): fmprobe.runtime's once the extract branch is merged
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -37,7 +44,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.datasets import describe_sources, load_dataset
     from fmprobe.demo import run_demo
     from fmprobe.extract import ExtractResult, extract_features
-    from fmprobe.finetune import plot_training_curves, run_finetune
+    from fmprobe.finetune import (
+        Balance,
+        ComputeDtype,
+        Device,
+        Head,
+        Recipe,
+        RunOptions,
+        Schedule,
+        plot_training_curves,
+        run_finetune,
+    )
     from fmprobe.probing import ProbeGrid, probe_features
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results

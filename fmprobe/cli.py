@@ -212,47 +212,57 @@ def study(
         typer.echo(str(result.out / "report" / "report.html"))
 
 
+def _recipe_default(name: str) -> str:
+    """What ``--help`` shows for a finetune option left out: the library's default (Recipe / RunOptions fields)."""
+    value = {**fmprobe.RunOptions.defaults(), **fmprobe.Recipe.defaults()}[name]
+    return "none" if value is None else str(value)
+
+
 @app.command()
 def finetune(
     dataset: DatasetOpt,
     backbone: BackboneOpt,
-    setting: Annotated[str, typer.Option("--setting", help="linear (frozen backbone, linear head), attention (frozen backbone, attention-pooling head over patch tokens), partial:K (top K blocks trained) or full.")] = "linear",
+    setting: Annotated[Optional[str], typer.Option("--setting", help="linear (frozen backbone, linear head), attention (frozen backbone, attention-pooling head over patch tokens), partial:K (top K blocks trained) or full.", show_default=_recipe_default("setting"))] = None,
     weights: WeightsOpt = None,
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs (the best validation epoch is tested).")] = 100,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per optimizer step (over all processes under torchrun).")] = 64,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (the best validation epoch is tested).", show_default=_recipe_default("epochs"))] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate.", show_default=_recipe_default("lr"))] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per optimizer step (over all processes under torchrun).", show_default=_recipe_default("batch_size"))] = None,
     resolution: ResolutionOpt = None,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="AdamW weight decay.")] = 1e-5,
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up epochs (at most half the run).")] = 5,
-    schedule: Annotated[str, typer.Option("--schedule", help="After warm-up: constant (the study) or cosine.")] = "constant",
-    grad_clip: Annotated[float, typer.Option("--grad-clip", help="Gradient-norm clipping (0: off).")] = 1.0,
-    layer_decay: Annotated[Optional[float], typer.Option("--layer-decay", help="Layer-wise lr decay, e.g. 0.75 (ViTs).")] = None,
-    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping: epochs without a better validation score.")] = None,
-    balance: Annotated[str, typer.Option("--balance", help="Class balance: none, loss (class weights) or sampler.")] = "none",
-    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Trade compute for memory when the backbone trains.")] = False,
-    head: Annotated[str, typer.Option("--head", help="attention setting: small (random attention pool) or deit (DeiT-B-initialised block).")] = "small",
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="AdamW weight decay.", show_default=_recipe_default("weight_decay"))] = None,
+    warmup_epochs: Annotated[Optional[int], typer.Option("--warmup-epochs", help="Linear warm-up epochs (at most half the run).", show_default=_recipe_default("warmup_epochs"))] = None,
+    schedule: Annotated[Optional[fmprobe.Schedule], typer.Option("--schedule", help="After warm-up: constant (the study) or cosine.", show_default=_recipe_default("schedule"))] = None,
+    grad_clip: Annotated[Optional[float], typer.Option("--grad-clip", help="Gradient-norm clipping (0: off).", show_default=_recipe_default("grad_clip"))] = None,
+    layer_decay: Annotated[Optional[float], typer.Option("--layer-decay", help="Layer-wise lr decay, e.g. 0.75 (ViTs).", show_default=_recipe_default("layer_decay"))] = None,
+    patience: Annotated[Optional[int], typer.Option("--patience", help="Early stopping: epochs without a better validation score.", show_default=_recipe_default("patience"))] = None,
+    balance: Annotated[Optional[fmprobe.Balance], typer.Option("--balance", help="Class balance: none, loss (class weights) or sampler.", show_default=_recipe_default("balance"))] = None,
+    grad_checkpointing: Annotated[Optional[bool], typer.Option("--grad-checkpointing", help="Trade compute for memory when the backbone trains.", show_default=_recipe_default("grad_checkpointing"))] = None,
+    head: Annotated[Optional[fmprobe.Head], typer.Option("--head", help="attention setting: small (random attention pool) or deit (DeiT-B-initialised block).", show_default=_recipe_default("head"))] = None,
     head_weights: Annotated[Optional[Path], typer.Option("--head-weights", help="DeiT-B checkpoint for --head deit (default: the published one).")] = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the head, data order, augmentation and dropout.")] = 0,
-    out: Annotated[Path, typer.Option("--out", help="Run folder: rows go to OUT/results, checkpoints and logs to OUT/finetune.")] = Path("runs"),
+    device: Annotated[Optional[fmprobe.Device], typer.Option("--device", help="Where to train (under torchrun each rank takes its local GPU).", show_default=_recipe_default("device"))] = None,
+    dtype: Annotated[Optional[fmprobe.ComputeDtype], typer.Option("--dtype", help="Compute dtype (auto: bf16 where the hardware runs it natively).", show_default=_recipe_default("dtype"))] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the head, data order, augmentation and dropout.", show_default=_recipe_default("seed"))] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder: rows go to OUT/results, checkpoints and logs to OUT/finetune.", show_default=_recipe_default("out"))] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Image-loading processes (default: cores - 1, at most 4).")] = None,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.")] = 1000,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.", show_default=_recipe_default("n_resamples"))] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a head (or the backbone too) with the study's recipe; write the same result rows as `fmprobe probe`.
 
     Resumable (re-run the same command) and multi-process under torchrun."""
-    result = fmprobe.run_finetune(
-        dataset, backbone, setting=setting, weights=weights, epochs=epochs, lr=lr, batch_size=batch_size,
-        resolution=resolution, weight_decay=weight_decay, warmup_epochs=warmup_epochs, schedule=schedule,
-        grad_clip=grad_clip, layer_decay=layer_decay, patience=patience, balance=balance,
-        grad_checkpointing=grad_checkpointing, head=head, head_weights=head_weights, device=device, dtype=dtype,
-        seed=seed, out=out, workers=workers, max_images_per_split=max_images, n_resamples=bootstrap, force=force,
-        progress=not quiet,
+    given = dict(
+        setting=setting, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs, schedule=schedule, grad_clip=grad_clip, layer_decay=layer_decay, patience=patience,
+        balance=balance, grad_checkpointing=grad_checkpointing, head=head,
     )  # fmt: skip
+    recipe = fmprobe.Recipe(**{k: v for k, v in given.items() if v is not None})
+    run = dict(
+        weights=weights, resolution=resolution, head_weights=head_weights, device=device, dtype=dtype, seed=seed,
+        out=out, workers=workers, max_images_per_split=max_images, n_resamples=bootstrap,
+    )  # fmt: skip
+    options = fmprobe.RunOptions(**{k: v for k, v in run.items() if v is not None}, force=force, progress=not quiet)
+    result = fmprobe.run_finetune(dataset, backbone, recipe, options)
     if not result.is_main:
         return
     if result.history:

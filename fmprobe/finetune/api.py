@@ -12,38 +12,35 @@ predictions present) is skipped unless ``force``.
 from __future__ import annotations
 
 import json
-import re
+import logging
 import shutil
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fmprobe.backbones import create_backbone, get_spec, parse_name, resolve_weights, weights_label
+from fmprobe._io import atomic_write_text, default_workers, slug
+from fmprobe.backbones import BackboneSpec, create_backbone, get_spec, parse_name, resolve_weights, weights_label
 from fmprobe.backbones.weights import sha256_file
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import digest_parts
 from fmprobe.errors import FmprobeError
 from fmprobe.finetune import checkpoint as ckpt
-from fmprobe.finetune.data import check_files_exist, default_workers, derive_seed
-from fmprobe.finetune.ddp import barrier, setup, teardown
+from fmprobe.finetune.data import check_files_exist, derive_seed
+from fmprobe.finetune.ddp import Dist, barrier, setup, teardown
 from fmprobe.finetune.model import FinetuneModel
-from fmprobe.finetune.recipe import Recipe
-from fmprobe.finetune.trainer import Trainer, write_log
+from fmprobe.finetune.options import RunOptions, recipe_and_options
+from fmprobe.finetune.recipe import Head, Recipe
+from fmprobe.finetune.trainer import Outcome, Trainer, write_log
 from fmprobe.metrics import compute_all
 from fmprobe.results import ResultRow, append_rows, cell_id, done_cells, save_predictions
-from fmprobe.runtime import choose_dtype
+from fmprobe.runtime import choose_device, choose_dtype
+from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 TOKENS_READOUT = "tokens"  # the readout column of the attention setting: it reads all patch tokens
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -77,197 +74,252 @@ class FinetuneResult:
         return self.rank == 0
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+@dataclass(frozen=True)
+class FinetunePlan:
+    """Everything that identifies a run, decided before any network is built: what it reads, its run key (the
+    digest of ``config``), the results cell and where it writes."""
+
+    data: Dataset
+    backbone: str
+    spec: BackboneSpec
+    recipe: Recipe
+    options: RunOptions
+    resolved: tuple[Path | None, str]  # the weights file (None: random init) and its digest
+    resolution: int
+    readout: str
+    compute_dtype: str
+    config: dict[str, Any]
+    key: str
+    cell_id: str
+    run_dir: Path
+    results_dir: Path
+
+    @property
+    def weights_label(self) -> str:
+        return weights_label(self.options.weights, self.resolved)
 
 
 def run_finetune(
     dataset: str | Dataset,
     backbone: str,
-    *,
-    setting: str = "linear",
-    weights: str | Path | None = None,
-    epochs: int = 100,
-    lr: float = 1e-4,
-    batch_size: int = 64,
-    resolution: int | None = None,
-    weight_decay: float = 1e-5,
-    warmup_epochs: int = 5,
-    schedule: str = "constant",
-    grad_clip: float = 1.0,
-    layer_decay: float | None = None,
-    patience: int | None = None,
-    balance: str = "none",
-    grad_checkpointing: bool = False,
-    head: str = "small",
-    head_weights: str | Path | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
-    out: str | Path = "runs",
-    workers: int | None = None,
-    max_images_per_split: int | None = None,
-    n_resamples: int = 1000,
-    force: bool = False,
-    progress: bool = True,
-    log: Log = _stderr,
+    recipe: Recipe | None = None,
+    options: RunOptions | None = None,
+    **keywords: Any,
 ) -> FinetuneResult:
-    """Train ``setting`` of ``backbone`` on ``dataset``, pick the best validation epoch, test it, append rows.
+    """Train ``recipe.setting`` of ``backbone`` on ``dataset``, pick the best validation epoch, test it, append rows.
 
-    Under ``torchrun`` every rank calls this; rank 0 writes checkpoints, logs and rows (the others return the same
-    result object with ``rank`` set).
+    ``recipe`` says what trains and how (default: the study's :class:`Recipe`), ``options`` how the run runs
+    (:class:`RunOptions`). Flat keywords (``setting=``, ``epochs=``, ``out=``, ...: fields of either) are accepted
+    instead of the two records. Under ``torchrun`` every rank calls this; rank 0 writes checkpoints, logs and rows
+    (the others return the same result object with ``rank`` set).
     """
     started = time.perf_counter()
-    recipe = Recipe(
-        setting=setting, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-        warmup_epochs=warmup_epochs, schedule=schedule, grad_clip=grad_clip, layer_decay=layer_decay,
-        patience=patience, balance=balance, grad_checkpointing=grad_checkpointing, head=head,
-    )  # fmt: skip
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, max_images_per_split)
-    missing = [s for s in ("train", "val", "test") if s not in data.splits or len(data.splits[s]) == 0]
-    if missing:
-        raise FmprobeError(
-            f"{data.name}: finetuning needs train, val and test splits; {', '.join(missing)} missing or empty."
-        )
-    base, _ = parse_name(backbone)
-    spec = get_spec(base)
-    resolved = resolve_weights(backbone, weights, seed)
-    size = int(resolution or spec.native_resolution)
-    info = setup(device)
+    recipe, options = _records(recipe, options, keywords)
+    data = _load(dataset, options)
+    info = setup(_device_name(options))
     try:
-        log_main: Log = log if info.main else (lambda m: None)
-        compute_dtype = choose_dtype(info.device, dtype)
-        readout = TOKENS_READOUT if recipe.kind == "attention" else spec.default_readout
-        head_digest = ""
-        if recipe.kind == "attention" and recipe.head == "deit" and head_weights is not None:
-            head_digest = sha256_file(Path(head_weights))[:16]
-        preprocess = spec.preprocess.at(size)
-        config: dict[str, Any] = {
-            "dataset": data.name, "dataset_digest": data.content_digest, "backbone": backbone,
-            "weights_digest": resolved[1], "preprocess": json.dumps(preprocess.to_dict(), sort_keys=True),
-            "resolution": size, "readout": readout, "recipe": recipe.to_json(), "compute_dtype": compute_dtype,
-            "seed": seed, "head_weights": head_digest, "num_classes": len(data.class_names), "format": ckpt.FORMAT,
-        }  # fmt: skip
-        key = digest_parts(config)[:16]
-        label = weights_label(weights, resolved)
-        cid = cell_id(
-            dataset=data.name, backbone=backbone, weights=label, readout=readout, resolution=size,
-            probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=seed, fingerprint=key,
-        )  # fmt: skip
-        out = Path(out)
-        results_dir = out / "results"
-        run_dir = out / "finetune" / slug(data.name) / f"{slug(backbone)}__{slug(recipe.setting)}__{key}"
-
-        def result(
-            skipped: bool, test: dict, history: list, best_epoch: int, val_score: float, model: Any = None
-        ) -> FinetuneResult:
-            return FinetuneResult(
-                run_dir, results_dir, cid, recipe.probe_name, data.primary_metric, test, best_epoch, len(history),
-                val_score, compute_dtype, str(info.device), info.world, skipped, time.perf_counter() - started,
-                info.rank, history, model,
-            )  # fmt: skip
-
-        if not force and cid in done_cells(results_dir):
-            log_main(
-                f"{recipe.probe_name} of {backbone} on {data.name} is already in {results_dir} (cell {cid}); use --force to redo it"
-            )
-            return result(
-                True,
-                _summary_test(run_dir),
-                _history(run_dir),
-                _summary(run_dir).get("best_epoch", 0),
-                _summary(run_dir).get("val_score", float("nan")),
-            )
-        if force and info.main and run_dir.exists():
-            shutil.rmtree(run_dir)
-        barrier(info)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        check_files_exist([data.splits[s] for s in ("train", "val", "test")], data.name)
-
-        loaded = create_backbone(backbone, resolution=size, seed=seed, resolved=resolved)
-        torch.manual_seed(derive_seed(seed, 5))  # the head's initialisation
-        model = FinetuneModel(
-            loaded.model,
-            spec.default_readout,
-            _num_outputs(data),
-            recipe,
-            size,
-            str(head_weights) if head_weights else None,
-        )
-        n_workers = default_workers() if workers is None else workers
-        transform = loaded.transform()
-        trainer = Trainer(
-            model, {s: data.splits[s] for s in ("train", "val", "test")}, recipe=recipe, task=data.task,
-            primary=data.primary_metric, normalise=transform.normalise_batch, interpolation=preprocess.interpolation,
-            resolution=size, seed=seed, dist=info, compute_dtype=compute_dtype, run_dir=run_dir, config=config,
-            workers=n_workers, progress=progress, log=log_main,
-        )  # fmt: skip
-        n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        log_main(
-            f"finetune {recipe.setting} of {backbone} on {data.name} at {size}px: {n_trainable / 1e6:.2f}M trained parameters, "
-            f"{info.device} ({compute_dtype}{f', {info.world} processes' if info.enabled else ''}), batch {recipe.batch_size}, "
-            f"up to {recipe.epochs} epochs -> {run_dir}"
-        )
-        outcome = trainer.fit()
-        best_epoch = trainer.load_best()
-        scores, _ = trainer.predict("test")
-        test_split = data.splits["test"]
-        values = compute_all(test_split.labels, scores, data.task, n_resamples=n_resamples, seed=seed)
-        test = {m: (v.value, v.ci_low, v.ci_high) for m, v in values.items()}
-        if info.main:
-            write_log(run_dir, outcome.history)
-            params = {**recipe.to_dict(), "chosen_epoch": best_epoch, "epochs_run": len(outcome.history),
-                      "stopped_early": outcome.stopped_early, "compute_dtype": compute_dtype, "head_input": readout}  # fmt: skip
-            prediction_path = save_predictions(
-                results_dir, cid, test_split.ids, test_split.labels, scores,
-                {"task": data.task, "class_names": list(data.class_names), "dataset": data.name, "backbone": backbone,
-                 "readout": readout, "probe": recipe.probe_name, "run_dir": str(run_dir)},
-            )  # fmt: skip
-            rows = [
-                ResultRow(
-                    dataset=data.name,
-                    task=data.task,
-                    backbone=backbone.removesuffix(":random"),
-                    weights=label,
-                    readout=readout,
-                    resolution=size,
-                    probe=recipe.probe_name,
-                    params=json.dumps(params, sort_keys=True, default=str),
-                    train_fraction=1.0,
-                    repeat=0,
-                    seed=seed,
-                    metric=metric,
-                    value=float("nan") if v.value is None else float(v.value),
-                    ci_low=float("nan") if v.ci_low is None else float(v.ci_low),
-                    ci_high=float("nan") if v.ci_high is None else float(v.ci_high),
-                    missing_reason=v.reason or "",
-                    is_primary=metric == data.primary_metric,
-                    n_train=len(data.splits["train"]),
-                    n_test=len(test_split),
-                    val_score=float(outcome.best_score),
-                    fingerprint=key,
-                    cell_id=cid,
-                    predictions=prediction_path,
-                )  # fmt: skip
-                for metric, v in values.items()
-            ]
-            append_rows(results_dir, rows)
-            summary = {"cell_id": cid, "probe": recipe.probe_name, "best_epoch": best_epoch, "val_score": outcome.best_score,
-                       "primary_metric": data.primary_metric, "test": test, "params": params, "world_size": info.world}  # fmt: skip
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
-            primary = test.get(data.primary_metric, (None, None, None))
-            log_main(
-                f"best epoch {best_epoch}: val {data.primary_metric} {outcome.best_score:.4f}; test "
-                f"{data.primary_metric} {_fmt(primary)}; rows in {results_dir}"
-            )
-        barrier(info)
-        return result(False, test, outcome.history, best_epoch, outcome.best_score, model)
+        plan = plan_finetune(data, backbone, recipe, options, info.device)
+        if not options.force and plan.cell_id in done_cells(plan.results_dir):
+            if info.main:
+                log.info(
+                    f"{recipe.probe_name} of {backbone} on {data.name} is already in {plan.results_dir} "
+                    f"(cell {plan.cell_id}); use --force to redo it"
+                )
+            return _finished(plan, info, started)
+        _prepare_run_dir(plan, info)
+        return _execute(plan, info, started)
     finally:
         teardown(info)
 
 
+def _records(recipe: Recipe | None, options: RunOptions | None, keywords: dict[str, Any]) -> tuple[Recipe, RunOptions]:
+    if not keywords:
+        return recipe or Recipe(), options or RunOptions()
+    if recipe is not None or options is not None:
+        raise TypeError("run_finetune: pass either recipe/options or their fields as keywords, not both")
+    keywords.pop("log", None)  # the old log= callable: messages go to the 'fmprobe' logger now
+    return recipe_and_options(keywords)
+
+
+def _device_name(options: RunOptions) -> str:
+    return str(getattr(options.device, "value", options.device))
+
+
+def _load(dataset: str | Dataset, options: RunOptions) -> Dataset:
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, options.max_images_per_split)
+    missing = [s for s in SPLIT_NAMES if s not in data.splits or len(data.splits[s]) == 0]
+    if missing:
+        raise FmprobeError(
+            f"{data.name}: finetuning needs train, val and test splits; {', '.join(missing)} missing or empty."
+        )
+    return data
+
+
+def plan_finetune(
+    data: Dataset, backbone: str, recipe: Recipe, options: RunOptions, device: torch.device | None = None
+) -> FinetunePlan:
+    """The run's identity: weights, resolution, readout, compute dtype, run key, results cell and folders.
+    Nothing is built or written; ``device`` (default: what ``options.device`` picks here) decides the dtype."""
+    device = device or choose_device(_device_name(options))
+    spec = get_spec(parse_name(backbone)[0])
+    resolved = resolve_weights(backbone, options.weights, options.seed)
+    size = int(options.resolution or spec.native_resolution)
+    compute_dtype = choose_dtype(device, options.dtype.value)
+    readout = TOKENS_READOUT if recipe.kind == "attention" else spec.default_readout
+    head_digest = ""
+    if recipe.kind == "attention" and recipe.head is Head.deit and options.head_weights is not None:
+        head_digest = sha256_file(Path(options.head_weights))[:16]
+    config: dict[str, Any] = {
+        "dataset": data.name, "dataset_digest": data.content_digest, "backbone": backbone,
+        "weights_digest": resolved[1], "preprocess": json.dumps(spec.preprocess.at(size).to_dict(), sort_keys=True),
+        "resolution": size, "readout": readout, "recipe": recipe.to_json(), "compute_dtype": compute_dtype,
+        "seed": options.seed, "head_weights": head_digest, "num_classes": len(data.class_names), "format": ckpt.FORMAT,
+    }  # fmt: skip
+    key = digest_parts(config)[:16]
+    cid = cell_id(
+        dataset=data.name, backbone=backbone, weights=weights_label(options.weights, resolved), readout=readout,
+        resolution=size, probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=options.seed, fingerprint=key,
+    )  # fmt: skip
+    run_dir = options.out / "finetune" / slug(data.name) / f"{slug(backbone)}__{slug(recipe.setting)}__{key}"
+    return FinetunePlan(data, backbone, spec, recipe, options, resolved, size, readout, compute_dtype, config, key,
+                        cid, run_dir, options.out / "results")  # fmt: skip
+
+
+def _prepare_run_dir(plan: FinetunePlan, info: Dist) -> None:
+    """``force`` starts afresh; the run folder exists and every image file is there before anything is built."""
+    if plan.options.force and info.main and plan.run_dir.exists():
+        shutil.rmtree(plan.run_dir)
+    barrier(info)
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    check_files_exist([plan.data.splits[s] for s in SPLIT_NAMES], plan.data.name)
+
+
+def _result(plan: FinetunePlan, info: Dist, started: float, skipped: bool, test: dict, history: list,
+            best_epoch: int, val_score: float, model: Any = None) -> FinetuneResult:  # fmt: skip
+    return FinetuneResult(
+        plan.run_dir, plan.results_dir, plan.cell_id, plan.recipe.probe_name, plan.data.primary_metric, test,
+        best_epoch, len(history), val_score, plan.compute_dtype, str(info.device), info.world, skipped,
+        time.perf_counter() - started, info.rank, history, model,
+    )  # fmt: skip
+
+
+def _finished(plan: FinetunePlan, info: Dist, started: float) -> FinetuneResult:
+    """A run whose rows are already in the results: what its summary and log say."""
+    summary = _read_json(plan.run_dir / "summary.json", {})
+    test = {k: tuple(v) for k, v in summary.get("test", {}).items()}
+    history = _read_json(plan.run_dir / "log.json", [])
+    return _result(plan, info, started, True, test, history, summary.get("best_epoch", 0),
+                   summary.get("val_score", float("nan")))  # fmt: skip
+
+
+def _build(plan: FinetunePlan, info: Dist) -> Trainer:
+    """The backbone with its weights, the head (seeded), and the trainer around them."""
+    options, data = plan.options, plan.data
+    loaded = create_backbone(plan.backbone, resolution=plan.resolution, seed=options.seed, resolved=plan.resolved)
+    torch.manual_seed(derive_seed(options.seed, 5))  # the head's initialisation
+    head_weights = str(options.head_weights) if options.head_weights else None
+    model = FinetuneModel(loaded.model, plan.spec.default_readout, _num_outputs(data), plan.recipe, plan.resolution,
+                          head_weights)  # fmt: skip
+    return Trainer(
+        model, {s: data.splits[s] for s in SPLIT_NAMES}, recipe=plan.recipe, task=data.task,
+        primary=data.primary_metric, transform=loaded.transform(), seed=options.seed, dist=info,
+        compute_dtype=plan.compute_dtype, run_dir=plan.run_dir, config=plan.config,
+        workers=default_workers() if options.workers is None else options.workers, progress=options.progress,
+    )  # fmt: skip
+
+
+def _execute(plan: FinetunePlan, info: Dist, started: float) -> FinetuneResult:
+    """Build, train, test the best epoch; rank 0 writes the log, predictions, rows and summary."""
+    trainer = _build(plan, info)
+    recipe = plan.recipe
+    if info.main:
+        n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        processes = f", {info.world} processes" if info.enabled else ""
+        log.info(
+            f"finetune {recipe.setting} of {plan.backbone} on {plan.data.name} at {plan.resolution}px: "
+            f"{n_trainable / 1e6:.2f}M trained parameters, {info.device} ({plan.compute_dtype}{processes}), batch "
+            f"{recipe.batch_size}, up to {recipe.epochs} epochs -> {plan.run_dir}"
+        )
+    outcome = trainer.fit()
+    best_epoch = trainer.load_best()
+    scores, _ = trainer.predict(TEST)
+    test_split = plan.data.splits[TEST]
+    values = compute_all(test_split.labels, scores, plan.data.task, n_resamples=plan.options.n_resamples,
+                         seed=plan.options.seed)  # fmt: skip
+    test = {m: (v.value, v.ci_low, v.ci_high) for m, v in values.items()}
+    if info.main:
+        _write_outputs(plan, info, outcome, best_epoch, scores, values, test)
+    barrier(info)
+    return _result(plan, info, started, False, test, outcome.history, best_epoch, outcome.best_score, trainer.model)
+
+
+def _write_outputs(
+    plan: FinetunePlan, info: Dist, outcome: Outcome, best_epoch: int, scores: Any, values: dict, test: dict
+) -> None:
+    """The log, the test predictions, the result rows and ``summary.json`` (rank 0)."""
+    data, recipe = plan.data, plan.recipe
+    write_log(plan.run_dir, outcome.history)
+    params = {**recipe.to_dict(), "chosen_epoch": best_epoch, "epochs_run": len(outcome.history),
+              "stopped_early": outcome.stopped_early, "compute_dtype": plan.compute_dtype, "head_input": plan.readout}  # fmt: skip
+    test_split = data.splits[TEST]
+    prediction_path = save_predictions(
+        plan.results_dir, plan.cell_id, test_split.ids, test_split.labels, scores,
+        {"task": data.task, "class_names": list(data.class_names), "dataset": data.name, "backbone": plan.backbone,
+         "readout": plan.readout, "probe": recipe.probe_name, "run_dir": str(plan.run_dir)},
+    )  # fmt: skip
+    append_rows(plan.results_dir, _result_rows(plan, params, values, outcome.best_score, prediction_path))
+    summary = {"cell_id": plan.cell_id, "probe": recipe.probe_name, "best_epoch": best_epoch,
+               "val_score": outcome.best_score, "primary_metric": data.primary_metric, "test": test, "params": params,
+               "world_size": info.world}  # fmt: skip
+    atomic_write_text(plan.run_dir / "summary.json", json.dumps(summary, indent=1, default=str))
+    primary = test.get(data.primary_metric, (None, None, None))
+    log.info(
+        f"best epoch {best_epoch}: val {data.primary_metric} {outcome.best_score:.4f}; test "
+        f"{data.primary_metric} {_fmt(primary)}; rows in {plan.results_dir}"
+    )
+
+
+def _result_rows(
+    plan: FinetunePlan, params: dict[str, Any], values: dict, val_score: float, predictions: str
+) -> list[ResultRow]:
+    """One row per test metric, in the probes' schema (the one place fine-tuning builds rows)."""
+    data = plan.data
+
+    def number(x: float | None) -> float:
+        return float("nan") if x is None else float(x)
+
+    return [
+        ResultRow(
+            dataset=data.name,
+            task=data.task,
+            backbone=plan.backbone.removesuffix(":random"),
+            weights=plan.weights_label,
+            readout=plan.readout,
+            resolution=plan.resolution,
+            probe=plan.recipe.probe_name,
+            params=json.dumps(params, sort_keys=True, default=str),
+            train_fraction=1.0,
+            repeat=0,
+            seed=plan.options.seed,
+            metric=metric,
+            value=number(v.value),
+            ci_low=number(v.ci_low),
+            ci_high=number(v.ci_high),
+            missing_reason=v.reason or "",
+            is_primary=metric == data.primary_metric,
+            n_train=len(data.splits[TRAIN]),
+            n_test=len(data.splits[TEST]),
+            val_score=float(val_score),
+            fingerprint=plan.key,
+            cell_id=plan.cell_id,
+            predictions=predictions,
+        )  # fmt: skip
+        for metric, v in values.items()
+    ]
+
+
 def _num_outputs(data: Dataset) -> int:
-    labels = data.splits["train"].labels
+    labels = data.splits[TRAIN].labels
     return int(labels.shape[1]) if labels.ndim == 2 else len(data.class_names)
 
 
@@ -278,19 +330,8 @@ def _fmt(v: tuple[float | None, float | None, float | None]) -> str:
     return f"{value:.4f}" + (f" [{low:.4f}, {high:.4f}]" if low is not None and high is not None else "")
 
 
-def _summary(run_dir: Path) -> dict[str, Any]:
+def _read_json(path: Path, empty: Any) -> Any:
     try:
-        return json.loads((run_dir / "summary.json").read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
-        return {}
-
-
-def _summary_test(run_dir: Path) -> dict[str, Any]:
-    return {k: tuple(v) for k, v in _summary(run_dir).get("test", {}).items()}
-
-
-def _history(run_dir: Path) -> list[dict[str, Any]]:
-    try:
-        return json.loads((run_dir / "log.json").read_text())
-    except (OSError, ValueError):
-        return []
+        return empty

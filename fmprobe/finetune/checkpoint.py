@@ -8,17 +8,15 @@ holds the weights of the best validation epoch (what is evaluated on test).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fmprobe._io import atomic_write
 from fmprobe.finetune.recipe import FinetuneError
 
 LAST, BEST = "last.pt", "best.pt"
@@ -26,18 +24,9 @@ FORMAT = 1
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """A kill mid-write leaves the previous checkpoint (fsynced before the rename, so a crash cannot either)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), fsync=True)
 
 
 def load(path: Path) -> dict[str, Any]:

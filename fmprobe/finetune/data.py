@@ -1,8 +1,11 @@
-"""Training and evaluation images: the study's augmentation, and batches whose content depends only on (seed, epoch).
+"""Training and evaluation images, built around the backbone's own transform, and batches whose content depends
+only on (seed, epoch).
 
-Train: Resize(s*256/224) -> RandomResizedCrop(s) -> horizontal and vertical flips -> ColorJitter(0.2, 0.2, 0.1,
-0.1) with p=0.8. Eval: Resize(s*256/224) -> CenterCrop(s). Interpolation and the normalisation (applied to whole
-batches in the main process) follow the backbone's weights.
+Eval: exactly the extraction transform (:class:`~fmprobe.backbones.ImageTransform` of the weights' preprocessing:
+crop_pct, resize mode, interpolation), so fine-tuned and probed rows of one backbone see the same pixels.
+Train: RandomResizedCrop at the backbone's size with its interpolation -> horizontal and vertical flips ->
+ColorJitter(0.2, 0.2, 0.1, 0.1) with p=0.8. Both send uint8 pixels; the backbone's normalisation is applied to
+whole batches in the main process (``ImageTransform.normalise_batch``, which also zeroes SAM-style padding).
 
 Determinism: the sample order of epoch e comes from a torch.Generator seeded with (seed, e); every sample's
 augmentation draws from its own seed (seed, e, index), so it does not depend on which DataLoader worker loads it,
@@ -12,7 +15,6 @@ run sees.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -21,9 +23,12 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
+from fmprobe.backbones import ImageTransform
 from fmprobe.backbones.preprocess import INTERPOLATIONS
 from fmprobe.datasets.base import FileSource, Split
 from fmprobe.errors import DatasetError, ImageError
+
+Pixels = tuple[torch.Tensor, tuple[int, int]]  # uint8 [3, S, S] and the valid (height, width) inside it
 
 
 def derive_seed(*parts: int) -> int:
@@ -33,24 +38,16 @@ def derive_seed(*parts: int) -> int:
     )
 
 
-def resize_size(resolution: int) -> int:
-    return int(round(resolution * 256 / 224))
+class TrainAugment:
+    """PIL image + per-sample seed -> uint8 ``[3, S, S]`` at the backbone's size and interpolation. Picklable."""
 
-
-class Augment:
-    """PIL image + per-sample seed -> uint8 ``[3, S, S]``. Picklable (DataLoader workers)."""
-
-    def __init__(self, resolution: int, interpolation: str = "bicubic", train: bool = True) -> None:
-        self.resolution, self.train = int(resolution), train
-        self.resize = resize_size(resolution)
-        self.mode = INTERPOLATIONS[interpolation]
+    def __init__(self, transform: ImageTransform) -> None:
+        self.size = transform.config.size
+        self.mode = INTERPOLATIONS[transform.config.interpolation]
         self.jitter = T.ColorJitter(0.2, 0.2, 0.1, 0.1)
 
-    def __call__(self, image: Image.Image, seed: int) -> torch.Tensor:
-        s = self.resolution
-        image = TF.resize(image, self.resize, interpolation=self.mode, antialias=True)
-        if not self.train:
-            return TF.pil_to_tensor(TF.center_crop(image, [s, s]))
+    def __call__(self, image: Image.Image, seed: int) -> Pixels:
+        s = self.size
         with torch.random.fork_rng(devices=[]):  # torchvision draws from the global RNG: give it this sample's seed
             torch.manual_seed(seed)
             i, j, h, w = T.RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
@@ -61,17 +58,20 @@ class Augment:
                 image = TF.vflip(image)
             if torch.rand(1).item() < 0.8:
                 image = self.jitter(image)
-        return TF.pil_to_tensor(image)
+        return TF.pil_to_tensor(image), (s, s)
 
 
 class Samples(torch.utils.data.Dataset):
     """Images of several splits behind one loader. Items are requested as (split index, row, seed): split 0 is
-    augmented for training, the others get the eval transform. Errors travel as values so the main process can
-    name the file."""
+    augmented for training, the others get the backbone's eval transform. Errors travel as values so the main
+    process can name the file."""
 
-    def __init__(self, splits: Sequence[Split], train: Augment, evaluate: Augment) -> None:
+    def __init__(self, splits: Sequence[Split], transform: ImageTransform) -> None:
         self.sources = [s.source for s in splits]
-        self.train, self.evaluate = train, evaluate
+        self.train, self.transform = TrainAugment(transform), transform
+
+    def pixels(self, split: int, image: Image.Image, seed: int) -> Pixels:
+        return self.train(image, seed) if split == 0 else self.transform.to_uint8(image)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
@@ -80,18 +80,24 @@ class Samples(torch.utils.data.Dataset):
         split, row, seed = item
         source = self.sources[split]
         try:
-            return row, (self.train if split == 0 else self.evaluate)(source.load(row), seed), None
+            return row, self.pixels(split, source.load(row), seed), None
         except ImageError as err:
             return row, None, str(err)
         except Exception as err:  # name the file, whatever the decoder raised
             return row, None, f"{source.describe(row)}: unexpected error while loading ({type(err).__name__}: {err})"
 
 
-def collate(items: list) -> tuple[list[int], torch.Tensor | None, str | None]:
+Batch = tuple[list[int], torch.Tensor | None, torch.Tensor | None, str | None]  # rows, uint8 pixels, valid, error
+
+
+def collate(items: list) -> Batch:
+    rows = [r for r, _, _ in items]
     errors = [e for _, _, e in items if e is not None]
     if errors:
-        return [r for r, _, _ in items], None, errors[0]
-    return [r for r, _, _ in items], torch.stack([p for _, p, _ in items]), None
+        return rows, None, None, errors[0]
+    pixels = torch.stack([p for _, (p, _), _ in items])
+    valid = torch.tensor([hw for _, (_, hw), _ in items], dtype=torch.int64)
+    return rows, pixels, valid, None
 
 
 class Batches:
@@ -147,10 +153,6 @@ def eval_plan(split: int, n: int, batch_size: int, rank: int = 0, world: int = 1
     """Consecutive batches of this rank's contiguous share of the rows of split ``split`` (no seeds needed)."""
     rows = np.array_split(np.arange(n), world)[rank]
     return [[(split, int(r), 0) for r in rows[i : i + batch_size]] for i in range(0, len(rows), batch_size)]
-
-
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def _worker_init(_: int) -> None:

