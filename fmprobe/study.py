@@ -40,7 +40,7 @@ from fmprobe.datasets import load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import parse_setting, plot_training_curves, run_finetune
-from fmprobe.probing import DEFAULT_PROBES, STOCHASTIC_PROBES, probe_features
+from fmprobe.probing import DEFAULT_PROBES, cell_repeats, probe_features
 from fmprobe.report import write_report
 
 PATH_SOURCES = {"npz", "csv", "folder", "aptos2019", "isic2019", "cbis-ddsm", "chexpert"}  # arguments that are paths
@@ -85,9 +85,7 @@ class Study:
         return jobs
 
     def probe_cells(self) -> int:
-        per_file = sum(
-            (self.repeats if (f < 1.0 or p in STOCHASTIC_PROBES) else 1) for p in self.probes for f in self.train_fractions
-        )
+        per_file = sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
 

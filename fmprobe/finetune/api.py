@@ -35,7 +35,7 @@ from fmprobe.finetune.options import RunOptions, recipe_and_options
 from fmprobe.finetune.recipe import Head, Recipe
 from fmprobe.finetune.trainer import Outcome, Trainer, write_log
 from fmprobe.metrics import compute_all
-from fmprobe.results import ResultRow, append_rows, cell_id, done_cells, save_predictions
+from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
 from fmprobe.runtime import choose_device, choose_dtype
 from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN
 
@@ -90,13 +90,17 @@ class FinetunePlan:
     compute_dtype: str
     config: dict[str, Any]
     key: str
-    cell_id: str
+    cell: CellInfo
     run_dir: Path
     results_dir: Path
 
     @property
     def weights_label(self) -> str:
         return weights_label(self.options.weights, self.resolved)
+
+    @property
+    def cell_id(self) -> str:
+        return self.cell.cell_id
 
 
 def run_finetune(
@@ -176,13 +180,14 @@ def plan_finetune(
         "seed": options.seed, "head_weights": head_digest, "num_classes": len(data.class_names), "format": ckpt.FORMAT,
     }  # fmt: skip
     key = digest_parts(config)[:16]
-    cid = cell_id(
-        dataset=data.name, backbone=backbone, weights=weights_label(options.weights, resolved), readout=readout,
-        resolution=size, probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=options.seed, fingerprint=key,
+    cell = CellInfo(
+        dataset=data.name, task=data.task, backbone=backbone, weights=weights_label(options.weights, resolved),
+        readout=readout, resolution=size, probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=options.seed,
+        fingerprint=key,
     )  # fmt: skip
     run_dir = options.out / "finetune" / slug(data.name) / f"{slug(backbone)}__{slug(recipe.setting)}__{key}"
     return FinetunePlan(data, backbone, spec, recipe, options, resolved, size, readout, compute_dtype, config, key,
-                        cid, run_dir, options.out / "results")  # fmt: skip
+                        cell, run_dir, options.out / "results")  # fmt: skip
 
 
 def _prepare_run_dir(plan: FinetunePlan, info: Dist) -> None:
@@ -262,12 +267,14 @@ def _write_outputs(
     params = {**recipe.to_dict(), "chosen_epoch": best_epoch, "epochs_run": len(outcome.history),
               "stopped_early": outcome.stopped_early, "compute_dtype": plan.compute_dtype, "head_input": plan.readout}  # fmt: skip
     test_split = data.splits[TEST]
-    prediction_path = save_predictions(
-        plan.results_dir, plan.cell_id, test_split.ids, test_split.labels, scores,
-        {"task": data.task, "class_names": list(data.class_names), "dataset": data.name, "backbone": plan.backbone,
-         "readout": plan.readout, "probe": recipe.probe_name, "run_dir": str(plan.run_dir)},
+    write_cell(
+        plan.results_dir, plan.cell, values, ids=test_split.ids, y_true=test_split.labels, y_score=scores,
+        meta={"task": data.task, "class_names": list(data.class_names), "dataset": data.name,
+              "backbone": plan.backbone, "readout": plan.readout, "probe": recipe.probe_name,
+              "run_dir": str(plan.run_dir)},
+        primary=data.primary_metric, params=params, n_train=len(data.splits[TRAIN]), val_score=outcome.best_score,
     )  # fmt: skip
-    append_rows(plan.results_dir, _result_rows(plan, params, values, outcome.best_score, prediction_path))
+    compact_results(plan.results_dir)
     summary = {"cell_id": plan.cell_id, "probe": recipe.probe_name, "best_epoch": best_epoch,
                "val_score": outcome.best_score, "primary_metric": data.primary_metric, "test": test, "params": params,
                "world_size": info.world}  # fmt: skip
@@ -277,45 +284,6 @@ def _write_outputs(
         f"best epoch {best_epoch}: val {data.primary_metric} {outcome.best_score:.4f}; test "
         f"{data.primary_metric} {_fmt(primary)}; rows in {plan.results_dir}"
     )
-
-
-def _result_rows(
-    plan: FinetunePlan, params: dict[str, Any], values: dict, val_score: float, predictions: str
-) -> list[ResultRow]:
-    """One row per test metric, in the probes' schema (the one place fine-tuning builds rows)."""
-    data = plan.data
-
-    def number(x: float | None) -> float:
-        return float("nan") if x is None else float(x)
-
-    return [
-        ResultRow(
-            dataset=data.name,
-            task=data.task,
-            backbone=plan.backbone.removesuffix(":random"),
-            weights=plan.weights_label,
-            readout=plan.readout,
-            resolution=plan.resolution,
-            probe=plan.recipe.probe_name,
-            params=json.dumps(params, sort_keys=True, default=str),
-            train_fraction=1.0,
-            repeat=0,
-            seed=plan.options.seed,
-            metric=metric,
-            value=number(v.value),
-            ci_low=number(v.ci_low),
-            ci_high=number(v.ci_high),
-            missing_reason=v.reason or "",
-            is_primary=metric == data.primary_metric,
-            n_train=len(data.splits[TRAIN]),
-            n_test=len(data.splits[TEST]),
-            val_score=float(val_score),
-            fingerprint=plan.key,
-            cell_id=plan.cell_id,
-            predictions=predictions,
-        )  # fmt: skip
-        for metric, v in values.items()
-    ]
 
 
 def _num_outputs(data: Dataset) -> int:
