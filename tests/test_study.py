@@ -14,6 +14,7 @@ import pytest
 from _helpers import shared_file
 
 from fmprobe.errors import FmprobeError, UnknownNameError
+from fmprobe.finetune import FinetuneError, Recipe
 from fmprobe.study import estimate_cost, format_plan, load_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,13 @@ def test_grid_expansion_and_paths(tmp_path: Path) -> None:
         ('datasets = ["demo"]\nbackbones = ["resnet18"]\ncolour = 1', FmprobeError, r"unknown key\(s\) \['colour'\]"),
         ('datasets = ["demo"]\nbackbones = ["resnet18"]\nbaseline = "resnet50"', FmprobeError, "baseline 'resnet50'"),
         ('datasets = ["demo"\n', FmprobeError, "not valid TOML"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\nbootstrp = 10', FmprobeError, "'bootstrp' -> 'bootstrap'"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nepoch = 3', FmprobeError,
+         r"unknown key\(s\) \['epoch'\] in \[finetune\]; closest: 'epoch' -> 'epochs'"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nlr = -1.0', FinetuneError, "--lr -1.0"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nepochs = "ten"', FmprobeError, "wrong type"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nresolution = 64', FmprobeError,
+         r"unknown key\(s\) \['resolution'\]"),  # the study's own 'resolutions' decide it
     ],
 )
 def test_bad_study_files_are_named(tmp_path: Path, body: str, error: type, message: str) -> None:
@@ -64,16 +72,31 @@ def test_bad_study_files_are_named(tmp_path: Path, body: str, error: type, messa
         load_study(_write(tmp_path, body))
 
 
-def test_dry_run_prints_grid_and_cost_without_running(tmp_path: Path) -> None:
+def test_dry_run_prints_grid_and_cost_without_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = load_study(_write(tmp_path, 'datasets = ["demo:10"]\nbackbones = ["efficientnet_lite0_imagenet", "vit_tiny_patch16_224:random"]\nresolutions = [64]'))
     costs = estimate_cost(study)
     assert [c.images for c in costs] == [40, 40] and all(c.seconds and c.seconds > 0 for c in costs)
     assert all(c.source == "estimated" for c in costs)
     plan = format_plan(study, costs)
     assert "2 backbone(s)" in plan and "80 image-forwards" in plan
-    logs: list[str] = []
-    run_study(study.path, out=tmp_path / "out", dry_run=True, log=logs.append)
-    assert not (tmp_path / "out").exists() and "image-forwards" in logs[0]
+    run = run_study(study.path, out=tmp_path / "out", dry_run=True)
+    assert not (tmp_path / "out").exists() and run.report is None and run.feature_files == ()
+    assert "image-forwards" in capsys.readouterr().err  # the plan is a diagnostic: stderr, never stdout
+
+
+def test_finetune_table_splits_into_recipe_and_run_options(tmp_path: Path) -> None:
+    body = 'datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear", "full"]\nepochs = 2\nworkers = 0\n'
+    grid = load_study(_write(tmp_path, body)).finetune
+    assert grid.settings == ("linear", "full") and grid.recipe == {"epochs": 2} and grid.options == {"workers": 0}
+    assert Recipe(setting="full", **grid.recipe).epochs == 2  # the recipe keywords are exactly Recipe fields
+
+
+def test_relative_paths_follow_the_dataset_registry(tmp_path: Path) -> None:
+    body = ('datasets = ["data/x.npz", "folder:imgs?task=binary", "demo:10", "medmnist:breastmnist@64"]\n'
+            'backbones = ["resnet18"]\n')  # fmt: skip
+    study = load_study(_write(tmp_path, body))
+    assert study.datasets == (str(tmp_path / "data" / "x.npz"), f"folder:{tmp_path / 'imgs'}?task=binary",
+                              "demo:10", "medmnist:breastmnist@64")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["paper", "medmnist", "quick"])
@@ -116,10 +139,10 @@ def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
 def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
     shared_file("pneumoniamnist.npz")
     shared_file("breastmnist.npz")
-    logs: list[str] = []
-    study = run_study(ROOT / "studies" / "quick.toml", out=tmp_path, max_images=40, progress=False, log=logs.append)
-    html = (tmp_path / "report" / "report.html").read_text()
+    run = run_study(ROOT / "studies" / "quick.toml", out=tmp_path, max_images=40, progress=False)
+    assert run.report is not None and run.report.html == tmp_path / "report" / "report.html"
+    html = run.report.html.read_text()
     assert "pneumoniamnist" in html and "breastmnist" in html
     df = pd.read_csv(tmp_path / "results" / "results.csv")
     assert set(df.dataset) == {"pneumoniamnist", "breastmnist"} and set(df[df.is_primary].metric) == {"roc_auc"}
-    assert len(df[df.is_primary]) == 2 * 2 * 3 and study.baseline == "efficientnet_lite0_imagenet"
+    assert len(df[df.is_primary]) == 2 * 2 * 3 and run.study.baseline == "efficientnet_lite0_imagenet"
