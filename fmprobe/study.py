@@ -241,7 +241,9 @@ def _check_names(study: Study) -> None:
     for backbone in study.backbones:
         get_spec(parse_name(backbone)[0])
     if study.baseline and study.baseline not in study.backbones:
-        raise FmprobeError(f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}.")
+        raise FmprobeError(
+            f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}."
+        )
     for probe in study.probes:
         _is_stochastic(probe)  # PROBES.get names the closest probe
 
@@ -253,7 +255,7 @@ def _finetune_grid(table: object, path: Path) -> FinetuneGrid:
         raise FmprobeError(f"{path}: [finetune] must be a table (settings = [...], epochs = ..., ...).")
     settings = table.get("settings", [])
     if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or (table and not settings):
-        raise FmprobeError(f"{path}: [finetune] settings must list e.g. [\"linear\", \"partial:2\", \"full\"].")
+        raise FmprobeError(f'{path}: [finetune] settings must list e.g. ["linear", "partial:2", "full"].')
     for setting in settings:
         parse_setting(setting)
     _refuse_unknown(table, ["settings", *_recipe_names(), *_run_option_names()], path, " in [finetune]")
@@ -329,7 +331,9 @@ def format_plan(study: Study, costs: list[CostLine]) -> str:
     total, unknown = 0.0, 0
     for c in costs:
         when = "?" if c.seconds is None else _duration(c.seconds)
-        lines.append(f"  extract {c.dataset} x {c.backbone} @ {c.resolution}px: {c.images} images, ~{when} ({c.source})")
+        lines.append(
+            f"  extract {c.dataset} x {c.backbone} @ {c.resolution}px: {c.images} images, ~{when} ({c.source})"
+        )
         if c.seconds is None:
             unknown += 1
         else:
@@ -339,12 +343,17 @@ def format_plan(study: Study, costs: list[CostLine]) -> str:
         lines.append(f"  finetune: {len(study.finetune_jobs())} run(s), settings {', '.join(study.finetune.settings)}"
                      + (f" ({', '.join(f'{k}={v}' for k, v in keywords.items())})" if keywords else ""))  # fmt: skip
     images = sum(c.images for c in costs)
-    lines.append(f"total: {images} image-forwards, ~{_duration(total)} of extraction" + (f" (+{unknown} unestimated)" if unknown else ""))
+    lines.append(
+        f"total: {images} image-forwards, ~{_duration(total)} of extraction"
+        + (f" (+{unknown} unestimated)" if unknown else "")
+    )
     return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    return (
+        f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ running
