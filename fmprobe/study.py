@@ -140,9 +140,7 @@ class Study:
         return jobs
 
     def probe_cells(self) -> int:
-        per_file = sum(
-            (self.repeats if (f < 1.0 or _is_stochastic(p)) else 1) for p in self.probes for f in self.train_fractions
-        )
+        per_file = sum(_cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
     def bootstrap_keywords(self) -> dict[str, int]:
@@ -150,11 +148,26 @@ class Study:
         return {} if self.bootstrap is None else {"n_resamples": self.bootstrap}
 
 
-def _is_stochastic(probe: str) -> bool:
-    """A probe whose fit depends on its seed (it has a ``random_state``): repeats differ even on all the data."""
-    from fmprobe.probes import PROBES
+def _cell_repeats(probe: str, fraction: float, repeats: int) -> int:
+    """Repeats of one (probe, fraction): all of them where a repeat can differ (a subsample, a stochastic probe)."""
+    import fmprobe.probing
 
-    return "random_state" in PROBES.get(probe)().get_params()
+    rule = getattr(fmprobe.probing, "cell_repeats", None)
+    if rule is not None:
+        return rule(probe, fraction, repeats)
+    # TODO(lead): drop fallback after probes merge (fmprobe.probing.cell_repeats is the one rule)
+    return repeats if (fraction < 1.0 or _is_stochastic(probe)) else 1
+
+
+def _is_stochastic(probe: str) -> bool:
+    """A probe whose fit depends on its seed (it has a ``random_state``); unknown names fail with suggestions."""
+    import fmprobe.probes
+
+    rule = getattr(fmprobe.probes, "is_stochastic", None)
+    if rule is not None:
+        return rule(probe)
+    # TODO(lead): drop fallback after probes merge (fmprobe.probes.is_stochastic)
+    return "random_state" in fmprobe.probes.PROBES.get(probe)().get_params()
 
 
 # ------------------------------------------------------------------------------------------------ loading
