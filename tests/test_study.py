@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from _helpers import shared_file
 
+import fmprobe.extract
 from fmprobe.errors import FmprobeError, UnknownNameError
 from fmprobe.finetune import FinetuneError, Recipe
 from fmprobe.study import estimate_cost, format_plan, load_study, run_study
@@ -107,6 +107,10 @@ def test_shipped_studies_validate(name: str) -> None:
         assert "dinov2_vitb14" in study.backbones and study.baseline == "deit_base_imagenet"
 
 
+KILL_HOOK = getattr(fmprobe.extract, "TEST_KILL_AFTER_BATCHES", None)  # the extraction's exact-kill test hook
+
+
+@pytest.mark.skipif(KILL_HOOK is None, reason="needs extract's kill hook")  # TODO(lead): drop after extract merge
 def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     body = ('datasets = ["demo:25"]\nbackbones = ["efficientnet_lite0_imagenet:random", "resnet18:random"]\n'
             'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip
@@ -114,26 +118,19 @@ def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out), "-q"]
     env = {**os.environ, "FMPROBE_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        journals = list(out.rglob("*.journal"))
-        if list(out.rglob("*.h5")) and journals and journals[0].stat().st_size > 20000:  # 1st done, 2nd under way
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the study finished before it could be killed"
-    finished = list(out.rglob("*.h5"))
-    mtimes = {p: p.stat().st_mtime_ns for p in finished}
+    killed = subprocess.run(cmd, cwd=ROOT, env={**env, KILL_HOOK: "3"}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed after the 3rd batch of the first extraction
+    assert not list(out.rglob("*.h5")) and list(out.rglob("*.journal"))
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "cache hit" in rerun.stderr and "resuming" in rerun.stderr, rerun.stderr
-    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert "resuming" in rerun.stderr, rerun.stderr
+    finished = list(out.rglob("*.h5"))
+    mtimes = {p: p.stat().st_mtime_ns for p in finished}
     df = pd.read_csv(out / "results" / "results.csv")
     assert df[df.is_primary].groupby("backbone").size().to_dict() == {"efficientnet_lite0_imagenet": 2, "resnet18": 2}
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert "4 of 4 cells already" in again.stderr
+    assert "cache hit" in again.stderr and "4 of 4 cells already" in again.stderr, again.stderr
+    assert len(finished) == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # nothing recomputed
 
 
 def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
