@@ -174,25 +174,31 @@ def probe(
     typer.echo(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
 
 
+_REPORT_DEFAULTS = fmprobe.write_report.__kwdefaults__  # the report's defaults, declared once in fmprobe.report
+
+
 @app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")],
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Reference backbone for the gain view (default: an ImageNet one).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("report"),
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of the paired bootstrap behind the gains (default: {_REPORT_DEFAULTS['n_resamples']}).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=f"Seed of those resamples (default: {_REPORT_DEFAULTS['seed']}).")] = None,
 ) -> None:
     """Write report.md, a self-contained report.html and the PNG plots from a results table."""
-    paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline)
+    given = {k: v for k, v in {"n_resamples": bootstrap, "seed": seed}.items() if v is not None}  # else the library's
+    paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline, **given)
     typer.echo(f"{paths.html}\n{paths.markdown}")
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for features/, results/ and report/.")] = Path("."),
-    images_per_class: Annotated[int, typer.Option("--images-per-class", help="Size of the synthetic demo data.")] = 150,
+    images_per_class: Annotated[Optional[int], typer.Option("--images-per-class", help="Size of the synthetic demo data (default: the shipped demo study's).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """The whole loop offline on built-in synthetic data: extract (EfficientNet-Lite0 and its random control),
-    probe (logreg, kNN, LightGBM), report."""
+    probe (logreg, kNN, LightGBM), report. Runs the study file shipped in the package (fmprobe/studies/demo.toml)."""
     run = fmprobe.run_demo(out, images_per_class=images_per_class, progress=not quiet)
     typer.echo(run.table)
     typer.echo(f"\nreport: {run.report_html}")
@@ -207,9 +213,9 @@ def study(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a study grid: extraction (cached), probes (resumable), report."""
-    result = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
-    if not dry_run:
-        typer.echo(str(result.out / "report" / "report.html"))
+    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
+    if run.report is not None:
+        typer.echo(str(run.report.html))
 
 
 def _recipe_default(name: str) -> str:

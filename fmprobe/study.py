@@ -4,7 +4,7 @@ Extraction first (each backbone once per dataset and resolution, through the cac
 the report. Every stage is resumable: finished feature files are cache hits, an interrupted extraction resumes
 from its journal, finished probe cells are skipped. ``--dry-run`` prints the grid and its estimated cost only.
 
-Study file (paths are relative to the study file's folder)::
+Study file (paths are relative to the study file's folder); its keys are the fields of :class:`Study`::
 
     name = "quick"
     baseline = "efficientnet_lite0_imagenet"      # reference backbone of the headline view
@@ -16,41 +16,79 @@ Study file (paths are relative to the study file's folder)::
     train_fractions = [1.0]
     repeats = 1
     seed = 0
+    bootstrap = 1000           # optional: resamples per CI (default: the library's)
     [weights]                  # offline checkpoints, per backbone name
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
     batch_size = 64
     [finetune]                 # optional: trained settings next to the probes (same rows, same report)
     settings = ["linear", "full"]   # linear, attention, partial:K, full
-    epochs = 10                # and any other fmprobe.run_finetune keyword (lr, batch_size, patience, ...)
+    epochs = 10                # any other field of fmprobe.finetune.Recipe (lr, batch_size, patience, ...)
+    workers = 0                # and run options (device, dtype, workers, head_weights, force)
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
-import time
 import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from fmprobe.backbones import get_spec, parse_name
-from fmprobe.datasets import load_dataset, parse_spec
+from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
-from fmprobe.finetune import parse_setting, plot_training_curves, run_finetune
+from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
+from fmprobe.probes import PROBES
 from fmprobe.probing import DEFAULT_PROBES, cell_repeats, probe_features
-from fmprobe.report import write_report
+from fmprobe.registry import closest
+from fmprobe.report import ReportPaths, write_report
 
-PATH_SOURCES = {"npz", "csv", "folder", "aptos2019", "isic2019", "cbis-ddsm", "chexpert"}  # arguments that are paths
-KEYS = {"name", "baseline", "datasets", "backbones", "readouts", "resolutions", "probes", "train_fractions",
-        "repeats", "seed", "weights", "extract", "out", "bootstrap", "finetune"}  # fmt: skip
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+def _path_sources() -> set[str]:
+    """Dataset sources whose argument is a path (made relative to the study file), from the dataset registry."""
+    return {name for name, source in SOURCES.items() if source.takes_path}
+
+
+# run_finetune keywords the study sets itself from its own keys (datasets, backbones, resolutions, seed, out, ...).
+_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images_per_split", "progress", "log"})
+
+
+def _run_option_names() -> tuple[str, ...]:
+    """Run options a [finetune] table may set (how a run executes, not what it trains)."""
+    return tuple(f.name for f in fields(RunOptions) if f.name not in _STUDY_SETS)
+
+
+def _recipe_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Recipe) if f.name != "setting")  # 'settings' lists them instead
+
+
+@dataclass(frozen=True)
+class FinetuneGrid:
+    """The ``[finetune]`` table: the settings to train and the keywords every run shares, in the file's order."""
+
+    settings: tuple[str, ...] = ()
+    keywords: dict[str, object] = field(default_factory=dict)  # Recipe fields and run options
+
+    @property
+    def recipe(self) -> dict[str, object]:
+        """The keywords that are fields of :class:`fmprobe.finetune.Recipe`."""
+        return {k: v for k, v in self.keywords.items() if k in _recipe_names()}
+
+    @property
+    def options(self) -> dict[str, object]:
+        """The keywords that are run options (device, workers, ...)."""
+        return {k: v for k, v in self.keywords.items() if k not in _recipe_names()}
 
 
 @dataclass(frozen=True)
 class Study:
+    """A study file, validated. Every field but ``path`` is a key of the file."""
+
     name: str
     path: Path
     datasets: tuple[str, ...]
@@ -63,15 +101,15 @@ class Study:
     seed: int = 0
     baseline: str | None = None
     weights: dict[str, str] = field(default_factory=dict)
-    extract: dict[str, object] = field(default_factory=dict)
+    extract: dict[str, object] = field(default_factory=dict)  # fmprobe.extract_features keywords
     out: Path = Path("runs")
-    bootstrap: int = 1000
-    finetune: dict[str, object] = field(default_factory=dict)  # the [finetune] table: settings + run_finetune keywords
+    bootstrap: int | None = None  # resamples per CI; None: the library's default
+    finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
 
     def finetune_jobs(self) -> list[tuple[str, str, int | None, str]]:
         """(dataset, backbone, resolution, setting) per finetune run, in the order they run."""
-        settings = list(self.finetune.get("settings", []))  # type: ignore[call-overload]
-        return [(d, b, r, s) for d in self.datasets for b in self.backbones for r in self.resolutions or (None,) for s in settings]
+        return [(d, b, r, s) for d in self.datasets for b in self.backbones for r in self.resolutions or (None,)
+                for s in self.finetune.settings]  # fmt: skip
 
     def extraction_jobs(self) -> list[tuple[str, str, int | None, tuple[str, ...]]]:
         """(dataset, backbone, resolution, readouts) per feature file, in the order they run."""
@@ -88,12 +126,45 @@ class Study:
         per_file = sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
+    def bootstrap_keywords(self) -> dict[str, int]:
+        """``n_resamples`` for the probes and finetune runs when the file sets it (else their own default)."""
+        return {} if self.bootstrap is None else {"n_resamples": self.bootstrap}
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+def _study_keys() -> list[str]:
+    return [f.name for f in fields(Study) if f.name != "path"]
+
+
+def _refuse_unknown(table: dict[str, Any], valid: Iterable[str], path: Path, where: str = "") -> None:
+    """Unknown keys fail with the closest valid key for each (a typo costs a second, not a silently ignored key)."""
+    valid = sorted(valid)
+    unknown = sorted(set(table) - set(valid))
+    if not unknown:
+        return
+    hints = [f"{k!r} -> {near[0]!r}" for k in unknown if (near := closest(k, valid, n=1))]
+    raise FmprobeError(
+        f"{path}: unknown key(s) {unknown}{where}" + (f"; closest: {', '.join(hints)}" if hints else "")
+        + f". Allowed: {', '.join(valid)}."
+    )  # fmt: skip
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FmprobeError(f"study file {path} not found; `ls studies/` shows the shipped ones.") from None
+    except tomllib.TOMLDecodeError as err:
+        raise FmprobeError(f"{path}: not valid TOML ({err}).") from None
+
 
 def _resolve_dataset(spec: str, base: Path) -> str:
     """Make a relative path inside a dataset spec relative to the study file, not to the working directory."""
     source, argument, _ = parse_spec(spec)
     body, sep, query = spec.partition("?")
-    if source in PATH_SOURCES and argument and not Path(argument).is_absolute():
+    if source in _path_sources() and argument and not Path(argument).is_absolute():
         absolute = str((base / argument).resolve())
         body = f"{source}:{absolute}" if body.startswith(f"{source}:") else absolute
     return body + (sep + query if sep else "")
@@ -102,15 +173,8 @@ def _resolve_dataset(spec: str, base: Path) -> str:
 def load_study(path: str | Path, out: str | Path | None = None) -> Study:
     """Read and validate a study file, with errors naming the file and the key."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FmprobeError(f"study file {path} not found; `ls studies/` shows the shipped ones.") from None
-    except tomllib.TOMLDecodeError as err:
-        raise FmprobeError(f"{path}: not valid TOML ({err}).") from None
-    unknown = sorted(set(data) - KEYS)
-    if unknown:
-        raise FmprobeError(f"{path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(KEYS))}.")
+    data = _read_toml(path)
+    _refuse_unknown(data, _study_keys(), path)
     for key in ("datasets", "backbones"):
         if not data.get(key):
             raise FmprobeError(f"{path}: '{key}' must list at least one entry.")
@@ -121,9 +185,11 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
             raise FmprobeError(f"{path}: '{key}' must be a list of {kind.__name__}.")
         return tuple(value)
 
-    base = path.parent
+    base, name = path.parent, str(data.get("name", path.stem))
+    if out is None:
+        out = os.path.normpath(base / data["out"]) if "out" in data else Path("runs") / name
     study = Study(
-        name=str(data.get("name", path.stem)),
+        name=name,
         path=path,
         datasets=tuple(_resolve_dataset(d, base) for d in as_tuple("datasets", str)),
         backbones=as_tuple("backbones", str),
@@ -135,39 +201,71 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         seed=int(data.get("seed", 0)),
         baseline=data.get("baseline"),
         weights={k: str((base / v).resolve()) for k, v in data.get("weights", {}).items()},
-        extract=dict(data.get("extract", {})),
-        out=Path(out) if out else (Path(os.path.normpath(base / data["out"])) if "out" in data else Path("runs") / str(data.get("name", path.stem))),
-        bootstrap=int(data.get("bootstrap", 1000)),
-        finetune=_finetune_table(data.get("finetune", {}), path),
+        extract=_extract_table(data.get("extract", {}), path),
+        out=Path(out),
+        bootstrap=int(data["bootstrap"]) if "bootstrap" in data else None,
+        finetune=_finetune_grid(data.get("finetune", {}), path),
     )
-    for backbone in study.backbones:  # unknown names fail before any work, with suggestions
-        get_spec(parse_name(backbone)[0])
-    if study.baseline and study.baseline not in study.backbones:
-        raise FmprobeError(f"{path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}.")
-    from fmprobe.probes import PROBES
-
-    for probe in study.probes:
-        PROBES.get(probe)
+    _check_names(study)
     return study
 
 
-def _finetune_table(table: object, path: Path) -> dict[str, object]:
-    """Check the [finetune] table: a list of settings plus run_finetune keywords (names checked, values later)."""
-    import inspect
+def _check_names(study: Study) -> None:
+    """Unknown backbones, probes and baselines fail before any work, with suggestions."""
+    for backbone in study.backbones:
+        get_spec(parse_name(backbone)[0])
+    if study.baseline and study.baseline not in study.backbones:
+        raise FmprobeError(
+            f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}."
+        )
+    for probe in study.probes:
+        PROBES.get(probe)  # an unknown probe fails naming the closest
 
+
+# extract_features keywords the study sets itself (from backbones, readouts, resolutions, out, --max-images).
+_STUDY_SETS_EXTRACT = frozenset({"weights", "resolution", "readouts", "out", "max_images_per_split", "progress"})
+
+
+def _extract_table(table: object, path: Path) -> dict[str, object]:
+    """Check the [extract] table against the fields of fmprobe's ExtractOptions (names and values), early."""
+    if not isinstance(table, dict):
+        raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., num_workers = ..., ...).")
+    import fmprobe.runtime
+
+    options = getattr(fmprobe.runtime, "ExtractOptions", None)
+    if options is None:  # TODO(lead): drop fallback after extract merge (the keys are then checked here too)
+        return dict(table)
+    _refuse_unknown(
+        table, [f.name for f in fields(options) if f.name not in _STUDY_SETS_EXTRACT], path, " in [extract]"
+    )
+    try:
+        options(**table)
+    except TypeError as err:
+        raise FmprobeError(f"{path}: [extract] has a value of the wrong type ({err}).") from None
+    return dict(table)
+
+
+def _finetune_grid(table: object, path: Path) -> FinetuneGrid:
+    """Check the [finetune] table: its keys are 'settings', Recipe fields and run options; the recipe's values are
+    checked here too, by building one Recipe per setting."""
     if not isinstance(table, dict):
         raise FmprobeError(f"{path}: [finetune] must be a table (settings = [...], epochs = ..., ...).")
     settings = table.get("settings", [])
     if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or (table and not settings):
-        raise FmprobeError(f"{path}: [finetune] settings must list e.g. [\"linear\", \"partial:2\", \"full\"].")
+        raise FmprobeError(f'{path}: [finetune] settings must list e.g. ["linear", "partial:2", "full"].')
     for setting in settings:
         parse_setting(setting)
-    allowed = set(inspect.signature(run_finetune).parameters) - {"dataset", "backbone", "setting", "weights", "out",
-                                                                  "seed", "progress", "log", "max_images_per_split"}  # fmt: skip
-    unknown = sorted(set(table) - allowed - {"settings"})
-    if unknown:
-        raise FmprobeError(f"{path}: [finetune] unknown key(s) {unknown}; allowed: settings, {', '.join(sorted(allowed))}.")
-    return dict(table)
+    _refuse_unknown(table, ["settings", *_recipe_names(), *_run_option_names()], path, " in [finetune]")
+    grid = FinetuneGrid(tuple(settings), {k: v for k, v in table.items() if k != "settings"})
+    for setting in grid.settings:
+        try:
+            Recipe(setting=setting, **grid.recipe)  # type: ignore[arg-type]
+        except TypeError as err:  # e.g. epochs = "ten": the comparison in the recipe's checks fails
+            raise FmprobeError(f"{path}: [finetune] has a value of the wrong type ({err}).") from None
+    return grid
+
+
+# ------------------------------------------------------------------------------------------------ planning
 
 
 @dataclass(frozen=True)
@@ -177,11 +275,12 @@ class CostLine:
     resolution: int
     images: int
     seconds: float | None
-    source: str  # "cached", "measured", "estimated"
+    source: str  # "measured" (an earlier extraction's images/s) or "estimated" (FLOPs)
 
 
-def estimate_cost(study: Study, max_images: int | None = None, log: Log = lambda m: None) -> list[CostLine]:
+def estimate_cost(study: Study, max_images: int | None = None) -> list[CostLine]:
     """Images x backbones, with time from earlier measurements (feature files' images/s) or a FLOP estimate."""
+    from fmprobe.backbones.cost import estimated_rate
     from fmprobe.runtime import choose_device
 
     device = choose_device(str(study.extract.get("device", "auto")))
@@ -192,20 +291,22 @@ def estimate_cost(study: Study, max_images: int | None = None, log: Log = lambda
             try:
                 sizes[dataset] = load_dataset(dataset, max_images).num_images
             except FmprobeError as err:
-                log(f"  {dataset}: cannot be read yet ({str(err).splitlines()[0]})")
+                log.info("  %s: cannot be read yet (%s)", dataset, str(err).splitlines()[0])
                 sizes[dataset] = 0
         spec = get_spec(parse_name(backbone)[0])
         size = resolution or spec.native_resolution
+        images = sizes[dataset]
         measured = _measured_rate(study.out / "features", backbone, size)
         if measured:
-            lines.append(CostLine(dataset, backbone, size, sizes[dataset], sizes[dataset] / measured, "measured"))
+            lines.append(CostLine(dataset, backbone, size, images, images / measured, "measured"))
         else:
-            rate = _flop_rate(spec, size, device)
-            lines.append(CostLine(dataset, backbone, size, sizes[dataset], sizes[dataset] / rate if rate else None, "estimated"))
+            rate = estimated_rate(spec, size, device)
+            lines.append(CostLine(dataset, backbone, size, images, images / rate if rate else None, "estimated"))
     return lines
 
 
 def _measured_rate(features: Path, backbone: str, resolution: int) -> float | None:
+    """The best images/s an earlier extraction of this backbone at this size recorded in its feature file."""
     from fmprobe.store import FeatureFile
 
     rates = []
@@ -219,43 +320,6 @@ def _measured_rate(features: Path, backbone: str, resolution: int) -> float | No
     return max(rates) if rates else None
 
 
-def _flop_rate(spec, size: int, device) -> float | None:
-    """Images/s from the model's FLOPs (counted on the meta device) and this machine's measured matmul speed,
-    at an efficiency of 30% (what convolution and attention stacks reach on CPUs here)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    try:
-        with torch.device("meta"):
-            model = spec.build(size)
-            counter = FlopCounterMode(display=False)
-            with counter:
-                model.forward_readouts(torch.empty(1, 3, size, size), (spec.default_readout,))
-        flops = counter.get_total_flops()
-    except Exception:
-        return None
-    return _machine_flops(device) * 0.3 / max(flops, 1)
-
-
-_MACHINE: dict[str, float] = {}
-
-
-def _machine_flops(device) -> float:
-    import torch
-
-    key = str(device)
-    if key not in _MACHINE:
-        a = torch.randn(1024, 1024, device=device)
-        torch.mm(a, a)
-        start = time.perf_counter()
-        for _ in range(8):
-            torch.mm(a, a)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        _MACHINE[key] = 8 * 2 * 1024**3 / (time.perf_counter() - start)
-    return _MACHINE[key]
-
-
 def format_plan(study: Study, costs: list[CostLine]) -> str:
     lines = [f"study {study.name!r} ({study.path}): {len(study.datasets)} dataset(s) x {len(study.backbones)} backbone(s)"
              f" x {len(study.resolutions) or 1} resolution(s); {study.probe_cells()} probe cells"
@@ -264,64 +328,98 @@ def format_plan(study: Study, costs: list[CostLine]) -> str:
     total, unknown = 0.0, 0
     for c in costs:
         when = "?" if c.seconds is None else _duration(c.seconds)
-        lines.append(f"  extract {c.dataset} x {c.backbone} @ {c.resolution}px: {c.images} images, ~{when} ({c.source})")
+        lines.append(
+            f"  extract {c.dataset} x {c.backbone} @ {c.resolution}px: {c.images} images, ~{when} ({c.source})"
+        )
         if c.seconds is None:
             unknown += 1
         else:
             total += c.seconds
     if study.finetune_jobs():
-        options = {k: v for k, v in study.finetune.items() if k != "settings"}
-        lines.append(f"  finetune: {len(study.finetune_jobs())} run(s), settings {', '.join(study.finetune['settings'])}"  # type: ignore[arg-type]
-                     + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""))  # fmt: skip
+        keywords = study.finetune.keywords
+        lines.append(f"  finetune: {len(study.finetune_jobs())} run(s), settings {', '.join(study.finetune.settings)}"
+                     + (f" ({', '.join(f'{k}={v}' for k, v in keywords.items())})" if keywords else ""))  # fmt: skip
     images = sum(c.images for c in costs)
-    lines.append(f"total: {images} image-forwards, ~{_duration(total)} of extraction" + (f" (+{unknown} unestimated)" if unknown else ""))
+    lines.append(
+        f"total: {images} image-forwards, ~{_duration(total)} of extraction"
+        + (f" (+{unknown} unestimated)" if unknown else "")
+    )
     return "\n".join(lines)
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    return (
+        f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}min" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+    )
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """What a study run produced: the study it ran, its feature files and its report (None on a dry run)."""
+
+    study: Study
+    feature_files: tuple[Path, ...] = ()
+    report: ReportPaths | None = None
 
 
 def run_study(
-    path: str | Path,
+    study: Study | str | Path,
     *,
     out: str | Path | None = None,
     dry_run: bool = False,
     max_images: int | None = None,
     progress: bool = True,
-    log: Log = lambda message: print(message, file=sys.stderr),
-) -> Study:
-    """Run (or, with ``dry_run``, only plan) a study; everything finished before is reused."""
-    study = load_study(path, out)
-    log(format_plan(study, estimate_cost(study, max_images, log)))
+) -> StudyRun:
+    """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
+    reused. ``out`` overrides the study's output folder."""
+    if isinstance(study, Study):
+        study = replace(study, out=Path(out)) if out is not None else study
+    else:
+        study = load_study(study, out)
+    log.info("%s", format_plan(study, estimate_cost(study, max_images)))
     if dry_run:
-        return study
-    feature_files = []
-    for dataset, backbone, resolution, readouts in study.extraction_jobs():
-        base = parse_name(backbone)[0]
-        result = extract_features(
-            dataset, backbone, weights=study.weights.get(base), resolution=resolution, readouts=readouts,
-            out=study.out / "features", max_images_per_split=max_images, progress=progress, log=log,
-            **study.extract,  # type: ignore[arg-type]
-        )  # fmt: skip
-        feature_files.append(result.path)
+        return StudyRun(study)
+    feature_files = tuple(_extract(study, max_images, progress))
     probe_features(
         feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions,
-        repeats=study.repeats, seed=study.seed, out=study.out / "results", n_resamples=study.bootstrap,
-        progress=progress, log=log,
+        repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
+        **study.bootstrap_keywords(),
     )  # fmt: skip
-    options = {k: v for k, v in study.finetune.items() if k != "settings"}
+    _finetune(study, max_images, progress)
+    report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
+    log.info("report: %s", report.html)
+    return StudyRun(study, feature_files, report)
+
+
+def _extract(study: Study, max_images: int | None, progress: bool) -> list[Path]:
+    paths = []
+    for dataset, backbone, resolution, readouts in study.extraction_jobs():
+        result = extract_features(
+            dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
+            readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
+            **study.extract,  # type: ignore[arg-type]
+        )  # fmt: skip
+        paths.append(result.path)
+    return paths
+
+
+def _finetune(study: Study, max_images: int | None, progress: bool) -> None:
+    # With the recipe/options API this call is run_finetune(dataset, backbone,
+    # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
+    # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
+    grid = study.finetune
     for dataset, backbone, resolution, setting in study.finetune_jobs():
         run = run_finetune(
-            dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
-            seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress, log=log,
-            **{"n_resamples": study.bootstrap, **options},  # type: ignore[arg-type]
+            dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
+            resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,
+            **{**study.bootstrap_keywords(), **grid.recipe, **grid.options},  # type: ignore[arg-type]
         )  # fmt: skip
         if run.history and not run.skipped:
             plot_training_curves(run.history, run.run_dir / "curves.png", title=f"{backbone} · {run.probe}")
-    paths = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
-    log(f"report: {paths.html}")
-    return study
 
 
-__all__ = ["Study", "cache_path", "estimate_cost", "format_plan", "load_study", "run_study"]
+__all__ = ["CostLine", "FinetuneGrid", "Study", "StudyRun", "cache_path", "estimate_cost", "format_plan", "load_study",
+           "run_study"]  # fmt: skip

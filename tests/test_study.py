@@ -6,14 +6,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from _helpers import shared_file
 
+import fmprobe.extract
 from fmprobe.errors import FmprobeError, UnknownNameError
+from fmprobe.finetune import FinetuneError, Recipe
 from fmprobe.study import estimate_cost, format_plan, load_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +58,13 @@ def test_grid_expansion_and_paths(tmp_path: Path) -> None:
         ('datasets = ["demo"]\nbackbones = ["resnet18"]\ncolour = 1', FmprobeError, r"unknown key\(s\) \['colour'\]"),
         ('datasets = ["demo"]\nbackbones = ["resnet18"]\nbaseline = "resnet50"', FmprobeError, "baseline 'resnet50'"),
         ('datasets = ["demo"\n', FmprobeError, "not valid TOML"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\nbootstrp = 10', FmprobeError, "'bootstrp' -> 'bootstrap'"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nepoch = 3', FmprobeError,
+         r"unknown key\(s\) \['epoch'\] in \[finetune\]; closest: 'epoch' -> 'epochs'"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nlr = -1.0', FinetuneError, "--lr -1.0"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nepochs = "ten"', FmprobeError, "wrong type"),
+        ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear"]\nresolution = 64', FmprobeError,
+         r"unknown key\(s\) \['resolution'\]"),  # the study's own 'resolutions' decide it
     ],
 )
 def test_bad_study_files_are_named(tmp_path: Path, body: str, error: type, message: str) -> None:
@@ -64,16 +72,31 @@ def test_bad_study_files_are_named(tmp_path: Path, body: str, error: type, messa
         load_study(_write(tmp_path, body))
 
 
-def test_dry_run_prints_grid_and_cost_without_running(tmp_path: Path) -> None:
+def test_dry_run_prints_grid_and_cost_without_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     study = load_study(_write(tmp_path, 'datasets = ["demo:10"]\nbackbones = ["efficientnet_lite0_imagenet", "vit_tiny_patch16_224:random"]\nresolutions = [64]'))
     costs = estimate_cost(study)
     assert [c.images for c in costs] == [40, 40] and all(c.seconds and c.seconds > 0 for c in costs)
     assert all(c.source == "estimated" for c in costs)
     plan = format_plan(study, costs)
     assert "2 backbone(s)" in plan and "80 image-forwards" in plan
-    logs: list[str] = []
-    run_study(study.path, out=tmp_path / "out", dry_run=True, log=logs.append)
-    assert not (tmp_path / "out").exists() and "image-forwards" in logs[0]
+    run = run_study(study.path, out=tmp_path / "out", dry_run=True)
+    assert not (tmp_path / "out").exists() and run.report is None and run.feature_files == ()
+    assert "image-forwards" in capsys.readouterr().err  # the plan is a diagnostic: stderr, never stdout
+
+
+def test_finetune_table_splits_into_recipe_and_run_options(tmp_path: Path) -> None:
+    body = 'datasets = ["demo"]\nbackbones = ["resnet18"]\n[finetune]\nsettings = ["linear", "full"]\nepochs = 2\nworkers = 0\n'
+    grid = load_study(_write(tmp_path, body)).finetune
+    assert grid.settings == ("linear", "full") and grid.recipe == {"epochs": 2} and grid.options == {"workers": 0}
+    assert Recipe(setting="full", **grid.recipe).epochs == 2  # the recipe keywords are exactly Recipe fields
+
+
+def test_relative_paths_follow_the_dataset_registry(tmp_path: Path) -> None:
+    body = ('datasets = ["data/x.npz", "folder:imgs?task=binary", "demo:10", "medmnist:breastmnist@64"]\n'
+            'backbones = ["resnet18"]\n')  # fmt: skip
+    study = load_study(_write(tmp_path, body))
+    assert study.datasets == (str(tmp_path / "data" / "x.npz"), f"folder:{tmp_path / 'imgs'}?task=binary",
+                              "demo:10", "medmnist:breastmnist@64")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["paper", "medmnist", "quick"])
@@ -84,6 +107,10 @@ def test_shipped_studies_validate(name: str) -> None:
         assert "dinov2_vitb14" in study.backbones and study.baseline == "deit_base_imagenet"
 
 
+KILL_HOOK = getattr(fmprobe.extract, "TEST_KILL_AFTER_BATCHES", None)  # the extraction's exact-kill test hook
+
+
+@pytest.mark.skipif(KILL_HOOK is None, reason="needs extract's kill hook")  # TODO(lead): drop after extract merge
 def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     body = ('datasets = ["demo:25"]\nbackbones = ["efficientnet_lite0_imagenet:random", "resnet18:random"]\n'
             'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip
@@ -91,35 +118,28 @@ def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out), "-q"]
     env = {**os.environ, "FMPROBE_DATA": str(tmp_path / "data")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        journals = list(out.rglob("*.journal"))
-        if list(out.rglob("*.h5")) and journals and journals[0].stat().st_size > 20000:  # 1st done, 2nd under way
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the study finished before it could be killed"
-    finished = list(out.rglob("*.h5"))
-    mtimes = {p: p.stat().st_mtime_ns for p in finished}
+    killed = subprocess.run(cmd, cwd=ROOT, env={**env, KILL_HOOK: "3"}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed after the 3rd batch of the first extraction
+    assert not list(out.rglob("*.h5")) and list(out.rglob("*.journal"))
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
-    assert "cache hit" in rerun.stderr and "resuming" in rerun.stderr, rerun.stderr
-    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+    assert "resuming" in rerun.stderr, rerun.stderr
+    finished = list(out.rglob("*.h5"))
+    mtimes = {p: p.stat().st_mtime_ns for p in finished}
     df = pd.read_csv(out / "results" / "results.csv")
     assert df[df.is_primary].groupby("backbone").size().to_dict() == {"efficientnet_lite0_imagenet": 2, "resnet18": 2}
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert "4 of 4 cells already" in again.stderr
+    assert "cache hit" in again.stderr and "4 of 4 cells already" in again.stderr, again.stderr
+    assert len(finished) == 2 and all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # nothing recomputed
 
 
 def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
     shared_file("pneumoniamnist.npz")
     shared_file("breastmnist.npz")
-    logs: list[str] = []
-    study = run_study(ROOT / "studies" / "quick.toml", out=tmp_path, max_images=40, progress=False, log=logs.append)
-    html = (tmp_path / "report" / "report.html").read_text()
+    run = run_study(ROOT / "studies" / "quick.toml", out=tmp_path, max_images=40, progress=False)
+    assert run.report is not None and run.report.html == tmp_path / "report" / "report.html"
+    html = run.report.html.read_text()
     assert "pneumoniamnist" in html and "breastmnist" in html
     df = pd.read_csv(tmp_path / "results" / "results.csv")
     assert set(df.dataset) == {"pneumoniamnist", "breastmnist"} and set(df[df.is_primary].metric) == {"roc_auc"}
-    assert len(df[df.is_primary]) == 2 * 2 * 3 and study.baseline == "efficientnet_lite0_imagenet"
+    assert len(df[df.is_primary]) == 2 * 2 * 3 and run.study.baseline == "efficientnet_lite0_imagenet"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from fmprobe.report.build import ReportPaths, format_table, write_report
+from fmprobe.report.build import N_RESAMPLES, SEED, ReportPaths, format_table, write_report
 
-__all__ = ["ReportPaths", "format_table", "write_report"]
+__all__ = ["N_RESAMPLES", "SEED", "ReportPaths", "format_table", "write_report"]

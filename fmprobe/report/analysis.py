@@ -8,7 +8,6 @@ score over repeats; test numbers are only ever reported, never used to choose.
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 
@@ -18,6 +17,7 @@ import pandas as pd
 from fmprobe.errors import ResultsError
 from fmprobe.metrics import MetricUndefined, Prepared, get_metric, paired_bootstrap
 from fmprobe.metrics.bootstrap import replicate
+from fmprobe.registry import closest
 from fmprobe.results import Predictions, load_predictions
 
 DEFAULT_WEIGHTS = frozenset({"", "pretrained", "default"})  # weights tags not worth printing
@@ -26,8 +26,8 @@ ROW_KEY = ["model", "readout", "resolution"]
 
 
 def suggest(name: str, choices: list[str]) -> str:
-    """'Closest: a, b. ' for an error message ('' when nothing is close); report/ stays off registry.py."""
-    near = difflib.get_close_matches(name, choices, n=3, cutoff=0.5)
+    """'Closest: a, b. ' for an error message ('' when nothing is close), the registry's notion of close."""
+    near = closest(name, choices)
     return f"Closest: {', '.join(near)}. " if near else ""
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+import fmprobe.metrics as metrics
+from fmprobe._io import atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
 from fmprobe.report.analysis import (
@@ -29,6 +30,10 @@ from fmprobe.report.analysis import (
 )
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
 from fmprobe.results import read_results, validate
+
+# The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed (`--seed`).
+N_RESAMPLES: int = metrics.N_BOOTSTRAP
+SEED = 0
 
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
@@ -57,10 +62,6 @@ def _pct(x: float) -> str:
 
 def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "dataset"
 
 
 def _span(values: pd.Series) -> str:
@@ -175,69 +176,59 @@ def _mean_cell(sub: pd.DataFrame, mark: str, notes: _Notes) -> tuple[Cell, float
     return Cell(_num(float(vals.mean())), mark=mark, tail=tail), float(vals.mean())
 
 
-def _headline_tables(h: Headline, views: list[DatasetView]) -> list[Table]:
-    datasets = [v.name for v in views]
+def _gain_summary(h: Headline, datasets: list[str]) -> Table:
+    """Backbone x dataset relative gains over the baseline, plus their mean; a missing gain says why."""
     notes = _Notes()
+    gains = {(g.dataset, g.model): g for g in h.gains}
+    means = {mg.model: mg for mg in h.means}
     body = []
     for m in h.models:
         row = [Cell(m)]
         for d in datasets:
-            g = next((g for g in h.gains if g.dataset == d and g.model == m), None)
+            g = gains.get((d, m))
             if g is None:
                 row.append(Cell(""))
             elif g.reason:
                 row.append(Cell(MISSING, note=notes(f"{m} on {d}: {g.reason}")))
             else:
                 row.append(Cell(f"{_pct(g.rel)} [{_pct(g.rel_low)}, {_pct(g.rel_high)}]"))
-        mg = next((mg for mg in h.means if mg.model == m), None)
+        mg = means.get(m)
         if mg is None:
             row.append(Cell(MISSING, note=notes(f"{m}: no dataset with a paired comparison")))
         else:
             n = f" (n={len(mg.datasets)})" if len(mg.datasets) != len(datasets) else ""
             row.append(Cell(f"{_pct(mg.rel)} [{_pct(mg.low)}, {_pct(mg.high)}]{n}"))
         body.append(row)
-    summary = Table(
-        ["backbone"] + datasets + ["mean over datasets"],
-        body,
-        f"Relative gain of the primary metric over `{h.baseline}`, with 95% paired-bootstrap CI.",
-        notes.footnotes,
-    )
-    detail_rows = []
+    caption = f"Relative gain of the primary metric over `{h.baseline}`, with 95% paired-bootstrap CI."
+    return Table(["backbone", *datasets, "mean over datasets"], body, caption, notes.footnotes)
+
+
+def _gain_detail(h: Headline, views: list[DatasetView]) -> Table | None:
+    """The configurations behind the gains, the baseline's first on each dataset; None when there is no gain."""
+    rows = []
     for v in views:
         ok = [g for g in h.gains if g.dataset == v.name and not g.reason]
         if not ok:
             continue
         base = ok[0].base_choice
-        detail_rows.append(
-            [
-                Cell(v.name),
-                Cell(f"{h.baseline} (baseline)"),
-                Cell(_cfg(base, v)),
-                Cell(_num(base.val_score)),
-                Cell(_num(ok[0].base_value)),
-                Cell(""),
-                Cell(""),
-            ]
+        rows.append(
+            [v.name, f"{h.baseline} (baseline)", _cfg(base, v), _num(base.val_score), _num(ok[0].base_value), "", ""]
         )
-        detail_rows += [
-            [
-                Cell(v.name),
-                Cell(g.model),
-                Cell(_cfg(g.choice, v)),
-                Cell(_num(g.choice.val_score)),
-                Cell(_num(g.value)),
-                Cell(f"{g.diff:+.3f}"),
-                Cell(_p(g.p_value)),
-            ]
-            for g in ok
-        ]
-    detail = Table(
+        rows += [[v.name, g.model, _cfg(g.choice, v), _num(g.choice.val_score), _num(g.value), f"{g.diff:+.3f}",
+                  _p(g.p_value)] for g in ok]  # fmt: skip
+    if not rows:
+        return None
+    return Table(
         ["dataset", "backbone", "selected on val", "val", "test", "Δ test", "p"],
-        detail_rows,
+        [[Cell(text) for text in row] for row in rows],
         "The configurations behind the gains: primary metric on validation (mean over repeats) and test "
         "(the compared repeat), difference to the baseline and two-sided paired-bootstrap p-value.",
     )
-    return [summary] + ([detail] if detail_rows else [])
+
+
+def _headline_tables(h: Headline, views: list[DatasetView]) -> list[Table]:
+    detail = _gain_detail(h, views)
+    return [_gain_summary(h, [v.name for v in views])] + ([detail] if detail else [])
 
 
 def _cfg(c: Choice, v: DatasetView) -> str:
@@ -316,15 +307,31 @@ def _provenance(df: pd.DataFrame, views: list[DatasetView]) -> list[Block]:
     ]
 
 
+class _Figures:
+    """The report's PNGs: where they go, the model colours they share, and the list written so far."""
+
+    def __init__(self, out: Path, colors: dict[str, tuple[float, ...]]) -> None:
+        self.out, self.dir, self.colors = out, out / "plots", colors
+        self.paths: list[Path] = []
+
+    def file(self, name: str) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self.dir / name
+
+    def image(self, path: Path, alt: str) -> Image:
+        self.paths.append(path)
+        return Image(path, path.relative_to(self.out).as_posix(), alt)
+
+
 def write_report(
     results: pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     baseline: str | None = None,
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
 ) -> ReportPaths:
-    """Write report.md, a self-contained report.html and the PNG plots into ``out_dir``.
+    """Write report.md, a self-contained report.html and the PNG plots into ``out_dir`` (each file atomically).
 
     ``results`` is a results DataFrame (predictions paths absolute or relative to the working directory) or
     anything :func:`fmprobe.results.read_results` accepts. ``baseline`` names the model gains are measured
@@ -334,18 +341,25 @@ def write_report(
     if df.empty:
         raise ResultsError("the results table is empty; run a study first.")
     out = Path(out_dir)
-    plot_dir = out / "plots"
-    plot_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     views = dataset_views(df)
-    names = [v.name for v in views]
     h = headline(views, baseline, n_resamples, seed)
-    pngs: list[Path] = []
-    colors = plots.model_colors([h.baseline] + h.models)
+    figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
+    blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
+    for v in views:
+        blocks += _dataset_blocks(v, h.baseline, figures)
+    blocks += _provenance(df, views)
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, to_markdown(blocks))
+    atomic_write_text(html_path, to_html(blocks, "fmprobe report"))
+    return ReportPaths(out, md_path, html_path, tuple(figures.paths))
 
-    def image(path: Path, alt: str) -> Image:
-        pngs.append(path)
-        return Image(path, path.relative_to(out).as_posix(), alt)
 
+def _headline_blocks(
+    df: pd.DataFrame, views: list[DatasetView], h: Headline, figures: _Figures, n_resamples: int, seed: int
+) -> list[Block]:
+    """Title, what was run, and the gain over the baseline (tables and chart)."""
+    names = [v.name for v in views]
     blocks: list[Block] = [
         Heading("fmprobe report", 1),
         Para(
@@ -364,42 +378,36 @@ def write_report(
             "sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI is "
             "the 2.5–97.5 percentile of those means."
         ),
+        *_headline_tables(h, views),
     ]
-    blocks += _headline_tables(h, views)
     if h.means or any(not g.reason for g in h.gains):
-        blocks.append(image(plots.gain_chart(h, names, colors, plot_dir / "gain.png"), "gain over baseline"))
-
-    for v in views:
-        chosen = choose_on_val(v.at(v.table_fraction), v.metric)
-        blocks += [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
-        blocks += dataset_tables(v, chosen)
-        if len(v.fractions) > 1:
-            curves = efficiency_curves(v)
-            if curves:
-                blocks += [
-                    Heading("Data efficiency", 3),
-                    Para(
-                        "Per backbone, the configuration selected on validation at each train fraction; "
-                        "line = mean over repeats, band = 95% bootstrap CI (bounds averaged over repeats), "
-                        "error bars = sd over repeats."
-                    ),
-                    image(
-                        plots.efficiency_chart(
-                            v.name, v.metric, curves, colors, h.baseline, plot_dir / f"efficiency_{_slug(v.name)}.png"
-                        ),
-                        f"data efficiency {v.name}",
-                    ),
-                ]
-        blocks += _confusion_blocks(v, plot_dir, image)
-    blocks += _provenance(df, views)
-
-    md_path, html_path = out / "report.md", out / "report.html"
-    md_path.write_text(to_markdown(blocks), encoding="utf-8")
-    html_path.write_text(to_html(blocks, "fmprobe report"), encoding="utf-8")
-    return ReportPaths(out, md_path, html_path, tuple(pngs))
+        chart = plots.gain_chart(h, names, figures.colors, figures.file("gain.png"))
+        blocks.append(figures.image(chart, "gain over baseline"))
+    return blocks
 
 
-def _confusion_blocks(v: DatasetView, plot_dir: Path, image: Callable[[Path, str], Image]) -> list[Block]:
+def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures) -> list[Block]:
+    """One dataset's section: its tables, its data-efficiency curves (several fractions) and confusion matrix."""
+    chosen = choose_on_val(v.at(v.table_fraction), v.metric)
+    blocks: list[Block] = [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
+    blocks += dataset_tables(v, chosen)
+    curves = efficiency_curves(v) if len(v.fractions) > 1 else {}
+    if curves:
+        path = figures.file(f"efficiency_{slug(v.name)}.png")
+        chart = plots.efficiency_chart(v.name, v.metric, curves, figures.colors, baseline, path)
+        blocks += [
+            Heading("Data efficiency", 3),
+            Para(
+                "Per backbone, the configuration selected on validation at each train fraction; "
+                "line = mean over repeats, band = 95% bootstrap CI (bounds averaged over repeats), "
+                "error bars = sd over repeats."
+            ),
+            figures.image(chart, f"data efficiency {v.name}"),
+        ]
+    return blocks + _confusion_blocks(v, figures)
+
+
+def _confusion_blocks(v: DatasetView, figures: _Figures) -> list[Block]:
     head = Heading("Confusion matrix", 3)
     if v.task == "multilabel":
         return []
@@ -420,8 +428,8 @@ def _confusion_blocks(v: DatasetView, plot_dir: Path, image: Callable[[Path, str
             f"{_num(best.val_score)}, test {v.metric} {shown}, repeat {int(best.first['repeat'])}). Cells show "
             "counts; colours are normalised per true class."
         ),
-        image(
-            plots.confusion_chart(v.name, title, cm, classes, plot_dir / f"confusion_{_slug(v.name)}.png"),
+        figures.image(
+            plots.confusion_chart(v.name, title, cm, classes, figures.file(f"confusion_{slug(v.name)}.png")),
             f"confusion matrix {v.name}",
         ),
     ]

@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from fmprobe._io import atomic_write
 from fmprobe.report.analysis import CurvePoint, Headline
 
 DPI = 110
@@ -27,8 +28,9 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    """Write the PNG atomically (a reader never sees half a plot); no version or date in it: reproducible bytes."""
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png", metadata={"Software": None})  # no version/date: reproducible bytes
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None}))
     return path
 
 

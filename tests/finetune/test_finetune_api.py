@@ -20,7 +20,6 @@ import pytest
 import torch
 from torch import nn
 
-import fmprobe.study as study_module
 from fmprobe.backbones import BACKBONES, ImageTransform, Preprocess, create_backbone, get_spec
 from fmprobe.datasets import load_dataset
 from fmprobe.datasets.base import ArraySource
@@ -251,10 +250,6 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ study cells
 
 
-@pytest.mark.skipif(
-    not hasattr(study_module, "FinetuneGrid"),
-    reason="the study runner checks [finetune] against Recipe/RunOptions fields from helper H5's branch on",
-)  # TODO(lead): drop this marker once the study branch is merged
 def test_study_runs_finetune_cells_next_to_probes(tmp_path: Path) -> None:
     from fmprobe.study import format_plan, load_study, run_study
 

@@ -1,0 +1,60 @@
+"""What the report computes: validation-only selection and paired gains with their combined CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _report_study import DATASETS
+
+from fmprobe.metrics import paired_bootstrap
+from fmprobe.report.analysis import dataset_views, headline, relative_gain_samples
+from fmprobe.results import load_predictions, read_results
+
+
+def test_gain_sign_and_mean_ci(study: Path) -> None:
+    views = dataset_views(read_results(study))
+    h = headline(views, "toy_imagenet", n_resamples=300, seed=0)
+    assert h.models == ["toy_fm", "toy_fm:random"]
+    by = {(g.dataset, g.model): g for g in h.gains}
+    for ds in DATASETS:
+        strong, rand = by[ds, "toy_fm"], by[ds, "toy_fm:random"]
+        assert strong.reason == "" and strong.rel > 0.05 and strong.rel_low > 0 and strong.p_value < 0.05
+        assert rand.rel < 0 and rand.rel_high < 0
+        # the replicates combined across datasets are exactly paired_bootstrap's
+        a = load_predictions(strong.choice.first["predictions"])
+        b = load_predictions(strong.base_choice.first["predictions"])
+        cmp = paired_bootstrap(
+            views[0].metric if ds == "synth_lesions" else views[1].metric,
+            a.y_true,
+            a.y_score,
+            b.y_score,
+            n_resamples=300,
+            seed=0,
+        )
+        s = relative_gain_samples(strong.metric, a.y_true, a.y_score, b.y_score, 300, 0)
+        assert np.quantile(s, [0.025, 0.975]) == pytest.approx([cmp.rel_low, cmp.rel_high])
+    mean = {m.model: m for m in h.means}
+    fm = mean["toy_fm"]
+    assert fm.rel == pytest.approx(np.mean([by[d, "toy_fm"].rel for d in DATASETS]))
+    assert 0 < fm.low < fm.rel < fm.high
+    assert mean["toy_fm:random"].high < 0
+    # flipping the baseline flips the sign
+    h2 = headline(views, "toy_fm", n_resamples=300, seed=0)
+    assert all(g.rel < 0 for g in h2.gains if g.model == "toy_imagenet")
+
+
+
+
+def test_selection_uses_validation_never_test(study: Path) -> None:
+    df = read_results(study)
+    fm = (df["dataset"] == "synth_tissue") & (df["backbone"] == "toy_fm") & (df["weights"] == "pretrained")
+    test_best = df[fm & df["is_primary"] & (df["train_fraction"] == 1.0)].groupby("probe")["value"].mean().idxmax()
+    val_pick = "knn" if test_best == "logreg" else "logreg"
+    df.loc[fm & (df["probe"] == val_pick), "val_score"] = 0.999  # validation now prefers the test-worse probe
+    h = headline(dataset_views(df), "toy_imagenet", n_resamples=50, seed=0)
+    g = next(g for g in h.gains if g.dataset == "synth_tissue" and g.model == "toy_fm")
+    assert g.choice.probe == val_pick and g.choice.val_score == pytest.approx(0.999)
+
+

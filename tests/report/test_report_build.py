@@ -1,0 +1,120 @@
+"""The report's files from a synthetic study (tests/report/_report_study.py): what the Markdown, HTML and terminal
+table say, and that every plot they show exists."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _report_study import DATASETS, NAN_REASON
+
+from fmprobe import cli
+from fmprobe.errors import ResultsError
+from fmprobe.report import N_RESAMPLES, format_table, write_report
+from fmprobe.results import read_results
+
+
+def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[no-untyped-def]
+    md, html = report.markdown.read_text(), report.html.read_text()
+    links = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", md)
+    assert sorted(report.out_dir / rel for _, rel in links) == sorted(report.plots)  # listed = linked
+    for p in report.plots:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    alts = {alt for alt, _ in links}
+    assert "gain over baseline" in alts  # several datasets and fractions, single-label tasks: all three kinds
+    assert all({f"data efficiency {d}", f"confusion matrix {d}"} <= alts for d in DATASETS)
+    srcs = re.findall(r'src="([^"]*)"', html)
+    assert len(srcs) == len(links) and all(s.startswith("data:image/png;base64,") for s in srcs)  # embedded
+    assert "<link" not in html and "<script" not in html and "http://" not in html and "https://" not in html
+    assert "<strong>" in html and "<style>" in html
+    assert "chosen on validation" in md and "fp-toy_fm-random-synth_tissue" in md
+    assert "Baseline: `toy_imagenet` (chosen automatically" in md  # no baseline given: the ImageNet model, said so
+    assert not list(report.out_dir.rglob("*.tmp"))  # written atomically: no temporary file left behind
+
+
+def test_rewriting_a_report_is_reproducible(study: Path, tmp_path: Path) -> None:
+    first = write_report(study, tmp_path, n_resamples=50)
+    before = {p: p.read_bytes() for p in (first.markdown, first.html, *first.plots)}
+    second = write_report(study, tmp_path, n_resamples=50)  # replaces every file in place, byte for byte
+    assert {p: p.read_bytes() for p in (second.markdown, second.html, *second.plots)} == before
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_report_cli_defaults_come_from_the_library(study: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "report", "--help"])
+    cli.main()  # help is printed, nothing run
+    assert f"(default: {N_RESAMPLES})" in " ".join(capsys.readouterr().out.replace("│", " ").split())
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "report", str(study), "--out", str(tmp_path), "--seed", "3"])
+    cli.main()
+    assert f"({N_RESAMPLES} resamples, seed 3)" in (tmp_path / "report.md").read_text()
+
+
+def test_table_marks_best_per_column(study: Path, report) -> None:  # type: ignore[no-untyped-def]
+    df = read_results(study)
+    md = report.markdown.read_text()
+    full = df[df["is_primary"] & (df["train_fraction"] == 1.0) & (df["repeat"] == 0)]
+    for _, g in full.groupby(["dataset", "probe"]):
+        best = g.loc[g["value"].idxmax()]
+        assert best["backbone"] == "toy_fm" and best["weights"] == "pretrained"
+        assert f"**{best['value']:.3f}** [{best['ci_low']:.3f}, {best['ci_high']:.3f}]" in md
+    text = format_table(df, "synth_tissue")
+    assert "mean ± sd over 2 repeats" in text
+    header, rule = text.splitlines()[1:3]
+    assert header.split() == ["backbone", "knn", "logreg"] and set(rule.replace(" ", "")) == {"-"}
+    fm_row = next(line for line in text.splitlines() if line.startswith("toy_fm "))
+    assert fm_row.count("*") == 2  # best in both probe columns
+    assert next(line for line in text.splitlines() if line.startswith("toy_fm:random"))  # weights tag shown
+    with pytest.raises(ResultsError, match="Closest: synth_tissue"):
+        format_table(df, "synth_tisue")
+
+
+def test_gain_rendered_in_report(report) -> None:  # type: ignore[no-untyped-def]
+    md = report.markdown.read_text()
+    line = next(row for row in md.splitlines() if row.startswith("| toy_fm |"))
+    gains = re.findall(r"([+-]\d+\.\d)% \[([+-]\d+\.\d)%, ([+-]\d+\.\d)%\]", line)
+    assert len(gains) == 3 and all(float(lo) > 0 for _, lo, _ in gains)  # 2 datasets + mean, all above 0
+
+
+def test_missing_metric_shows_reason_not_number(report) -> None:  # type: ignore[no-untyped-def]
+    md = report.markdown.read_text()
+    lesions = md.split("## Dataset `synth_lesions`")[1].split("## Dataset")[0]
+    row = next(line for line in lesions.splitlines() if line.startswith("| toy_fm:random |"))
+    knn_cell = row.split("|")[2].strip()  # columns: backbone | knn | logreg
+    assert knn_cell == "—<sup>1</sup>"
+    assert f"<sup>1</sup> roc_auc missing: {NAN_REASON}" in lesions
+    mean_row = [line for line in lesions.splitlines() if line.startswith("| toy_fm:random |")][1]
+    assert mean_row.split("|")[2].strip() == "—<sup>1</sup>"  # repeat 1 is defined, but no partial mean is shown
+    assert f"<sup>1</sup> roc_auc missing in 1 of 2 repeats: {NAN_REASON}" in lesions
+    assert NAN_REASON in report.html.read_text()
+
+
+def test_explicit_and_unknown_baseline(study: Path, tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match="Closest: toy_imagenet"):
+        write_report(study, tmp_path / "r", baseline="toy_imagenett", n_resamples=50)
+    df = read_results(study)
+    one = df[df["dataset"] == "synth_tissue"]
+    paths = write_report(one, tmp_path / "r2", baseline="toy_fm:random", n_resamples=50)
+    md = paths.markdown.read_text()
+    assert "Baseline: `toy_fm:random` (given)" in md and "![data efficiency synth_tissue]" in md
+    assert not pd.isna(one["value"]).any()
+
+
+def test_minimal_table_without_predictions_still_renders(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    df = df[
+        (df["dataset"] == "synth_lesions")
+        & (df["train_fraction"] == 1.0)
+        & (df["repeat"] == 0)
+        & ~((df["backbone"] == "toy_fm") & (df["weights"] == "random"))
+    ].copy()
+    df["predictions"] = ""  # e.g. a table from an older run: no paired test is possible, and the report says so
+    paths = write_report(df, tmp_path, n_resamples=50)
+    md = paths.markdown.read_text()
+    assert [p.name for p in paths.plots] == []  # one fraction, no predictions: nothing to plot
+    assert "mean ± sd" not in md and "Data efficiency" not in md
+    assert "| toy_fm | —<sup>1</sup> | —<sup>2</sup> |" in md
+    assert "<sup>1</sup> toy_fm on synth_lesions: this cell has no predictions file" in md
+    assert "no confusion matrix — this cell has no predictions file" in md
