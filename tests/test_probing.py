@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import h5py
@@ -10,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmprobe import cli
 from fmprobe.errors import FmprobeError, UnknownNameError
 from fmprobe.probing import probe_features, subsample
 from fmprobe.results import load_predictions, read_results
@@ -97,31 +95,6 @@ def test_probe_errors_are_named(tmp_path: Path) -> None:
     synthetic_features(tmp_path / "toy.h5")
     with pytest.raises(FmprobeError, match="readout.*not extracted"):
         probe_features([tmp_path], readouts=["cls"], progress=False)
-
-
-def test_demo_runs_the_whole_loop_from_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    """`fmprobe demo` (smaller data and resolution than the default, same code path), then probe/report commands."""
-    import fmprobe.demo as demo
-
-    real = demo.extract_features
-    monkeypatch.setattr(demo, "extract_features", lambda *a, **k: real(*a, **{**k, "resolution": 64, "num_workers": 0}))
-    monkeypatch.setattr(sys, "argv", ["fmprobe", "demo", "--out", str(tmp_path), "--images-per-class", "20", "-q"])
-    cli.main()
-    out = capsys.readouterr().out
-    assert "efficientnet_lite0_imagenet:random" in out and "logreg" in out and "report.html" in out
-    html = (tmp_path / "report" / "report.html").read_text()
-    assert "data:image/png;base64" in html and "efficientnet_lite0_imagenet" in html
-    df = pd.read_csv(tmp_path / "results" / "results.csv")
-    primary = df[df.is_primary & (df.train_fraction == 1.0)]
-    assert set(primary.probe) == {"logreg", "knn", "lgbm"} and set(primary.weights) == {"pretrained", "random"}
-    monkeypatch.setattr(sys, "argv", ["fmprobe", "report", str(tmp_path / "results"), "--out", str(tmp_path / "r2")])
-    cli.main()
-    assert (tmp_path / "r2" / "report.md").exists()
-    monkeypatch.setattr(
-        sys, "argv", ["fmprobe", "probe", str(tmp_path / "features"), "--out", str(tmp_path / "results"), "-q"]
-    )
-    cli.main()
-    assert "0 cells run, 6 already done" in capsys.readouterr().out
 
 
 def test_subsample_stratifies_multilabel_with_missing_entries() -> None:
