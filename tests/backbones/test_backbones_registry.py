@@ -101,3 +101,12 @@ def test_extract_end_to_end_offline(tmp_path: Path, backbone: str, resolution: i
     assert result.path.exists() and not result.cache_hit and result.n_images > 0
     features = FeatureFile(result.path)
     assert set(readouts) <= set(features.readouts)
+
+
+def test_imagenet_baselines_are_a_registry_fact() -> None:
+    from fmprobe.backbones import imagenet_baselines
+
+    baselines = imagenet_baselines()
+    assert set(baselines) == {"efficientnet_lite0_imagenet", "resnet50_imagenet", "resnet152_imagenet", "deit_base_imagenet", "dino_vitb16_imagenet"}
+    assert all(get_spec(name).imagenet_baseline for name in baselines)
+    assert not get_spec("dinov2_vitb14").imagenet_baseline and not get_spec("resnet50").imagenet_baseline  # nor any escape
