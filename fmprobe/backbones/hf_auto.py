@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,11 +29,13 @@ from fmprobe.backbones.base import (
     IMAGENET_STD,
     BackboneSpec,
     FeatureModel,
+    GroupMatcher,
     Preprocess,
     StateDict,
     WeightsInfo,
+    register_prefix,
 )
-from fmprobe.backbones.weights import downloads_disabled, locate_published
+from fmprobe.backbones.weights import cached_hf_file, downloads_disabled
 from fmprobe.errors import UnknownNameError, WeightsError
 
 PREFIX = "hf:"
@@ -62,8 +65,7 @@ class HfVisionFeatures(FeatureModel):
             values["pooled"] = pooled.flatten(1) if pooled.ndim > 2 else pooled
         hidden = getattr(out, "last_hidden_state", None)
         if hidden is not None and hidden.ndim == 3:
-            n_patches = (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size) if self.patch_size else hidden.shape[1]
-            prefix = max(hidden.shape[1] - n_patches, 0)
+            prefix = self._num_prefix(hidden, images)
             if prefix:
                 values["cls"] = hidden[:, 0]
             values["mean_patch"] = hidden[:, prefix:].mean(dim=1)
@@ -73,6 +75,40 @@ class HfVisionFeatures(FeatureModel):
         if missing:
             raise UnknownNameError(f"readout {missing[0]!r} is not produced by this model; available: {', '.join(values)}.")
         return {name: values[name] for name in readouts}
+
+
+    def _num_prefix(self, hidden: torch.Tensor, images: torch.Tensor) -> int:
+        """Tokens before the patch tokens (class, distillation, registers): what the patch grid does not explain."""
+        if not self.patch_size:
+            return 0
+        n_patches = (images.shape[-2] // self.patch_size) * (images.shape[-1] // self.patch_size)
+        return max(hidden.shape[1] - n_patches, 0)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """``last_hidden_state``'s patch tokens ``[B, N, D]`` (prefix tokens dropped; a conv map flattened)."""
+        kwargs = {"interpolate_pos_encoding": True} if self.can_interpolate and images.shape[-1] != self.native else {}
+        hidden = self.model(pixel_values=images, **kwargs).last_hidden_state
+        if hidden.ndim == 4:  # B, C, H, W
+            return hidden.flatten(2).transpose(1, 2)
+        return hidden[:, self._num_prefix(hidden, images) :]
+
+    def _block_list(self) -> str:
+        """The name of the module list holding the model's blocks: the one with the most parameters
+        (``encoder.layer`` of a ViT, ``vision_model.encoder.layers`` of CLIP, ``encoder.stages`` of a ConvNet)."""
+        lists = [(sum(p.numel() for p in m.parameters()), name) for name, m in self.named_modules()
+                 if isinstance(m, nn.ModuleList) and len(m) >= 2]  # fmt: skip
+        if not lists:
+            raise NotImplementedError(f"{type(self.model).__name__} has no list of blocks")
+        return max(lists, key=lambda item: item[0])[1]
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """The block list's entries are the blocks; parameters registered before it (embeddings) are the stem,
+        those after it (final norm, pooler, projection) the tail (transformers registers modules in forward order)."""
+        blocks = self._block_list()
+        names = [n for n, _ in self.named_parameters()]
+        first = next(i for i, n in enumerate(names) if n.startswith(blocks + "."))
+        stem = "|".join(re.escape(n) + "$" for n in names[:first]) or "$^"
+        return {"stem": f"^(?:{stem})", "blocks": [(rf"^{re.escape(blocks)}\.(\d+)\.", None)]}
 
 
 def _tower(config: object) -> tuple[type, object, bool]:
@@ -100,14 +136,13 @@ def _read_json(ident: str, filename: str, local: Path | None) -> dict | None:
         return json.loads(path.read_text()) if path.is_file() else None
     from huggingface_hub import hf_hub_download
 
-    for offline in (True, False):
-        if not offline and downloads_disabled():
-            break
+    path = cached_hf_file(ident, filename)
+    if path is None and not downloads_disabled():
         try:
-            return json.loads(Path(hf_hub_download(ident, filename, local_files_only=offline)).read_text())
-        except Exception:
-            continue
-    return None
+            path = Path(hf_hub_download(ident, filename))
+        except Exception:  # the repo has no such file, or the hub is unreachable
+            return None
+    return json.loads(path.read_text()) if path is not None else None
 
 
 def _preprocess(cfg: dict | None, image_size: int) -> tuple[Preprocess, str]:
@@ -173,14 +208,10 @@ def generic_entry(name: str) -> BackboneSpec:
     def filter_fn(state_dict: StateDict, model: nn.Module) -> StateDict:
         return filter_state_dict(state_dict, model, cls, cfg, is_tower)
 
-    def locate() -> Path:
-        if local is not None:
-            for filename in WEIGHT_FILES:
-                if (local / filename).is_file():
-                    return local / filename
-            raise WeightsError(f"no weights for {name!r}: {local} has no {' or '.join(WEIGHT_FILES)}; pass --weights PATH.")
-        return locate_published(name, hf=tuple((ident, f) for f in WEIGHT_FILES))
-
+    if local is not None:
+        weights = WeightsInfo(local=tuple(str(local / f) for f in WEIGHT_FILES))
+    else:
+        weights = WeightsInfo(hf=tuple((ident, f) for f in WEIGHT_FILES))
     return BackboneSpec(
         name=name,
         family="hf",
@@ -189,8 +220,7 @@ def generic_entry(name: str) -> BackboneSpec:
         preprocess=preprocess,
         readouts=readouts,
         default_readout=readouts[0],
-        weights=WeightsInfo("hf", hub_id="" if local else ident, filename=WEIGHT_FILES[0]),
-        locate_weights=locate,
+        weights=weights,
         filter_state_dict=filter_fn,
         description=f"Hugging Face {ident} ({type(config).__name__}){note}",
     )
@@ -233,3 +263,6 @@ def filter_state_dict(state_dict: StateDict, model: nn.Module, cls: type, config
     if problems:
         raise WeightsError(f"checkpoint does not match {cls.__name__}: {'; '.join(problems)}. Is it this model's checkpoint?")
     return {f"model.{k}": v for k, v in loaded.state_dict().items()}
+
+
+register_prefix(PREFIX, generic_entry)

@@ -11,11 +11,9 @@ final-norm class token (MAE's linear probing reads it).
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
-from fmprobe.backbones.base import BackboneSpec, Preprocess, WeightsInfo
-from fmprobe.backbones.vit import BLOCK_PATTERN, TOKEN_READOUTS, build_timm_tokens, timm_checkpoint_filter
-from fmprobe.backbones.weights import locate_published
+from fmprobe.backbones.base import Preprocess, WeightsInfo, register
+from fmprobe.backbones.timm_features import timm_checkpoint_filter, timm_family_entry
 
 RELEASE = "https://dl.fbaipublicfiles.com/mae/pretrain"
 VARIANTS = {  # name -> (timm architecture, released file, paper name)
@@ -23,32 +21,15 @@ VARIANTS = {  # name -> (timm architecture, released file, paper name)
     "mae_vitl16": ("vit_large_patch16_224", "mae_pretrain_vit_large.pth", "ViT-L/16"),
 }
 PREPROCESS = Preprocess(size=224, crop_pct=224 / 256, interpolation="bicubic")
+filter_state_dict = partial(timm_checkpoint_filter, drop=("decoder", "mask_token"))
 
-
-def entry(name: str) -> BackboneSpec:
-    arch, filename, paper_name = VARIANTS[name]
-    url = f"{RELEASE}/{filename}"
-    hub = f"timm/{arch}.mae"
-
-    def locate() -> Path:
-        return locate_published(name, urls=(url,), hf=((hub, "model.safetensors"),))
-
-    return BackboneSpec(
-        name=name,
-        family="mae",
-        implementation=f"timm {arch}",
-        build=partial(build_timm_tokens, arch, TOKEN_READOUTS),
-        preprocess=PREPROCESS,
-        readouts=TOKEN_READOUTS,
-        default_readout="cls",
-        readout_patterns=(BLOCK_PATTERN,),
-        weights=WeightsInfo("url", hub_id=hub, filename=filename, url=url, license="cc-by-nc-4.0"),
-        locate_weights=locate,
-        filter_state_dict=partial(timm_checkpoint_filter, drop=("decoder", "mask_token")),
-        description=f"MAE {paper_name} encoder, masked-autoencoder pre-training on ImageNet-1k",
-        paper="He et al., Masked Autoencoders Are Scalable Vision Learners (CVPR 2022)",
+for _name, (_arch, _filename, _paper_name) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "mae", _arch,
+            weights=WeightsInfo(urls=(f"{RELEASE}/{_filename}",), hf=((f"timm/{_arch}.mae", "model.safetensors"),), license="cc-by-nc-4.0"),
+            preprocess=PREPROCESS, filter_state_dict=filter_state_dict,
+            description=f"MAE {_paper_name} encoder, masked-autoencoder pre-training on ImageNet-1k",
+            paper="He et al., Masked Autoencoders Are Scalable Vision Learners (CVPR 2022)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -24,8 +24,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fmprobe.backbones.base import CLIP_MEAN, CLIP_STD, BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import downloads_disabled, locate_published, strip_prefix
+from fmprobe.backbones.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    TAIL_ORDINAL,
+    BackboneSpec,
+    FeatureModel,
+    GroupMatcher,
+    Preprocess,
+    StateDict,
+    WeightsInfo,
+    prefixed_matcher,
+    register,
+    register_prefix,
+)
+from fmprobe.backbones.weights import cached_hf_file, downloads_disabled, strip_prefix
 from fmprobe.errors import UnknownNameError, WeightsError
 
 PREFIX = "openclip:"
@@ -76,6 +89,33 @@ class OpenClipVisual(FeatureModel):
         if missing:
             raise UnknownNameError(f"readout {missing[0]!r} is not available for a {type(v).__name__} image tower; use 'embedding'.")
         return {name: out[name] for name in readouts}
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The final-norm patch tokens ``mean_patch`` averages (class token dropped)."""
+        from open_clip.timm_model import TimmModel
+        from open_clip.transformer import VisionTransformer
+
+        v = self.visual
+        if isinstance(v, VisionTransformer):
+            return v._pool(v.transformer(v._embeds(images)))[1]
+        if isinstance(v, TimmModel):
+            return v.trunk.forward_features(images)[:, int(getattr(v.trunk, "num_prefix_tokens", 0)) :]
+        raise NotImplementedError(f"a {type(v).__name__} image tower does not expose patch tokens")
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """open_clip's ViT tower: embeddings and ``ln_pre`` / ``transformer.resblocks.N`` / ``ln_post``, ``proj``
+        (and attention pooling) last; a timm tower: its trunk's own matcher, the projection head last."""
+        from open_clip.timm_model import TimmModel
+
+        v = self.visual
+        if isinstance(v, TimmModel):
+            return prefixed_matcher(v.trunk.group_matcher(coarse=coarse), "visual.trunk.")
+        if not hasattr(v, "transformer"):
+            raise NotImplementedError(f"a {type(v).__name__} image tower does not define its blocks")
+        return {
+            "stem": r"^visual\.(?:class_embedding|positional_embedding|conv1|ln_pre)",
+            "blocks": [(r"^visual\.transformer\.resblocks\.(\d+)", None), (r"^visual\.(?:ln_post|proj|attn_pool)", (TAIL_ORDINAL,))],
+        }
 
 
 def model_config(model: str, hub_config: dict | None = None) -> dict:
@@ -149,9 +189,8 @@ def _hub_config(repo: str, name: str) -> dict:
     """``open_clip_config.json`` of a Hub repo: local HF cache first, download unless offline."""
     from huggingface_hub import hf_hub_download
 
-    try:
-        path = hf_hub_download(repo, "open_clip_config.json", local_files_only=True)
-    except Exception:
+    path = cached_hf_file(repo, "open_clip_config.json")
+    if path is None:
         if downloads_disabled():
             raise WeightsError(
                 f"{name!r}: open_clip_config.json of {repo} is not in the local Hugging Face cache and the hub is "
@@ -205,11 +244,12 @@ def make_entry(
         quick_gelu = bool(cfg.get("quick_gelu", False) or pcfg.get("quick_gelu", False))
         preprocess = _preprocess(pcfg, _image_size(cfg))
 
-    def locate() -> Path:
-        if not hub and not url:
-            raise WeightsError(f"{name!r} names no pretrained weights; pass --weights PATH (an open_clip checkpoint) or add a tag.")
-        return locate_published(name, urls=(url,) if url and not hub else (), hf=tuple((hub, f) for f in files) if hub else ())
-
+    weights = WeightsInfo(
+        urls=(url,) if url and not hub else (),
+        hf=tuple((hub, f) for f in files) if hub else (),
+        license=license,
+        note="" if hub or url else "an open_clip checkpoint, or name a pretrained tag",
+    )
     return BackboneSpec(
         name=name,
         family="openclip",
@@ -218,8 +258,7 @@ def make_entry(
         preprocess=preprocess,
         readouts=READOUTS,
         default_readout="embedding",
-        weights=WeightsInfo("open_clip", hub_id=hub, filename=files[0] if hub else url.rsplit("/", 1)[-1], url=url, license=license),
-        locate_weights=locate,
+        weights=weights,
         filter_state_dict=filter_state_dict,
         description=description or f"open_clip {model}{':' + tag if tag else ''}",
         paper=paper,
@@ -280,5 +319,6 @@ REGISTERED = {
 }  # fmt: skip
 
 
-def entries() -> list[BackboneSpec]:
-    return [make_entry(name, **kwargs) for name, kwargs in REGISTERED.items()]  # type: ignore[arg-type]
+for _name, _kwargs in REGISTERED.items():
+    register(make_entry(_name, **_kwargs))  # type: ignore[arg-type]
+register_prefix(PREFIX, generic_entry)

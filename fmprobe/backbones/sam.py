@@ -18,7 +18,6 @@ ViT-B); ``neck_mean``: global mean of the 256-d map after the neck (the embeddin
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 import timm
 import torch
@@ -26,8 +25,9 @@ import torch.nn.functional as F
 from timm.layers import resample_abs_pos_embed_nhwc
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import locate_published, rename_key, strip_prefix
+from fmprobe.backbones.base import FeatureModel, Preprocess, StateDict, WeightsInfo, register
+from fmprobe.backbones.timm_features import timm_family_entry
+from fmprobe.backbones.weights import rename_key, strip_prefix
 from fmprobe.errors import FmprobeError
 
 RELEASE = "https://dl.fbaipublicfiles.com/segment_anything"
@@ -60,17 +60,25 @@ class SamEncoderFeatures(FeatureModel):
         super().__init__()
         self.model = model
 
-    def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The last encoder block's token map ``[B, H, W, C]`` (NHWC, before the neck)."""
         m = self.model
         x = m.patch_embed(images)  # B, H, W, C
         if m.pos_embed is not None:
             x = x + resample_abs_pos_embed_nhwc(m.pos_embed, list(x.shape[1:3]))  # identity at the built grid
         x = m.norm_pre(m.patch_drop(m.pos_drop(x)))
-        x = m.blocks(x)
+        return m.blocks(x)
+
+    def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        x = self.encode(images)
         out = {"encoder_mean": x.mean(dim=(1, 2))}
         if "neck_mean" in readouts:
-            out["neck_mean"] = m.neck(x.permute(0, 3, 1, 2)).mean(dim=(2, 3))
+            out["neck_mean"] = self.model.neck(x.permute(0, 3, 1, 2)).mean(dim=(2, 3))
         return {name: out[name] for name in readouts}
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder tokens the default readout averages (timm's ``forward_features`` would return the neck's map)."""
+        return self.encode(images).flatten(1, 2)
 
 
 def build_model(arch: str, resolution: int, **overrides: object) -> FeatureModel:
@@ -118,28 +126,14 @@ def filter_state_dict(state_dict: StateDict, model: nn.Module) -> StateDict:
     return {f"model.{k}": v for k, v in sd.items()}
 
 
-def entry(name: str) -> BackboneSpec:
-    arch, filename, repo, paper_name = VARIANTS[name]
-    url = f"{RELEASE}/{filename}"
-
-    def locate() -> Path:
-        return locate_published(name, urls=(url,), hf=((repo, "model.safetensors"),))
-
-    return BackboneSpec(
-        name=name,
-        family="sam",
-        implementation=f"timm {arch}",
-        build=partial(build_model, arch),
-        preprocess=PREPROCESS,
-        readouts=READOUTS,
-        default_readout="encoder_mean",
-        weights=WeightsInfo("url", hub_id=repo, filename=filename, url=url, license="apache-2.0"),
-        locate_weights=locate,
-        filter_state_dict=filter_state_dict,
-        description=f"Segment Anything {paper_name} image encoder, trained on SA-1B",
-        paper="Kirillov et al., Segment Anything (ICCV 2023)",
+for _name, (_arch, _filename, _repo, _paper_name) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "sam", _arch,
+            weights=WeightsInfo(urls=(f"{RELEASE}/{_filename}",), hf=((_repo, "model.safetensors"),), license="apache-2.0"),
+            preprocess=PREPROCESS, readouts=READOUTS, default_readout="encoder_mean",
+            build=partial(build_model, _arch), filter_state_dict=filter_state_dict,
+            description=f"Segment Anything {_paper_name} image encoder, trained on SA-1B",
+            paper="Kirillov et al., Segment Anything (ICCV 2023)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 from functools import partial
-from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import locate_published, strip_prefix
+from fmprobe.backbones.base import FeatureModel, Preprocess, StateDict, WeightsInfo, register
+from fmprobe.backbones.timm_features import timm_family_entry
+from fmprobe.backbones.weights import strip_prefix
 
 RELEASE = "https://dl.fbaipublicfiles.com/segment_anything_2/072824"
 VARIANTS = {  # name -> (timm architecture, released file, Hugging Face repo, paper name)
@@ -34,7 +34,10 @@ READOUTS = ("trunk_mean",)
 
 
 class HieraTrunkFeatures(FeatureModel):
+    """timm's HieraDet trunk (held as ``trunk``, SAM 2's name); its NHWC map is the tokens, its stages the blocks."""
+
     readouts = READOUTS
+    timm_attr = "trunk"
 
     def __init__(self, trunk: nn.Module) -> None:
         super().__init__()
@@ -60,28 +63,14 @@ def filter_state_dict(state_dict: StateDict, model: nn.Module) -> StateDict:
     return {f"trunk.{k}": v for k, v in sd.items()}
 
 
-def entry(name: str) -> BackboneSpec:
-    arch, filename, repo, paper_name = VARIANTS[name]
-    url = f"{RELEASE}/{filename}"
-
-    def locate() -> Path:
-        return locate_published(name, urls=(url,), hf=((repo, filename),))
-
-    return BackboneSpec(
-        name=name,
-        family="sam2",
-        implementation=f"timm {arch} (trunk)",
-        build=partial(build_model, arch),
-        preprocess=PREPROCESS,
-        readouts=READOUTS,
-        default_readout="trunk_mean",
-        weights=WeightsInfo("url", hub_id=repo, filename=filename, url=url, license="apache-2.0"),
-        locate_weights=locate,
-        filter_state_dict=filter_state_dict,
-        description=f"SAM 2 {paper_name} image encoder trunk, trained on SA-1B and SA-V",
-        paper="Ravi et al., SAM 2: Segment Anything in Images and Videos (ICLR 2025)",
+for _name, (_arch, _filename, _repo, _paper_name) in VARIANTS.items():
+    register(
+        timm_family_entry(
+            _name, "sam2", _arch,
+            weights=WeightsInfo(urls=(f"{RELEASE}/{_filename}",), hf=((_repo, _filename),), license="apache-2.0"),
+            preprocess=PREPROCESS, readouts=READOUTS, default_readout="trunk_mean",
+            build=partial(build_model, _arch), filter_state_dict=filter_state_dict, implementation=f"timm {_arch} (trunk)",
+            description=f"SAM 2 {_paper_name} image encoder trunk, trained on SA-1B and SA-V",
+            paper="Ravi et al., SAM 2: Segment Anything in Images and Videos (ICLR 2025)",
+        )  # fmt: skip
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -20,14 +20,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import locate_published
+from fmprobe.backbones.base import (
+    TAIL_ORDINAL,
+    BackboneSpec,
+    FeatureModel,
+    GroupMatcher,
+    Preprocess,
+    StateDict,
+    WeightsInfo,
+    register,
+)
 from fmprobe.errors import WeightsError
 
 READOUTS = ("res5", "res4", "res3", "res2")
@@ -191,6 +198,25 @@ class SeemFeatures(FeatureModel):
         maps = self.backbone(images, last=last)
         return {name: maps[name].mean(dim=(1, 2)) for name in readouts}
 
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The last stage's normalised map (what ``res5`` averages), ``[B, H*W, C]``."""
+        last = len(self.backbone.layers) - 1
+        return self.backbone(images, last=last)[f"res{last + 2}"].flatten(1, 2)
+
+    def group_matcher(self, coarse: bool = False) -> GroupMatcher:
+        """Stem: the first conv embedding; blocks: the Focal stages (``coarse``) or their blocks, each stage's
+        output norm and downsampling embedding after its blocks; tail: the last stage's norm."""
+        last = len(self.backbone.layers) - 1
+        after_blocks = (TAIL_ORDINAL,)
+        stage = [(r"^backbone\.layers\.(\d+)", None)] if coarse else [
+            (r"^backbone\.layers\.(\d+)\.blocks\.(\d+)", None),
+            (r"^backbone\.layers\.(\d+)\.downsample", after_blocks),
+        ]  # fmt: skip
+        return {
+            "stem": r"^backbone\.patch_embed",
+            "blocks": [(rf"^backbone\.norm{last}\.", after_blocks), *stage, (r"^backbone\.norm(\d+)", None if coarse else after_blocks)],
+        }
+
 
 def build_model(cfg: FocalConfig, resolution: int) -> FeatureModel:
     return SeemFeatures(cfg)
@@ -215,28 +241,23 @@ VARIANTS = {  # name -> (config, released file, description)
 }
 
 
-def entry(name: str) -> BackboneSpec:
-    cfg, filename, text = VARIANTS[name]
-
-    def locate() -> Path:
-        return locate_published(name, hf=((HF_REPO, filename),), note=f"the v1 release ({filename.replace('_v0', '_v1')}) has the same backbone layout")
-
-    return BackboneSpec(
-        name=name,
-        family="seem",
-        implementation=f"fmprobe FocalNet (SEEM {'focal_dw' if cfg.depthwise else 'focal'})",
-        build=partial(build_model, cfg),
-        preprocess=PREPROCESS,
-        readouts=READOUTS,
-        default_readout="res5",
-        weights=WeightsInfo("hf", hub_id=HF_REPO, filename=filename, license="apache-2.0"),
-        locate_weights=locate,
-        filter_state_dict=filter_state_dict,
-        description=f"{text}, trained on COCO panoptic / referring / interactive segmentation",
-        paper="Zou et al., Segment Everything Everywhere All at Once (NeurIPS 2023)",
-        extra={"strides": STRIDES},
+for _name, (_cfg, _filename, _text) in VARIANTS.items():
+    register(
+        BackboneSpec(
+            name=_name,
+            family="seem",
+            implementation=f"fmprobe FocalNet (SEEM {'focal_dw' if _cfg.depthwise else 'focal'})",
+            build=partial(build_model, _cfg),
+            preprocess=PREPROCESS,
+            readouts=READOUTS,
+            default_readout="res5",
+            weights=WeightsInfo(
+                hf=((HF_REPO, _filename),), license="apache-2.0",
+                note=f"the v1 release ({_filename.replace('_v0', '_v1')}) has the same backbone layout",
+            ),  # fmt: skip
+            filter_state_dict=filter_state_dict,
+            description=f"{_text}, trained on COCO panoptic / referring / interactive segmentation",
+            paper="Zou et al., Segment Everything Everywhere All at Once (NeurIPS 2023)",
+            extra={"strides": STRIDES},
+        )
     )
-
-
-def entries() -> list[BackboneSpec]:
-    return [entry(name) for name in VARIANTS]

@@ -6,41 +6,23 @@ files (``model.safetensors``), passed through the architecture's own ``checkpoin
 
 from __future__ import annotations
 
-import sys
 from functools import cache
-from pathlib import Path
 
 import timm
 import torch
 from torch import nn
 
-from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, StateDict, WeightsInfo
-from fmprobe.backbones.weights import locate_hf_file
+from fmprobe.backbones.base import BackboneSpec, FeatureModel, Preprocess, WeightsInfo, register
+from fmprobe.backbones.timm_features import CNN_READOUTS, TOKEN_READOUTS, TimmFeatures, timm_checkpoint_filter
 
-VIT_READOUTS = ("cls", "mean_patch", "cls_mean")
-CNN_READOUTS = ("pooled",)
+VIT_READOUTS = TOKEN_READOUTS
 
 
-class TimmFeatures(FeatureModel):
-    """Readouts of a timm model: pooled pre-logits for CNNs; CLS, patch mean or both for token models."""
-
-    def __init__(self, model: nn.Module, token_model: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.token_model = token_model
-        self.readouts = VIT_READOUTS if token_model else CNN_READOUTS
-        self.channels_last = not token_model
-
-    def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        features = self.model.forward_features(images)
-        if not self.token_model:
-            pooled = self.model.forward_head(features, pre_logits=True)
-            return {"pooled": pooled}
-        prefix = int(getattr(self.model, "num_prefix_tokens", 1))
-        cls = features[:, 0]
-        mean = features[:, prefix:].mean(dim=1)
-        out = {"cls": cls, "mean_patch": mean, "cls_mean": torch.cat([cls, mean], dim=-1)}
-        return {name: out[name] for name in readouts}
+def timm_features(model: nn.Module, token_model: bool) -> TimmFeatures:
+    """A timm CNN reads out its pooled pre-logits (channels-last); a token model its class token and patch mean."""
+    if token_model:
+        return TimmFeatures(model, VIT_READOUTS)
+    return TimmFeatures(model, CNN_READOUTS, channels_last=True)
 
 
 def is_token_model(model: nn.Module) -> bool:
@@ -58,20 +40,6 @@ def create_timm(model_name: str, resolution: int | None = None) -> nn.Module:
     return timm.create_model(model_name, **kwargs)
 
 
-def filter_timm_state_dict(state_dict: StateDict, model: nn.Module) -> StateDict:
-    """Apply the architecture's own checkpoint filter (e.g. position-embedding resampling), drop the classifier."""
-    inner = getattr(model, "model", model)
-    module = sys.modules[type(inner).__module__]
-    filter_fn = getattr(module, "checkpoint_filter_fn", None)
-    if filter_fn is not None:
-        state_dict = filter_fn(state_dict, inner)
-    own = set(inner.state_dict())
-    classifier = inner.pretrained_cfg.get("classifier", "head") if hasattr(inner, "pretrained_cfg") else "head"
-    prefixes = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    cleaned = {k: v for k, v in state_dict.items() if not (k not in own and k.startswith(prefixes))}
-    return {f"model.{k}": v for k, v in cleaned.items()}
-
-
 @cache
 def _inspect(model_name: str) -> tuple[bool, float]:
     with torch.device("meta"):
@@ -80,7 +48,12 @@ def _inspect(model_name: str) -> tuple[bool, float]:
 
 
 def timm_entry(
-    model_name: str, name: str | None = None, description: str = "", paper: str = "", token_model: bool | None = None
+    model_name: str,
+    name: str | None = None,
+    description: str = "",
+    paper: str = "",
+    token_model: bool | None = None,
+    imagenet_baseline: bool = False,
 ) -> BackboneSpec:
     """A registry entry for a timm ``architecture.tag`` (the tag picks the weights and their preprocessing)."""
     if not timm.is_model(model_name):
@@ -105,10 +78,7 @@ def timm_entry(
 
     def build(resolution: int) -> FeatureModel:
         model = create_timm(model_name, resolution if token_model else None)
-        return TimmFeatures(model, token_model=bool(token_model))
-
-    def locate() -> Path:
-        return locate_hf_file(hub_id, "model.safetensors", entry_name)
+        return timm_features(model, bool(token_model))
 
     return BackboneSpec(
         name=entry_name,
@@ -118,12 +88,12 @@ def timm_entry(
         preprocess=preprocess,
         readouts=VIT_READOUTS if token_model else CNN_READOUTS,
         default_readout="cls" if token_model else "pooled",
-        weights=WeightsInfo("timm-hf", hub_id=hub_id, filename="model.safetensors", license=str(cfg_dict.get("license", ""))),
-        locate_weights=locate,
-        filter_state_dict=filter_timm_state_dict,
+        weights=WeightsInfo(hf=((hub_id, "model.safetensors"),), license=str(cfg_dict.get("license", ""))),
+        filter_state_dict=timm_checkpoint_filter,
         description=description or f"timm model {model_name}",
         paper=paper,
         params_m=params,
+        imagenet_baseline=imagenet_baseline,
     )
 
 
@@ -136,8 +106,5 @@ STUDY_BASELINES = {
 }
 
 
-def study_baselines() -> list[BackboneSpec]:
-    return [
-        timm_entry(model, name=name, description=text, token_model=token)
-        for name, (model, text, token) in STUDY_BASELINES.items()
-    ]
+for _name, (_model, _text, _token) in STUDY_BASELINES.items():
+    register(timm_entry(_model, name=_name, description=_text, token_model=_token, imagenet_baseline=True))

