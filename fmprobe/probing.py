@@ -150,6 +150,12 @@ def _weights_label(features: FeatureFile) -> str:
     return str(features.attrs.get("weights_label", "random" if features.backbone.endswith(":random") else "pretrained"))
 
 
+def _imagenet_baseline(features: FeatureFile) -> bool:
+    """Whether the extraction's backbone entry is registered as an ImageNet baseline (feature files written before
+    the attribute existed say nothing: False, and the report then asks for ``--baseline``)."""
+    return bool(features.attrs.get("imagenet_baseline", False))
+
+
 def _readouts(features: FeatureFile, wanted: Sequence[str]) -> list[str]:
     chosen = list(wanted) or list(features.readouts)
     missing = [r for r in chosen if r not in features.readouts]
@@ -177,6 +183,7 @@ def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
                 repeat=repeat,
                 seed=grid.seed,
                 fingerprint=features.key,
+                imagenet_baseline=_imagenet_baseline(features),
             ),  # fmt: skip
         )
         for readout in _readouts(features, grid.readouts)

@@ -73,10 +73,15 @@ class ResultRow:
     fingerprint: str
     cell_id: str
     predictions: str  # path of the per-sample predictions file, relative to the results directory
+    # Columns added after the first release carry a default, which older tables are read with.
+    imagenet_baseline: bool = False  # the backbone entry is registered as an ImageNet baseline (the report's default)
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
 _KINDS: dict[str, str] = {f.name: str(f.type) for f in dataclasses.fields(ResultRow)}  # "str", "int", ...
+ADDED_COLUMNS: dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(ResultRow) if f.default is not dataclasses.MISSING
+}
 STR_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "str")
 INT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "int")
 FLOAT_COLUMNS = tuple(c for c in COLUMNS if _KINDS[c] == "float")
@@ -140,13 +145,16 @@ class CellInfo:
     repeat: int
     seed: int
     fingerprint: str
+    imagenet_baseline: bool = False  # a fact about the backbone entry, not part of the cell's identity
 
     @property
     def cell_id(self) -> str:
         return cell_id(**{k: getattr(self, k) for k in CELL_KEYS})
 
 
-CELL_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(CellInfo) if f.name != "task")
+CELL_KEYS: tuple[str, ...] = tuple(
+    f.name for f in dataclasses.fields(CellInfo) if f.name not in ("task", "imagenet_baseline")
+)
 
 
 class MetricResult(Protocol):
@@ -186,6 +194,7 @@ def rows_for_cell(
     shared = {
         **{k: getattr(cell, k) for k in CELL_KEYS},
         "task": cell.task,
+        "imagenet_baseline": bool(cell.imagenet_baseline),
         "backbone": cell.backbone.removesuffix(":random"),
         "resolution": int(cell.resolution),
         "train_fraction": float(cell.train_fraction),
@@ -248,14 +257,26 @@ def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd
     return df.reset_index(drop=True)
 
 
+def with_added_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the columns added after the first release (:data:`ADDED_COLUMNS`) filled with their defaults
+    where a table written by an older fmprobe lacks them."""
+    absent = {c: v for c, v in ADDED_COLUMNS.items() if c not in df.columns}
+    if not absent:
+        return df
+    filled = df.assign(**absent)
+    return filled[[c for c in COLUMNS if c in filled.columns] + [c for c in df.columns if c not in COLUMNS]]
+
+
 def validate(df: pd.DataFrame) -> pd.DataFrame:
-    """Raise ResultsError unless ``df`` follows the schema; return it unchanged.
+    """Raise ResultsError unless ``df`` follows the schema; return it (older tables with the columns added since
+    filled in, see :func:`with_added_columns`).
 
     Checks column names, column types and the few invariants the report relies on (a missing value always
     carries its reason, probabilities of fractions, known task names).
     """
     if not isinstance(df, pd.DataFrame):
         raise ResultsError(f"results must be a pandas DataFrame, got {type(df).__name__}.")
+    df = with_added_columns(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     extra = [c for c in df.columns if c not in COLUMNS]
     if missing or extra:
@@ -356,7 +377,7 @@ def _read_file(path: Path) -> pd.DataFrame:
     else:
         raise ResultsError(f"cannot read results from {path}: expected a results directory, a .csv or a .parquet file.")
     try:
-        validate(df)
+        df = validate(df)
     except ResultsError as e:
         raise ResultsError(f"{path}: {e}") from None
     return _normalise(df)
