@@ -14,6 +14,13 @@ from fmprobe._io import __version__
 _LAZY = {
     "extract_features": "fmprobe.extract",
     "ExtractResult": "fmprobe.extract",
+    "ExtractionPlan": "fmprobe.extract",
+    "plan_extraction": "fmprobe.extract",
+    "ExtractOptions": "fmprobe.runtime",  # torch-free: the CLI reads defaults and choices without loading torch
+    "OnError": "fmprobe.runtime",
+    "FeatureDtype": "fmprobe.runtime",
+    "ComputeDtype": "fmprobe.runtime",
+    "Device": "fmprobe.runtime",
     "load_dataset": "fmprobe.datasets",
     "list_models": "fmprobe.backbones",
     "create_backbone": "fmprobe.backbones",
@@ -34,11 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.backbones import create_backbone, list_models
     from fmprobe.datasets import load_dataset
     from fmprobe.demo import run_demo
-    from fmprobe.extract import ExtractResult, extract_features
+    from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction
     from fmprobe.finetune import plot_training_curves, run_finetune
     from fmprobe.probing import probe_features
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results
+    from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards
     from fmprobe.study import load_study, run_study
 
