@@ -78,7 +78,7 @@ def main() -> None:
         used = dtype
         for _ in range(args.rounds):  # interleaved rounds, best of each: robust to a busy neighbour
             start = time.perf_counter()
-            result = extract(spec, name, out=work / "features", batch_size=args.batch_size, dtype=args.dtype, force=True, progress=False, log=lambda m: None)
+            result = extract(spec, name, out=work / "features", batch_size=args.batch_size, dtype=args.dtype, force=True, progress=False)
             ends.append(result.n_images / (time.perf_counter() - start))
             used = result.compute_dtype  # the raw forward runs in the dtype extraction actually used
             raws.append(raw_forward(name, tensors, args.batch_size, used))
@@ -88,9 +88,9 @@ def main() -> None:
         print(f"{name}: raw forward {raw:.1f} img/s, end-to-end extract {end_to_end:.1f} img/s, ratio {ratio:.3f} (both {used})")
         if args.pixel_cache:  # a second backbone on the same data and geometry reads decoded pixels instead
             pixels = work / f"pixels-{name.replace(':', '-')}"
-            extract(spec, name, out=pixels, batch_size=args.batch_size, dtype=used, pixel_cache=True, progress=False, log=lambda m: None)
+            extract(spec, name, out=pixels, batch_size=args.batch_size, dtype=used, pixel_cache=True, progress=False)
             start = time.perf_counter()
-            warm = extract(spec, name, out=pixels, batch_size=args.batch_size, dtype=used, pixel_cache=True, force=True, progress=False, log=lambda m: None)
+            warm = extract(spec, name, out=pixels, batch_size=args.batch_size, dtype=used, pixel_cache=True, force=True, progress=False)
             warm_rate = warm.n_images / (time.perf_counter() - start)
             ratios.append((f"{name} (warm pixel cache)", raw, warm_rate, warm_rate / raw))
             print(f"{name} with a warm pixel cache: end-to-end {warm_rate:.1f} img/s, ratio {warm_rate / raw:.3f} (both {used})")

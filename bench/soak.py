@@ -36,7 +36,7 @@ def timed(self, batch):
     stamps.append((time.perf_counter(), batch.count))
 Journal.append = timed
 spec, backbone, resolution, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-result = extract_features(spec, backbone, resolution=resolution, out=out, batch_size=256, progress=False, log=lambda m: None)
+result = extract_features(spec, backbone, resolution=resolution, out=out, batch_size=256, progress=False)
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"path": str(result.path), "stamps": stamps, "vmhwm_kib": rss, "dtype": result.compute_dtype}))
 """
@@ -44,7 +44,7 @@ print(json.dumps({"path": str(result.path), "stamps": stamps, "vmhwm_kib": rss, 
 CHILD_PROBE = r"""
 import json, sys
 from fmprobe.probing import probe_features
-probe_features([sys.argv[1]], probes=[sys.argv[2]], out=sys.argv[3], n_resamples=200, progress=False, log=lambda m: None)
+probe_features([sys.argv[1]], probes=[sys.argv[2]], out=sys.argv[3], n_resamples=200, progress=False)
 rss = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
 print(json.dumps({"vmhwm_kib": rss}))
 """
@@ -123,7 +123,7 @@ def main() -> None:
     from fmprobe.extract import extract_features
 
     t = time.perf_counter()
-    hit = extract_features(f"csv:{manifest}", args.backbone, resolution=args.resolution, out=work / "features", progress=False, log=lambda m: None)
+    hit = extract_features(f"csv:{manifest}", args.backbone, resolution=args.resolution, out=work / "features", progress=False)
     hit_seconds = time.perf_counter() - t
     assert hit.cache_hit
     probes = {p: child(CHILD_PROBE, str(cache), p, str(work / f"results-{p}")) for p in ("logreg", "knn")}

@@ -14,6 +14,13 @@ from fmprobe._io import __version__
 _LAZY = {
     "extract_features": "fmprobe.extract",
     "ExtractResult": "fmprobe.extract",
+    "ExtractionPlan": "fmprobe.extract",
+    "plan_extraction": "fmprobe.extract",
+    "ExtractOptions": "fmprobe.runtime",  # torch-free: the CLI reads defaults and choices without loading torch
+    "OnError": "fmprobe.runtime",
+    "FeatureDtype": "fmprobe.runtime",
+    "ComputeDtype": "fmprobe.runtime",
+    "Device": "fmprobe.runtime",
     "load_dataset": "fmprobe.datasets",
     "describe_sources": "fmprobe.datasets",
     "list_models": "fmprobe.backbones",
@@ -35,29 +42,19 @@ _LAZY = {
     "Schedule": "fmprobe.finetune",
     "Balance": "fmprobe.finetune",
     "Head": "fmprobe.finetune",
-    "Device": "fmprobe.finetune",  # TODO(lead): fmprobe.runtime's once the extract branch is merged
-    "ComputeDtype": "fmprobe.finetune",  # TODO(lead): fmprobe.runtime's once the extract branch is merged
+    "imagenet_baselines": "fmprobe.backbones",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fmprobe.backbones import create_backbone, list_models
+    from fmprobe.backbones import create_backbone, imagenet_baselines, list_models
     from fmprobe.datasets import describe_sources, load_dataset
     from fmprobe.demo import run_demo
-    from fmprobe.extract import ExtractResult, extract_features
-    from fmprobe.finetune import (
-        Balance,
-        ComputeDtype,
-        Device,
-        Head,
-        Recipe,
-        RunOptions,
-        Schedule,
-        plot_training_curves,
-        run_finetune,
-    )
+    from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction
+    from fmprobe.finetune import Balance, Head, Recipe, RunOptions, Schedule, plot_training_curves, run_finetune
     from fmprobe.probing import ProbeGrid, probe_features
     from fmprobe.report import format_table, write_report
     from fmprobe.results import read_results
+    from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards
     from fmprobe.study import load_study, run_study
 

@@ -43,6 +43,9 @@ def _split_list(text: str | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()] if text else None
 
 
+_EXTRACT = fmprobe.ExtractOptions()  # the library's defaults, shown in `fmprobe extract --help`
+
+
 @app.command()
 def extract(
     dataset: DatasetOpt,
@@ -50,12 +53,12 @@ def extract(
     weights: WeightsOpt = None,
     resolution: ResolutionOpt = None,
     readouts: ReadoutsOpt = None,
-    batch_size: BatchOpt = 64,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="Storage dtype: float16 or float32.")] = "float16",
-    out: OutOpt = Path("features"),
-    on_error: OnErrorOpt = "fail",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Images per forward pass (default: {_EXTRACT.batch_size}).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help=f"{', '.join(d.value for d in fmprobe.Device)} or cuda:N (default: {_EXTRACT.device}).")] = None,
+    dtype: Annotated[Optional[fmprobe.ComputeDtype], typer.Option("--dtype", help=f"Compute dtype; auto: bf16 where the hardware runs it natively (default: {_EXTRACT.dtype}).")] = None,
+    feature_dtype: Annotated[Optional[fmprobe.FeatureDtype], typer.Option("--feature-dtype", help=f"Storage dtype (default: {_EXTRACT.feature_dtype}).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help=f"Cache folder for feature files (default: {_EXTRACT.out}).")] = None,
+    on_error: Annotated[Optional[fmprobe.OnError], typer.Option("--on-error", help=f"fail: stop at the first bad image; skip: record it and go on (default: {_EXTRACT.on_error}).")] = None,
     force: ForceOpt = False,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Image-decoding processes (default: cores - 1, at most 4).")] = None,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
@@ -65,22 +68,16 @@ def extract(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
+    chosen = dict(
+        weights=weights, resolution=resolution, readouts=_split_list(readouts), batch_size=batch_size, device=device,
+        dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, num_workers=workers,
+        max_images_per_split=max_images, shard=shard,
+    )  # fmt: skip
     result = fmprobe.extract_features(
         dataset,
         backbone,
-        weights=weights,
-        resolution=resolution,
-        readouts=_split_list(readouts),
-        batch_size=batch_size,
-        device=device,
-        dtype=dtype,
-        feature_dtype=feature_dtype,
-        out=out,
-        on_error=on_error,
+        **{name: value for name, value in chosen.items() if value is not None},  # None: the library's default
         force=force,
-        num_workers=workers,
-        max_images_per_split=max_images,
-        shard=shard,
         distributed=True if distributed else None,
         pixel_cache=pixel_cache,
         progress=not quiet,
@@ -93,7 +90,7 @@ def merge(
     cache: Annotated[Path, typer.Argument(help="The cache file the shards write (printed by `fmprobe extract --shard`).")],
 ) -> None:
     """Assemble a sharded extraction's part files into the one cache file (refuses while a part is incomplete)."""
-    typer.echo(str(fmprobe.merge_shards(cache, log=lambda m: typer.echo(m, err=True))))
+    typer.echo(str(fmprobe.merge_shards(cache)))
 
 
 @app.command()

@@ -1,22 +1,28 @@
 """The only code that moves images through a network: dataset x frozen backbone -> one HDF5 feature file.
 
-Flow: fingerprint (cheap: no model is built) -> cache hit? -> lock -> resume the journal -> stream batches
-through a multi-worker DataLoader under ``inference_mode`` and autocast -> append each batch durably ->
-write the HDF5 file from the journal and rename it into place.
+Plan, then execute. :func:`plan_extraction` decides everything without building a model (dataset, backbone
+spec, readouts, weights digest, device, compute dtype, fingerprint, cache path, shard, batches) and returns an
+:class:`ExtractionPlan` a user can print. :func:`execute` runs one: cache hit? -> lock -> resume the journal ->
+stream batches through a multi-worker DataLoader under ``inference_mode`` and autocast -> append each batch
+durably -> write the HDF5 file from the journal and rename it into place. :func:`extract_features` is the two.
+
+Test-only hook: ``FMPROBE_TEST_KILL_AFTER_BATCHES=N`` makes an extraction send itself SIGKILL right after its
+N-th committed batch (counted in this process), so the kill tests stop at an exact point instead of racing a
+poll of the journal's size. Never set it outside tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import platform
-import re
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,8 +32,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fmprobe._io import __version__
+from fmprobe._io import __version__, atomic_write_text, default_workers, exclusive, slug
 from fmprobe.backbones import (
+    BackboneSpec,
     ImageTransform,
     LoadedBackbone,
     create_backbone,
@@ -39,28 +46,38 @@ from fmprobe.backbones import (
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import FileSource, ImageSource
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError
-from fmprobe.runtime import autocast, choose_device, dtype_candidates, timed_choice
+from fmprobe.runtime import (
+    ComputeDtype,
+    Device,
+    ExtractOptions,
+    FeatureDtype,
+    OnError,
+    autocast,
+    choose_device,
+    dtype_candidates,
+    timed_choice,
+)  # fmt: skip
 from fmprobe.store import (
     Batch,
     FeatureFile,
     Fingerprint,
     Journal,
     Layout,
-    exclusive,
     journal_path,
     merge,
     parse_shard,
     plan_batches,
-)  # fmt: skip
+)
 from fmprobe.store.pixels import PixelCache
+from fmprobe.store.shards import PlannedBatch
 
-ON_ERROR = ("fail", "skip")
-FEATURE_DTYPES = ("float16", "float32")
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
+ON_ERROR = tuple(m.value for m in OnError)
+FEATURE_DTYPES = tuple(m.value for m in FeatureDtype)
+TEST_KILL_AFTER_BATCHES = "FMPROBE_TEST_KILL_AFTER_BATCHES"  # test-only: see the module docstring
+DEFAULTS = ExtractOptions()
+_OPTION_NAMES = frozenset(f.name for f in fields(ExtractOptions))
 
 
 @dataclass(frozen=True)
@@ -79,13 +96,434 @@ class ExtractResult:
         return self.n_images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
 def cache_path(out: Path, dataset_name: str, backbone: str, key: str) -> Path:
     """``<out>/<dataset>/<backbone>__<key>.h5``: readable, and unique per fingerprint."""
     return out / slug(dataset_name) / f"{slug(backbone)}__{key}.h5"
+
+
+def _image_conversion(data: Dataset) -> str:
+    """How raw pixels became 8-bit RGB (e.g. how DICOM was windowed): a typed field, or the older ``extra`` key."""
+    return str(getattr(data, "image_conversion", None) or data.extra.get("image_conversion", "pil-rgb8"))
+
+
+@dataclass(frozen=True)
+class ExtractionPlan:
+    """Everything an extraction will do, decided before any model is built; ``print(plan)`` shows it.
+
+    ``compute_dtype`` is None only where ``auto`` must time bf16 against fp32 on this CPU (the first run of a
+    backbone on a machine with native bf16): :func:`execute` times it, and the key and path follow from it."""
+
+    dataset: Dataset
+    backbone: str
+    spec: BackboneSpec
+    resolved: tuple[Path | None, str]  # the weights file (None: random init) and its digest
+    resolution: int
+    readouts: tuple[str, ...]
+    device: torch.device
+    dtype_candidates: tuple[str, ...]
+    compute_dtype: str | None
+    options: ExtractOptions
+    part: tuple[int, int]  # (shard index, shard count); a single process is (0, 1)
+    distributed: bool  # under torchrun: rank 0 merges after a barrier
+    batches: tuple[PlannedBatch, ...]  # this part's batches (split, first row, rows)
+    dtype_note: str | None = None  # why this dtype, where worth saying when it runs
+
+    @property
+    def out(self) -> Path:
+        return Path(self.options.out)
+
+    @property
+    def preprocess(self) -> dict[str, object]:
+        return self.spec.preprocess.at(self.resolution).to_dict()
+
+    def fingerprint_for(self, compute_dtype: str) -> Fingerprint:
+        return Fingerprint(
+            dataset=self.dataset.name,
+            dataset_digest=self.dataset.content_digest,
+            backbone=self.backbone,
+            weights_digest=self.resolved[1],
+            preprocess=self.preprocess,
+            resolution=self.resolution,
+            readouts=self.readouts,
+            compute_dtype=compute_dtype,
+            feature_dtype=self.options.feature_dtype,
+            image_conversion=_image_conversion(self.dataset),
+        )
+
+    def path_for(self, compute_dtype: str) -> Path:
+        return cache_path(self.out, self.dataset.name, self.backbone, self.fingerprint_for(compute_dtype).key)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        if self.compute_dtype is None:
+            raise FmprobeError("the compute dtype of this plan is chosen by a timed run: execute() it first.")
+        return self.fingerprint_for(self.compute_dtype)
+
+    @property
+    def key(self) -> str:
+        return self.fingerprint.key
+
+    @property
+    def path(self) -> Path:
+        return cache_path(self.out, self.dataset.name, self.backbone, self.key)
+
+    @property
+    def journal_path(self) -> Path:
+        return journal_path(self.path, self.part)
+
+    @property
+    def lock_path(self) -> Path:
+        return self.journal_path.with_name(self.journal_path.name + ".lock")
+
+    @property
+    def n_images(self) -> int:
+        return self.dataset.num_images
+
+    @property
+    def n_mine(self) -> int:
+        """Images this part extracts (all of them unless sharded)."""
+        return sum(count for _, _, count in self.batches)
+
+    def with_compute_dtype(self, compute_dtype: str, note: str | None = None) -> ExtractionPlan:
+        return replace(self, compute_dtype=compute_dtype, dtype_note=note)
+
+    def describe(self) -> str:
+        """A readable summary: what would be extracted, how, and where it is cached."""
+        weights = weights_label(self.options.weights, self.resolved)
+        pending = self.compute_dtype is None
+        compute = " or ".join(self.dtype_candidates) + " (timed on this machine when run)" if pending else self.compute_dtype
+        paths = [self.path_for(d) for d in self.dtype_candidates] if pending else [self.path]
+        shard = f", shard {self.part[0]}/{self.part[1]}: {self.n_mine} of {self.n_images} images" if self.part[1] > 1 else ""
+        lines = [
+            ("dataset", f"{self.dataset.summary()} (spec {self.dataset.spec})"),
+            ("backbone", f"{self.backbone} (weights: {weights}, {self.resolved[1]})"),
+            ("resolution", f"{self.resolution}px"),
+            ("readouts", ", ".join(self.readouts)),
+            ("dtype", f"compute {compute} on {self.device}, stored as {self.options.feature_dtype}"),
+            ("cache", " or ".join(map(str, paths)) + (" (exists: a cache hit)" if not pending and self.path.exists() else "")),
+            ("key", " or ".join(self.fingerprint_for(d).key for d in self.dtype_candidates) if pending else self.key),
+            ("images", f"{self.n_images}{shard}"),
+            ("batches", f"{len(self.batches)} of up to {self.options.batch_size} images"),
+        ]
+        return "extraction plan\n" + "\n".join(f"  {name:<11} {value}" for name, value in lines)
+
+    __str__ = describe
+
+
+# ---- planning: no model is built, nothing but the output-folder check is written ----
+
+
+def plan_extraction(dataset: str | Dataset, backbone: str, options: ExtractOptions | None = None, **overrides: object) -> ExtractionPlan:
+    """Decide what extracting ``backbone`` features of ``dataset`` will do; ``overrides`` are
+    :class:`~fmprobe.runtime.ExtractOptions` fields (the keywords of :func:`extract_features`).
+
+    Reads the dataset listing and hashes the weights file (both enter the cache key) and checks that the output
+    folder is writable; builds no model."""
+    opts = replace(options, **overrides) if options is not None else ExtractOptions(**overrides)  # type: ignore[arg-type]
+    ranks = _torchrun_part() if opts.distributed is not False else None
+    if opts.distributed and ranks is None:
+        raise FmprobeError("--distributed needs torchrun (WORLD_SIZE > 1); for job arrays use --shard I/N.")
+    if ranks and opts.shard:
+        raise FmprobeError("--shard and torchrun both split the work; use one of them.")
+    part = ranks or (parse_shard(opts.shard) if isinstance(opts.shard, str) else opts.shard) or (0, 1)
+    check_output_folder(Path(opts.out))
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, opts.max_images_per_split)
+    spec = get_spec(parse_name(backbone)[0])
+    readouts = _checked_readouts(spec, backbone, opts.readouts)
+    resolved = resolve_weights(backbone, opts.weights)
+    device = choose_device(opts.device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
+    size = int(opts.resolution or spec.native_resolution)
+    batches = plan_batches({n: len(s) for n, s in data.splits.items()}, opts.batch_size, part)
+    plan = ExtractionPlan(
+        data, backbone, spec, resolved, size, readouts, device, dtype_candidates(device, opts.dtype), None, opts,
+        part, ranks is not None, tuple(batches),
+    )  # fmt: skip
+    return _choose_compute_dtype(plan)
+
+
+def _torchrun_part() -> tuple[int, int] | None:
+    """(rank, world size) under torchrun, read from the environment it sets; None in a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def _checked_readouts(spec: BackboneSpec, backbone: str, readouts: tuple[str, ...] | None) -> tuple[str, ...]:
+    chosen = tuple(readouts) if readouts else (spec.default_readout,)
+    unknown = [r for r in chosen if not spec.supports(r)]
+    if unknown:
+        raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts + spec.readout_patterns)}.")
+    return chosen
+
+
+def _choose_compute_dtype(plan: ExtractionPlan) -> ExtractionPlan:
+    """One candidate, or one already cached, decides; else the dtype this machine was timed to prefer (memo); a
+    shard takes the capability's choice (shards must agree without talking); else it stays open for a timed run."""
+    candidates = plan.dtype_candidates
+    cached = [d for d in candidates if not plan.options.force and plan.path_for(d).exists()]
+    if cached or len(candidates) == 1:
+        return plan.with_compute_dtype((cached or list(candidates))[0])
+    remembered = _read_dtype_memo(plan.out).get(_dtype_memo_key(plan))
+    if remembered is not None:
+        return plan.with_compute_dtype(str(remembered["dtype"]))
+    if plan.part[1] > 1:
+        return plan.with_compute_dtype(candidates[0], "by CPU capability; sharded runs skip the timed probe")
+    return plan
+
+
+def check_output_folder(folder: Path) -> None:
+    """Fail before any work if the cache folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CacheError(f"cannot create output folder {folder} ({err.strerror}). Choose another with --out.") from None
+    try:  # a real write: permission bits say nothing to root, and a read-only mount only shows on writing
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".fmprobe-write-test-")
+        probe.close()
+    except OSError as err:
+        raise CacheError(
+            f"output folder {folder} is not writable ({err.strerror}). Fix its permissions or choose another with --out."
+        ) from None
+
+
+# ---- the compute-dtype probe and its per-machine memo ----
+
+
+def _dtype_memo_path(out: Path) -> Path:
+    return out / ".fmprobe-dtype.json"
+
+
+def _dtype_memo_key(plan: ExtractionPlan) -> str:
+    machine = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|torch{torch.__version__}"
+    return f"{plan.backbone}@{plan.resolution}|{machine}"
+
+
+def _read_dtype_memo(out: Path) -> dict[str, dict[str, object]]:
+    try:
+        return json.loads(_dtype_memo_path(out).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _time_compute_dtype(plan: ExtractionPlan) -> tuple[ExtractionPlan, LoadedBackbone]:
+    """bf16 or fp32 on a CPU with native bf16: time both on this model, once per machine, and remember the answer
+    in ``<out>/.fmprobe-dtype.json`` (the dtype is part of the cache key, so it must not flip between runs)."""
+    loaded = create_backbone(plan.backbone, resolution=plan.resolution, resolved=plan.resolved)
+    model = loaded.model.to(plan.device)
+    sample = torch.randn(2, 3, plan.resolution, plan.resolution, device=plan.device)
+    if model.channels_last:
+        model, sample = model.to(memory_format=torch.channels_last), sample.contiguous(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def forward(compute: str) -> None:
+        with autocast(plan.device, compute):  # type: ignore[arg-type]
+            model(sample, plan.readouts)
+
+    best, seconds = timed_choice(plan.dtype_candidates, forward, repeats=1)  # type: ignore[arg-type]
+    log.info(f"compute dtype {best} (timed on this CPU: " + ", ".join(f"{d} {t:.2f}s" for d, t in seconds.items()) + " per 2 images)")
+    memo = {**_read_dtype_memo(plan.out), _dtype_memo_key(plan): {"dtype": best, "seconds": seconds}}
+    with contextlib.suppress(OSError):
+        atomic_write_text(_dtype_memo_path(plan.out), json.dumps(memo, indent=1, sort_keys=True), fsync=False)
+    return plan.with_compute_dtype(best), loaded
+
+
+# ---- execution: lock, journal, loader, merge ----
+
+
+def execute(plan: ExtractionPlan) -> ExtractResult:
+    """Run ``plan``: serve the cache when it holds the result, else extract this part (resuming its journal)
+    under a lock and assemble the feature file (the last shard to finish, or rank 0 under torchrun, merges)."""
+    started = time.perf_counter()
+    if plan.distributed:
+        _join_process_group()
+    loaded: LoadedBackbone | None = None
+    if plan.compute_dtype is None:
+        plan, loaded = _time_compute_dtype(plan)
+    elif plan.dtype_note:
+        log.info(f"compute dtype {plan.compute_dtype} ({plan.dtype_note})")
+    plan.path.parent.mkdir(parents=True, exist_ok=True)
+    if found := _cache_hit(plan, started):
+        return found
+    if plan.options.force and plan.part == (0, 1):
+        plan.path.unlink(missing_ok=True)
+    with exclusive(plan.lock_path):
+        if plan.part == (0, 1) and (found := _cache_hit(plan, started)):
+            return found  # another process finished it while we waited
+        n_skipped, rate = _extract_part(plan, loaded)
+    plan.lock_path.unlink(missing_ok=True)
+    if _assemble(plan, {"images_per_s": rate * plan.part[1]}):  # measured; `fmprobe study --dry-run` uses it
+        log.info(f"wrote {plan.path}")
+    return _result(plan, False, n_skipped, started)
+
+
+def _result(plan: ExtractionPlan, hit: bool, n_skipped: int, started: float) -> ExtractResult:
+    return ExtractResult(
+        plan.path, hit, plan.key, str(plan.compute_dtype), str(plan.device), plan.n_images, n_skipped, time.perf_counter() - started
+    )
+
+
+def _cache_hit(plan: ExtractionPlan, started: float) -> ExtractResult | None:
+    if plan.options.force or not plan.path.exists():
+        return None
+    feature_file = FeatureFile(plan.path, expected_key=plan.key)  # raises if damaged: never served
+    log.info(f"cache hit: {plan.path} ({plan.n_images} images, {plan.compute_dtype}); use --force to recompute")
+    return _result(plan, True, sum(len(feature_file.skipped(s)) for s in feature_file.splits), started)
+
+
+def _join_process_group() -> None:
+    """torch.distributed initialised on demand under torchrun: gloo on CPU, nccl on GPU."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def _assemble(plan: ExtractionPlan, extra: dict[str, object]) -> bool:
+    """Merge the journal(s) into the feature file; False where a shard finished before the others."""
+    if plan.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if plan.part[0] == 0:
+            merge(plan.path, plan.part[1], extra)
+        dist.barrier()
+        return True
+    if plan.part[1] == 1:
+        merge(plan.path, 1, extra)
+        return True
+    try:
+        merge(plan.path, plan.part[1], extra)  # the last shard to finish assembles the file
+    except CacheError as err:
+        log.info(f"shard {plan.part[0]}/{plan.part[1]} done; {str(err).split(': ', 1)[-1]}")
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Where a part stands after reading its journal."""
+
+    batch_size: int
+    todo: list[PlannedBatch]
+    n_mine: int
+    n_done: int
+    n_skipped: int
+
+
+@dataclass(frozen=True)
+class _Session:
+    """What the executor holds while a part runs: the built model, its open journal and the progress bar."""
+
+    loaded: LoadedBackbone
+    model: torch.nn.Module
+    journal: Journal
+    bar: tqdm
+
+
+def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[int, float]:
+    """Extract this part's missing batches into its journal; returns (images skipped, images/s). Holds the lock."""
+    if plan.options.force:
+        plan.journal_path.unlink(missing_ok=True)
+    if plan.options.on_error == OnError.fail.value:
+        _check_files_exist(plan.dataset)
+    loaded = loaded or create_backbone(plan.backbone, resolution=plan.resolution, resolved=plan.resolved)
+    model = loaded.model.to(plan.device)
+    if model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    journal, committed = Journal.open(plan.journal_path, _journal_header(plan, model), _layout(plan.dataset))
+    progress = _resume_point(plan, journal, committed)
+    bar = tqdm(total=progress.n_mine, initial=progress.n_done, unit="img", desc=f"{plan.backbone}", disable=not plan.options.progress,
+               file=sys.stderr, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        pixels = _pixel_cache(plan)
+        n_skipped = progress.n_skipped + _run(plan, _Session(loaded, model, journal, bar), progress.todo, pixels, progress.n_done == 0)
+    except KeyboardInterrupt:
+        log.info(f"interrupted: the batches extracted so far are kept in {plan.journal_path.name}; run the same command again to resume")
+        raise
+    finally:
+        bar.close()
+        journal.close()
+    elapsed, n_new = time.perf_counter() - t0, progress.n_mine - progress.n_done
+    rate = n_new / max(elapsed, 1e-9) if n_new > 0 else 0.0
+    log.info(f"extracted {n_new} images in {elapsed:.1f}s ({rate:.1f} img/s, {plan.compute_dtype}; {n_skipped} skipped)")
+    return n_skipped, rate
+
+
+def _check_files_exist(dataset: Dataset) -> None:
+    missing = [p for s in dataset.splits.values() if isinstance(s.source, FileSource) for p in s.source.paths if not p.exists()]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} image file(s) of {dataset.name} are missing, e.g. {', '.join(map(str, missing[:3]))}. "
+            "Restore them, fix the dataset listing, or run with --on-error skip to leave them out (recorded)."
+        )
+
+
+def _layout(data: Dataset) -> Layout:
+    return Layout({n: s.ids for n, s in data.splits.items()}, {n: s.labels for n, s in data.splits.items()})
+
+
+def _journal_header(plan: ExtractionPlan, model: torch.nn.Module) -> dict[str, object]:
+    return {
+        "fingerprint": plan.fingerprint.to_json(),
+        "readouts": list(plan.readouts),
+        "dims": model.embed_dims(plan.readouts, plan.resolution),  # type: ignore[operator]
+        "feature_dtype": plan.options.feature_dtype,
+        "batch_size": plan.options.batch_size,
+        "shard": list(plan.part),
+        "attrs": _file_attrs(plan),
+    }
+
+
+def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
+    """The feature file's root attributes (besides what the writer adds)."""
+    dataset, fingerprint = plan.dataset, plan.fingerprint
+    return {
+        "fingerprint": fingerprint.to_json(),
+        "key": fingerprint.key,
+        "schema_version": fingerprint.schema_version,
+        "task": dataset.task,
+        "class_names": json.dumps(list(dataset.class_names)),
+        "primary_metric": dataset.primary_metric,
+        "dataset_spec": dataset.spec,
+        "readouts": json.dumps(list(fingerprint.readouts)),
+        "backbone": fingerprint.backbone,
+        "weights_label": weights_label(plan.options.weights, plan.resolved),
+        "compute_dtype": fingerprint.compute_dtype,
+        "batch_size": plan.options.batch_size,
+        "fmprobe_version": __version__,
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _resume_point(plan: ExtractionPlan, journal: Journal, committed: list[Batch]) -> _Progress:
+    """The batches still to do; a resumed run keeps the batch size it was started with, so the result is identical."""
+    batch_size, planned = plan.options.batch_size, list(plan.batches)
+    if int(journal.header["batch_size"]) != batch_size:  # type: ignore[call-overload]
+        batch_size = int(journal.header["batch_size"])  # type: ignore[call-overload]
+        log.info(f"resuming with batch size {batch_size}, as the run was started, so the result is identical")
+        planned = plan_batches({n: len(s) for n, s in plan.dataset.splits.items()}, batch_size, plan.part)
+    done = {(b.split, b.start) for b in committed}
+    todo = [p for p in planned if (p[0], p[1]) not in done]
+    mine = sum(p[2] for p in planned)
+    n_done = mine - sum(p[2] for p in todo)
+    who = f" (shard {plan.part[0]}/{plan.part[1]}: {mine} of {plan.n_images} images)" if plan.part[1] > 1 else ""
+    if n_done:
+        log.info(f"resuming {plan.journal_path.name}: {n_done}/{mine} images already extracted")
+    log.info(f"extracting {plan.dataset.name} with {plan.backbone} at {plan.resolution}px on {plan.device} ({plan.compute_dtype}, batch {batch_size}){who}")
+    return _Progress(batch_size, todo, mine, n_done, sum(len(b.skipped) for b in committed))
+
+
+def _pixel_cache(plan: ExtractionPlan) -> PixelCache | None:
+    """The decoded-pixel cache of this dataset and input geometry (single-process runs only)."""
+    if not plan.options.pixel_cache or plan.part != (0, 1):
+        return None
+    geometry = {k: v for k, v in plan.preprocess.items() if k not in ("mean", "std")}
+    return PixelCache(plan.out / ".pixels" / slug(plan.dataset.name), plan.dataset.content_digest, geometry, plan.n_images, plan.resolution)
+
+
+# ---- the loop ----
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -135,319 +573,23 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the model's threads
 
 
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+def _open_pixel_cache(pixels: PixelCache | None, whole_run: bool) -> tuple[bool, bool]:
+    """(reading, writing): a complete cache is read; a run that covers every image from the start writes one."""
+    if pixels is None:
+        return False, False
+    if pixels.complete:
+        pixels.open_for_reading()
+        log.info(f"pixel cache: reading decoded images from {pixels.pixels_path}")
+        return True, False
+    if whole_run:
+        pixels.open_for_writing()
+        return False, True
+    return False, False
 
 
-def check_output_folder(folder: Path) -> None:
-    """Fail before any work if the cache folder cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CacheError(f"cannot create output folder {folder} ({err.strerror}). Choose another with --out.") from None
-    try:  # a real write: permission bits say nothing to root, and a read-only mount only shows on writing
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".fmprobe-write-test-")
-        probe.close()
-    except OSError as err:
-        raise CacheError(
-            f"output folder {folder} is not writable ({err.strerror}). Fix its permissions or choose another with --out."
-        ) from None
-
-
-def _check_files_exist(dataset: Dataset) -> None:
-    missing = [p for s in dataset.splits.values() if isinstance(s.source, FileSource) for p in s.source.paths if not p.exists()]
-    if missing:
-        raise DatasetError(
-            f"{len(missing)} image file(s) of {dataset.name} are missing, e.g. {', '.join(map(str, missing[:3]))}. "
-            "Restore them, fix the dataset listing, or run with --on-error skip to leave them out (recorded)."
-        )
-
-
-def _file_attrs(dataset: Dataset, fingerprint: Fingerprint, weights_label: str, batch_size: int) -> dict[str, object]:
-    """The feature file's root attributes (besides what the writer adds)."""
-    return {
-        "fingerprint": fingerprint.to_json(),
-        "key": fingerprint.key,
-        "schema_version": fingerprint.schema_version,
-        "task": dataset.task,
-        "class_names": json.dumps(list(dataset.class_names)),
-        "primary_metric": dataset.primary_metric,
-        "dataset_spec": dataset.spec,
-        "readouts": json.dumps(list(fingerprint.readouts)),
-        "backbone": fingerprint.backbone,
-        "weights_label": weights_label,
-        "compute_dtype": fingerprint.compute_dtype,
-        "batch_size": batch_size,
-        "fmprobe_version": __version__,
-        "torch_version": torch.__version__,
-        "timm_version": timm.__version__,
-        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
-def _distributed_shard() -> tuple[int, int] | None:
-    """(rank, world size) under torchrun (torch.distributed initialised on demand: gloo on CPU, nccl on GPU)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def extract_features(
-    dataset: str | Dataset,
-    backbone: str,
-    *,
-    weights: str | Path | None = None,
-    resolution: int | None = None,
-    readouts: tuple[str, ...] | list[str] | None = None,
-    batch_size: int = 64,
-    device: str = "auto",
-    dtype: str = "auto",
-    feature_dtype: str = "float16",
-    out: str | Path = "features",
-    on_error: str = "fail",
-    force: bool = False,
-    num_workers: int | None = None,
-    max_images_per_split: int | None = None,
-    shard: str | tuple[int, int] | None = None,
-    distributed: bool | None = None,
-    pixel_cache: bool = False,
-    progress: bool = True,
-    log: Log = _stderr,
-) -> ExtractResult:
-    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``.
-
-    ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
-    :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
-    rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
-    so later backbones with the same input geometry skip decoding.
-    """
-    started = time.perf_counter()
-    if on_error not in ON_ERROR:
-        raise FmprobeError(f"--on-error {on_error!r}: use fail or skip.")
-    if feature_dtype not in FEATURE_DTYPES:
-        raise FmprobeError(f"--feature-dtype {feature_dtype!r}: use float16 or float32.")
-    if batch_size < 1:
-        raise FmprobeError(f"--batch-size {batch_size}: must be at least 1.")
-    ranks = _distributed_shard() if distributed is not False else None
-    if distributed and ranks is None:
-        raise FmprobeError("--distributed needs torchrun (WORLD_SIZE > 1); for job arrays use --shard I/N.")
-    if ranks and shard:
-        raise FmprobeError("--shard and torchrun both split the work; use one of them.")
-    part = ranks or (parse_shard(shard) if isinstance(shard, str) else shard) or (0, 1)
-    out = Path(out)
-    check_output_folder(out)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, max_images_per_split)
-    base, _ = parse_name(backbone)
-    spec = get_spec(base)
-    chosen = tuple(readouts) if readouts else (spec.default_readout,)
-    unknown = [r for r in chosen if not spec.supports(r)]
-    if unknown:
-        raise FmprobeError(f"readout(s) {unknown} do not exist for {backbone!r}; available: {', '.join(spec.readouts + spec.readout_patterns)}.")
-    resolved = resolve_weights(backbone, weights)
-    torch_device = choose_device(device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
-    size = int(resolution or spec.native_resolution)
-
-    def fingerprint_for(compute: str) -> Fingerprint:
-        return Fingerprint(
-            dataset=data.name,
-            dataset_digest=data.content_digest,
-            backbone=backbone,
-            weights_digest=resolved[1],
-            preprocess=spec.preprocess.at(size).to_dict(),
-            resolution=size,
-            readouts=chosen,
-            compute_dtype=compute,
-            feature_dtype=feature_dtype,
-            image_conversion=str(data.extra.get("image_conversion", "pil-rgb8")),  # e.g. how DICOM was windowed
-        )
-
-    candidates = dtype_candidates(torch_device, dtype)
-    loaded: LoadedBackbone | None = None
-    cached = [d for d in candidates if not force and cache_path(out, data.name, backbone, fingerprint_for(d).key).exists()]
-    if cached or len(candidates) == 1:
-        compute_dtype = (cached or list(candidates))[0]
-    else:
-        compute_dtype, loaded = _probe_dtype(out, backbone, size, candidates, resolved, chosen, torch_device, part, log)
-    fingerprint = fingerprint_for(compute_dtype)
-    path = cache_path(out, data.name, backbone, fingerprint.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n_total = data.num_images
-
-    def result(hit: bool, n_skipped: int) -> ExtractResult:
-        return ExtractResult(path, hit, fingerprint.key, compute_dtype, str(torch_device), n_total, n_skipped, time.perf_counter() - started)
-
-    def hit() -> ExtractResult | None:
-        if force or not path.exists():
-            return None
-        feature_file = FeatureFile(path, expected_key=fingerprint.key)  # raises if damaged: never served
-        log(f"cache hit: {path} ({n_total} images, {compute_dtype}); use --force to recompute")
-        return result(True, sum(len(feature_file.skipped(s)) for s in feature_file.splits))
-
-    found = hit()
-    if found:
-        return found
-    if force and part == (0, 1):
-        path.unlink(missing_ok=True)
-    journal_file = journal_path(path, part)
-    with exclusive(journal_file.with_name(journal_file.name + ".lock")):
-        if part == (0, 1) and (found := hit()):
-            return found  # another process finished it while we waited
-        if force:
-            journal_file.unlink(missing_ok=True)
-        if on_error == "fail":
-            _check_files_exist(data)
-        loaded = loaded or create_backbone(backbone, resolution=size, resolved=resolved)
-        model = loaded.model.to(torch_device)
-        if model.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        dims = model.embed_dims(chosen, size)
-        header = {
-            "fingerprint": fingerprint.to_json(),
-            "readouts": list(chosen),
-            "dims": dims,
-            "feature_dtype": feature_dtype,
-            "batch_size": batch_size,
-            "shard": list(part),
-            "attrs": _file_attrs(data, fingerprint, weights_label(weights, resolved), batch_size),
-        }
-        layout = Layout({n: s.ids for n, s in data.splits.items()}, {n: s.labels for n, s in data.splits.items()})
-        journal, committed = Journal.open(journal_file, header, layout)
-        if int(journal.header["batch_size"]) != batch_size:  # type: ignore[call-overload]
-            batch_size = int(journal.header["batch_size"])  # type: ignore[call-overload]
-            log(f"resuming with batch size {batch_size}, as the run was started, so the result is identical")
-        done = {(b.split, b.start) for b in committed}
-        planned = plan_batches({n: len(s) for n, s in data.splits.items()}, batch_size, part)
-        todo = [p for p in planned if (p[0], p[1]) not in done]
-        mine = sum(p[2] for p in planned)
-        n_done = mine - sum(p[2] for p in todo)
-        n_skipped = sum(len(b.skipped) for b in committed)
-        who = f" (shard {part[0]}/{part[1]}: {mine} of {n_total} images)" if part[1] > 1 else ""
-        if n_done:
-            log(f"resuming {journal_file.name}: {n_done}/{mine} images already extracted")
-        log(f"extracting {data.name} with {backbone} at {size}px on {torch_device} ({compute_dtype}, batch {batch_size}){who}")
-        bar = tqdm(total=mine, initial=n_done, unit="img", desc=f"{backbone}", disable=not progress, file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-        t0 = time.perf_counter()
-        try:
-            pixels = None
-            if pixel_cache and part == (0, 1):
-                geometry = {k: v for k, v in spec.preprocess.at(size).to_dict().items() if k not in ("mean", "std")}
-                pixels = PixelCache(out / ".pixels" / slug(data.name), data.content_digest, geometry, n_total, size)
-            n_skipped += _run(loaded, model, data, todo, journal, chosen, torch_device, compute_dtype, on_error, num_workers, bar, pixels, n_done == 0, log)
-        except KeyboardInterrupt:
-            log(f"interrupted: the batches extracted so far are kept in {journal_file.name}; run the same command again to resume")
-            raise
-        finally:
-            bar.close()
-            journal.close()
-        elapsed = time.perf_counter() - t0
-        rate = (mine - n_done) / max(elapsed, 1e-9) if mine > n_done else 0.0
-        log(f"extracted {mine - n_done} images in {elapsed:.1f}s ({rate:.1f} img/s, {compute_dtype}; {n_skipped} skipped)")
-    journal_file.with_name(journal_file.name + ".lock").unlink(missing_ok=True)
-    extra = {"images_per_s": rate * part[1]}  # measured; `fmprobe study --dry-run` uses it for cost estimates
-    if ranks:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if ranks[0] == 0:
-            merge(path, part[1], log, extra)
-        dist.barrier()
-    elif part[1] == 1:
-        merge(path, 1, log, extra)
-    else:
-        try:
-            merge(path, part[1], log, extra)  # the last shard to finish assembles the file
-        except CacheError as err:
-            log(f"shard {part[0]}/{part[1]} done; {str(err).split(': ', 1)[-1]}")
-            return result(False, n_skipped)
-    log(f"wrote {path}")
-    return result(False, n_skipped)
-
-
-def _probe_dtype(
-    out: Path,
-    backbone: str,
-    size: int,
-    candidates: tuple[str, ...],
-    resolved: tuple[Path | None, str],
-    readouts: tuple[str, ...],
-    device: torch.device,
-    part: tuple[int, int],
-    log: Log,
-) -> tuple[str, LoadedBackbone | None]:
-    """bf16 or fp32 on a CPU with native bf16: time both on this model, once per machine, and remember the answer
-    in ``<out>/.fmprobe-dtype.json`` (the dtype is part of the cache key, so it must not flip between runs)."""
-    memo_path = out / ".fmprobe-dtype.json"
-    machine = f"{platform.processor() or platform.machine()}|{os.cpu_count()}|torch{torch.__version__}"
-    key = f"{backbone}@{size}|{machine}"
-    try:
-        memo = json.loads(memo_path.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    if key in memo:
-        return str(memo[key]["dtype"]), None
-    if part[1] > 1:  # shards must agree without talking to each other: no per-process timing
-        log(f"compute dtype {candidates[0]} (by CPU capability; sharded runs skip the timed probe)")
-        return candidates[0], None
-    loaded = create_backbone(backbone, resolution=size, resolved=resolved)
-    model = loaded.model.to(device)
-    sample = torch.randn(2, 3, size, size, device=device)
-    if model.channels_last:
-        model, sample = model.to(memory_format=torch.channels_last), sample.contiguous(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def forward(compute: str) -> None:
-        with autocast(device, compute):  # type: ignore[arg-type]
-            model(sample, readouts)
-
-    best, seconds = timed_choice(candidates, forward, repeats=1)  # type: ignore[arg-type]
-    log(f"compute dtype {best} (timed on this CPU: " + ", ".join(f"{d} {t:.2f}s" for d, t in seconds.items()) + " per 2 images)")
-    memo[key] = {"dtype": best, "seconds": seconds}
-    with contextlib.suppress(OSError):
-        tmp = memo_path.with_name(memo_path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
-        os.replace(tmp, memo_path)
-    return best, loaded
-
-
-@torch.inference_mode()
-def _run(
-    loaded: LoadedBackbone,
-    model: torch.nn.Module,
-    data: Dataset,
-    todo: list[tuple[str, int, int]],
-    journal: Journal,
-    readouts: tuple[str, ...],
-    device: torch.device,
-    compute_dtype: str,
-    on_error: str,
-    num_workers: int | None,
-    bar: tqdm,
-    pixels: PixelCache | None = None,
-    whole_run: bool = False,
-    log: Log = _stderr,
-) -> int:
-    if not todo:
-        return 0
-    transform = loaded.transform()
-    workers = default_workers() if num_workers is None else num_workers
-    names = list(data.splits)
-    reading = writing = False
-    if pixels is not None:
-        if pixels.complete:
-            pixels.open_for_reading()
-            reading = True
-            workers = 0  # reading a memory map is a copy: a worker process would only compete with the model
-            log(f"pixel cache: reading decoded images from {pixels.pixels_path}")
-        elif whole_run:
-            pixels.open_for_writing()
-            writing = True
-    rows = _Rows([data.splits[n].source for n in names], transform, pixels if reading else None)
+def _loader(rows: _Rows, names: list[str], todo: list[PlannedBatch], workers: int, device: torch.device) -> DataLoader:
     batches = [[int(rows.offsets[names.index(split)]) + start + i for i in range(count)] for split, start, count in todo]
-    loader = DataLoader(
+    return DataLoader(
         rows,
         batch_sampler=batches,
         num_workers=workers,
@@ -456,43 +598,115 @@ def _run(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
     )
-    n_skipped, n_kept = 0, 0
-    out_dtype = np.dtype(journal.header["feature_dtype"])  # type: ignore[arg-type]
-    dims: dict[str, int] = journal.header["dims"]  # type: ignore[assignment]
+
+
+def _test_kill_after() -> int | None:
+    """Test-only: the batch count after which the extraction SIGKILLs itself (``FMPROBE_TEST_KILL_AFTER_BATCHES``)."""
+    value = os.environ.get(TEST_KILL_AFTER_BATCHES, "").strip()
+    return int(value) if value else None
+
+
+@torch.inference_mode()
+def _run(plan: ExtractionPlan, session: _Session, todo: list[PlannedBatch], pixels: PixelCache | None, whole_run: bool) -> int:
+    """Stream ``todo`` through the model into the journal; returns the number of images skipped."""
+    if not todo:
+        return 0
+    transform = session.loaded.transform()
+    names = list(plan.dataset.splits)
+    reading, writing = _open_pixel_cache(pixels, whole_run)
+    workers = 0 if reading else (default_workers() if plan.options.num_workers is None else plan.options.num_workers)  # a memory map: a copy
+    rows = _Rows([plan.dataset.splits[n].source for n in names], transform, pixels if reading else None)
+    kill_after = _test_kill_after()
+    n_skipped = n_kept = n_committed = 0
     pixel_errors: dict[int, str] = {}
-    for split_index, batch_rows, pixel_batch, valid, errors in loader:
-        name = names[split_index]
-        if errors and on_error == "fail":
+    for split_index, batch_rows, pixel_batch, valid, errors in _loader(rows, names, todo, workers, plan.device):
+        if errors and plan.options.on_error == OnError.fail.value:
             first = errors[min(errors)]
             raise ImageError(
                 f"{first}\n(The {n_kept} images extracted before it are kept: re-run with --on-error skip to "
                 "resume from there and record this file as skipped. Repairing the file changes the dataset's "
                 "content, and so its cache key: the extraction then starts afresh.)"
             )
-        if pixel_batch is not None:
-            images = transform.normalise_batch(pixel_batch.to(device, non_blocking=True), valid.to(device))
-            if model.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, compute_dtype):  # type: ignore[arg-type]
-                out = model(images, readouts)
-            features = {r: out[r].float().cpu().numpy().astype(out_dtype) for r in readouts}
-        else:
-            features = {r: np.zeros((0, int(dims[r])), dtype=out_dtype) for r in readouts}
-        start = batch_rows[0]
+        features = _forward(plan, session, transform, pixel_batch, valid)
         if writing and pixels is not None:
-            first = int(rows.offsets[split_index])
-            ok = [r for r in batch_rows if r not in errors]
-            if ok:
-                pixels.write(np.asarray(ok) + first, pixel_batch.numpy(), valid.numpy())
-            pixel_errors.update({first + r: e for r, e in errors.items()})
-        skipped = {row - start: reason for row, reason in errors.items()}
+            _keep_pixels(pixels, int(rows.offsets[split_index]), batch_rows, pixel_batch, valid, errors, pixel_errors)
+        start = batch_rows[0]
         for reason in errors.values():
-            bar.write(f"skipped: {reason.splitlines()[0]}")
-        journal.append(Batch(name, start, len(batch_rows), skipped, features))
-        n_skipped += len(skipped)
-        n_kept += len(batch_rows)
-        bar.update(len(batch_rows))
+            session.bar.write(f"skipped: {reason.splitlines()[0]}")
+        session.journal.append(Batch(names[split_index], start, len(batch_rows), {row - start: r for row, r in errors.items()}, features))
+        n_skipped, n_kept, n_committed = n_skipped + len(errors), n_kept + len(batch_rows), n_committed + 1
+        session.bar.update(len(batch_rows))
+        if kill_after is not None and n_committed >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)  # test-only hook: an exact kill point
     if writing and pixels is not None:
         pixels.finish(pixel_errors)
-        log(f"pixel cache: wrote {pixels.pixels_path} for later backbones with the same input geometry")
+        log.info(f"pixel cache: wrote {pixels.pixels_path} for later backbones with the same input geometry")
     return n_skipped
+
+
+def _forward(plan: ExtractionPlan, session: _Session, transform: ImageTransform, pixel_batch, valid) -> dict[str, np.ndarray]:
+    """One batch's features per readout, in the storage dtype (an all-skipped batch gives empty arrays)."""
+    out_dtype = np.dtype(session.journal.header["feature_dtype"])  # type: ignore[arg-type]
+    if pixel_batch is None:
+        dims: dict[str, int] = session.journal.header["dims"]  # type: ignore[assignment]
+        return {r: np.zeros((0, int(dims[r])), dtype=out_dtype) for r in plan.readouts}
+    images = transform.normalise_batch(pixel_batch.to(plan.device, non_blocking=True), valid.to(plan.device))
+    if session.model.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(plan.device, plan.compute_dtype):  # type: ignore[arg-type]
+        out = session.model(images, plan.readouts)
+    return {r: out[r].float().cpu().numpy().astype(out_dtype) for r in plan.readouts}
+
+
+def _keep_pixels(
+    pixels: PixelCache, first: int, batch_rows: list[int], pixel_batch, valid, errors: dict[int, str], pixel_errors: dict[int, str]
+) -> None:
+    """Write a batch's decoded pixels into the pixel cache and note its failures (global row index)."""
+    ok = [r for r in batch_rows if r not in errors]
+    if ok:
+        pixels.write(np.asarray(ok) + first, pixel_batch.numpy(), valid.numpy())
+    pixel_errors.update({first + r: e for r, e in errors.items()})
+
+
+# ---- the public entry point: plan + execute ----
+
+
+def extract_features(
+    dataset: str | Dataset,
+    backbone: str,
+    *,
+    weights: str | Path | None = DEFAULTS.weights,
+    resolution: int | None = DEFAULTS.resolution,
+    readouts: tuple[str, ...] | list[str] | None = DEFAULTS.readouts,
+    batch_size: int = DEFAULTS.batch_size,
+    device: str | Device = DEFAULTS.device,
+    dtype: str | ComputeDtype = DEFAULTS.dtype,
+    feature_dtype: str | FeatureDtype = DEFAULTS.feature_dtype,
+    out: str | Path = DEFAULTS.out,
+    on_error: str | OnError = DEFAULTS.on_error,
+    force: bool = DEFAULTS.force,
+    num_workers: int | None = DEFAULTS.num_workers,
+    max_images_per_split: int | None = DEFAULTS.max_images_per_split,
+    shard: str | tuple[int, int] | None = DEFAULTS.shard,
+    distributed: bool | None = DEFAULTS.distributed,
+    pixel_cache: bool = DEFAULTS.pixel_cache,
+    progress: bool = DEFAULTS.progress,
+) -> ExtractResult:
+    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``:
+    ``execute(plan_extraction(dataset, backbone, ...))``; the defaults are :class:`ExtractOptions`'.
+
+    ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
+    :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
+    rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
+    so later backbones with the same input geometry skip decoding. Messages go to the ``fmprobe`` logger.
+    """
+    started = time.perf_counter()
+    options = {name: value for name, value in locals().items() if name in _OPTION_NAMES}
+    result = execute(plan_extraction(dataset, backbone, **options))
+    return replace(result, seconds=time.perf_counter() - started)
+
+
+__all__ = [
+    "DEFAULTS", "ExtractOptions", "ExtractResult", "ExtractionPlan", "FeatureDtype", "OnError", "cache_path",
+    "check_output_folder", "execute", "extract_features", "plan_extraction", "slug",
+]  # fmt: skip

@@ -245,12 +245,11 @@ def probe_features(
     out: str | Path = "results",
     force: bool = False,
     progress: bool = True,
-    log: object = None,
 ) -> ProbeRun:
     """Probe every feature file x readout x probe x train fraction x repeat; skip cells already in ``out``.
 
     The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
-    logger; ``log`` is ignored (kept only until the callers that still pass it, demo and study, drop it).
+    logger.
     """
     grid = ProbeGrid.from_options(
         probes=probes, readouts=readouts, train_fractions=train_fractions, repeats=repeats, seed=seed,

@@ -1,8 +1,13 @@
-"""Device and compute-dtype choice, per machine.
+"""Run-time choices of extraction (and the device and compute dtype fine-tuning shares), written once.
 
 bf16 autocast is 1.6-3x faster than fp32 on CPUs with native bf16 (avx512_bf16 / AMX) and about 4x slower on
 AVX2-only CPUs, so it is never assumed: ``auto`` checks the CPU flags, the user can force either, and the
 dtype actually used goes into the cache fingerprint (bf16 and fp32 features differ).
+
+The choice vocabularies (:class:`Device`, :class:`ComputeDtype`, :class:`OnError`, :class:`FeatureDtype`) and
+:class:`ExtractOptions` (extraction's defaults, read by the signature, the CLI's help and the study) import no
+torch, so options are checked in a second, before the heavy stack loads; torch is imported where a device or an
+autocast context is actually made.
 """
 
 from __future__ import annotations
@@ -11,16 +16,109 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 from functools import lru_cache
-from typing import Literal
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from fmprobe.errors import FmprobeError
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
 DtypeName = Literal["fp32", "bf16", "fp16"]
-DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Device(StrEnum):
+    """Where the network runs; ``cuda:N`` (a string) picks GPU N."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class ComputeDtype(StrEnum):
+    """The autocast dtype of the forward pass; ``auto``: bf16 where the hardware runs it natively."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class OnError(StrEnum):
+    """What extraction does with an image that cannot be read: stop naming it, or record it and go on."""
+
+    fail = "fail"
+    skip = "skip"
+
+
+class FeatureDtype(StrEnum):
+    """How embeddings are stored in the feature file."""
+
+    float16 = "float16"
+    float32 = "float32"
+
+
+DTYPE_CHOICES = tuple(d.value for d in ComputeDtype)
+E = TypeVar("E", bound=Enum)
+
+
+def choice(kind: type[E], value: object, option: str, hint: str) -> str:
+    """``value`` (a plain string or a member of ``kind``) as the plain string, or the error that names the option."""
+    text = value.value if isinstance(value, kind) else value
+    if text not in {m.value for m in kind}:
+        raise FmprobeError(f"{option} {text!r}: {hint}")
+    return str(text)
+
+
+def check_device_name(requested: object) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` as a plain string (no torch needed to say a name is wrong)."""
+    text = str(requested.value if isinstance(requested, Device) else requested)
+    if text not in {d.value for d in Device} and not text.startswith("cuda:"):
+        raise FmprobeError(f"--device {text!r}: use auto, cpu, cuda or cuda:N.")
+    return text
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Every keyword of :func:`fmprobe.extract_features` besides dataset and backbone, with its default (the one
+    copy: the function's signature, ``fmprobe extract --help`` and the study's ``[extract]`` table read it here).
+
+    Choice fields accept the plain strings or the enum members and hold the plain strings; a bad value is refused
+    here, before any work."""
+
+    weights: str | Path | None = None
+    resolution: int | None = None
+    readouts: tuple[str, ...] | None = None
+    batch_size: int = 64
+    device: str = Device.auto.value
+    dtype: str = ComputeDtype.auto.value
+    feature_dtype: str = FeatureDtype.float16.value
+    out: str | Path = "features"
+    on_error: str = OnError.fail.value
+    force: bool = False
+    num_workers: int | None = None
+    max_images_per_split: int | None = None
+    shard: str | tuple[int, int] | None = None
+    distributed: bool | None = None
+    pixel_cache: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checked = {
+            "on_error": choice(OnError, self.on_error, "--on-error", "use fail or skip."),
+            "feature_dtype": choice(FeatureDtype, self.feature_dtype, "--feature-dtype", "use float16 or float32."),
+            "dtype": choice(ComputeDtype, self.dtype, "--dtype", f"use one of {', '.join(DTYPE_CHOICES)}."),
+            "device": check_device_name(self.device),
+            "readouts": tuple(self.readouts) if self.readouts else None,
+            "out": Path(self.out),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+        if self.batch_size < 1:
+            raise FmprobeError(f"--batch-size {self.batch_size}: must be at least 1.")
 
 
 @lru_cache(maxsize=1)
@@ -42,8 +140,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def choose_device(requested: str = "auto", local_rank: int | None = None) -> torch.device:
-    if requested not in ("auto", "cpu", "cuda") and not requested.startswith("cuda:"):
-        raise FmprobeError(f"--device {requested!r}: use auto, cpu, cuda or cuda:N.")
+    import torch
+
+    requested = check_device_name(requested)
     if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
@@ -82,6 +181,9 @@ def choose_dtype(device: torch.device, requested: str = "auto") -> DtypeName:
     """The compute dtype for ``device``: ``requested`` unless ``auto`` (also settable by ``FMPROBE_DTYPE``).
 
     ``auto`` by capability alone: extraction refines it with a timed probe (``dtype_candidates``)."""
+    import torch
+
+    requested = requested.value if isinstance(requested, ComputeDtype) else requested
     requested = os.environ.get("FMPROBE_DTYPE", requested) if requested == "auto" else requested
     if requested not in DTYPE_CHOICES:
         raise FmprobeError(f"--dtype {requested!r}: use one of {', '.join(DTYPE_CHOICES)}.")
@@ -94,10 +196,18 @@ def choose_dtype(device: torch.device, requested: str = "auto") -> DtypeName:
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 
+def torch_dtype(name: DtypeName) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, dtype: DtypeName) -> Iterator[None]:
     if dtype == "fp32":
         yield
         return
-    with torch.autocast(device_type=device.type, dtype=TORCH_DTYPES[dtype]):
+    import torch
+
+    with torch.autocast(device_type=device.type, dtype=torch_dtype(dtype)):
         yield

@@ -46,6 +46,7 @@ from fmprobe.probes import PROBES
 from fmprobe.probing import DEFAULT_PROBES, cell_repeats, probe_features
 from fmprobe.registry import closest
 from fmprobe.report import ReportPaths, write_report
+from fmprobe.runtime import ExtractOptions
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def _path_sources() -> set[str]:
 
 
 # run_finetune keywords the study sets itself from its own keys (datasets, backbones, resolutions, seed, out, ...).
-_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images_per_split", "progress", "log"})
+_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images_per_split", "progress"})
 
 
 def _run_option_names() -> tuple[str, ...]:
@@ -230,16 +231,11 @@ def _extract_table(table: object, path: Path) -> dict[str, object]:
     """Check the [extract] table against the fields of fmprobe's ExtractOptions (names and values), early."""
     if not isinstance(table, dict):
         raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., num_workers = ..., ...).")
-    import fmprobe.runtime
-
-    options = getattr(fmprobe.runtime, "ExtractOptions", None)
-    if options is None:  # TODO(lead): drop fallback after extract merge (the keys are then checked here too)
-        return dict(table)
     _refuse_unknown(
-        table, [f.name for f in fields(options) if f.name not in _STUDY_SETS_EXTRACT], path, " in [extract]"
+        table, [f.name for f in fields(ExtractOptions) if f.name not in _STUDY_SETS_EXTRACT], path, " in [extract]"
     )
     try:
-        options(**table)
+        ExtractOptions(**table)
     except TypeError as err:
         raise FmprobeError(f"{path}: [extract] has a value of the wrong type ({err}).") from None
     return dict(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,8 +18,10 @@ from _helpers import make_images, write_manifest
 from fmprobe import cli
 from fmprobe import extract_features as extract
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, UnknownNameError
-from fmprobe.runtime import choose_dtype
+from fmprobe.extract import DEFAULTS, TEST_KILL_AFTER_BATCHES, plan_extraction
+from fmprobe.runtime import ComputeDtype, FeatureDtype, OnError, choose_dtype
 from fmprobe.store import FeatureFile
+from fmprobe.tasks import SPLIT_NAMES
 
 # Explicit fp32: `auto` times bf16 against fp32 once per cache folder, and these tests compare files across folders.
 TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, num_workers=0, dtype="fp32", progress=False)
@@ -39,55 +42,55 @@ def _assert_same_file(a: Path, b: Path) -> None:
         assert np.array_equal(left[name], right[name]), name
 
 
-def test_extract_writes_verified_file_and_hits_cache(small_manifest: Path, tmp_path: Path) -> None:
+def test_extract_writes_verified_file_and_hits_cache(small_manifest: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "features"
-    first = extract(f"csv:{small_manifest}", out=out, log=lambda m: None, **TINY)
+    first = extract(f"csv:{small_manifest}", out=out, **TINY)
     assert not first.cache_hit and first.path.exists() and first.n_images == 60
     f = FeatureFile(first.path, expected_key=first.key)
     train = f.load("train")
     assert train.features.shape == (len(train.labels), 1280) and train.features.dtype == np.float16
     assert f.fingerprint["resolution"] == 32 and f.fingerprint["compute_dtype"] == first.compute_dtype
     assert sorted(p.name for p in first.path.parent.iterdir()) == [first.path.name]  # one file per cache
-    messages: list[str] = []
-    second = extract(f"csv:{small_manifest}", out=out, log=messages.append, **TINY)
-    assert second.cache_hit and second.path == first.path and "cache hit" in messages[0]
-    forced = extract(f"csv:{small_manifest}", out=tmp_path / "forced", force=True, log=lambda m: None, **TINY)
+    capsys.readouterr()
+    second = extract(f"csv:{small_manifest}", out=out, **TINY)
+    assert second.cache_hit and second.path == first.path and capsys.readouterr().err.startswith("cache hit")
+    forced = extract(f"csv:{small_manifest}", out=tmp_path / "forced", force=True, **TINY)
     _assert_same_file(first.path, forced.path)
 
 
 def test_changed_settings_never_share_a_cache(small_manifest: Path, tmp_path: Path) -> None:
     spec, out = f"csv:{small_manifest}", tmp_path / "f"
-    base = extract(spec, out=out, log=lambda m: None, **TINY)
+    base = extract(spec, out=out, **TINY)
     paths = {
-        extract(spec, out=out, log=lambda m: None, **{**TINY, "resolution": 48}).path,
-        extract(spec, out=out, log=lambda m: None, **{**TINY, "dtype": "bf16"}).path,
-        extract(spec, out=out, log=lambda m: None, feature_dtype="float32", **TINY).path,
+        extract(spec, out=out, **{**TINY, "resolution": 48}).path,
+        extract(spec, out=out, **{**TINY, "dtype": "bf16"}).path,
+        extract(spec, out=out, feature_dtype="float32", **TINY).path,
         base.path,
     }
     assert len(paths) == 4
     image = small_manifest.parent / "imgs" / "img_0000.png"  # an edited image changes the dataset digest
     os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert extract(spec, out=out, log=lambda m: None, **TINY).path not in paths
+    assert extract(spec, out=out, **TINY).path not in paths
 
 
-def test_bad_images_fail_by_name_then_resume_or_skip(tmp_path: Path) -> None:
+def test_bad_images_fail_by_name_then_resume_or_skip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     names = make_images(tmp_path, ["a", "b"] * 12)
     (tmp_path / names[13]).write_bytes((tmp_path / names[13]).read_bytes()[:50])  # truncated
-    rows = [[n, "ab"[i % 2], ("train", "val", "test")[i % 3]] for i, n in enumerate(names)]
+    rows = [[n, "ab"[i % 2], SPLIT_NAMES[i % 3]] for i, n in enumerate(names)]
     spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label', 'split'], rows)}"
     out = tmp_path / "f"
     with pytest.raises(ImageError, match=names[13]) as info:
-        extract(spec, out=out, log=lambda m: None, **{**TINY, "batch_size": 2})
+        extract(spec, out=out, **{**TINY, "batch_size": 2})
     assert "kept" in str(info.value)
     journals = list(out.rglob("*.journal"))
     assert len(journals) == 1 and journals[0].stat().st_size > 200  # committed batches survive the failure
-    messages: list[str] = []
-    skipped = extract(spec, out=out, on_error="skip", log=messages.append, **{**TINY, "batch_size": 2})
-    assert any(m.startswith("resuming") for m in messages), "the failed run's batches must be reused"
+    capsys.readouterr()
+    skipped = extract(spec, out=out, on_error="skip", **{**TINY, "batch_size": 2})
+    assert any(m.startswith("resuming") for m in _messages(capsys)), "the failed run's batches must be reused"
     f = FeatureFile(skipped.path)
     assert skipped.n_skipped == 1 and f.skipped("val")[0][0] == names[13]
     assert len(f.load("val").labels) == 7 and not list(out.rglob("*.journal"))
-    fresh = extract(spec, out=tmp_path / "fresh", on_error="skip", log=lambda m: None, **{**TINY, "batch_size": 2})
+    fresh = extract(spec, out=tmp_path / "fresh", on_error="skip", **{**TINY, "batch_size": 2})
     _assert_same_file(skipped.path, fresh.path)
 
 
@@ -96,17 +99,17 @@ def test_missing_files_are_named_before_any_work(tmp_path: Path) -> None:
     rows = [[n, "ab"[i % 2]] for i, n in enumerate(names)] + [["gone.png", "a"]]
     spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label'], rows)}"
     with pytest.raises(DatasetError, match=r"1 image file\(s\).*gone\.png.*--on-error skip"):
-        extract(spec, out=tmp_path / "f", log=lambda m: None, **TINY)
-    assert extract(spec, out=tmp_path / "f", on_error="skip", log=lambda m: None, **TINY).n_skipped == 1
+        extract(spec, out=tmp_path / "f", **TINY)
+    assert extract(spec, out=tmp_path / "f", on_error="skip", **TINY).n_skipped == 1
 
 
 def test_unwritable_output_and_bad_options_fail_early(small_manifest: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     with pytest.raises(CacheError, match="cannot create output folder.*--out"):
-        extract(f"csv:{small_manifest}", out=blocker / "sub", log=lambda m: None, **TINY)
+        extract(f"csv:{small_manifest}", out=blocker / "sub", **TINY)
     with pytest.raises(FmprobeError, match="readout"):
-        extract(f"csv:{small_manifest}", out=tmp_path, readouts=["cls"], log=lambda m: None, **TINY)
+        extract(f"csv:{small_manifest}", out=tmp_path, readouts=["cls"], **TINY)
     with pytest.raises(UnknownNameError, match="Closest: efficientnet_lite0"):
         extract(f"csv:{small_manifest}", out=tmp_path, **{**TINY, "backbone": "efficientnet_lite0_imagenett"})
     with pytest.raises(FmprobeError, match="--on-error"):
@@ -129,6 +132,11 @@ def test_dtype_follows_the_cpu_and_can_be_forced(monkeypatch: pytest.MonkeyPatch
         choose_dtype(cpu, "fp16")
 
 
+def _messages(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The log lines written since the last read (the ``fmprobe`` logger writes them to stderr)."""
+    return capsys.readouterr().err.splitlines()
+
+
 def _cli(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "fmprobe", "extract", *args]
 
@@ -138,21 +146,12 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     args = ["-d", "demo:40", "-b", "efficientnet_lite0_imagenet:random", "--resolution", "64", "--batch-size", "4",
             "--workers", "0", "--dtype", "fp32", "-q"]  # fmt: skip
     killed_out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env=env, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    journal = None
-    while time.time() < deadline and proc.poll() is None:
-        journal = next(killed_out.rglob("*.journal"), None)
-        if journal is not None and journal.stat().st_size > 3 * 4 * 1280 * 2:  # a few batches committed
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the extraction finished before it could be killed"
+    killed = subprocess.run(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env={**env, TEST_KILL_AFTER_BATCHES: "3"}, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not list(killed_out.rglob("*.h5")), "a half-written file must never look like a finished cache"
     resumed = subprocess.run(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming" in resumed.stderr
+    assert "resuming" in resumed.stderr and "12/160 images already extracted" in resumed.stderr
     clean = subprocess.run(_cli([*args, "--out", str(tmp_path / "clean")]), cwd=ROOT, env=env, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr
     _assert_same_file(Path(resumed.stdout.strip()), Path(clean.stdout.strip()))
@@ -181,7 +180,9 @@ def test_cli_models_lists_registry(monkeypatch: pytest.MonkeyPatch, capsys: pyte
     assert "efficientnet_lite0_imagenet" in out and "pooled*=1280" in out and "deit_base_imagenet" in out
 
 
-def test_auto_dtype_is_timed_once_per_machine_and_remembered(small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_dtype_is_timed_once_per_machine_and_remembered(
+    small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """On a CPU with native bf16, `auto` times bf16 against fp32 on the model and keeps the faster (bf16 was
     measured slower than fp32 for some models on such CPUs); the choice is remembered so caches stay stable."""
     import json
@@ -189,35 +190,31 @@ def test_auto_dtype_is_timed_once_per_machine_and_remembered(small_manifest: Pat
     from fmprobe import runtime
 
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
-    messages: list[str] = []
     kw = {k: v for k, v in TINY.items() if k != "dtype"}
-    first = extract(f"csv:{small_manifest}", out=tmp_path, log=messages.append, **kw)
-    assert any(m.startswith("compute dtype") and "timed" in m for m in messages)
+    first = extract(f"csv:{small_manifest}", out=tmp_path, **kw)
+    assert any(m.startswith("compute dtype") and "timed" in m for m in _messages(capsys))
     memo = json.loads((tmp_path / ".fmprobe-dtype.json").read_text())
     (entry,) = memo.values()
     assert entry["dtype"] == first.compute_dtype == min(entry["seconds"], key=entry["seconds"].get)
-    messages.clear()
-    again = extract(f"csv:{small_manifest}", out=tmp_path, log=messages.append, **kw)
-    assert again.cache_hit and not any(m.startswith("compute dtype") for m in messages)
+    again = extract(f"csv:{small_manifest}", out=tmp_path, **kw)
+    assert again.cache_hit and not any(m.startswith("compute dtype") for m in _messages(capsys))
 
 
-def test_pixel_cache_is_reused_and_changes_nothing(tmp_path: Path) -> None:
+def test_pixel_cache_is_reused_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Two backbones with the same input geometry: the second reads decoded pixels from the cache, bad images
     stay skipped with their reasons, and the features equal a run without the cache."""
     names = make_images(tmp_path, ["a", "b"] * 10)
     (tmp_path / names[5]).write_bytes(b"not a png")
-    rows = [[n, "ab"[i % 2], ("train", "val", "test")[i % 3]] for i, n in enumerate(names)]
+    rows = [[n, "ab"[i % 2], SPLIT_NAMES[i % 3]] for i, n in enumerate(names)]
     spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label', 'split'], rows)}"
     kw = {**TINY, "on_error": "skip"}
-    messages: list[str] = []
-    extract(spec, out=tmp_path / "f", pixel_cache=True, log=messages.append, **kw)
-    assert any(m.startswith("pixel cache: wrote") for m in messages)
-    messages.clear()
+    extract(spec, out=tmp_path / "f", pixel_cache=True, **kw)
+    assert any(m.startswith("pixel cache: wrote") for m in _messages(capsys))
     pretrained = {**kw, "backbone": "efficientnet_lite0_imagenet"}
-    cached = extract(spec, out=tmp_path / "f", pixel_cache=True, log=messages.append, **pretrained)
-    assert any(m.startswith("pixel cache: reading") for m in messages) and cached.n_skipped == 1
+    cached = extract(spec, out=tmp_path / "f", pixel_cache=True, **pretrained)
+    assert any(m.startswith("pixel cache: reading") for m in _messages(capsys)) and cached.n_skipped == 1
     assert FeatureFile(cached.path).skipped("test")[0][0] == names[5]
-    plain = extract(spec, out=tmp_path / "plain", log=lambda m: None, **pretrained)
+    plain = extract(spec, out=tmp_path / "plain", **pretrained)
     _assert_same_file(cached.path, plain.path)
 
 
@@ -227,3 +224,44 @@ def test_cli_usage_errors_are_messages_not_tracebacks(monkeypatch: pytest.Monkey
         cli.main()
     captured = capsys.readouterr()
     assert stop.value.code == 2 and "No such option: --bogus" in captured.err and "Traceback" not in captured.err
+
+
+def test_plan_names_key_and_path_without_building_a_model(small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fmprobe.extract as extract_module
+    from fmprobe import runtime
+
+    spec, out = f"csv:{small_manifest}", tmp_path / "f"
+    options = {k: v for k, v in TINY.items() if k != "backbone"}
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("planning must not build a model")
+
+    monkeypatch.setattr(extract_module, "create_backbone", no_model)
+    plan = plan_extraction(spec, TINY["backbone"], out=out, **options)
+    summary = str(plan)
+    for part in (plan.dataset.name, TINY["backbone"], "fp32", "float16", str(plan.path), plan.key, "60"):
+        assert part in summary, part
+    assert not plan.path.exists() and plan.n_mine == 60 and len(plan.batches) == sum(-(-len(s) // 8) for s in plan.dataset.splits.values())
+    enums = {"dtype": ComputeDtype.fp32, "feature_dtype": FeatureDtype.float16, "on_error": OnError.fail}
+    assert plan_extraction(spec, TINY["backbone"], out=out, **{**options, **enums}).key == plan.key  # members = strings
+    with pytest.raises(FmprobeError, match=r"--feature-dtype 'float64': use float16 or float32"):
+        plan_extraction(spec, TINY["backbone"], out=out, **{**options, "feature_dtype": "float64"})
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512_bf16"}))  # auto must be timed: still no model
+    open_dtype = plan_extraction(spec, TINY["backbone"], out=out, **{**options, "dtype": "auto"})
+    assert open_dtype.compute_dtype is None and "bf16 or fp32" in str(open_dtype)
+    monkeypatch.undo()
+    result = extract(spec, out=out, **TINY)
+    assert (result.key, result.path) == (plan.key, plan.path)
+
+
+def test_cli_choice_options_are_checked_and_listed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "extract", "-d", "demo", "-b", "x", "--dtype", "fp64"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "fp64" in err and all(d.value in err for d in ComputeDtype)
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "extract", "--help"])
+    with contextlib.suppress(SystemExit):
+        cli.main()
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "fail|skip" in help_text and "float16|float32" in help_text and f"(default: {DEFAULTS.batch_size})" in help_text

@@ -18,7 +18,7 @@ def test_real_lite0_features_separate_pneumonia(tmp_path: Path) -> None:
     path = shared_file("pneumoniamnist.npz")
     result = extract_features(
         str(path), "efficientnet_lite0_imagenet", resolution=128, max_images_per_split=300, out=tmp_path,
-        num_workers=0, progress=False, log=lambda m: None,
+        num_workers=0, progress=False,
     )  # fmt: skip
     features = FeatureFile(result.path)
     train, test = features.load("train", dtype="float32"), features.load("test", dtype="float32")

@@ -107,10 +107,9 @@ def test_shipped_studies_validate(name: str) -> None:
         assert "dinov2_vitb14" in study.backbones and study.baseline == "deit_base_imagenet"
 
 
-KILL_HOOK = getattr(fmprobe.extract, "TEST_KILL_AFTER_BATCHES", None)  # the extraction's exact-kill test hook
+KILL_HOOK = fmprobe.extract.TEST_KILL_AFTER_BATCHES  # the extraction's exact-kill test hook
 
 
-@pytest.mark.skipif(KILL_HOOK is None, reason="needs extract's kill hook")  # TODO(lead): drop after extract merge
 def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     body = ('datasets = ["demo:25"]\nbackbones = ["efficientnet_lite0_imagenet:random", "resnet18:random"]\n'
             'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip

@@ -141,7 +141,6 @@ def _records(recipe: Recipe | None, options: RunOptions | None, keywords: dict[s
         return recipe or Recipe(), options or RunOptions()
     if recipe is not None or options is not None:
         raise TypeError("run_finetune: pass either recipe/options or their fields as keywords, not both")
-    keywords.pop("log", None)  # the old log= callable: messages go to the 'fmprobe' logger now
     return recipe_and_options(keywords)
 
 

@@ -8,28 +8,13 @@ run key; the rest (device, workers, progress, force, output folder) are mechanic
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from enum import Enum, StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from fmprobe.finetune.recipe import FinetuneError, Recipe
-
-
-class Device(StrEnum):
-    """Where to train (the Python API also takes ``cuda:N``; under torchrun each rank takes its local GPU)."""
-
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class ComputeDtype(StrEnum):
-    """Autocast dtype: auto (bf16 where the hardware runs it natively, fp16 on older GPUs), fp32, bf16, fp16."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+from fmprobe.metrics import N_BOOTSTRAP
+from fmprobe.runtime import ComputeDtype, Device
 
 
 @dataclass(frozen=True)
@@ -45,7 +30,7 @@ class RunOptions:
     seed: int = 0  # seeds the head, data order, augmentation and dropout
     workers: int | None = None  # image-loading processes; None: fmprobe._io.default_workers()
     max_images_per_split: int | None = None  # a seeded subset (a quick look)
-    n_resamples: int = 1000  # bootstrap resamples per confidence interval
+    n_resamples: int = N_BOOTSTRAP  # bootstrap resamples per confidence interval
     force: bool = False  # redo a finished run (its run folder is deleted first)
     progress: bool = True
 

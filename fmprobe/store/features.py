@@ -18,9 +18,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from fmprobe._io import atomic_write
 from fmprobe.errors import CacheError
 from fmprobe.store.fingerprint import SCHEMA_VERSION
 from fmprobe.store.journal import Batch
+from fmprobe.tasks import SPLIT_NAMES
 
 STRING = h5py.string_dtype("utf-8")
 REQUIRED_ATTRS = ("fingerprint", "key", "complete", "task", "class_names", "schema_version", "readouts")
@@ -44,45 +46,17 @@ def write_feature_file(
     batches: Iterable[Batch],
     skipped: Mapping[str, dict[int, str]],
 ) -> None:
-    """Stream committed batches into a new HDF5 file at ``path`` (written beside it, then renamed in)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
+    """Stream committed batches into a new HDF5 file at ``path`` (written beside it, then renamed in, so the file
+    exists only when complete)."""
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
             for name, value in attrs.items():
                 h5.attrs[name] = str(value) if isinstance(value, str) else value  # numpy str_ has no HDF5 type
             h5.attrs["complete"] = False
-            cursor: dict[str, int] = {}
             for split, layout in splits.items():
-                bad = skipped.get(split, {})
-                keep = np.ones(len(layout.ids), dtype=bool)
-                keep[list(bad)] = False
-                n_ok = int(keep.sum())
-                group = h5.create_group(split)
-                group.attrs["n_total"] = len(layout.ids)
-                for readout in readouts:
-                    group.create_dataset(
-                        f"features/{readout}",
-                        shape=(n_ok, dims[readout]),
-                        dtype=feature_dtype,
-                        chunks=(max(1, min(n_ok, max(1, (1 << 20) // (dims[readout] * 2)))), dims[readout]) if n_ok else None,
-                    )
-                group.create_dataset("labels", data=layout.labels[keep].astype(np.int64))
-                group.create_dataset("ids", data=np.asarray([i for i, k in zip(layout.ids, keep) if k], dtype=object), dtype=STRING)
-                rows = sorted(bad)
-                group.create_dataset("skipped_ids", data=np.asarray([layout.ids[r] for r in rows], dtype=object), dtype=STRING)
-                group.create_dataset("skipped_reasons", data=np.asarray([bad[r] for r in rows], dtype=object), dtype=STRING)
-                cursor[split] = 0
-            crcs = {(split, readout): 0 for split in splits for readout in readouts}
-            for batch in batches:
-                n = next(iter(batch.features.values())).shape[0] if batch.features else 0
-                start = cursor[batch.split]
-                for readout in readouts:
-                    rows = np.ascontiguousarray(batch.features[readout], dtype=feature_dtype)
-                    h5[f"{batch.split}/features/{readout}"][start : start + n] = rows
-                    crcs[(batch.split, readout)] = zlib.crc32(rows.tobytes(), crcs[(batch.split, readout)])
-                cursor[batch.split] = start + n
-            for (split, readout), crc in crcs.items():  # checksums: damaged bytes are found on open, never served
-                h5[f"{split}/features/{readout}"].attrs["crc32"] = crc
+                _create_split(h5, split, layout, skipped.get(split, {}), readouts, dims, feature_dtype)
+            cursor = _write_batches(h5, splits, readouts, feature_dtype, batches)
             for split in splits:
                 for name in ("labels", "ids", "skipped_ids", "skipped_reasons"):
                     h5[f"{split}/{name}"].attrs["crc32"] = _crc_of(h5[f"{split}/{name}"])
@@ -94,16 +68,62 @@ def write_feature_file(
                         "expected. Run again with --force."
                     )
             h5.attrs["complete"] = True
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except OSError as err:
         raise CacheError(
             f"{path}: cannot write the feature file ({os.strerror(err.errno) if err.errno else err}). The extracted "
             "batches are kept in the journal beside it: free space and run the same command again."
         ) from err
-    finally:
-        tmp.unlink(missing_ok=True)
+
+
+def _create_split(
+    h5: h5py.File,
+    split: str,
+    layout: SplitLayout,
+    bad: Mapping[int, str],
+    readouts: tuple[str, ...],
+    dims: Mapping[str, int],
+    feature_dtype: str,
+) -> None:
+    """One split's group: empty feature datasets sized for the kept rows, then labels, ids and the skipped rows."""
+    keep = np.ones(len(layout.ids), dtype=bool)
+    keep[list(bad)] = False
+    n_ok = int(keep.sum())
+    group = h5.create_group(split)
+    group.attrs["n_total"] = len(layout.ids)
+    for readout in readouts:
+        group.create_dataset(
+            f"features/{readout}",
+            shape=(n_ok, dims[readout]),
+            dtype=feature_dtype,
+            chunks=(max(1, min(n_ok, max(1, (1 << 20) // (dims[readout] * 2)))), dims[readout]) if n_ok else None,
+        )
+    group.create_dataset("labels", data=layout.labels[keep].astype(np.int64))
+    group.create_dataset("ids", data=np.asarray([i for i, k in zip(layout.ids, keep) if k], dtype=object), dtype=STRING)
+    rows = sorted(bad)
+    group.create_dataset("skipped_ids", data=np.asarray([layout.ids[r] for r in rows], dtype=object), dtype=STRING)
+    group.create_dataset("skipped_reasons", data=np.asarray([bad[r] for r in rows], dtype=object), dtype=STRING)
+
+
+def _write_batches(
+    h5: h5py.File, splits: Mapping[str, SplitLayout], readouts: tuple[str, ...], feature_dtype: str, batches: Iterable[Batch]
+) -> dict[str, int]:
+    """Append the batches' rows in order and store each feature dataset's checksum; returns rows written per split."""
+    cursor = {split: 0 for split in splits}
+    crcs = {(split, readout): 0 for split in splits for readout in readouts}
+    for batch in batches:
+        n = next(iter(batch.features.values())).shape[0] if batch.features else 0
+        start = cursor[batch.split]
+        for readout in readouts:
+            rows = np.ascontiguousarray(batch.features[readout], dtype=feature_dtype)
+            h5[f"{batch.split}/features/{readout}"][start : start + n] = rows
+            crcs[(batch.split, readout)] = zlib.crc32(rows.tobytes(), crcs[(batch.split, readout)])
+        cursor[batch.split] = start + n
+    for (split, readout), crc in crcs.items():  # checksums: damaged bytes are found on open, never served
+        h5[f"{split}/features/{readout}"].attrs["crc32"] = crc
+    return cursor
 
 
 def _crc_of(dataset: h5py.Dataset, rows_per_block: int = 8192) -> int:
@@ -143,7 +163,7 @@ class FeatureFile:
                         "`fmprobe extract ... --force`."
                     )
                 self._check(attrs, expected_key)
-                self.splits = tuple(k for k in ("train", "val", "test") if k in h5)
+                self.splits = tuple(k for k in SPLIT_NAMES if k in h5)
                 self._check_rows(h5)
         except OSError as err:
             raise CacheError(

@@ -137,24 +137,7 @@ class Journal:
         file) is refused; a torn tail is cut off.
         """
         journal = cls(path, header, fsync)
-        batches: list[Batch] = []
-        end = 0
-        if path.exists():
-            with path.open("rb") as fh:
-                first = _read_record(fh)
-                stored = first[0].get("header") if first is not None else None
-                if isinstance(stored, dict) and _same_work(stored, header):
-                    journal.header = stored  # keep the original batch size so batches line up on resume
-                    journal.layout = Layout.decode(stored["layout"], first[1])  # type: ignore[index, arg-type]
-                    end = fh.tell()
-                    for batch, offset in journal._iter_batches(fh):
-                        batches.append(batch)
-                        end = offset
-                elif isinstance(stored, dict):
-                    raise CacheError(
-                        f"{path}: a partial extraction with a different fingerprint or layout is in the way. Delete "
-                        "it or run with --force."
-                    )
+        batches, end = journal._resume() if path.exists() else ([], 0)
         mode = "r+b" if end else "wb"
         fh = path.open(mode)
         if end:
@@ -169,6 +152,28 @@ class Journal:
             journal._sync(fh)
         journal._fh = fh
         return journal, batches
+
+    def _resume(self) -> tuple[list[Batch], int]:
+        """The committed batches of an existing journal of the same work, and where its intact records end
+        (0: nothing to keep, start afresh); adopts its header so batches line up on resume."""
+        batches: list[Batch] = []
+        end = 0
+        with self.path.open("rb") as fh:
+            first = _read_record(fh)
+            stored = first[0].get("header") if first is not None else None
+            if isinstance(stored, dict) and _same_work(stored, self.header):
+                self.header = stored  # keep the original batch size so batches line up on resume
+                self.layout = Layout.decode(stored["layout"], first[1])  # type: ignore[index, arg-type]
+                end = fh.tell()
+                for batch, offset in self._iter_batches(fh):
+                    batches.append(batch)
+                    end = offset
+            elif isinstance(stored, dict):
+                raise CacheError(
+                    f"{self.path}: a partial extraction with a different fingerprint or layout is in the way. Delete "
+                    "it or run with --force."
+                )
+        return batches, end
 
     def _iter_batches(self, fh: BinaryIO) -> Iterator[tuple[Batch, int]]:
         dims: dict[str, int] = self.header["dims"]  # type: ignore[assignment]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from fmprobe._io import atomic_write_text
 
 
 class PixelCache:
@@ -55,6 +56,4 @@ class PixelCache:
         assert isinstance(self.pixels, np.memmap) and isinstance(self.sizes, np.memmap)
         self.pixels.flush()
         self.sizes.flush()
-        tmp = self.marker.with_name(self.marker.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"errors": {str(k): v for k, v in errors.items()}}))
-        os.replace(tmp, self.marker)
+        atomic_write_text(self.marker, json.dumps({"errors": {str(k): v for k, v in errors.items()}}))

@@ -7,14 +7,17 @@ is identical to what one process would have written. A single process is shard 0
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from fmprobe._io import exclusive
 from fmprobe.errors import CacheError
 from fmprobe.store.features import SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch, Journal
+
+log = logging.getLogger(__name__)
 
 PlannedBatch = tuple[str, int, int]  # split, first row, number of rows
 
@@ -61,16 +64,13 @@ def part_counts(cache: Path) -> set[int]:
     return {int(m.group(2)) for p in cache.parent.glob(cache.name + ".part*.journal") if (m := pattern.match(p.name))}
 
 
-def merge(
-    cache: Path,
-    shards: int | None = None,
-    log: Callable[[str], None] = lambda m: None,
-    extra_attrs: Mapping[str, object] | None = None,
-) -> Path:
+def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, object] | None = None) -> Path:
     """Assemble the final feature file from all part journals (or the single journal) of ``cache``.
 
     Refuses, naming the parts, while any part is missing or incomplete. Idempotent: a finished file is left as it is.
+    ``extra_attrs`` are added to the file's root attributes (the measured images/s).
     """
+    cache = Path(cache)
     if shards is None:
         counts = part_counts(cache)
         if len(counts) > 1:
@@ -98,7 +98,7 @@ def merge(
         _write(cache, journals, extra_attrs or {})
         for journal in journals:
             journal.path.unlink(missing_ok=True)
-        log(f"merged {shards} part(s) into {cache}")
+        log.info(f"merged {shards} part(s) into {cache}")
     cache.with_name(cache.name + ".lock").unlink(missing_ok=True)
     return cache
 

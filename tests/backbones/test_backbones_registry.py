@@ -97,7 +97,7 @@ def test_extract_end_to_end_offline(tmp_path: Path, backbone: str, resolution: i
 
     run = getattr(extract_module, "extract_features", None) or extract_module.extract
     result = run("demo:10", backbone, out=tmp_path, max_images_per_split=2, resolution=resolution, readouts=readouts,
-                 dtype="fp32", progress=False, num_workers=0, log=lambda _: None)  # fp32: bf16 autocast is slow on some CPUs  # fmt: skip
+                 dtype="fp32", progress=False, num_workers=0)  # fp32: bf16 autocast is slow on some CPUs  # fmt: skip
     assert result.path.exists() and not result.cache_hit and result.n_images > 0
     features = FeatureFile(result.path)
     assert set(readouts) <= set(features.readouts)

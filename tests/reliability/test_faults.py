@@ -24,12 +24,13 @@ from fmprobe import extract_features, probe_features
 from fmprobe.datasets import load_dataset
 from fmprobe.datasets.base import FileSource
 from fmprobe.errors import CacheError, FmprobeError, ImageError
-from fmprobe.store import FeatureFile
+from fmprobe.extract import TEST_KILL_AFTER_BATCHES
+from fmprobe.store import FeatureFile, plan_batches
 from fmprobe.store.journal import Journal
 from reliability.faults import ROOT, TRIALS, assert_same_file
 
 BACKBONE = "efficientnet_lite0_imagenet:random"
-KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False, log=lambda m: None)  # fixed dtype: files are compared across folders
+KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False)  # fixed dtype: files are compared across folders
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -39,26 +40,23 @@ def _cli(out: Path, *extra: str) -> list[str]:
 
 
 def test_kill9_at_random_points_then_complete_is_identical(tmp_path: Path) -> None:
-    """TRIALS kills in a row on the same cache, each after a random delay once work has started."""
+    """TRIALS kills in a row on the same cache, each after a seeded random number of committed batches (exact:
+    the extraction kills itself there, FMPROBE_TEST_KILL_AFTER_BATCHES), the last one right after the final batch
+    and before the merge."""
     rng = random.Random(7)
     out = tmp_path / "killed"
-    kills = 0
-    for _ in range(TRIALS):
-        proc = subprocess.Popen(_cli(out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and not next(out.rglob("*.journal"), None):
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.8))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        for path in out.rglob("*.h5"):  # whatever exists after a kill is a complete, verified file
-            FeatureFile(path)
-    assert kills >= 1, "no run could be killed mid-way"
+    dataset = load_dataset("demo:30")
+    n_batches = len(plan_batches({name: len(split) for name, split in dataset.splits.items()}, 4))
+    points = [rng.randint(1, max(1, (n_batches - 1) // TRIALS)) for _ in range(TRIALS - 1)]
+    points.append(n_batches - sum(points))  # every remaining batch committed, the feature file not yet written
+    for after in points:
+        killed = subprocess.run(_cli(out), cwd=ROOT, env={**ENV, TEST_KILL_AFTER_BATCHES: str(after)}, capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert not list(out.rglob("*.h5")), "a kill before the merge leaves no feature file"
     final = subprocess.run(_cli(out), cwd=ROOT, env=ENV, capture_output=True, text=True)
     clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert final.returncode == 0 and clean.returncode == 0, final.stderr + clean.stderr
+    assert f"{dataset.num_images}/{dataset.num_images} images already extracted" in final.stderr
     assert_same_file(Path(final.stdout.strip()), Path(clean.stdout.strip()))
 
 
@@ -93,7 +91,7 @@ def test_corrupted_cache_is_detected_named_and_never_served(finished: Path, tmp_
         FeatureFile(path)
     assert path.name in str(info.value)
     with pytest.raises(CacheError):
-        probe_features([path], probes=["logreg"], out=tmp_path / "results", progress=False, log=lambda m: None)
+        probe_features([path], probes=["logreg"], out=tmp_path / "results", progress=False)
     with pytest.raises(CacheError):  # extract refuses to serve it as a cache hit, and says how to rebuild
         extract_features("demo:10", BACKBONE, out=tmp_path, **KW)
     rebuilt = extract_features("demo:10", BACKBONE, out=tmp_path, force=True, **KW)
@@ -113,7 +111,9 @@ def test_concurrent_writers_are_serialised_by_the_lock(tmp_path: Path) -> None:
     assert_same_file(Path(paths.pop()), Path(clean.stdout.strip()))
 
 
-def test_disk_full_keeps_committed_batches_and_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disk_full_keeps_committed_batches_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     real_append = Journal.append
     calls = {"n": 0}
 
@@ -132,9 +132,10 @@ def test_disk_full_keeps_committed_batches_and_resumes(tmp_path: Path, monkeypat
         extract_features("demo:10", BACKBONE, out=tmp_path / "f", **KW)
     journal = next((tmp_path / "f").rglob("*.journal"))
     monkeypatch.setattr(Journal, "append", real_append)
-    messages: list[str] = []
-    done = extract_features("demo:10", BACKBONE, out=tmp_path / "f", **{**KW, "log": messages.append})
-    assert any("resuming" in m and "12/40" in m for m in messages), messages
+    capsys.readouterr()
+    done = extract_features("demo:10", BACKBONE, out=tmp_path / "f", **KW)
+    messages = capsys.readouterr().err
+    assert "resuming" in messages and "12/40" in messages, messages
     assert not journal.exists()
     assert_same_file(done.path, extract_features("demo:10", BACKBONE, out=tmp_path / "clean", **KW).path)
 
