@@ -101,11 +101,6 @@ def cache_path(out: Path, dataset_name: str, backbone: str, key: str) -> Path:
     return out / slug(dataset_name) / f"{slug(backbone)}__{key}.h5"
 
 
-def _image_conversion(data: Dataset) -> str:
-    """How raw pixels became 8-bit RGB (e.g. how DICOM was windowed): a typed field, or the older ``extra`` key."""
-    return str(getattr(data, "image_conversion", None) or data.extra.get("image_conversion", "pil-rgb8"))
-
-
 @dataclass(frozen=True)
 class ExtractionPlan:
     """Everything an extraction will do, decided before any model is built; ``print(plan)`` shows it.
@@ -136,6 +131,12 @@ class ExtractionPlan:
     def preprocess(self) -> dict[str, object]:
         return self.spec.preprocess.at(self.resolution).to_dict()
 
+    @property
+    def is_imagenet_baseline(self) -> bool:
+        """The registry's ImageNet-baseline entry with its published weights (not its :random control, not a file
+        of the user's): the rows say so, and the report compares against it by default."""
+        return bool(self.spec.imagenet_baseline and self.options.weights is None and self.resolved[0] is not None)
+
     def fingerprint_for(self, compute_dtype: str) -> Fingerprint:
         return Fingerprint(
             dataset=self.dataset.name,
@@ -147,7 +148,7 @@ class ExtractionPlan:
             readouts=self.readouts,
             compute_dtype=compute_dtype,
             feature_dtype=self.options.feature_dtype,
-            image_conversion=_image_conversion(self.dataset),
+            image_conversion=self.dataset.image_conversion,
         )
 
     def path_for(self, compute_dtype: str) -> Path:
@@ -488,6 +489,7 @@ def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
         "readouts": json.dumps(list(fingerprint.readouts)),
         "backbone": fingerprint.backbone,
         "weights_label": weights_label(plan.options.weights, plan.resolved),
+        "imagenet_baseline": plan.is_imagenet_baseline,
         "compute_dtype": fingerprint.compute_dtype,
         "batch_size": plan.options.batch_size,
         "fmprobe_version": __version__,

@@ -265,3 +265,18 @@ def test_cli_choice_options_are_checked_and_listed(monkeypatch: pytest.MonkeyPat
         cli.main()
     help_text = " ".join(capsys.readouterr().out.split())
     assert "fail|skip" in help_text and "float16|float32" in help_text and f"(default: {DEFAULTS.batch_size})" in help_text
+
+
+def test_rows_of_the_registered_imagenet_baseline_say_so(small_manifest: Path, tmp_path: Path) -> None:
+    """The registry's ImageNet-baseline flag reaches the feature file and the result rows (the report's default
+    baseline); the :random control of the same entry is not the baseline."""
+    from fmprobe.probing import probe_features
+    from fmprobe.results import read_results
+
+    spec, options = f"csv:{small_manifest}", {k: v for k, v in TINY.items() if k != "backbone"}
+    pretrained = extract(spec, backbone="efficientnet_lite0_imagenet", out=tmp_path / "f", **options)
+    control = extract(spec, backbone="efficientnet_lite0_imagenet:random", out=tmp_path / "f", **options)
+    assert FeatureFile(pretrained.path).attrs["imagenet_baseline"] and not FeatureFile(control.path).attrs["imagenet_baseline"]
+    probe_features([pretrained.path, control.path], probes=["knn"], n_resamples=50, out=tmp_path / "r", progress=False)
+    rows = read_results(tmp_path / "r")
+    assert dict(rows.groupby("weights")["imagenet_baseline"].all()) == {"pretrained": True, "random": False}

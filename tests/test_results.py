@@ -17,6 +17,7 @@ import pytest
 from fmprobe.errors import ResultsError
 from fmprobe.metrics import MetricValue
 from fmprobe.results import (
+    ADDED_COLUMNS,
     COLUMNS,
     CellInfo,
     ResultRow,
@@ -304,3 +305,19 @@ def test_predictions_reject_bad_input(tmp_path: Path) -> None:
         save_predictions(tmp_path, "c1", **{**ok, "meta": {"x": object()}})
     with pytest.raises(ResultsError, match="does not exist"):
         load_predictions(tmp_path / "predictions" / "nope.npz")
+
+
+def test_tables_written_before_a_column_was_added_read_with_its_default(tmp_path: Path) -> None:
+    rows = [_row(), _row(value=1 / 3, probe="knn")]
+    append_rows(tmp_path, rows)
+    compact_results(tmp_path)
+    current = read_results(tmp_path)
+    old = pd.read_parquet(tmp_path / "results.parquet").drop(columns=list(ADDED_COLUMNS))
+    old.to_csv(tmp_path / "old.csv", index=False)
+    old.to_parquet(tmp_path / "old.parquet", index=False)
+    for path in ("old.csv", "old.parquet"):
+        read = read_results(tmp_path / path)
+        assert list(read.columns) == list(COLUMNS) and not read["imagenet_baseline"].any()
+        pd.testing.assert_frame_equal(read.drop(columns=list(ADDED_COLUMNS)), current.drop(columns=list(ADDED_COLUMNS)))
+    with pytest.raises(ResultsError, match="missing columns: seed"):  # only added columns have a default
+        validate(old.drop(columns=["seed"]))

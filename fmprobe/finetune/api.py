@@ -182,7 +182,8 @@ def plan_finetune(
     cell = CellInfo(
         dataset=data.name, task=data.task, backbone=backbone, weights=weights_label(options.weights, resolved),
         readout=readout, resolution=size, probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=options.seed,
-        fingerprint=key, imagenet_baseline=spec.imagenet_baseline and resolved[0] is not None,
+        fingerprint=key,
+        imagenet_baseline=spec.imagenet_baseline and options.weights is None and resolved[0] is not None,
     )  # fmt: skip
     run_dir = options.out / "finetune" / slug(data.name) / f"{slug(backbone)}__{slug(recipe.setting)}__{key}"
     return FinetunePlan(data, backbone, spec, recipe, options, resolved, size, readout, compute_dtype, config, key,

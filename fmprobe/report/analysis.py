@@ -9,6 +9,7 @@ score over repeats; test numbers are only ever reported, never used to choose.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,8 +146,11 @@ def choose_on_val(rows: pd.DataFrame, metric: str, by: str | None = "model") -> 
     return out
 
 
-def pick_baseline(models: list[str], baseline: str | None) -> tuple[str, str]:
-    """(baseline model, sentence explaining the choice) — explicit, else the ImageNet model, else the first."""
+def pick_baseline(models: list[str], baseline: str | None, registered: Iterable[str] = ()) -> tuple[str, str]:
+    """(baseline model, sentence explaining the choice): the one given, else the model the backbone registry marks
+    as an ImageNet baseline (``registered``: the rows' ``imagenet_baseline`` column), else the first alphabetically.
+
+    Never a guess from the name: ``openclip:...``, ``hf:...`` and ``:random`` models are compared like any other."""
     if baseline is not None:
         if baseline in models:
             return baseline, f"Baseline: `{baseline}` (given)."
@@ -154,17 +158,17 @@ def pick_baseline(models: list[str], baseline: str | None) -> tuple[str, str]:
             f"baseline {baseline!r} is not a model in these results. "
             f"{suggest(baseline, models)}Models: {', '.join(models)}."
         )
-    imagenet = [m for m in models if "imagenet" in m.lower()]
-    if imagenet:
-        plain = [m for m in imagenet if ":" not in m] or imagenet  # prefer pretrained over a ':random' control
-        return sorted(plain)[0], (
-            f"Baseline: `{sorted(plain)[0]}` (chosen automatically: no baseline was given, "
-            "and this is the model whose name contains 'imagenet')."
+    candidates = sorted(set(registered) & set(models))
+    if candidates:
+        others = f" (others registered as ImageNet baselines: {', '.join(candidates[1:])})" if candidates[1:] else ""
+        return candidates[0], (
+            f"Baseline: `{candidates[0]}` (chosen automatically: no baseline was given, and the backbone registry "
+            f"marks it as an ImageNet baseline{others}; pass --baseline NAME to compare against another model)."
         )
     first = sorted(models)[0]
     return first, (
-        f"Baseline: `{first}` (chosen automatically: no baseline was given and no model name contains "
-        "'imagenet', so the first model alphabetically is used)."
+        f"Baseline: `{first}` (chosen automatically: no baseline was given and no model in these results is "
+        "registered as an ImageNet baseline, so the first model alphabetically is used; pass --baseline NAME)."
     )
 
 
@@ -300,7 +304,8 @@ class Headline:
 
 def headline(views: list[DatasetView], baseline: str | None, n_resamples: int, seed: int) -> Headline:
     models = sorted({m for v in views for m in v.rows["model"].unique()})
-    base, note = pick_baseline(models, baseline)
+    registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
+    base, note = pick_baseline(models, baseline, registered)
     others = [m for m in models if m != base]
     gains: list[Gain] = []
     for v in views:

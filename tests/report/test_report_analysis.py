@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from _report_study import DATASETS
 
+from fmprobe.errors import ResultsError
 from fmprobe.metrics import paired_bootstrap
-from fmprobe.report.analysis import dataset_views, headline, relative_gain_samples
+from fmprobe.report.analysis import dataset_views, headline, pick_baseline, relative_gain_samples
 from fmprobe.results import load_predictions, read_results
 
 
@@ -58,3 +59,17 @@ def test_selection_uses_validation_never_test(study: Path) -> None:
     assert g.choice.probe == val_pick and g.choice.val_score == pytest.approx(0.999)
 
 
+
+
+def test_default_baseline_comes_from_the_registry_never_from_the_name() -> None:
+    models = ["deit_base_imagenet", "hf:org/imagenet-vit", "my_imagenet_copy", "openclip:ViT-B-16:laion2b", "resnet50_imagenet:random"]
+    base, note = pick_baseline(models, None, registered={"deit_base_imagenet", "resnet152_imagenet"})
+    assert base == "deit_base_imagenet" and "registry marks it" in note and "--baseline" in note
+    base, note = pick_baseline(models, None, registered={"resnet50_imagenet", "deit_base_imagenet"} & set(models))
+    assert base == "deit_base_imagenet"
+    base, note = pick_baseline(sorted(models)[1:], None, registered=())  # no registered baseline: say so, pick first
+    assert base == "hf:org/imagenet-vit" and "no model in these results is registered" in note
+    for name in ("openclip:ViT-B-16:laion2b", "resnet50_imagenet:random", "hf:org/imagenet-vit"):
+        assert pick_baseline(models, name, registered={"deit_base_imagenet"})[0] == name  # colons are not excluded
+    with pytest.raises(ResultsError, match="Closest: deit_base_imagenet"):
+        pick_baseline(models, "deit_base_imagenett")
