@@ -85,6 +85,7 @@ def build_study(results_dir: Path) -> None:
                                     val_score=val[primary].value,
                                     cell_id=cid,
                                     predictions=pred,
+                                    imagenet_baseline=(backbone, weights) == ("toy_imagenet", "pretrained"),
                                     **key,
                                 )
                             )

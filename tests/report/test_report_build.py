@@ -31,7 +31,7 @@ def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[n
     assert "<link" not in html and "<script" not in html and "http://" not in html and "https://" not in html
     assert "<strong>" in html and "<style>" in html
     assert "chosen on validation" in md and "fp-toy_fm-random-synth_tissue" in md
-    assert "Baseline: `toy_imagenet` (chosen automatically" in md  # no baseline given: the ImageNet model, said so
+    assert "Baseline: `toy_imagenet` (chosen automatically" in md  # no baseline given: the registered one, said so
     assert not list(report.out_dir.rglob("*.tmp"))  # written atomically: no temporary file left behind
 
 
