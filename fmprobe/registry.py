@@ -40,6 +40,12 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` (tests, plugins replacing an entry); an unknown name raises the usual error."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -195,12 +195,6 @@ class SourceRegistry(Registry[DatasetSource]):
             raise ValueError(f"dataset source {source.name!r}: its example {source.example!r} names another source")
         return source
 
-    def remove(self, name: str) -> DatasetSource:
-        """Unregister a source (tests, plugins replacing one); unknown names raise the usual error."""
-        source = self.get(name)
-        del self._entries[name]
-        return source
-
     def unknown(self, name: str, extra_choices: list[str] | None = None) -> UnknownNameError:
         examples = ", ".join(s.example for s in self._entries.values())
         self.list_hint = f"Dataset specs look like {examples}. {LIST_HINT}"  # derived each time: sources may be added

@@ -3,66 +3,22 @@ family file does it, works through the registry (build, random control, weights 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from _tinynet import registered
 
-from fmprobe.backbones import (
-    BackboneSpec,
-    FeatureModel,
-    Preprocess,
-    WeightsInfo,
-    create_backbone,
-    describe_shapes,
-    get_spec,
-    register,
-    resolve_weights,
-)
+from fmprobe.backbones import create_backbone, describe_shapes, get_spec, resolve_weights
 from fmprobe.backbones.weights import sha256_file
 from fmprobe.errors import WeightsError
 
 
-class TinyNet(FeatureModel):
-    """Two conv blocks; readout ``mean``: the global mean of the last map."""
-
-    readouts = ("mean",)
-
-    def __init__(self, width: int = 8) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(3, width, 3, stride=2, padding=1)
-        self.blocks = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(2))
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.stem(images)
-        for block in self.blocks:
-            x = torch.relu(block(x))
-        return x
-
-    def forward_readouts(self, images: torch.Tensor, readouts: tuple[str, ...]) -> dict[str, torch.Tensor]:
-        return {"mean": self.features(images).mean(dim=(2, 3))}
-
-    def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        return self.features(images).flatten(2).transpose(1, 2)
-
-    def group_matcher(self, coarse: bool = False) -> dict[str, object]:
-        return {"stem": r"^stem\.", "blocks": [(r"^blocks\.(\d+)\.", None)]}
-
-
-register(
-    BackboneSpec(
-        name="throwaway_tinynet",
-        family="tinynet",
-        implementation="fmprobe test TinyNet",
-        build=lambda resolution: TinyNet(),
-        preprocess=Preprocess(size=32, crop_pct=1.0),
-        readouts=("mean",),
-        default_readout="mean",
-        weights=WeightsInfo(hf=(("someone/tinynet", "model.safetensors"),), license="mit"),
-        description="a throwaway family for the registry tests",
-    )
-)
+@pytest.fixture(autouse=True)
+def _tinynet() -> Iterator[None]:
+    with registered():
+        yield
 
 
 def test_a_new_family_works_through_the_registry(tmp_path: Path) -> None:
