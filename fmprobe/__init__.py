@@ -6,9 +6,9 @@ Heavy modules (torch) are imported lazily so that probing and reporting run with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fmprobe._io import __version__
+from fmprobe._io import __version__, lazy_attributes
 
 # Public names never equal a submodule's name (importing fmprobe.extract would shadow a function `extract`).
 _LAZY = {
@@ -59,14 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.study import load_study, run_study
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fmprobe' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

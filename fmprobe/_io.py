@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import importlib
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from fmprobe.errors import CacheError
 
@@ -52,6 +54,20 @@ def _install_default_handler() -> None:
 
 
 _install_default_handler()
+
+
+def lazy_attributes(module: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` (PEP 562) that imports ``names[attr]`` on first use and keeps the value in
+    the module: the public facades stay light (no torch) until a heavy name is actually used."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(names[name]), name)
+        setattr(sys.modules[module], name, value)
+        return value
+
+    return __getattr__
 
 
 def slug(text: str) -> str:

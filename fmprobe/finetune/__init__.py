@@ -10,8 +10,9 @@ study runner check options before the heavy stack loads; the training code is im
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fmprobe._io import lazy_attributes
 from fmprobe.finetune.options import ComputeDtype, Device, RunOptions, recipe_and_options
 from fmprobe.finetune.recipe import SETTINGS, Balance, FinetuneError, Head, Recipe, Schedule, Setting, parse_setting
 
@@ -28,14 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.finetune.plot import plot_training_curves
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fmprobe.finetune' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, _LAZY)
 
 
 __all__ = [
