@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -133,3 +136,24 @@ def test_cells_are_appended_one_part_each_and_compacted_once(tmp_path: Path) -> 
     run = probe_features([features], probes=["logreg", "knn"], out=out, n_resamples=0, progress=False)
     assert run.cells_run == 2 and not list((out / "pending").glob("*.parquet"))  # folded into the table
     pd.testing.assert_frame_equal(read_results(out / "results.csv"), read_results(out))
+
+
+def test_the_cli_starts_without_the_heavy_stack() -> None:
+    """`fmprobe` reads the probe and report defaults for its --help on every start: building the whole command
+    (every option's help) must not import scikit-learn, LightGBM, pandas, matplotlib or torch (~2 s)."""
+    heavy = ("sklearn", "lightgbm", "pandas", "matplotlib", "torch")
+    code = (
+        "import sys, typer.main, fmprobe.cli\n"
+        "typer.main.get_command(fmprobe.cli.app)\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    from fmprobe.probing import ProbeGrid
+    from fmprobe.report import ReportOptions, write_report
+
+    assert ProbeGrid.defaults()["probes"] == ProbeGrid().probes  # the light defaults are the grid's
+    assert {k: write_report.__kwdefaults__[k] for k in ReportOptions.defaults()} == ReportOptions.defaults()

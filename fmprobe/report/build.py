@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import fmprobe.metrics as metrics
 from fmprobe._io import atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
@@ -29,11 +28,8 @@ from fmprobe.report.analysis import (
     suggest,
 )
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
+from fmprobe.report.options import N_RESAMPLES, SEED
 from fmprobe.results import read_results, validate
-
-# The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed (`--seed`).
-N_RESAMPLES: int = metrics.N_BOOTSTRAP
-SEED = 0
 
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
