@@ -11,6 +11,7 @@ inspect), and :func:`run_probing` fits them, one result part per cell, compactin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,7 +25,7 @@ from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import compute_all
 from fmprobe.probes import is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, cell_repeats
-from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
+from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
 from fmprobe.store import FeatureFile
 from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
@@ -160,6 +161,8 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
             f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
             f"running {len(plan.cells)} (use --force to redo them)"
         )
+    if plan.cells:
+        check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
     rows_written = 0
     loaded: dict[tuple[Path, str], dict[str, object]] = {}
     bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -174,9 +177,13 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
                 loaded.clear()  # one file's splits in memory at a time
                 loaded[key] = {s: cell.features.load(s, info.readout) for s in SPLIT_NAMES}
             rows_written += _run_cell(cell, loaded[key], plan.grid, plan.results_dir)
+    except BaseException:
+        with contextlib.suppress(FmprobeError):  # keep the finished cells; the first error is the one to report
+            compact_results(plan.results_dir)
+        raise
     finally:
         bar.close()
-        compact_results(plan.results_dir)
+    compact_results(plan.results_dir)
     return ProbeRun(plan.results_dir, len(plan.cells), plan.skipped, rows_written)
 
 
