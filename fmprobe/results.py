@@ -586,7 +586,6 @@ def check_writable(folder: PathLike, what: str = "results folder") -> Path:
     return d
 
 
-
 def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     base = results_dir.resolve()
     out = []

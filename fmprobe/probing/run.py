@@ -31,6 +31,7 @@ from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ProbeCell:
     """One cell to run: which feature file, and the cell's identity (readout, probe, fraction, repeat, seed)."""
