@@ -30,6 +30,7 @@ _LAZY = {
     "probe_features": "fmprobe.probing",
     "ProbeGrid": "fmprobe.probing",
     "write_report": "fmprobe.report",
+    "ReportOptions": "fmprobe.report",  # light: the CLI reads the report's defaults without pandas
     "format_table": "fmprobe.report",
     "read_results": "fmprobe.results",
     "run_demo": "fmprobe.demo",
@@ -52,7 +53,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction
     from fmprobe.finetune import Balance, Head, Recipe, RunOptions, Schedule, plot_training_curves, run_finetune
     from fmprobe.probing import ProbeGrid, probe_features
-    from fmprobe.report import format_table, write_report
+    from fmprobe.report import ReportOptions, format_table, write_report
     from fmprobe.results import read_results
     from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards

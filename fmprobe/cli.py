@@ -107,7 +107,7 @@ def models() -> None:
     typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
 
 
-PROBE_DEFAULTS = fmprobe.ProbeGrid()  # the library's defaults, shown in `fmprobe probe --help`
+PROBE_DEFAULTS = fmprobe.ProbeGrid.defaults()  # the library's defaults, shown in `fmprobe probe --help` (read light)
 
 
 @app.command()
@@ -141,12 +141,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
 @app.command()
 def probe(
     features: Annotated[list[Path], typer.Argument(help="Feature files (.h5) or folders of them.")],
-    probe: Annotated[Optional[str], typer.Option("--probe", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS.probes)}).")] = None,
+    probe: Annotated[Optional[str], typer.Option("--probe", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS['probes'])}).")] = None,
     readout: Annotated[Optional[str], typer.Option("--readout", help="Comma-separated readouts (default: all stored).")] = None,
-    train_fraction: Annotated[Optional[str], typer.Option("--train-fraction", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS.train_fractions)}).")] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1 and stochastic probes (default: {PROBE_DEFAULTS.repeats}).")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS.seed}).")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS.n_resamples}).")] = None,
+    train_fraction: Annotated[Optional[str], typer.Option("--train-fraction", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS['train_fractions'])}).")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1 and stochastic probes (default: {PROBE_DEFAULTS['repeats']}).")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS['seed']}).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS['n_resamples']}).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -171,7 +171,7 @@ def probe(
     typer.echo(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
 
 
-_REPORT_DEFAULTS = fmprobe.write_report.__kwdefaults__  # the report's defaults, declared once in fmprobe.report
+_REPORT_DEFAULTS = fmprobe.ReportOptions.defaults()  # the report's defaults, declared once in fmprobe.report
 
 
 @app.command()

@@ -18,19 +18,23 @@ appends and compactions serialise on the lock, so two studies writing into one d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Union
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from fmprobe._io import atomic_write, exclusive
 from fmprobe.errors import ResultsError
@@ -245,12 +249,33 @@ def write_cell(
     return rows
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: a lone surrogate (a file or class name that was not UTF-8, decoded with
+    ``surrogateescape``) becomes its backslash escape (``\\xff``), so the row can be written (parquet, CSV and HTML
+    take valid text only) and reads back the same on every later run. Valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate surrogateescape did not make (outside U+DC80..U+DCFF)
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def _printable_record(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: printable(v) if isinstance(v, str) else v for k, v in record.items()}
+
+
 def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows (ResultRow objects, mappings or a DataFrame) as a DataFrame in schema column order."""
+    """Rows (ResultRow objects, mappings or a DataFrame) as a DataFrame in schema column order (text made
+    :func:`printable`)."""
     if isinstance(rows, pd.DataFrame):
         df = rows.copy()
+        for c in [c for c in df.columns if pd.api.types.is_object_dtype(df[c])]:
+            df[c] = df[c].map(lambda v: printable(v) if isinstance(v, str) else v)
     else:
-        records = [dataclasses.asdict(r) if isinstance(r, ResultRow) else dict(r) for r in rows]
+        records = [_printable_record(dataclasses.asdict(r) if isinstance(r, ResultRow) else dict(r)) for r in rows]
         df = pd.DataFrame.from_records(records) if records else pd.DataFrame(columns=list(COLUMNS))
     if set(df.columns) == set(COLUMNS):
         df = df[list(COLUMNS)]
@@ -355,9 +380,16 @@ def _normalise(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _read_file(path: Path) -> pd.DataFrame:
+def _read_file(path: Path, name_twin: bool = True) -> pd.DataFrame:
+    """One results file, validated and normalised (``name_twin``: a damaged table's message says whether its twin
+    is intact)."""
     if path.suffix == ".parquet":
-        df = pd.read_parquet(path)
+        try:
+            df = pd.read_parquet(path)
+        except FileNotFoundError:
+            raise  # a pending part folded in by a compaction meanwhile: the directory reader retries
+        except (ValueError, OSError, pa.ArrowException) as e:  # truncated or damaged (ArrowInvalid is a ValueError)
+            raise ResultsError(_damaged(path, e, name_twin)) from None
     elif path.suffix == ".csv":
         na = {c: [""] for c in FLOAT_COLUMNS}  # only floats may be missing; '' stays '' in text columns
         dtypes: dict[str, Any] = {c: str for c in STR_COLUMNS}
@@ -372,8 +404,10 @@ def _read_file(path: Path) -> pd.DataFrame:
                 true_values=["True", "true"],
                 false_values=["False", "false"],
             )
-        except ValueError as e:
-            raise ResultsError(f"cannot read results file {path}: {e}. Is it a fmprobe results.csv?") from e
+        except FileNotFoundError:
+            raise
+        except (ValueError, OSError, pd.errors.ParserError) as e:  # UnicodeDecodeError is a ValueError
+            raise ResultsError(_damaged(path, e, name_twin)) from None
     else:
         raise ResultsError(f"cannot read results from {path}: expected a results directory, a .csv or a .parquet file.")
     try:
@@ -381,6 +415,32 @@ def _read_file(path: Path) -> pd.DataFrame:
     except ResultsError as e:
         raise ResultsError(f"{path}: {e}") from None
     return _normalise(df)
+
+
+def _damaged(path: Path, err: Exception, name_twin: bool) -> str:
+    """What to do about a results file that cannot be read: which copy of its rows is intact, and the fix.
+
+    Both tables are written by one compaction (parquet first) and the parts are deleted only after both, so when
+    results.parquet is damaged, results.csv plus the pending parts hold every row: the fix is to delete the
+    damaged file, and the next read or ``fmprobe probe`` uses (and rewrites) the intact twin."""
+    head = f"results file {path} is damaged or not a fmprobe results file ({err})."
+    if path.parent.name == PENDING_DIR:
+        return f"{head} Delete it and rerun `fmprobe probe`: its cell runs again (the other rows are kept)."
+    twin = path.with_name(CSV_NAME if path.name == PARQUET_NAME else PARQUET_NAME)
+    if name_twin and path.name in (PARQUET_NAME, CSV_NAME) and twin.exists():
+        try:
+            n = len(_read_file(twin, name_twin=False))
+        except ResultsError:
+            pass
+        else:
+            return (
+                f"{head} Its twin {twin.name} is intact ({n} rows) and, with pending/, holds every row: delete "
+                f"{path} and rerun; fmprobe then reads {twin.name} and rewrites {path.name} from it."
+            )
+    return (
+        f"{head} No intact copy is left: delete {path} and rerun `fmprobe probe` with the same options; the cells "
+        "missing from the table run again (their predictions/ files are rewritten)."
+    )
 
 
 def _table_path(path: Path) -> Path | None:
@@ -482,6 +542,49 @@ def done_cells(results_dir: PathLike) -> set[str]:
 
 # ---------------------------------------------------------------------------------------------- writing
 
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def _unwritable(folder: Path, err: OSError, what: str) -> str:
+    """The message of a failed write into ``folder``: what failed, why, and the fix."""
+    if err.errno in _DISK_FULL:
+        fix = "the disk is full: free some space, or choose another folder with --out"
+    else:
+        fix = "it is read-only or not ours: fix its permissions, or choose another folder with --out"
+    return (
+        f"cannot write into the {what} {folder} ({err.strerror or err}): {fix}. Files already there are unchanged "
+        "(every write is atomic); rerun the same command to go on."
+    )
+
+
+@contextlib.contextmanager
+def writing_into(folder: PathLike, what: str = "results folder") -> Iterator[None]:
+    """Turn an ``OSError`` raised by the writes inside (read-only folder, full disk, quota) into one
+    :class:`ResultsError` naming the folder and the fix, instead of a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise ResultsError(_unwritable(Path(folder), err, what)) from err
+
+
+def check_writable(folder: PathLike, what: str = "results folder") -> Path:
+    """Create ``folder`` if needed and prove it takes a file, before any work whose output would be lost.
+
+    A real write, flushed to disk: permission bits say nothing to root, a read-only mount shows only on writing,
+    and a full disk often only when the data is flushed. Returns the folder; raises :class:`ResultsError`.
+    """
+    d = Path(folder)
+    with writing_into(d, what):
+        d.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=d, prefix=".fmprobe-write-test.", suffix=".tmp")
+        try:
+            os.write(fd, b"fmprobe write test\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    return d
+
 
 def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
     base = results_dir.resolve()
@@ -516,11 +619,12 @@ def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow |
     if new.empty:  # nothing to add: leave the files alone
         return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
     validate(new)
-    d.mkdir(parents=True, exist_ok=True)
-    new = _relative_predictions(_normalise(new), d)
-    (d / PENDING_DIR).mkdir(exist_ok=True)
-    with exclusive(d / LOCK_NAME, what="these results"):
-        atomic_write(_next_part(d), lambda tmp: new.to_parquet(tmp, index=False))
+    with writing_into(d):
+        d.mkdir(parents=True, exist_ok=True)
+        new = _relative_predictions(_normalise(new), d)
+        (d / PENDING_DIR).mkdir(exist_ok=True)
+        with exclusive(d / LOCK_NAME, what="these results"):
+            atomic_write(_next_part(d), lambda tmp: new.to_parquet(tmp, index=False))
     return new
 
 
@@ -534,7 +638,7 @@ def compact_results(results_dir: PathLike) -> int:
     d = Path(results_dir)
     if not _pending_parts(d):
         return 0
-    with exclusive(d / LOCK_NAME, what="these results"):
+    with writing_into(d), exclusive(d / LOCK_NAME, what="these results"):
         parts = _pending_parts(d)
         table = _table_path(d)
         frames = ([_read_file(table)] if table is not None else []) + [_read_file(p) for p in parts]
@@ -566,7 +670,7 @@ class Predictions:
     def class_names(self) -> list[str]:
         names = self.meta.get("class_names")
         n = self.y_score.shape[1] if self.y_score.ndim == 2 else 0
-        return [str(c) for c in names] if names else [str(i) for i in range(n)]
+        return [printable(str(c)) for c in names] if names else [str(i) for i in range(n)]
 
 
 def _json_default(obj: Any) -> Any:
@@ -618,14 +722,15 @@ def save_predictions(
     except TypeError as e:
         raise ResultsError(f"predictions for cell {cell_id}: meta is not JSON serialisable ({e}).") from None
     d = Path(results_dir) / PREDICTIONS_DIR
-    d.mkdir(parents=True, exist_ok=True)
     target = d / f"{cell_id}.npz"
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, ids=ids_arr, y_true=yt, y_score=ys, meta=np.asarray(meta_json))
 
-    atomic_write(target, write)
+    with writing_into(Path(results_dir)):
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, write)
     return f"{PREDICTIONS_DIR}/{cell_id}.npz"
 
 
@@ -655,13 +760,16 @@ __all__ = [
     "ResultRow",
     "append_rows",
     "cell_id",
+    "check_writable",
     "compact_results",
     "done_cells",
     "load_predictions",
+    "printable",
     "read_results",
     "rows_for_cell",
     "save_predictions",
     "to_frame",
     "validate",
     "write_cell",
+    "writing_into",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -17,7 +20,8 @@ from fmprobe.store.journal import Batch
 
 
 def synthetic_features(
-    path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy"
+    path: Path, task: str = "binary", n: int = 120, d: int = 16, seed: int = 0, backbone: str = "toy",
+    nan_in: str | None = None,
 ) -> Path:
     """A valid feature file whose class signal lives in the first feature dimensions."""
     import json
@@ -30,6 +34,8 @@ def synthetic_features(
         labels = np.arange(size) % n_classes
         x = rng.normal(size=(size, d)).astype(np.float16)
         x[:, :n_classes] += 1.5 * np.eye(n_classes, dtype=np.float16)[labels]
+        if split == nan_in:
+            x[3, 2] = np.nan  # what broken weights write
         layouts[split] = SplitLayout(tuple(f"{split}/{i}" for i in range(size)), labels)
         batches.append(Batch(split, 0, size, {}, {"pooled": x}))
     fp = Fingerprint("toyset", "dig", backbone, "sha256:x", {}, 32, ("pooled",), "fp32", "float16")
@@ -133,3 +139,73 @@ def test_cells_are_appended_one_part_each_and_compacted_once(tmp_path: Path) -> 
     run = probe_features([features], probes=["logreg", "knn"], out=out, n_resamples=0, progress=False)
     assert run.cells_run == 2 and not list((out / "pending").glob("*.parquet"))  # folded into the table
     pd.testing.assert_frame_equal(read_results(out / "results.csv"), read_results(out))
+
+
+def test_the_cli_starts_without_the_heavy_stack() -> None:
+    """`fmprobe` reads the probe and report defaults for its --help on every start: building the whole command
+    (every option's help) must not import scikit-learn, LightGBM, pandas, matplotlib or torch (~2 s)."""
+    heavy = ("sklearn", "lightgbm", "pandas", "matplotlib", "torch")
+    code = (
+        "import sys, typer.main, fmprobe.cli\n"
+        "typer.main.get_command(fmprobe.cli.app)\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+    from fmprobe.probing import ProbeGrid
+    from fmprobe.report import ReportOptions, write_report
+
+    assert ProbeGrid.defaults()["probes"] == ProbeGrid().probes  # the light defaults are the grid's
+    assert {k: write_report.__kwdefaults__[k] for k in ReportOptions.defaults()} == ReportOptions.defaults()
+
+
+def test_an_unwritable_out_fails_before_any_fit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+    import tempfile
+
+    import fmprobe.probing.run as run
+
+    features = synthetic_features(tmp_path / "toy.h5")
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def no_fit(*_args: object) -> int:
+        raise AssertionError("a cell was fitted before the results folder was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(run, "_run_cell", no_fit)
+    with pytest.raises(FmprobeError, match=r"results folder .*/r .*read-only.*--out"):
+        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+
+
+def test_nan_features_name_the_file_readout_and_fix(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5", nan_in="val")
+    with pytest.raises(FmprobeError, match=r"toy.h5.*'val'.*'pooled'.*NaN/inf.*--force.*check --weights"):
+        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+    from fmprobe.probes import make_probe
+
+    X = np.random.default_rng(0).normal(size=(40, 4))
+    y = np.arange(40) % 2
+    bad = X.copy()
+    bad[5, 1] = np.inf
+    with pytest.raises(FmprobeError, match=r"eval_set X contains NaN or infinite.*--force.*check --weights"):
+        make_probe("logreg").fit(X, y, eval_set=(bad, y))
+    with pytest.raises(FmprobeError, match=r"^X contains NaN or infinite"):
+        make_probe("knn").fit(bad, y)
+
+
+def test_a_truncated_results_table_is_a_named_error_in_probe(tmp_path: Path) -> None:
+    features = synthetic_features(tmp_path / "toy.h5")
+    out = tmp_path / "r"
+    probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+    table = out / "results.parquet"
+    table.write_bytes(table.read_bytes()[:100])
+    with pytest.raises(FmprobeError, match=r"results.parquet is damaged.*results.csv is intact"):
+        probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+    table.unlink()
+    run = probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+    assert run.cells_run == 0 and run.cells_skipped == 1 and table.exists() is False  # nothing lost, nothing redone

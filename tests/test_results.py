@@ -4,9 +4,12 @@ predictions files."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import multiprocessing as mp
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -23,9 +26,11 @@ from fmprobe.results import (
     ResultRow,
     append_rows,
     cell_id,
+    check_writable,
     compact_results,
     done_cells,
     load_predictions,
+    printable,
     read_results,
     rows_for_cell,
     save_predictions,
@@ -241,11 +246,103 @@ def test_concurrent_appends_from_two_processes_lose_nothing(tmp_path: Path) -> N
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
+    expected = {(r.cell_id, r.metric) for w in (1, 2) for b in range(15) for r in _rows(3, start=1000 * w + 10 * b)}
     df = read_results(tmp_path)
-    assert len(df) == 2 * 15 * 3 * 2
-    assert not df.duplicated(["cell_id", "metric"]).any()
+    assert len(df) == len(expected) == 2 * 15 * 3 * 2  # every row of both writers, each exactly once
+    assert set(zip(df["cell_id"], df["metric"])) == expected
     compact_results(tmp_path)
-    assert len(pd.read_csv(tmp_path / "results.csv")) == len(df)  # the CSV copy is complete too
+    assert not list((tmp_path / "pending").glob("*.parquet")) and not list(tmp_path.glob(".*.tmp"))
+    for table in ("results.csv", "results.parquet"):  # both compacted copies hold the same rows, once each
+        pd.testing.assert_frame_equal(read_results(tmp_path / table), read_results(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------------ faults
+
+
+def _fail_with(code: int):  # type: ignore[no-untyped-def]
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return fail
+
+
+@pytest.mark.parametrize(("code", "fix"), [(errno.EROFS, "read-only"), (errno.ENOSPC, "disk is full")])
+def test_check_writable_writes_for_real_and_names_the_fix(tmp_path: Path, monkeypatch, code: int, fix: str) -> None:  # type: ignore[no-untyped-def]
+    assert check_writable(tmp_path / "new" / "r") == tmp_path / "new" / "r" and not list((tmp_path / "new" / "r").iterdir())
+    monkeypatch.setattr(os, "fsync", _fail_with(code))  # a full disk often shows only when the data is flushed
+    with pytest.raises(ResultsError, match=rf"results folder {re.escape(str(tmp_path))}.*{fix}.*--out"):
+        check_writable(tmp_path)
+    monkeypatch.undo()
+    assert not list(tmp_path.glob(".*"))  # the write test leaves nothing behind
+
+
+def test_a_failed_write_is_a_named_error_and_keeps_the_table(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    append_rows(tmp_path, [_row()])
+    compact_results(tmp_path)
+    before = (tmp_path / "results.parquet").read_bytes(), (tmp_path / "results.csv").read_bytes()
+    append_rows(tmp_path, [_row("accuracy", 0.6)])
+
+    def half_then_full(self: pd.DataFrame, path: object, *args: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"PAR1 half a table")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_full)
+    with pytest.raises(ResultsError, match="disk is full"):
+        append_rows(tmp_path, [_row("f1", 0.5)])
+    with pytest.raises(ResultsError, match="disk is full"):
+        compact_results(tmp_path)
+    monkeypatch.undo()
+    assert ((tmp_path / "results.parquet").read_bytes(), (tmp_path / "results.csv").read_bytes()) == before
+    assert not list(tmp_path.rglob(".*.tmp"))  # no half-written file anywhere
+    assert sorted(read_results(tmp_path)["metric"]) == ["accuracy", "roc_auc"]  # the pending part is kept too
+
+
+def test_a_truncated_parquet_names_the_intact_twin_and_the_fix(tmp_path: Path) -> None:
+    append_rows(tmp_path, _rows(3))
+    compact_results(tmp_path)
+    expected = read_results(tmp_path)
+    table = tmp_path / "results.parquet"
+    table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+    for source in (tmp_path, table):
+        with pytest.raises(ResultsError, match=rf"{re.escape(str(table))} is damaged.*results.csv is intact \(6 rows\)"):
+            read_results(source)
+    table.unlink()  # the fix the message gives
+    pd.testing.assert_frame_equal(read_results(tmp_path), expected)
+    append_rows(tmp_path, [_row(seed=99)])
+    compact_results(tmp_path)  # rewrites results.parquet from the twin plus the new part
+    assert len(read_results(tmp_path / "results.parquet")) == 7
+    (tmp_path / "results.csv").write_bytes(b"")  # both copies gone: say so and how to recompute
+    table.write_bytes(b"")
+    with pytest.raises(ResultsError, match="No intact copy is left: delete .* rerun `fmprobe probe`"):
+        done_cells(tmp_path)
+    table.unlink()
+    with pytest.raises(ResultsError, match=r"results.csv is damaged.*rerun `fmprobe probe`"):
+        read_results(tmp_path)
+
+
+def test_a_damaged_pending_part_says_its_cell_runs_again(tmp_path: Path) -> None:
+    append_rows(tmp_path, [_row()])
+    (part,) = (tmp_path / "pending").glob("*.parquet")
+    part.write_bytes(b"PAR1")
+    with pytest.raises(ResultsError, match=rf"{re.escape(str(part))} is damaged.*Delete it.*its cell runs again"):
+        read_results(tmp_path)
+
+
+def test_text_that_is_not_utf8_is_written_escaped(tmp_path: Path) -> None:
+    """A dataset or class name from a non-UTF-8 file name (surrogate-escaped) cannot go into parquet, CSV or HTML
+    as is: it is written as its backslash escape, the same on every run."""
+    name = b"site\xff".decode("utf-8", "surrogateescape")
+    cid = cell_id(**{**CELL, "dataset": name})
+    rel = save_predictions(tmp_path, cid, ["a", "b"], np.array([0, 1]), np.eye(2), {"class_names": [name, "b\udc80"]})
+    row = dataclasses.replace(_row(dataset=name), predictions=rel, params=json.dumps({"path": name}))
+    append_rows(tmp_path, [row])
+    compact_results(tmp_path)
+    for source in (tmp_path / "results.parquet", tmp_path / "results.csv"):
+        df = read_results(source)
+        assert df["dataset"].tolist() == ["site\\xff"] and df["cell_id"].tolist() == [cid]  # identity kept
+    assert done_cells(tmp_path) == {cid}  # so a rerun skips the cell
+    assert load_predictions(read_results(tmp_path)["predictions"].iloc[0]).class_names == ["site\\xff", "b\\x80"]
+    assert printable("plain ü") == "plain ü"
 
 
 def test_read_several_dirs_concatenates_and_resolves_predictions(tmp_path: Path) -> None:

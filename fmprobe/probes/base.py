@@ -30,7 +30,8 @@ ordinary class label, as in scikit-learn (whose own checks use labels {-1, 1}).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,6 +77,25 @@ class SequenceOf(Options):
 
     def __str__(self) -> str:
         return f"a non-empty list or tuple, each item {self.item}"
+
+
+@contextlib.contextmanager
+def _named_non_finite(what: str, X: Any) -> Iterator[None]:
+    """scikit-learn refuses NaN/inf features with a bare ValueError; say where such features come from and the fix
+    (checked only once validation failed, so a clean fit pays nothing)."""
+    try:
+        yield
+    except ValueError:
+        try:
+            finite = bool(np.isfinite(np.asarray(X, dtype=np.float64)).all())
+        except (TypeError, ValueError):
+            finite = True  # not numeric: scikit-learn's own message says what is wrong
+        if finite:
+            raise
+        raise ProbeFitError(
+            f"{what} contains NaN or infinite features. Features from `fmprobe extract`: re-extract with --force; "
+            "if it persists the weights are broken: check --weights."
+        ) from None
 
 
 def owns(X: np.ndarray, X_in: object) -> bool:
@@ -141,13 +161,15 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any, eval_set: tuple[Any, Any] | None = None) -> ProbeBase:
         """Fit on (X, y); with ``eval_set=(X_val, y_val)`` choose hyper-parameters on it first."""
         X_in = X
-        X, y = validate_data(self, X, y, multi_output=True, dtype=FLOATS)
+        with _named_non_finite("X", X):
+            X, y = validate_data(self, X, y, multi_output=True, dtype=FLOATS)
         Y = self._encode_train_targets(y)
         val = None
         if eval_set is not None:
             if not isinstance(eval_set, (tuple, list)) or len(eval_set) != 2:
                 raise ProbeFitError("eval_set must be a pair (X_val, y_val)")
-            X_val = validate_data(self, eval_set[0], reset=False, dtype=FLOATS)
+            with _named_non_finite("eval_set X", eval_set[0]):
+                X_val = validate_data(self, eval_set[0], reset=False, dtype=FLOATS)
             Y_val = self._encode_targets(eval_set[1], "eval_set y", self.task_ == "multilabel")
             if len(Y_val) != len(X_val):
                 raise ProbeFitError(f"eval_set has {len(X_val)} rows in X but {len(Y_val)} labels")
@@ -159,7 +181,8 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities ``[N, len(classes_)]``, or per-label probabilities ``[N, L]`` (multilabel)."""
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=FLOATS)
+        with _named_non_finite("X", X):
+            X = validate_data(self, X, reset=False, dtype=FLOATS)
         return self._predict_scores(X)
 
     def predict(self, X: Any) -> np.ndarray:

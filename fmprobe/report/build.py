@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import fmprobe.metrics as metrics
 from fmprobe._io import atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
@@ -29,11 +28,8 @@ from fmprobe.report.analysis import (
     suggest,
 )
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
-from fmprobe.results import read_results, validate
-
-# The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed (`--seed`).
-N_RESAMPLES: int = metrics.N_BOOTSTRAP
-SEED = 0
+from fmprobe.report.options import N_RESAMPLES, SEED
+from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
@@ -246,7 +242,7 @@ def _cfg(c: Choice, v: DatasetView) -> str:
 
 def _load(results: pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     if isinstance(results, pd.DataFrame):
-        return validate(results)
+        return validate(to_frame(results))  # to_frame: text made printable (HTML and PNG take valid text only)
     return read_results(results)
 
 
@@ -340,18 +336,18 @@ def write_report(
     df = _load(results)
     if df.empty:
         raise ResultsError("the results table is empty; run a study first.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    views = dataset_views(df)
-    h = headline(views, baseline, n_resamples, seed)
-    figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
-    blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
-    for v in views:
-        blocks += _dataset_blocks(v, h.baseline, figures)
-    blocks += _provenance(df, views)
-    md_path, html_path = out / "report.md", out / "report.html"
-    atomic_write_text(md_path, to_markdown(blocks))
-    atomic_write_text(html_path, to_html(blocks, "fmprobe report"))
+    out = check_writable(out_dir, "report folder")  # before the bootstrap, whose work a read-only folder would lose
+    with writing_into(out, "report folder"):  # a full disk mid-way: a named error, no partial file (atomic writes)
+        views = dataset_views(df)
+        h = headline(views, baseline, n_resamples, seed)
+        figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
+        blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
+        for v in views:
+            blocks += _dataset_blocks(v, h.baseline, figures)
+        blocks += _provenance(df, views)
+        md_path, html_path = out / "report.md", out / "report.html"
+        atomic_write_text(md_path, to_markdown(blocks))
+        atomic_write_text(html_path, to_html(blocks, "fmprobe report"))
     return ReportPaths(out, md_path, html_path, tuple(figures.paths))
 
 

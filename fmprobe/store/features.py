@@ -234,7 +234,10 @@ class FeatureFile:
         if dtype is not None:
             features = features.astype(dtype, copy=False)
         if not np.isfinite(features).all():
-            raise CacheError(f"{self.path}: split {split!r} readout {readout!r} contains NaN/inf features.")
+            raise CacheError(
+                f"{self.path}: split {split!r} readout {readout!r} contains NaN/inf features. Re-extract with "
+                "--force; if it persists the weights are broken: check --weights."
+            )
         return SplitFeatures(features, labels, ids)
 
     def skipped(self, split: str) -> list[tuple[str, str]]:

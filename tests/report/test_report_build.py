@@ -14,7 +14,7 @@ from _report_study import DATASETS, NAN_REASON
 from fmprobe import cli
 from fmprobe.errors import ResultsError
 from fmprobe.report import N_RESAMPLES, format_table, write_report
-from fmprobe.results import read_results
+from fmprobe.results import compact_results, read_results
 
 
 def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[no-untyped-def]
@@ -118,3 +118,47 @@ def test_minimal_table_without_predictions_still_renders(study: Path, tmp_path: 
     assert "| toy_fm | —<sup>1</sup> | —<sup>2</sup> |" in md
     assert "<sup>1</sup> toy_fm on synth_lesions: this cell has no predictions file" in md
     assert "no confusion matrix — this cell has no predictions file" in md
+
+
+def test_a_full_disk_mid_report_is_a_named_error_and_leaves_no_partial_file(study: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def half_a_png(self: Figure, fname: object, *args: object, **kwargs: object) -> None:
+        Path(str(fname)).write_bytes(b"\x89PNG\r\n\x1a\n half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", half_a_png)
+    out = tmp_path / "report"
+    with pytest.raises(ResultsError, match=rf"report folder {re.escape(str(out))} .*disk is full"):
+        write_report(study, out, n_resamples=20)
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # no truncated PNG, no HTML, no temporary file
+
+    def read_only(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)  # checked before the bootstrap runs
+    monkeypatch.setattr("fmprobe.report.build.headline", lambda *a: pytest.fail("computed before the check"))
+    with pytest.raises(ResultsError, match=r"read-only.*--out"):
+        write_report(study, tmp_path / "ro", n_resamples=20)
+
+
+def test_a_truncated_results_table_is_a_named_error_in_the_report(study: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "results"
+    shutil.copytree(study, copy)
+    compact_results(copy)
+    (copy / "results.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ResultsError, match=r"results.parquet is damaged.*delete"):
+        write_report(copy, tmp_path / "report", n_resamples=20)
+
+
+def test_a_class_name_that_is_not_utf8_reaches_the_report_escaped(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    name = b"site\xff".decode("utf-8", "surrogateescape")
+    first = df["dataset"].iloc[0]
+    df["dataset"] = pd.Series([name if d == first else d for d in df["dataset"]], dtype=object)  # as a notebook might
+    paths = write_report(df, tmp_path / "report", n_resamples=20)
+    assert "site\\xff" in paths.markdown.read_text() and "site\\xff" in paths.html.read_text()

@@ -4,82 +4,32 @@ A cell is (feature file, readout, probe, train fraction, repeat). Hyper-paramete
 split only; the test split is touched once, after fitting, to score the chosen model. Every test metric gets a
 stratified bootstrap CI, and the per-sample predictions are saved so any number can be recomputed.
 
-Plan, then execute: :class:`ProbeGrid` is what to cross with every feature file (its field defaults are the
-library's defaults), :func:`plan_probing` lists the cells still to run (a value to print or inspect), and
-:func:`run_probing` fits them, one result part per cell, compacting the results table once at the end.
+Plan, then execute: :class:`~fmprobe.probing.grid.ProbeGrid` is what to cross with every feature file (its field
+defaults are the library's defaults), :func:`plan_probing` lists the cells still to run (a value to print or
+inspect), and :func:`run_probing` fits them, one result part per cell, compacting the results table once at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
-from fmprobe.metrics import N_BOOTSTRAP, compute_all
-from fmprobe.probes import PROBES, is_stochastic, make_probe
-from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
+from fmprobe.metrics import compute_all
+from fmprobe.probes import is_stochastic, make_probe
+from fmprobe.probing.grid import ProbeGrid, cell_repeats
+from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
 from fmprobe.store import FeatureFile
 from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
-
-
-def cell_repeats(probe: str, fraction: float, repeats: int) -> int:
-    """How many repeats a (probe, train fraction) pair gets: ``repeats`` when a repeat can differ (a subsample
-    of the training set, or a stochastic probe), else 1 (a deterministic probe on all the data)."""
-    return repeats if (fraction < 1.0 or is_stochastic(probe)) else 1
-
-
-@dataclass(frozen=True)
-class ProbeGrid:
-    """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
-
-    ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
-    arguments for it (checked against the probe's parameter constraints when the grid is built).
-    """
-
-    probes: tuple[str, ...] = DEFAULT_PROBES
-    readouts: tuple[str, ...] = ()
-    train_fractions: tuple[float, ...] = (1.0,)
-    repeats: int = 1
-    seed: int = 0
-    n_resamples: int = N_BOOTSTRAP
-    probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("probes", "readouts", "train_fractions"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
-        for name in (*self.probes, *self.probe_params):
-            PROBES.get(name)  # unknown names fail before any work, with suggestions
-        for name, params in self.probe_params.items():
-            make_probe(name, **params)  # bad parameter values too
-        bad = [f for f in self.train_fractions if not 0 < f <= 1]
-        if bad:
-            raise FmprobeError(f"--train-fraction {bad}: fractions must be in (0, 1].")
-        if self.repeats < 1:
-            raise FmprobeError(f"--repeats {self.repeats}: must be at least 1.")
-
-    @classmethod
-    def from_options(cls, **options: object) -> ProbeGrid:
-        """A grid from keyword options where None means "the default" (what the CLI and study files pass)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(f"ProbeGrid has no field(s) {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
-        return cls(**{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
-
-    def cells_per_readout(self) -> int:
-        """Cells one readout of one feature file gets from this grid."""
-        return sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
 
 
 @dataclass(frozen=True)
@@ -212,6 +162,8 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
             f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
             f"running {len(plan.cells)} (use --force to redo them)"
         )
+    if plan.cells:
+        check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
     rows_written = 0
     loaded: dict[tuple[Path, str], dict[str, object]] = {}
     bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -226,9 +178,13 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
                 loaded.clear()  # one file's splits in memory at a time
                 loaded[key] = {s: cell.features.load(s, info.readout) for s in SPLIT_NAMES}
             rows_written += _run_cell(cell, loaded[key], plan.grid, plan.results_dir)
+    except BaseException:
+        with contextlib.suppress(FmprobeError):  # keep the finished cells; the first error is the one to report
+            compact_results(plan.results_dir)
+        raise
     finally:
         bar.close()
-        compact_results(plan.results_dir)
+    compact_results(plan.results_dir)
     return ProbeRun(plan.results_dir, len(plan.cells), plan.skipped, rows_written)
 
 

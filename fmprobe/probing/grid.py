@@ -1,0 +1,77 @@
+"""What `fmprobe probe` crosses with every feature file: :class:`ProbeGrid`, whose field defaults are the library's.
+
+Light on purpose (no scikit-learn, LightGBM, pandas or HDF5 at import): the CLI reads the defaults for its
+``--help`` on every start. The probe registry is imported only when a grid is built, to check its names and
+parameters before any work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING as dataclasses_missing
+from dataclasses import dataclass, field, fields
+
+from fmprobe.errors import FmprobeError
+from fmprobe.metrics import N_BOOTSTRAP
+
+DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
+
+
+def cell_repeats(probe: str, fraction: float, repeats: int) -> int:
+    """How many repeats a (probe, train fraction) pair gets: ``repeats`` when a repeat can differ (a subsample
+    of the training set, or a stochastic probe), else 1 (a deterministic probe on all the data)."""
+    from fmprobe.probes import is_stochastic  # the registry (scikit-learn, LightGBM) only once a grid is used
+
+    return repeats if (fraction < 1.0 or is_stochastic(probe)) else 1
+
+
+@dataclass(frozen=True)
+class ProbeGrid:
+    """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
+
+    ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
+    arguments for it (checked against the probe's parameter constraints when the grid is built).
+    """
+
+    probes: tuple[str, ...] = DEFAULT_PROBES
+    readouts: tuple[str, ...] = ()
+    train_fractions: tuple[float, ...] = (1.0,)
+    repeats: int = 1
+    seed: int = 0
+    n_resamples: int = N_BOOTSTRAP
+    probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from fmprobe.probes import PROBES, make_probe  # validation needs the registry; reading defaults does not
+
+        for name in ("probes", "readouts", "train_fractions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        for name in (*self.probes, *self.probe_params):
+            PROBES.get(name)  # unknown names fail before any work, with suggestions
+        for name, params in self.probe_params.items():
+            make_probe(name, **params)  # bad parameter values too
+        bad = [f for f in self.train_fractions if not 0 < f <= 1]
+        if bad:
+            raise FmprobeError(f"--train-fraction {bad}: fractions must be in (0, 1].")
+        if self.repeats < 1:
+            raise FmprobeError(f"--repeats {self.repeats}: must be at least 1.")
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default, read without building a grid (so without the probe registry): what ``--help``
+        shows."""
+        return {f.name: f.default for f in fields(cls) if f.default_factory is dataclasses_missing}
+
+    @classmethod
+    def from_options(cls, **options: object) -> ProbeGrid:
+        """A grid from keyword options where None means "the default" (what the CLI and study files pass)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(f"ProbeGrid has no field(s) {', '.join(unknown)}; fields: {', '.join(sorted(names))}")
+        return cls(**{k: v for k, v in options.items() if v is not None})  # type: ignore[arg-type]
+
+    def cells_per_readout(self) -> int:
+        """Cells one readout of one feature file gets from this grid."""
+        return sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)

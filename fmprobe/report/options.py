@@ -1,0 +1,26 @@
+"""The report's options and their defaults, light on purpose (no pandas or matplotlib at import): the CLI reads
+them for ``fmprobe report --help`` on every start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from fmprobe.metrics import N_BOOTSTRAP
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed
+    (`--seed`). :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
+
+    n_resamples: int = N_BOOTSTRAP
+    seed: int = 0
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default: what ``--help`` shows."""
+        return {f.name: f.default for f in fields(cls)}
+
+
+N_RESAMPLES: int = ReportOptions.n_resamples
+SEED: int = ReportOptions.seed
