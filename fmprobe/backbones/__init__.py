@@ -28,7 +28,7 @@ from fmprobe.backbones.base import (
     register_prefix,
 )
 from fmprobe.backbones.preprocess import ImageTransform
-from fmprobe.backbones.weights import load_strict, locate_weights, read_checkpoint, sha256_file
+from fmprobe.backbones.weights import filter_checkpoint, load_strict, locate_weights, read_checkpoint, sha256_file
 from fmprobe.errors import UnknownNameError, WeightsError
 
 # One line per family, in the order `fmprobe models` lists them (the study's families first).
@@ -151,10 +151,10 @@ def create_backbone(
     torch.manual_seed(seed)  # random controls are reproducible
     model = spec.build(size)
     if weights_path is not None:
-        state_dict = read_checkpoint(weights_path, name)
+        state_dict, source = read_checkpoint(weights_path, name), f"{weights_path} (for {name})"
         if spec.filter_state_dict is not None:
-            state_dict = spec.filter_state_dict(state_dict, model)
-        load_strict(model, state_dict, f"{weights_path} (for {name})")
+            state_dict = filter_checkpoint(spec.filter_state_dict, state_dict, model, source)
+        load_strict(model, state_dict, source)
     model.eval().requires_grad_(False)
     return LoadedBackbone(
         name=name,

@@ -11,7 +11,7 @@ import importlib
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -75,8 +75,19 @@ def unwrap_state_dict(obj: object, path: Path | str) -> StateDict:
     return dict(tensors)
 
 
+def filter_checkpoint(
+    filter_fn: Callable[[StateDict, nn.Module], StateDict], state_dict: StateDict, model: nn.Module, source: str
+) -> StateDict:
+    """Map a checkpoint in the authors' layout onto ``model`` with the family's filter; a refusal (a key no rename
+    knows, an incomplete layer) names ``source``, the checkpoint file, which the filter itself never sees."""
+    try:
+        return filter_fn(state_dict, model)
+    except WeightsError as err:
+        raise WeightsError(f"{source}: {err}") from None
+
+
 def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every tensor or fail naming the first mismatching keys and shapes."""
+    """Load every tensor or fail naming ``source`` (the checkpoint path) and the first mismatching keys and shapes."""
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -214,4 +225,7 @@ def rename_key(
         new, n = re.subn(pattern, replacement, key)
         if n:
             return new
-    raise WeightsError(f"unexpected key {shown_prefix}{key} in {where}; is it a checkpoint of this model?")
+    raise WeightsError(
+        f"unexpected key {shown_prefix}{key} in {where}; is it a checkpoint of this model? `fmprobe models` lists the "
+        "file each backbone expects."
+    )

@@ -11,21 +11,27 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fmprobe.errors import DatasetError, ImageError
 from fmprobe.registry import closest
 from fmprobe.tasks import PRIMARY_METRIC, TASK_TYPES, TaskType
 
-# The conversion every 8-bit PIL-decoded image gets (to RGB, nothing else); a cache-key component.
+# How pixels became 8-bit RGB, a cache-key component (``Dataset.image_conversion``). Arrays (MedMNIST, demo) are
+# converted to RGB and nothing else; image files are also turned upright by their EXIF orientation, which arrays
+# cannot carry. (Before EXIF was applied files had the array tag; the new tag re-extracts them once.)
 DEFAULT_IMAGE_CONVERSION = "pil-rgb8"
+FILE_IMAGE_CONVERSION = "pil-rgb8-exif"
+# The largest image (in pixels) fmprobe decodes when set (0: no limit); unset, PIL's decompression-bomb guard applies.
+MAX_PIXELS_ENV = "FMPROBE_MAX_IMAGE_PIXELS"
 
 
 class ImageSource(Protocol):
@@ -73,12 +79,78 @@ def to_rgb(image: Image.Image, where: str) -> Image.Image:
     raise ImageError(f"{where}: unsupported PIL image mode {mode}; save the image as 8-bit RGB or greyscale.")
 
 
-def decode_image_bytes(data: bytes, where: str) -> Image.Image:
-    """Decode and fully load one encoded image, turning every decoder failure into an ImageError naming it."""
+def pixel_limit() -> int | None:
+    """The user's pixel limit from ``$FMPROBE_MAX_IMAGE_PIXELS`` (0: none), or None (PIL's own guard applies)."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise DatasetError(f"{MAX_PIXELS_ENV}={text!r}: give a number of pixels (e.g. 400000000), or 0 for no limit.")
+    return int(text)
+
+
+def _too_large(where: str, pixels: int | None, reason: str) -> ImageError:
+    value = pixels if pixels else "N"
+    return ImageError(
+        f"{where}: image too large to decode ({reason}); a huge image can be a decompression bomb. If you trust the "
+        f"file, raise the limit: {MAX_PIXELS_ENV}={value} (pixels; 0 = no limit); or downscale it first (e.g. "
+        "`im.reduce(4).save(path)`); or run with --on-error skip to leave it out."
+    )
+
+
+def high_bit_depth(image: Image.Image, data: bytes) -> str | None:
+    """Which >8-bit encoding a file has that PIL opened in an 8-bit mode anyway (keeping only each sample's high
+    byte: 12-bit data becomes 0-15), or None. PIL reports 16-bit grey as mode I;16, but 16-bit RGB(A) PNG, TIFF
+    and PPM files as plain RGB/RGBA; only the file header tells."""
+    if image.format == "PNG" and data[12:16] == b"IHDR" and len(data) > 24 and data[24] > 8:
+        return f"PNG bit depth {data[24]}"
+    if image.format == "TIFF":
+        bits = getattr(image, "tag_v2", {}).get(258)  # BitsPerSample, one value per channel
+        values = bits if isinstance(bits, tuple) else (bits,) if bits else ()
+        if values and max(values) > 8:
+            return f"TIFF BitsPerSample {values}"
+    if image.format == "PPM" and image.tile and len(image.tile[0].args or ()) > 1:
+        maxval = image.tile[0].args[1]
+        if isinstance(maxval, int) and maxval > 255:
+            return f"PPM maxval {maxval}"
+    return None
+
+
+def _upright(image: Image.Image, where: str) -> Image.Image:
+    """The image turned by its EXIF orientation (phone and camera photos store it rotated), as a loaded copy."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_rgb(im, where) if im.mode != "RGB" else im.copy()
+        return ImageOps.exif_transpose(image)
+    except Exception as err:  # a damaged EXIF block raises struct/Key/Type/Value errors from several readers
+        raise ImageError(
+            f"{where}: cannot read the EXIF orientation ({type(err).__name__}: {err}). Re-save the image without "
+            "EXIF (e.g. `Image.open(p).save(p2, exif=b'')`), or run with --on-error skip to leave it out."
+        ) from None
+
+
+def _decode(data: bytes, where: str) -> Image.Image:
+    limit = pixel_limit()
+    if limit is not None:
+        Image.MAX_IMAGE_PIXELS = None  # the user's limit replaces PIL's guard; it is checked just below
+    with Image.open(io.BytesIO(data)) as im:
+        width, height = im.size
+        if limit and width * height > limit:
+            raise _too_large(where, width * height, f"{width}x{height} = {width * height} pixels, {MAX_PIXELS_ENV}={limit}")
+        if im.mode in ("RGB", "RGBA", "L", "LA") and (depth := high_bit_depth(im, data)):
+            raise ImageError(
+                f"{where}: 16-bit image ({depth}, opened as PIL mode {im.mode}, which would keep only the high byte of "
+                "each sample). Backbones take 8-bit images: window it to 8 bits first (e.g. rescale the intensity "
+                "range you care about to 0-255 per channel and save as an 8-bit PNG)."
+            )
+        im.load()
+        image = _upright(im, where)
+    return to_rgb(image, where)
+
+
+def decode_image_bytes(data: bytes, where: str) -> Image.Image:
+    """Decode and fully load one encoded image, upright (EXIF orientation) and as 8-bit RGB, turning every decoder
+    failure into an ImageError naming it."""
+    try:
+        return _decode(data, where)
     except ImageError:
         raise
     except UnidentifiedImageError:  # PIL's message names an in-memory object address: keep reasons reproducible
@@ -86,6 +158,9 @@ def decode_image_bytes(data: bytes, where: str) -> Image.Image:
             f"{where}: cannot decode image (not a recognised image format). Re-download or re-export it, or run "
             "with --on-error skip to leave it out (it is then recorded as skipped)."
         ) from None
+    except Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        raise _too_large(where, int(found.group(1)) if found else None, f"PIL: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(
             f"{where}: cannot decode image ({err}). The file is truncated or not an image: re-download or "
@@ -110,6 +185,10 @@ class ArraySource:
 
     def describe(self, index: int) -> str:
         return f"{self.name}[{index}]"
+
+    @property
+    def conversion(self) -> str:
+        return DEFAULT_IMAGE_CONVERSION
 
 
 @dataclass(frozen=True)
@@ -136,6 +215,20 @@ class FileSource:
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
+
+    @property
+    def conversion(self) -> str:
+        return FILE_IMAGE_CONVERSION
+
+
+def source_conversion(source: ImageSource) -> str:
+    """How ``source`` turns pixels into 8-bit RGB (its ``conversion``; sources without one convert like arrays)."""
+    return str(getattr(source, "conversion", DEFAULT_IMAGE_CONVERSION))
+
+
+def source_paths(source: ImageSource) -> tuple[Path, ...]:
+    """The files ``source`` reads its images from, in order (none for in-memory sources)."""
+    return tuple(getattr(source, "paths", ()))
 
 
 @dataclass(frozen=True)
@@ -170,8 +263,9 @@ class Dataset:
     content_digest: str
     primary_metric: str = ""
     description: str = ""
-    # How raw pixels became 8-bit RGB (e.g. how a DICOM was windowed): part of the feature cache's key.
-    image_conversion: str = DEFAULT_IMAGE_CONVERSION
+    # How raw pixels became 8-bit RGB (e.g. how a DICOM was windowed): part of the feature cache's key. Left
+    # empty it is the splits' sources' own (``FileSource`` applies EXIF orientation, ``ArraySource`` cannot).
+    image_conversion: str = ""
     # Source-specific facts for the user (CheXpert's competition labels, CBIS-DDSM's layout); never a cache key.
     extra: dict[str, object] = field(default_factory=dict)
 
@@ -180,6 +274,9 @@ class Dataset:
             raise DatasetError(f"dataset {self.name!r}: unknown task type {self.task!r}; one of {TASK_TYPES}.")
         if not self.primary_metric:
             object.__setattr__(self, "primary_metric", PRIMARY_METRIC[self.task])
+        if not self.image_conversion:
+            conversions = sorted({source_conversion(s.source) for s in self.splits.values()})
+            object.__setattr__(self, "image_conversion", "+".join(conversions) or DEFAULT_IMAGE_CONVERSION)
 
     @property
     def num_images(self) -> int:
@@ -217,6 +314,34 @@ def file_listing_digest(paths: Sequence[Path], root: Path) -> str:
     return h.hexdigest()[:20]
 
 
+def file_bytes_digest(paths: Sequence[Path]) -> str:
+    """Digest of every byte of every file (in order): catches pixels replaced with size and mtime kept, at the
+    cost of reading the whole dataset (``?verify_content=1``). Unreadable files contribute a marker."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            hash_file(h, path)
+            h.update(b"\0")
+        except OSError:
+            h.update(b"\0missing\0")
+    return h.hexdigest()[:20]
+
+
+def hash_file(h: hashlib._Hash, path: Path) -> None:
+    """Feed every byte of ``path`` to ``h``, 4 MiB at a time."""
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+
+
+def with_verified_content(dataset: Dataset) -> Dataset:
+    """``dataset`` with the bytes of its image files hashed into its digest (unchanged when it has no files)."""
+    paths = [p for split in dataset.splits.values() for p in source_paths(split.source)]
+    if not paths:
+        return dataset
+    return replace(dataset, content_digest=digest_parts(dataset.content_digest, "content", file_bytes_digest(paths)))
+
+
 def subset_split(split: Split, limit: int, seed: int = 0) -> Split:
     """A seeded random ``limit``-sample subset of a split (quick looks, tests); original order is preserved."""
     if limit >= len(split):
@@ -239,6 +364,15 @@ class _IndexedSource:
 
     def describe(self, i: int) -> str:
         return self.parent.describe(self.index[i])
+
+    @property
+    def conversion(self) -> str:
+        return source_conversion(self.parent)
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        parent = source_paths(self.parent)
+        return tuple(parent[i] for i in self.index) if parent else ()
 
 
 def duplicated(values: Sequence[str], limit: int = 3) -> list[str]:

@@ -59,7 +59,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from fmprobe.datasets.base import (
-    DEFAULT_IMAGE_CONVERSION,
+    FILE_IMAGE_CONVERSION,
     Dataset,
     FileSource,
     ImageSource,
@@ -384,7 +384,7 @@ def _images(
     if jpeg:
         paths, info_path = _resolve_jpeg(root, samples, want)
         csvs = [info_path] + [root / "csv" / n for n in CSV_FILES.values()]
-        return _Images(paths, csvs, FileSource, "jpeg", DEFAULT_IMAGE_CONVERSION)
+        return _Images(paths, csvs, FileSource, "jpeg", FILE_IMAGE_CONVERSION)
     paths = _resolve_tcia(root, samples, want)
     csvs = [csv_folder(root) / n for n in CSV_FILES.values()]
     make = partial(DicomSource, window=window, percentiles=percentiles)

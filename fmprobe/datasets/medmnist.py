@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import ArraySource, Dataset, Split
-from fmprobe.datasets.sources import DatasetSource
+from fmprobe.datasets.base import ArraySource, Dataset, Split, hash_file
+from fmprobe.datasets.sources import DatasetSource, OptionSpec
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import SPLIT_NAMES, TaskType
+from fmprobe.tasks import MISSING, SPLIT_NAMES, TaskType
 
 SIZES = (28, 64, 128, 224)
 
@@ -127,18 +127,54 @@ def locate(flag: str, size: int) -> Path:
 
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
+    hash_file(h, path)
     return h.hexdigest()[:20]
 
 
-def infer_task(labels: np.ndarray) -> tuple[TaskType, tuple[str, ...]]:
-    """Task type of an unknown MedMNIST-layout file: [N,L>1] is multi-label, else 2 classes binary, else multiclass."""
-    if labels.ndim == 2 and labels.shape[1] > 1:
-        return "multilabel", tuple(f"label_{i}" for i in range(labels.shape[1]))
-    n_classes = int(labels.max()) + 1
-    return ("binary" if n_classes == 2 else "multiclass"), tuple(str(i) for i in range(n_classes))
+def integer_labels(path: Path, key: str, raw: np.ndarray) -> np.ndarray:
+    """``raw`` as int64, refusing what a cast would silently change: NaN/inf, fractions (1.5 -> 1), text, negatives
+    (other than MISSING in a multi-label file, checked by the caller)."""
+    if raw.dtype.kind in "biu":
+        labels = raw.astype(np.int64)
+    elif raw.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
+        if bad.size:
+            raise DatasetError(
+                f"{path}: {key} has a missing (NaN/inf) label at row {bad[0]} ({bad.size} rows in all); give every "
+                "sample a class number, or drop the unlabelled samples from the file."
+            )
+        labels = raw.astype(np.int64)
+        fraction = np.flatnonzero((labels != raw).any(axis=1))
+        if fraction.size:
+            raise DatasetError(
+                f"{path}: {key} has a non-integer label {raw[fraction[0]].tolist()} at row {fraction[0]}; labels are "
+                "class numbers 0, 1, ... (a cast would silently truncate it): fix the labels in the file."
+            )
+    else:
+        raise DatasetError(f"{path}: {key} has dtype {raw.dtype}; labels must be integer class numbers 0, 1, ...")
+    return labels
+
+
+def _check_classes(path: Path, present: np.ndarray, num_classes: int | None) -> int:
+    """The class count of a file without a published flag: ``num_classes`` when declared, else max + 1, refused when
+    class numbers in between never occur (a 255 'missing' marker would otherwise make a 256-class task)."""
+    top = int(present.max())
+    if num_classes is not None:
+        if num_classes < 2 or top >= num_classes:
+            raise DatasetError(
+                f"{path}: num_classes={num_classes}, but the labels go up to {top}; labels must be 0..{num_classes - 1} "
+                "and there must be at least 2 classes."
+            )
+        return num_classes
+    absent = sorted(set(range(top + 1)) - set(present.tolist()))
+    if absent:
+        shown = ", ".join(map(str, absent[:5])) + (", ..." if len(absent) > 5 else "")
+        raise DatasetError(
+            f"{path}: labels go up to {top} but classes {shown} ({len(absent)} of {top + 1}) never occur; is {top} a "
+            f"'missing' marker? Remove or relabel those samples, or, if there really are {top + 1} classes, say so "
+            f"with {path}?num_classes={top + 1}."
+        )
+    return top + 1
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -175,33 +211,60 @@ def _check_shapes(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 f"{path}: {split}_labels has shape {labels.shape}; expected [{images.shape[0]}, 1] or "
                 f"[{images.shape[0]}, L]."
             )
+        if not images.shape[0]:
+            raise DatasetError(
+                f"{path}: {split}_images is empty (0 samples); every split needs samples (probes choose their settings "
+                "on val and are scored on test). Put samples in it, or list the images in a CSV manifest without a "
+                "split column so that fmprobe draws a seeded split."
+            )
 
 
-def load_npz(path: Path, spec: str | None = None, *, flag: str | None = None) -> Dataset:
-    """Read a MedMNIST-layout file, checking keys, dtypes and shapes with errors that name the file.
+def _split_labels(path: Path, arrays: dict[str, np.ndarray], task: TaskType) -> dict[str, np.ndarray]:
+    """Each split's labels as int64 (``[N]``, or ``[N, L]`` multi-label with 0, 1 and MISSING)."""
+    out = {}
+    for split in SPLIT_NAMES:
+        labels = integer_labels(path, f"{split}_labels", arrays[f"{split}_labels"])
+        allowed = (0, 1, MISSING) if task == "multilabel" else None
+        bad = labels[~np.isin(labels, allowed)] if allowed else labels[labels < 0]
+        if bad.size:
+            raise DatasetError(
+                f"{path}: {split}_labels contains {int(bad[0])}; "
+                + (f"multi-label entries are 0, 1 or {MISSING} (unknown)." if allowed else "class numbers start at 0.")
+            )
+        out[split] = labels if task == "multilabel" else labels[:, 0]
+    return out
+
+
+def load_npz(path: Path, spec: str | None = None, *, flag: str | None = None, num_classes: int | None = None) -> Dataset:
+    """Read a MedMNIST-layout file, checking keys, dtypes, shapes and labels with errors that name the file.
 
     ``flag`` (or a file named like one, ``pathmnist_224.npz``) gives the published task and class names;
-    other files get them inferred from the labels."""
+    other files get them inferred from the labels (``num_classes`` declares a count the labels do not show)."""
     arrays = _read_arrays(path)
     _check_shapes(path, arrays)
     stem = path.stem.split("_")[0].lower()
     flag = flag or (stem if stem in FLAGS else None)
+    multilabel = arrays["train_labels"].shape[1] > 1
+    task: TaskType = FLAGS[flag].task if flag else "multilabel" if multilabel else "multiclass"
+    labels = _split_labels(path, arrays, task)
     if flag:
-        info = FLAGS[flag]
-        task, class_names = info.task, info.class_names
+        class_names = FLAGS[flag].class_names
+        if num_classes is not None and num_classes != len(class_names):
+            raise DatasetError(f"{path}: num_classes={num_classes}, but {flag} has {len(class_names)} classes; drop it.")
+    elif multilabel:
+        class_names = tuple(f"label_{i}" for i in range(arrays["train_labels"].shape[1]))
     else:
-        task, class_names = infer_task(np.concatenate([arrays[f"{s}_labels"] for s in SPLIT_NAMES]))
+        count = _check_classes(path, np.unique(np.concatenate(list(labels.values()))), num_classes)
+        task, class_names = ("binary" if count == 2 else "multiclass"), tuple(str(i) for i in range(count))
 
     splits: dict[str, Split] = {}
     for split in SPLIT_NAMES:
-        raw = arrays[f"{split}_labels"]
-        labels = raw.astype(np.int64) if task == "multilabel" else raw[:, 0].astype(np.int64)
-        if task != "multilabel" and labels.size and labels.max() >= len(class_names):
+        if task != "multilabel" and labels[split].max() >= len(class_names):
             raise DatasetError(
-                f"{path}: {split}_labels contains class {int(labels.max())} but {flag} has {len(class_names)} classes."
+                f"{path}: {split}_labels contains class {int(labels[split].max())} but {flag} has {len(class_names)} classes."
             )
-        ids = tuple(f"{split}/{i}" for i in range(len(labels)))
-        splits[split] = Split(split, ids, labels, ArraySource(arrays[f"{split}_images"], f"{path.name}:{split}"))
+        ids = tuple(f"{split}/{i}" for i in range(len(labels[split])))
+        splits[split] = Split(split, ids, labels[split], ArraySource(arrays[f"{split}_images"], f"{path.name}:{split}"))
 
     return Dataset(
         name=path.stem,
@@ -233,5 +296,6 @@ NPZ = DatasetSource(
     takes_path=True,
     example="data/pneumoniamnist_224.npz",
     description="a MedMNIST-layout .npz file ({train,val,test}_{images,labels}), official splits",
+    options=(OptionSpec("num_classes", None, "class count, when some class numbers never occur in the labels", int),),
     suffixes=(".npz",),
 )

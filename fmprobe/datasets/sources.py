@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from fmprobe.datasets.base import Dataset
+from fmprobe.datasets.base import Dataset, with_verified_content
 from fmprobe.errors import DatasetError, UnknownNameError
 from fmprobe.registry import Registry
 from fmprobe.tasks import TASK_TYPES
@@ -92,6 +92,10 @@ class OptionSpec:
 # Options several sources share, declared once.
 SEED = OptionSpec("seed", 0, "seed of the drawn split (saved beside the data, so every run sees the same one)", int)
 TASK = OptionSpec("task", None, "task type instead of the inferred one (e.g. ordinal for graded labels)", choices=TASK_TYPES)
+# Every path source takes it; applied to the loaded dataset (never passed to the loader).
+VERIFY_CONTENT = OptionSpec(
+    "verify_content", False, "hash every image file's bytes into the cache key, not only size and mtime (reads all)", bool
+)
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,14 @@ class DatasetSource:
         except (DatasetError, ValueError) as err:
             raise ValueError(f"dataset source {self.name!r}: example {self.example!r}: {err}") from None
 
+    @property
+    def all_options(self) -> tuple[OptionSpec, ...]:
+        """The source's own options, and ``verify_content`` for path sources."""
+        return self.options + ((VERIFY_CONTENT,) if self.takes_path else ())
+
     def read_options(self, spec: str, given: dict[str, str]) -> dict[str, object]:
         """Every declared option's value (parsed, or its default); unknown options are refused by name."""
-        declared = {o.name: o for o in self.options}
+        declared = {o.name: o for o in self.all_options}
         unknown = sorted(set(given) - set(declared))
         if unknown:
             takes = f"takes: {', '.join(declared)}" if declared else "takes no options"
@@ -161,7 +170,9 @@ class DatasetSource:
             raise DatasetError(
                 f"dataset spec {spec!r}: give the path after '{self.name}:', e.g. {self.example} ({self.description})."
             )
-        return self.loader(Path(argument), spec, **options)
+        verify = options.pop(VERIFY_CONTENT.name)
+        dataset = self.loader(Path(argument), spec, **options)
+        return with_verified_content(dataset) if verify else dataset
 
     def describe(self) -> dict[str, object]:
         """This record as plain data (``describe_sources``, ``fmprobe datasets``)."""
@@ -172,7 +183,7 @@ class DatasetSource:
             "description": self.description,
             "suffixes": list(self.suffixes),
             "options": [
-                {"name": o.name, "values": o.values, "default": o.default, "help": o.help} for o in self.options
+                {"name": o.name, "values": o.values, "default": o.default, "help": o.help} for o in self.all_options
             ],
         }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _backbones_helpers import _save, release_dinov2
+from _backbones_helpers import _save, release_dinov2, release_to_hf
 
 from fmprobe.backbones import PackageFile, WeightsInfo, create_backbone, get_spec, resolve_weights
 from fmprobe.backbones.weights import locate_weights
@@ -117,3 +117,12 @@ def test_one_locator_reads_every_kind_of_source(tmp_path: Path) -> None:
     assert locate_weights(info, "x") == Path(cached)
     assert info.filename == "release.pth" and info.hub_id == "org/repo"
     assert info.describe() == "release.pth from https://example.org/files/release.pth (+1 more)"
+
+
+def test_a_foreign_key_in_a_checkpoint_names_the_file(tmp_path: Path) -> None:
+    hf = release_to_hf(release_dinov2(384, 12), 12)
+    hf["adapter.weight"] = torch.zeros(4)  # a key no DINOv2 rename knows
+    path = _save(tmp_path, "hf_adapter.pth", hf)
+    with pytest.raises(WeightsError, match=r"unexpected key adapter\.weight in a Hugging Face DINOv2") as info:
+        create_backbone("dinov2_vits14", weights=path, resolution=56)
+    assert str(info.value).startswith(f"{path} (for dinov2_vits14): ") and "fmprobe models" in str(info.value)

@@ -203,7 +203,7 @@ def cbis_jpeg(tmp_path: Path) -> Path:
 
 def test_cbis_jpeg_conversion_layout(cbis_jpeg: Path) -> None:
     ds = load_dataset(f"cbis-ddsm:{cbis_jpeg}")
-    assert ds.extra["layout"] == "jpeg" and ds.image_conversion == "pil-rgb8"
+    assert ds.extra["layout"] == "jpeg" and ds.image_conversion == "pil-rgb8-exif"
     assert sum(len(s) for s in ds.splits.values()) == 24
     for split in ds.splits.values():
         assert all(split.source.load(k).size == (10, 12) for k in range(len(split)))

@@ -83,3 +83,63 @@ def test_npz_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     np.savez(path, **data)
     with pytest.raises(DatasetError, match="pickled objects"):
         load_dataset(str(path))
+
+
+def _with(path: Path, **arrays: np.ndarray) -> str:
+    data = dict(np.load(path))
+    data.update(arrays)
+    np.savez(path, **data)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        (np.array([[0.0], [1.5]] + [[1.0]] * 10), r"custom\.npz: train_labels has a non-integer label \[1\.5\] at row 1"),
+        (np.array([[0.0], [np.nan]] + [[1.0]] * 10), r"custom\.npz: train_labels has a missing \(NaN/inf\) label at row 1"),
+        (np.array([["a"]] * 12), r"custom\.npz: train_labels has dtype <U1; labels must be integer class numbers"),
+        (np.array([[-1]] + [[1]] * 11), r"custom\.npz: train_labels contains -1; class numbers start at 0"),
+    ],
+)  # fmt: skip
+def test_npz_labels_a_cast_would_change_are_refused(tmp_path: Path, labels: np.ndarray, message: str) -> None:
+    spec = _with(_medmnist_npz(tmp_path / "custom.npz"), train_labels=labels)
+    with pytest.raises(DatasetError, match=message):
+        load_dataset(spec)
+
+
+def test_npz_integral_float_labels_are_read_as_classes(tmp_path: Path) -> None:
+    path = _medmnist_npz(tmp_path / "custom.npz")
+    spec = _with(path, train_labels=(np.arange(12) % 3).reshape(12, 1).astype(np.float32))
+    assert load_dataset(spec).splits["train"].labels.tolist() == [0, 1, 2] * 4
+
+
+def test_npz_missing_marker_is_not_a_256_class_task(tmp_path: Path) -> None:
+    binary = (np.arange(12) % 2).reshape(12, 1).astype(np.uint8)
+    marked = binary.copy()
+    marked[3] = 255
+    spec = _with(_medmnist_npz(tmp_path / "custom.npz"), train_labels=marked, val_labels=binary, test_labels=binary)
+    with pytest.raises(DatasetError, match=r"labels go up to 255 but classes 2, 3, 4, 5, 6, \.\.\. \(253 of 256\) never occur; is 255 a 'missing' marker\?.*\?num_classes=256"):
+        load_dataset(spec)
+    with pytest.raises(DatasetError, match=r"num_classes=2, but the labels go up to 255"):
+        load_dataset(spec + "?num_classes=2")
+    assert len(load_dataset(spec + "?num_classes=256").class_names) == 256  # declared, so not a guess
+    sparse = _with(tmp_path / "custom.npz", train_labels=binary * 2, val_labels=binary * 2, test_labels=binary * 2)
+    with pytest.raises(DatasetError, match=r"classes 1 \(1 of 3\) never occur"):
+        load_dataset(sparse)
+    assert load_dataset(sparse + "?num_classes=3").task == "multiclass"
+
+
+def test_npz_multilabel_entries_are_zero_one_or_missing(tmp_path: Path) -> None:
+    path = _medmnist_npz(tmp_path / "custom.npz", multilabel=True)
+    labels = np.zeros((12, 4), np.int16)
+    labels[0, 2] = -1  # tasks.MISSING: unknown, left out of that label's metric
+    assert load_dataset(_with(path, train_labels=labels)).splits["train"].labels[0, 2] == -1
+    labels[1, 1] = 255
+    with pytest.raises(DatasetError, match=r"train_labels contains 255; multi-label entries are 0, 1 or -1"):
+        load_dataset(_with(path, train_labels=labels))
+
+
+def test_npz_with_an_empty_split_is_refused_naming_the_key(tmp_path: Path) -> None:
+    spec = _with(_medmnist_npz(tmp_path / "custom.npz"), val_images=np.zeros((0, 28, 28), np.uint8), val_labels=np.zeros((0, 1), np.uint8))
+    with pytest.raises(DatasetError, match=r"custom\.npz: val_images is empty \(0 samples\); every split needs samples"):
+        load_dataset(spec)
