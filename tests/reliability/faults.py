@@ -27,7 +27,7 @@ def assert_same_file(a: Path, b: Path) -> None:
 
 
 # ---- the byte-flip sweep (tests/reliability/test_flip_sweep.py) ----
-HANG_S = 30  # a trial still running after this is a hang: SIGALRM's default action ends the child process
+HANG_S = 90  # (> the unsealed-file timeout) a trial still running after this is a hang: SIGALRM's default action ends the child process
 
 
 def flip(data: bytes, offset: int, xor: int) -> bytes:
