@@ -70,11 +70,13 @@ def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
     kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False)
     probe_features([features], out=tmp_path / "a", **kwargs)
     from fmprobe.store.features import _crc_of
+    from fmprobe.store.integrity import seal
 
     with h5py.File(features, "a") as h5:  # permute the test labels (and re-seal the checksum)
         labels = h5["test/labels"][()]
         h5["test/labels"][...] = np.random.default_rng(1).permutation(labels)
         h5["test/labels"].attrs["crc32"] = _crc_of(h5["test/labels"])
+    seal(features)
     probe_features([features], out=tmp_path / "b", **kwargs)
     a, b = read_results(tmp_path / "a"), read_results(tmp_path / "b")
     cols = ["probe", "params", "val_score"]

@@ -4,6 +4,7 @@ Layout (readable with plain h5py; see README):
 ``/<split>/features/<readout>`` [N, D] float16|float32, ``/<split>/labels`` [N] or [N, L] int64,
 ``/<split>/ids`` [N] UTF-8 strings, ``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
 root attributes ``fingerprint`` (JSON), ``key``, ``complete``, ``task``, ``class_names`` (JSON), versions, time.
+The first 512 bytes are an HDF5 user block holding the file's seal (:mod:`fmprobe.store.integrity`).
 """
 
 from __future__ import annotations
@@ -14,18 +15,23 @@ import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from fmprobe._io import atomic_write
 from fmprobe.errors import CacheError
-from fmprobe.store.fingerprint import SCHEMA_VERSION
+from fmprobe.store import integrity
+from fmprobe.store.fingerprint import SCHEMA_VERSION, key_of
 from fmprobe.store.journal import Batch
-from fmprobe.tasks import SPLIT_NAMES
+from fmprobe.tasks import SPLIT_NAMES, TASK_TYPES
 
 STRING = h5py.string_dtype("utf-8")
 REQUIRED_ATTRS = ("fingerprint", "key", "complete", "task", "class_names", "schema_version", "readouts")
+WRITE_SEALED = True  # False writes a file as fmprobe did before seals (tests of the unsealed path only)
+# What h5py and HDF5 raise on metadata they cannot make sense of: a damaged file, never a traceback.
+PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ def write_feature_file(
     exists only when complete)."""
 
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as h5:
+        with h5py.File(tmp, "w", userblock_size=integrity.SEAL_SIZE if WRITE_SEALED else 0) as h5:
             for name, value in attrs.items():
                 h5.attrs[name] = str(value) if isinstance(value, str) else value  # numpy str_ has no HDF5 type
             h5.attrs["complete"] = False
@@ -68,6 +74,8 @@ def write_feature_file(
                         "expected. Run again with --force."
                     )
             h5.attrs["complete"] = True
+        if WRITE_SEALED:
+            integrity.seal(tmp)
 
     try:
         atomic_write(path, write)
@@ -147,56 +155,101 @@ class SplitFeatures:
 
 
 class FeatureFile:
-    """A verified, complete feature file. Opening checks completeness, schema and (optionally) the fingerprint."""
+    """A verified, complete feature file. Opening checks the seal (before h5py reads a byte), completeness, schema,
+    the stored fingerprint against its key and every attribute results depend on, and (optionally) the key."""
 
-    def __init__(self, path: Path | str, expected_key: str | None = None) -> None:
+    def __init__(self, path: Path | str, expected_key: str | None = None, *, _trusted: bool = False) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise CacheError(f"{self.path}: feature file not found. Run `fmprobe extract` to create it.")
+        checked = _trusted or integrity.verify(self.path)
+        if not checked:
+            integrity.verify_unsealed(self.path)  # a child process parsed it without crashing or hanging
         try:
             with h5py.File(self.path, "r") as h5:
                 attrs = {k: h5.attrs[k] for k in h5.attrs}
-                missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-                if missing:
-                    raise CacheError(
-                        f"{self.path}: not an fmprobe feature file (missing attributes {missing}). Rebuild it with "
-                        "`fmprobe extract ... --force`."
-                    )
-                self._check(attrs, expected_key)
                 self.splits = tuple(k for k in SPLIT_NAMES if k in h5)
-                self._check_rows(h5)
-        except OSError as err:
-            raise CacheError(
-                f"{self.path}: corrupt or truncated HDF5 file ({err}). Delete it or rebuild with `fmprobe extract "
-                "... --force`."
-            ) from err
+                self._check_version(attrs)
+                self._read_attrs(attrs)
+                self._check(attrs, expected_key)
+                self._check_rows(h5, crc=_trusted)  # else the seal (or the child process) covered every byte
+        except PARSE_ERRORS as err:
+            raise CacheError(f"{self.path}: damaged HDF5 metadata ({type(err).__name__}: {err}). {integrity.REBUILD}") from err
         self.attrs = attrs
-        self.fingerprint: dict[str, object] = json.loads(str(attrs["fingerprint"]))
-        self.key = str(attrs["key"])
-        self.task = str(attrs["task"])
-        self.class_names: tuple[str, ...] = tuple(json.loads(str(attrs["class_names"])))
-        self.readouts: tuple[str, ...] = tuple(json.loads(str(attrs["readouts"])))
-        self.primary_metric = str(attrs.get("primary_metric", ""))
-        self.dataset = str(self.fingerprint.get("dataset", ""))
-        self.backbone = str(self.fingerprint.get("backbone", ""))
-        self.resolution = int(self.fingerprint.get("resolution", 0))  # type: ignore[call-overload]
 
-    def _check(self, attrs: Mapping[str, object], expected_key: str | None) -> None:
-        if int(attrs["schema_version"]) != SCHEMA_VERSION:  # type: ignore[call-overload]
+    def _read_attrs(self, attrs: Mapping[str, object]) -> None:
+        """Decode the root attributes; refuse any that is malformed or disagrees with the stored fingerprint."""
+        fingerprint_json = _text(self.path, attrs, "fingerprint")
+        self.key = _text(self.path, attrs, "key")
+        if key_of(fingerprint_json) != self.key:
             raise CacheError(
-                f"{self.path}: written with feature-file schema {attrs['schema_version']}, this fmprobe reads "
+                f"{self.path}: its key {self.key} is not the hash of its stored fingerprint: the fingerprint or the key "
+                f"was edited or damaged. {integrity.REBUILD}"
+            )
+        fingerprint = _json(self.path, fingerprint_json, "fingerprint", dict)
+        self.fingerprint: dict[str, object] = fingerprint
+        self.task = _text(self.path, attrs, "task")
+        self.class_names: tuple[str, ...] = tuple(_json(self.path, _text(self.path, attrs, "class_names"), "class_names", list))
+        self.readouts: tuple[str, ...] = tuple(_json(self.path, _text(self.path, attrs, "readouts"), "readouts", list))
+        self.primary_metric = _text(self.path, attrs, "primary_metric") if "primary_metric" in attrs else ""
+        self.dataset = str(fingerprint.get("dataset", ""))
+        self.backbone = str(fingerprint.get("backbone", ""))
+        resolution = fingerprint.get("resolution", 0)
+        self.resolution = resolution if isinstance(resolution, int) and not isinstance(resolution, bool) else -1
+        disagree = [
+            name
+            for name, bad in (
+                ("task", self.task not in TASK_TYPES),
+                ("readouts", list(self.readouts) != fingerprint.get("readouts") or not self.readouts),
+                ("backbone", "backbone" in attrs and attrs["backbone"] != self.backbone),
+                ("schema_version", attrs["schema_version"] != fingerprint.get("schema_version", attrs["schema_version"])),
+                ("weights_label", self.backbone.endswith(":random") and attrs.get("weights_label", "random") != "random"),
+                ("resolution", self.resolution < 0),
+            )
+            if bad
+        ]
+        if disagree:
+            raise CacheError(
+                f"{self.path}: attribute(s) {', '.join(disagree)} disagree with the stored fingerprint or are invalid: the "
+                f"file was edited or damaged. {integrity.REBUILD}"
+            )
+
+    def _check_version(self, attrs: Mapping[str, object]) -> None:
+        """First what this fmprobe can read at all: the required attributes and the schema version."""
+        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+        if missing:
+            raise CacheError(f"{self.path}: not an fmprobe feature file (missing attributes {missing}). {integrity.REBUILD}")
+        version = attrs["schema_version"]
+        if not isinstance(version, int | np.integer) or isinstance(version, bool | np.bool_):
+            raise CacheError(f"{self.path}: attribute 'schema_version' is {version!r}, not an integer. {integrity.REBUILD}")
+        if int(version) != SCHEMA_VERSION:
+            raise CacheError(
+                f"{self.path}: written with feature-file schema {version}, this fmprobe reads "
                 f"{SCHEMA_VERSION}. Rebuild it with `fmprobe extract ... --force`."
             )
-        if not bool(attrs["complete"]):
-            raise CacheError(f"{self.path}: incomplete feature file; rebuild it with `fmprobe extract ... --force`.")
-        if expected_key is not None and attrs["key"] != expected_key:
-            raise CacheError(f"{self.path}: fingerprint {attrs['key']} does not match the expected {expected_key}.")
 
-    def _check_rows(self, h5: h5py.File) -> None:
+    def _check(self, attrs: Mapping[str, object], expected_key: str | None) -> None:
+        if not isinstance(attrs["complete"], bool | np.bool_) or not attrs["complete"]:
+            raise CacheError(f"{self.path}: incomplete feature file; rebuild it with `fmprobe extract ... --force`.")
+        if expected_key is not None and self.key != expected_key:
+            raise CacheError(
+                f"{self.path}: fingerprint {self.key} does not match the expected {expected_key} (a file of another "
+                f"extraction under this name). {integrity.REBUILD}"
+            )
+
+    def _check_rows(self, h5: h5py.File, crc: bool) -> None:
+        """Row counts agree across a split's datasets, every readout is stored, and (unless the seal already
+        covered every byte) each dataset matches its CRC."""
         if not self.splits:
             raise CacheError(f"{self.path}: no splits stored; rebuild with `fmprobe extract ... --force`.")
         for split in self.splits:
             group = h5[split]
+            absent = [r for r in self.readouts if r not in group["features"]]
+            if absent:
+                raise CacheError(
+                    f"{self.path}: the attributes list readout(s) {absent} that split {split!r} does not store: the file "
+                    f"was edited or damaged. {integrity.REBUILD}"
+                )
             n = group["labels"].shape[0]
             counts = {"ids": group["ids"].shape[0], **{f"features/{r}": group[f"features/{r}"].shape[0] for r in group["features"]}}
             total = n + group["skipped_ids"].shape[0]
@@ -207,7 +260,7 @@ class FeatureFile:
                 )
             for name in ("labels", "ids", "skipped_ids", "skipped_reasons", *(f"features/{r}" for r in group["features"])):
                 dataset = group[name]
-                if "crc32" not in dataset.attrs or _crc_of(dataset) != int(dataset.attrs["crc32"]):
+                if crc and ("crc32" not in dataset.attrs or _crc_of(dataset) != int(dataset.attrs["crc32"])):
                     raise CacheError(
                         f"{self.path}: checksum mismatch in {split}/{name}: the file is damaged. Rebuild it with "
                         "`fmprobe extract ... --force`."
@@ -241,6 +294,43 @@ class FeatureFile:
         return SplitFeatures(features, labels, ids)
 
     def skipped(self, split: str) -> list[tuple[str, str]]:
-        with h5py.File(self.path, "r") as h5:
-            group = h5[split]
-            return list(zip(group["skipped_ids"].asstr()[()], group["skipped_reasons"].asstr()[()]))
+        try:
+            with h5py.File(self.path, "r") as h5:
+                group = h5[split]
+                return list(zip(group["skipped_ids"].asstr()[()], group["skipped_reasons"].asstr()[()]))
+        except PARSE_ERRORS as err:
+            raise CacheError(f"{self.path}: cannot read the skipped rows of {split!r} ({err}). {integrity.REBUILD}") from err
+
+
+def _text(path: Path, attrs: Mapping[str, object], name: str) -> str:
+    """A string attribute as text; one that is not UTF-8 text (or holds surrogates) is refused by name."""
+    value = attrs[name]
+    try:
+        text = value.decode() if isinstance(value, bytes) else value
+        if not isinstance(text, str):
+            raise TypeError(f"a {type(value).__name__}, not text")
+        if not _utf8(text):
+            raise TypeError("it holds a lone surrogate")
+    except (UnicodeError, TypeError) as err:
+        raise CacheError(f"{path}: attribute {name!r} is not UTF-8 text ({err}). {integrity.REBUILD}") from err
+    return text
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeError:  # a lone surrogate: would reach the results table and fail there
+        return False
+    return True
+
+
+def _json(path: Path, text: str, name: str, kind: type) -> Any:
+    """A JSON attribute of the expected kind (a list holds only strings); anything else is refused by name."""
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise CacheError(f"{path}: attribute {name!r} is not valid JSON ({err}). {integrity.REBUILD}") from err
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) and _utf8(v) for v in value)):
+        what = "a JSON list of strings" if kind is list else "a JSON object"
+        raise CacheError(f"{path}: attribute {name!r} is not {what}. {integrity.REBUILD}")
+    return value

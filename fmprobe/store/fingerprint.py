@@ -14,6 +14,12 @@ from dataclasses import asdict, dataclass
 SCHEMA_VERSION = 1
 
 
+def key_of(fingerprint_json: str) -> str:
+    """The cache key of a stored fingerprint record: a feature file re-derives it on open, so an edited record
+    (or key) never passes as the cache it claims to be."""
+    return hashlib.sha256(fingerprint_json.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Fingerprint:
     dataset: str  # dataset name, for humans
@@ -35,7 +41,7 @@ class Fingerprint:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        return key_of(self.to_json())
 
     @classmethod
     def from_json(cls, text: str) -> Fingerprint:

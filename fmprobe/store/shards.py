@@ -81,6 +81,11 @@ def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, obje
             return cache
         paths = [journal_path(cache, (i, shards)) for i in range(shards)]
         absent = [p.name for p in paths if not p.exists()]
+        if absent and shards == 1:
+            raise CacheError(
+                f"{cache.name}: nothing to assemble it from: its journal {absent[0]} is gone (deleted, or the extraction "
+                "never started). Run the same `fmprobe extract` command again (add --force to start afresh)."
+            )
         if absent:
             raise CacheError(
                 f"{cache.name}: cannot merge yet, {len(absent)} of {shards} part(s) not started: {', '.join(absent[:4])}. "

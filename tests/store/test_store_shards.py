@@ -52,3 +52,9 @@ def test_merge_waits_for_every_part_then_assembles_and_cleans_up(tmp_path: Path,
         assert h5["train/features/cls"][:, 0].tolist() == [0, 0, 2, 2] and h5.attrs["images_per_s"] == 5.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.h5"]
     assert merge(cache) == cache  # idempotent
+
+
+def test_a_missing_unsharded_journal_gets_advice_without_shards(tmp_path: Path) -> None:
+    with pytest.raises(CacheError, match=r"x\.h5: nothing to assemble it from: its journal x\.h5\.journal is gone.*--force") as info:
+        merge(tmp_path / "x.h5", 1)
+    assert "--shard" not in str(info.value)
