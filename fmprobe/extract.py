@@ -321,10 +321,17 @@ def _time_compute_dtype(plan: ExtractionPlan) -> tuple[ExtractionPlan, LoadedBac
 
     best, seconds = timed_choice(plan.dtype_candidates, forward, repeats=1)  # type: ignore[arg-type]
     log.info(f"compute dtype {best} (timed on this CPU: " + ", ".join(f"{d} {t:.2f}s" for d, t in seconds.items()) + " per 2 images)")
-    memo = {**_read_dtype_memo(plan.out), _dtype_memo_key(plan): {"dtype": best, "seconds": seconds}}
-    with contextlib.suppress(OSError):
-        atomic_write_text(_dtype_memo_path(plan.out), json.dumps(memo, indent=1, sort_keys=True), fsync=False)
+    _remember_dtype(plan.out, _dtype_memo_key(plan), {"dtype": best, "seconds": seconds})
     return plan.with_compute_dtype(best), loaded
+
+
+def _remember_dtype(out: Path, key: str, entry: dict[str, object]) -> None:
+    """Add one entry to the memo: read, add and replace under its lock, so concurrent runs of other backbones
+    sharing the folder never drop each other's entries (a dropped entry would be timed again, maybe differently)."""
+    path = _dtype_memo_path(out)
+    with contextlib.suppress(OSError, CacheError), exclusive(path.with_name(path.name + ".lock"), what="the dtype memo", remove=True):
+        memo = {**_read_dtype_memo(out), key: entry}
+        atomic_write_text(path, json.dumps(memo, indent=1, sort_keys=True), fsync=False)
 
 
 # ---- execution: lock, journal, loader, merge ----
