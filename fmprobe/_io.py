@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import importlib
 import logging
 import os
@@ -117,7 +118,7 @@ def pid_alive(pid: int) -> bool:
 def remove_dead_temporaries(folder: Path, name: str | None = None) -> list[Path]:
     """Remove the temporary files in ``folder`` (of target ``name``, or of any) that a process of this host left
     when it was killed: those whose writer's pid no longer exists. Says so in one line; returns what it removed."""
-    pattern = f".{name}.pid*.tmp" if name is not None else ".*.pid*.tmp"
+    pattern = f".{glob.escape(name)}.pid*.tmp" if name is not None else ".*.pid*.tmp"
     host = _owner().split("@", 1)[1]
     removed = []
     with contextlib.suppress(OSError):
