@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import importlib
 import logging
 import os
 import re
+import secrets
+import socket
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,15 +87,62 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def _owner() -> str:
+    """``pid<N>@<host>``: who writes a temporary file, so a later run can tell a dead writer's leftovers."""
+    return f"pid{os.getpid()}@{re.sub(r'[^A-Za-z0-9-]+', '-', socket.gethostname()) or 'host'}"
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.pid(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]+)\.[0-9a-f]+\.tmp$")
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary name beside ``path`` that carries the writer's pid and host:
+    ``.<name>.pid<N>@<host>.<random>.tmp`` (see :func:`remove_dead_temporaries`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_owner()}.{secrets.token_hex(4)}.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_dead_temporaries(folder: Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files in ``folder`` (of target ``name``, or of any) that a process of this host left
+    when it was killed: those whose writer's pid no longer exists. Says so in one line; returns what it removed."""
+    pattern = f".{glob.escape(name)}.pid*.tmp" if name is not None else ".*.pid*.tmp"
+    host = _owner().split("@", 1)[1]
+    removed = []
+    with contextlib.suppress(OSError):
+        for candidate in Path(folder).glob(pattern):
+            match = _TEMPORARY.match(candidate.name)
+            if match and match["host"] == host and not pid_alive(int(match["pid"])):
+                with contextlib.suppress(FileNotFoundError):
+                    candidate.unlink()
+                    removed.append(candidate)
+    if removed:
+        log.info(f"removed {len(removed)} leftover temporary file(s) of killed fmprobe processes in {folder}: "
+                 + ", ".join(p.name for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))  # fmt: skip
+    return removed
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = True) -> None:
     """Write ``path`` via ``write(tmp)`` to a temporary file beside it, fsync it and rename it into place.
 
-    A reader sees the old file or the new one, never a half-written one; a failure (or a kill) leaves ``path``
-    as it was and removes the temporary file (a kill leaves only a ``.<name>.*.tmp`` beside it)."""
+    A reader sees the old file or the new one, never a half-written one; a failure removes the temporary file,
+    and a kill leaves only ``.<name>.pid<N>@<host>.<random>.tmp`` beside it, which the next write of ``path``
+    removes once process N is gone."""
     path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    remove_dead_temporaries(path.parent, path.name)
+    tmp = temporary_path(path)
     try:
         write(tmp)
         if fsync:
@@ -116,32 +165,70 @@ def atomic_write_bytes(path: Path, data: bytes, fsync: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(lock_path: Path, wait: bool = True, what: str = "this cache") -> Iterator[None]:
+def exclusive(lock_path: Path, wait: bool = True, what: str = "this cache", remove: bool = False) -> Iterator[None]:
     """Hold ``lock_path`` exclusively; if another process holds it, say who (its pid) and wait, or fail if not
-    ``wait``. ``what`` names the thing the lock protects in those messages."""
+    ``wait``. ``what`` names the thing the lock protects in those messages. ``remove`` deletes the lock file
+    before releasing it (a process that was waiting on it notices and locks the path afresh), so a finished
+    piece of work leaves no lock file behind."""
     lock_path = Path(lock_path)
+    fd = _acquire(lock_path, wait, what)
+    _write_pid(fd, lock_path)  # closes the descriptor (releasing the lock) when it fails
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise CacheError(f"{lock_path}: cannot create lock file ({err.strerror}). Is the folder writable?") from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            if not wait:
-                raise CacheError(
-                    f"{lock_path}: another fmprobe process (pid {holder}) is writing {what}. Wait for it to "
-                    "finish, or stop it; its committed work is kept either way."
-                ) from None
-            log.warning("fmprobe: waiting for pid %s, which is writing %s (%s)", holder, what, lock_path.name)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            if remove:
+                lock_path.unlink(missing_ok=True)
+            else:
+                os.ftruncate(fd, 0)
         os.close(fd)  # closing releases the flock
+
+
+def _acquire(lock_path: Path, wait: bool, what: str) -> int:
+    """An open descriptor of ``lock_path`` holding its flock; retries when the file was removed (or replaced) by
+    its previous holder while this process waited, so two processes never hold two different inodes."""
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise CacheError(f"{lock_path}: cannot create lock file ({err.strerror}). Is the folder writable?") from err
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                if not wait:
+                    raise CacheError(
+                        f"{lock_path}: another fmprobe process (pid {holder}) is writing {what}. Wait for it to "
+                        "finish, or stop it; its committed work is kept either way."
+                    ) from None
+                log.warning("fmprobe: waiting for pid %s, which is writing %s (%s)", holder, what, lock_path.name)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            if _same_file(fd, lock_path):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _write_pid(fd: int, lock_path: Path) -> None:
+    """Record the holder's pid in the lock file (what a waiter's message names)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError as err:
+        os.close(fd)
+        raise CacheError(
+            f"{lock_path}: cannot write the lock file ({os.strerror(err.errno) if err.errno else err}). Free space "
+            "on that disk (or fix the folder's permissions) and run the same command again."
+        ) from None

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fmprobe._io import __version__, atomic_write_text, default_workers, exclusive, slug
+from fmprobe._io import __version__, atomic_write_text, default_workers, exclusive, remove_dead_temporaries, slug
 from fmprobe.backbones import (
     BackboneSpec,
     ImageTransform,
@@ -45,7 +45,7 @@ from fmprobe.backbones import (
 )  # fmt: skip
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import FileSource, ImageSource
-from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError
+from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, WeightsError
 from fmprobe.runtime import (
     ComputeDtype,
     Device,
@@ -321,10 +321,17 @@ def _time_compute_dtype(plan: ExtractionPlan) -> tuple[ExtractionPlan, LoadedBac
 
     best, seconds = timed_choice(plan.dtype_candidates, forward, repeats=1)  # type: ignore[arg-type]
     log.info(f"compute dtype {best} (timed on this CPU: " + ", ".join(f"{d} {t:.2f}s" for d, t in seconds.items()) + " per 2 images)")
-    memo = {**_read_dtype_memo(plan.out), _dtype_memo_key(plan): {"dtype": best, "seconds": seconds}}
-    with contextlib.suppress(OSError):
-        atomic_write_text(_dtype_memo_path(plan.out), json.dumps(memo, indent=1, sort_keys=True), fsync=False)
+    _remember_dtype(plan.out, _dtype_memo_key(plan), {"dtype": best, "seconds": seconds})
     return plan.with_compute_dtype(best), loaded
+
+
+def _remember_dtype(out: Path, key: str, entry: dict[str, object]) -> None:
+    """Add one entry to the memo: read, add and replace under its lock, so concurrent runs of other backbones
+    sharing the folder never drop each other's entries (a dropped entry would be timed again, maybe differently)."""
+    path = _dtype_memo_path(out)
+    with contextlib.suppress(OSError, CacheError), exclusive(path.with_name(path.name + ".lock"), what="the dtype memo", remove=True):
+        memo = {**_read_dtype_memo(out), key: entry}
+        atomic_write_text(path, json.dumps(memo, indent=1, sort_keys=True), fsync=False)
 
 
 # ---- execution: lock, journal, loader, merge ----
@@ -342,32 +349,58 @@ def execute(plan: ExtractionPlan) -> ExtractResult:
     elif plan.dtype_note:
         log.info(f"compute dtype {plan.compute_dtype} ({plan.dtype_note})")
     plan.path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(plan)
     if found := _cache_hit(plan, started):
         return found
-    if plan.options.force and plan.part == (0, 1):
-        plan.path.unlink(missing_ok=True)
-    with exclusive(plan.lock_path):
+    with exclusive(plan.lock_path, remove=True):  # held through the merge: a waiter wakes to a cache hit
         if plan.part == (0, 1) and (found := _cache_hit(plan, started)):
             return found  # another process finished it while we waited
+        if plan.options.force and plan.part == (0, 1):
+            plan.path.unlink(missing_ok=True)
         n_skipped, rate = _extract_part(plan, loaded)
-    plan.lock_path.unlink(missing_ok=True)
-    if _assemble(plan, {"images_per_s": rate * plan.part[1]}):  # measured; `fmprobe study --dry-run` uses it
-        log.info(f"wrote {plan.path}")
+        if _assemble(plan, {"images_per_s": rate * plan.part[1]}):  # measured; `fmprobe study --dry-run` uses it
+            log.info(f"wrote {plan.path}")
     return _result(plan, False, n_skipped, started)
 
 
 def _result(plan: ExtractionPlan, hit: bool, n_skipped: int, started: float) -> ExtractResult:
+    """``n_images`` counts the images with features (those of this part for a shard), ``n_skipped`` the others."""
+    n_extracted = (plan.n_images if hit else plan.n_mine) - n_skipped
     return ExtractResult(
-        plan.path, hit, plan.key, str(plan.compute_dtype), str(plan.device), plan.n_images, n_skipped, time.perf_counter() - started
+        plan.path, hit, plan.key, str(plan.compute_dtype), str(plan.device), n_extracted, n_skipped, time.perf_counter() - started
     )
+
+
+def _remove_leftovers(plan: ExtractionPlan) -> None:
+    """What killed runs left beside this cache: temporary files of dead processes, and (beside a finished
+    feature file) the journals and lock files a kill between the rename and the clean-up left behind. A file
+    whose lock a live process holds is left alone."""
+    remove_dead_temporaries(plan.path.parent, plan.path.name)
+    if plan.options.force or not plan.path.exists():
+        return
+    removed = []
+    journals = sorted(plan.path.parent.glob(plan.path.name + "*.journal"))
+    for path in [*journals, *sorted(plan.path.parent.glob(plan.path.name + "*.lock"))]:
+        lock = path.with_name(path.name + ".lock") if path.suffix == ".journal" else path
+        if not path.exists():
+            continue  # a journal's lock, removed with it
+        with contextlib.suppress(CacheError, FileNotFoundError):
+            with exclusive(lock, wait=False, what="this cache", remove=True):
+                if path != lock and path.exists():
+                    path.unlink()
+                removed.append(path.name)
+    if removed:
+        log.info(f"removed {', '.join(sorted(set(removed)))}: left by a killed run; {plan.path.name} is complete")
 
 
 def _cache_hit(plan: ExtractionPlan, started: float) -> ExtractResult | None:
     if plan.options.force or not plan.path.exists():
         return None
     feature_file = FeatureFile(plan.path, expected_key=plan.key)  # raises if damaged: never served
-    log.info(f"cache hit: {plan.path} ({plan.n_images} images, {plan.compute_dtype}); use --force to recompute")
-    return _result(plan, True, sum(len(feature_file.skipped(s)) for s in feature_file.splits), started)
+    found = _result(plan, True, sum(len(feature_file.skipped(s)) for s in feature_file.splits), started)
+    skipped = f", {found.n_skipped} skipped" if found.n_skipped else ""
+    log.info(f"cache hit: {plan.path} ({found.n_images} images{skipped}, {plan.compute_dtype}); use --force to recompute")
+    return found
 
 
 def _join_process_group() -> None:
@@ -576,15 +609,14 @@ def _worker_init(_: int) -> None:
 
 
 def _open_pixel_cache(pixels: PixelCache | None, whole_run: bool) -> tuple[bool, bool]:
-    """(reading, writing): a complete cache is read; a run that covers every image from the start writes one."""
+    """(reading, writing): a complete cache whose checksums hold is read; a run that covers every image from the
+    start writes one (or rebuilds a damaged one) unless another process is writing it."""
     if pixels is None:
         return False, False
-    if pixels.complete:
-        pixels.open_for_reading()
+    if pixels.complete and pixels.open_for_reading():
         log.info(f"pixel cache: reading decoded images from {pixels.pixels_path}")
         return True, False
-    if whole_run:
-        pixels.open_for_writing()
+    if whole_run and pixels.open_for_writing():
         return False, True
     return False, False
 
@@ -616,8 +648,26 @@ def _run(plan: ExtractionPlan, session: _Session, todo: list[PlannedBatch], pixe
     transform = session.loaded.transform()
     names = list(plan.dataset.splits)
     reading, writing = _open_pixel_cache(pixels, whole_run)
-    workers = 0 if reading else (default_workers() if plan.options.num_workers is None else plan.options.num_workers)  # a memory map: a copy
     rows = _Rows([plan.dataset.splits[n].source for n in names], transform, pixels if reading else None)
+    try:
+        n_skipped, pixel_errors = _stream(plan, session, transform, rows, todo, pixels if writing else None)
+    except BaseException:
+        if writing and pixels is not None:
+            pixels.abandon()
+        raise
+    if writing and pixels is not None:
+        pixels.finish(pixel_errors)
+        log.info(f"pixel cache: wrote {pixels.pixels_path} for later backbones with the same input geometry")
+    return n_skipped
+
+
+def _stream(
+    plan: ExtractionPlan, session: _Session, transform: ImageTransform, rows: _Rows, todo: list[PlannedBatch], pixels: PixelCache | None
+) -> tuple[int, dict[int, str]]:
+    """The loop of :func:`_run`: (images skipped, the pixel cache's failures by global row)."""
+    names = list(plan.dataset.splits)
+    reading = rows.cache is not None  # a memory map: workers would only copy it
+    workers = 0 if reading else (default_workers() if plan.options.num_workers is None else plan.options.num_workers)
     kill_after = _test_kill_after()
     n_skipped = n_kept = n_committed = 0
     pixel_errors: dict[int, str] = {}
@@ -630,20 +680,32 @@ def _run(plan: ExtractionPlan, session: _Session, todo: list[PlannedBatch], pixe
                 "content, and so its cache key: the extraction then starts afresh.)"
             )
         features = _forward(plan, session, transform, pixel_batch, valid)
-        if writing and pixels is not None:
+        _check_finite(plan, features, names[split_index], batch_rows, n_committed)
+        if pixels is not None:
             _keep_pixels(pixels, int(rows.offsets[split_index]), batch_rows, pixel_batch, valid, errors, pixel_errors)
         start = batch_rows[0]
         for reason in errors.values():
-            session.bar.write(f"skipped: {reason.splitlines()[0]}")
+            session.bar.write(f"skipped: {reason.splitlines()[0]}", file=sys.stderr)  # diagnostics never on stdout
         session.journal.append(Batch(names[split_index], start, len(batch_rows), {row - start: r for row, r in errors.items()}, features))
         n_skipped, n_kept, n_committed = n_skipped + len(errors), n_kept + len(batch_rows), n_committed + 1
         session.bar.update(len(batch_rows))
         if kill_after is not None and n_committed >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)  # test-only hook: an exact kill point
-    if writing and pixels is not None:
-        pixels.finish(pixel_errors)
-        log.info(f"pixel cache: wrote {pixels.pixels_path} for later backbones with the same input geometry")
-    return n_skipped
+    return n_skipped, pixel_errors
+
+
+def _check_finite(plan: ExtractionPlan, features: dict[str, np.ndarray], split: str, batch_rows: list[int], n_committed: int) -> None:
+    """NaN/inf features are refused where they are made (damaged weights, an overflowing dtype), not at probe time."""
+    bad = [r for r, values in features.items() if not np.isfinite(values).all()]
+    if not bad:
+        return
+    weights = plan.resolved[0] or "random initialisation"
+    raise WeightsError(
+        f"{plan.backbone} (weights {weights}) produced NaN/inf features (readout {bad[0]}, {split} rows "
+        f"{batch_rows[0]}-{batch_rows[-1]}): the weights file is damaged or holds NaN, or {plan.compute_dtype} "
+        f"overflows. Pass intact weights with --weights, or try --dtype fp32. The {n_committed} batch(es) this run "
+        f"committed before are kept in {plan.journal_path.name}."
+    )
 
 
 def _forward(plan: ExtractionPlan, session: _Session, transform: ImageTransform, pixel_batch, valid) -> dict[str, np.ndarray]:

@@ -119,6 +119,11 @@ class ExtractOptions:
             object.__setattr__(self, name, value)
         if self.batch_size < 1:
             raise FmprobeError(f"--batch-size {self.batch_size}: must be at least 1.")
+        if self.resolution is not None and (isinstance(self.resolution, bool) or int(self.resolution) != self.resolution or self.resolution < 1):
+            raise FmprobeError(
+                f"--resolution {self.resolution}: must be a whole number of pixels, at least 1 (leave it out for the "
+                "backbone's native size)."
+            )
 
 
 @lru_cache(maxsize=1)

