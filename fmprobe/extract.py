@@ -555,6 +555,7 @@ def _pixel_cache(plan: ExtractionPlan) -> PixelCache | None:
     if not plan.options.pixel_cache or plan.part != (0, 1):
         return None
     geometry = {k: v for k, v in plan.preprocess.items() if k not in ("mean", "std")}
+    geometry["image_conversion"] = plan.dataset.image_conversion  # how pixels were decoded (EXIF applied, DICOM window)
     return PixelCache(plan.out / ".pixels" / slug(plan.dataset.name), plan.dataset.content_digest, geometry, plan.n_images, plan.resolution)
 
 

@@ -333,3 +333,17 @@ def test_weights_full_of_nan_stop_at_the_first_batch_naming_the_file(tmp_path: P
         extract(spec, out=tmp_path / "f", weights=weights, **kw)
     assert "efficientnet_lite0_imagenet" in str(info.value)
     assert list((tmp_path / "f").rglob("*.journal")) and not list((tmp_path / "f").rglob("*.h5"))
+
+
+def test_the_pixel_cache_is_keyed_by_how_pixels_were_decoded(small_manifest: Path, tmp_path: Path) -> None:
+    """Decoded pixels depend on the image conversion (EXIF applied, a DICOM window), not only on the geometry:
+    a cache written under one conversion is never read under another."""
+    import dataclasses
+
+    from fmprobe.extract import _pixel_cache
+
+    options = {k: v for k, v in TINY.items() if k != "backbone"}
+    plan = plan_extraction(f"csv:{small_manifest}", TINY["backbone"], out=tmp_path / "f", pixel_cache=True, **options)
+    other = dataclasses.replace(plan, dataset=dataclasses.replace(plan.dataset, image_conversion="dicom-window:test"))
+    assert _pixel_cache(plan).pixels_path != _pixel_cache(other).pixels_path
+    assert _pixel_cache(plan).pixels_path == _pixel_cache(plan).pixels_path
