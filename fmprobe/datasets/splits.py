@@ -6,6 +6,7 @@ When a dataset has a ``group`` column, whole groups are assigned to one split.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -18,6 +19,7 @@ import numpy as np
 
 from fmprobe._io import atomic_write_text, user_cache_dir
 from fmprobe.datasets.base import FileSource, ImageSource, Split
+from fmprobe.datasets.sources import resolved
 from fmprobe.errors import DatasetError
 from fmprobe.tasks import SPLIT_NAMES, SplitName
 
@@ -89,8 +91,7 @@ def load_or_create_split(
     """
     names = SPLIT_NAMES
     if split_file.exists():
-        with split_file.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = _read_split_file(split_file)
         if not rows or set(rows[0]) != {"id", "split"}:
             raise DatasetError(f"{split_file}: not an fmprobe split file (columns id,split). Delete it to re-split.")
         stored = {r["id"]: r["split"] for r in rows}
@@ -109,13 +110,28 @@ def load_or_create_split(
         return np.asarray([names.index(stored[i]) for i in ids], dtype=np.int8)
 
     assignment = grouped_stratified_split(labels, groups, fractions, seed)
-    split_file.parent.mkdir(parents=True, exist_ok=True)
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(["id", "split"])
     writer.writerows([sample_id, names[a]] for sample_id, a in zip(ids, assignment))
-    atomic_write_text(split_file, text.getvalue())
+    try:
+        split_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(split_file, text.getvalue())
+    except OSError as err:
+        raise DatasetError(
+            f"cannot save the drawn split to {split_file} ({err.strerror or err}): the data folder is read-only and "
+            f"so is {split_file.parent}. Make the data folder or {split_file.parent} writable, or set "
+            "FMPROBE_CACHE to a writable folder (the split is saved so that every run sees the same one)."
+        ) from None
     return assignment
+
+
+def _read_split_file(split_file: Path) -> list[dict[str, str]]:
+    try:
+        with split_file.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{split_file}: cannot read the saved split ({err}). Delete it to draw a new split.") from None
 
 
 def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float]) -> Path:
@@ -152,6 +168,48 @@ def assign_splits(
         source = make_source(tuple(paths[i] for i in members))
         splits[name] = Split(name, tuple(ids[i] for i in members), labels[members], source)
     return splits
+
+
+def refuse_duplicates(paths: Sequence[Path], assignment: Sequence[int], row_of: Callable[[int], str], where: str) -> None:
+    """Refuse one image listed twice: the same file under two spellings (``cat/x.png``, ``./cat/x.png``, a
+    symlink) anywhere, or the same bytes in two splits (a copy in train and test is leakage).
+
+    Paths are compared resolved; contents only where file sizes collide across splits, so a typical dataset is
+    stat-ed, not read. Identical bytes within one split are allowed: published datasets contain exact copies,
+    and a copy inside one split does not leak (it weighs that image twice). ``row_of(i)`` names sample ``i``
+    (its manifest line or its file) in the message."""
+    first: dict[Path, int] = {}
+    for index, path in enumerate(paths):
+        key = resolved(path)
+        if (earlier := first.setdefault(key, index)) != index:
+            _refuse_pair(where, "the same file", key, earlier, index, assignment, row_of)
+    by_size: dict[int, list[int]] = defaultdict(list)
+    for index, path in enumerate(first):
+        with contextlib.suppress(OSError):
+            by_size[path.stat().st_size].append(first[path])
+    by_digest: dict[str, int] = {}
+    for members in by_size.values():
+        if len({int(assignment[i]) for i in members}) < 2:
+            continue
+        for index in members:
+            try:
+                digest = hashlib.sha256(resolved(paths[index]).read_bytes()).hexdigest()
+            except OSError:
+                continue  # unreadable: the extraction reports it (or records it skipped)
+            earlier = by_digest.setdefault(digest, index)
+            if earlier != index and assignment[earlier] != assignment[index]:
+                _refuse_pair(where, "identical image bytes", paths[index], earlier, index, assignment, row_of)
+
+
+def _refuse_pair(
+    where: str, what: str, path: Path, earlier: int, index: int, assignment: Sequence[int], row_of: Callable[[int], str]
+) -> None:
+    first, second = SPLIT_NAMES[int(assignment[earlier])], SPLIT_NAMES[int(assignment[index])]
+    placed = f"in {first} and {second}: leakage" if first != second else f"twice in {first}"
+    raise DatasetError(
+        f"{where}: {what} ({path}) as {row_of(earlier)} and {row_of(index)}, {placed}. Each image may appear once: "
+        "remove one of the two."
+    )
 
 
 def empty_split(split_file: Path, name: str) -> str:

@@ -40,7 +40,7 @@ def test_manifest_with_split_column_and_multilabel(tmp_path: Path) -> None:
     [
         (["path", "label", "age"], ["x.png", "a", "3"], r"unknown columns \['age'\]"),
         (["path", "effusion"], ["x.png", "maybe"], "must be 0 or 1"),
-        (["path", "label"], ["x.png", ""], "empty label"),
+        (["path", "label"], ["x.png", ""], "line 2: missing label"),
         (["file", "label"], ["x.png", "a"], "no 'path' column"),
         (["path", "label", "split"], ["x.png", "a", "training"], r"unknown split names \['training'\]"),
     ],
