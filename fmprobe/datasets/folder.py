@@ -38,8 +38,12 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _scan(folder: Path) -> dict[str, list[Path]]:
+    """The image files of each class folder. A dangling or looping symlink is listed too, not dropped: reading
+    it then fails by name (or, with ``--on-error skip``, is recorded as skipped)."""
     return {
-        c.name: sorted(f for f in c.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        c.name: sorted(
+            f for f in c.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and (f.is_file() or f.is_symlink())
+        )
         for c in _subfolders(folder)
     }
 

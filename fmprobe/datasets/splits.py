@@ -6,7 +6,6 @@ When a dataset has a ``group`` column, whole groups are assigned to one split.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import io
@@ -174,31 +173,60 @@ def refuse_duplicates(paths: Sequence[Path], assignment: Sequence[int], row_of: 
     """Refuse one image listed twice: the same file under two spellings (``cat/x.png``, ``./cat/x.png``, a
     symlink) anywhere, or the same bytes in two splits (a copy in train and test is leakage).
 
-    Paths are compared resolved; contents only where file sizes collide across splits, so a typical dataset is
-    stat-ed, not read. Identical bytes within one split are allowed: published datasets contain exact copies,
-    and a copy inside one split does not leak (it weighs that image twice). ``row_of(i)`` names sample ``i``
-    (its manifest line or its file) in the message."""
+    Paths are compared resolved. Contents are compared in narrowing rounds, each only among files still
+    colliding across splits: size, then the first and last 4 KiB, then every byte; so a typical dataset is
+    stat-ed and a few files are read. Identical bytes within one split are allowed: published datasets contain
+    exact copies, and a copy inside one split does not leak (it weighs that image twice). ``row_of(i)`` names
+    sample ``i`` (its manifest line or its file) in the message."""
     first: dict[Path, int] = {}
     for index, path in enumerate(paths):
         key = resolved(path)
         if (earlier := first.setdefault(key, index)) != index:
             _refuse_pair(where, "the same file", key, earlier, index, assignment, row_of)
-    by_size: dict[int, list[int]] = defaultdict(list)
-    for index, path in enumerate(first):
-        with contextlib.suppress(OSError):
-            by_size[path.stat().st_size].append(first[path])
-    by_digest: dict[str, int] = {}
-    for members in by_size.values():
-        if len({int(assignment[i]) for i in members}) < 2:
-            continue
-        for index in members:
-            try:
-                digest = hashlib.sha256(resolved(paths[index]).read_bytes()).hexdigest()
-            except OSError:
-                continue  # unreadable: the extraction reports it (or records it skipped)
-            earlier = by_digest.setdefault(digest, index)
-            if earlier != index and assignment[earlier] != assignment[index]:
-                _refuse_pair(where, "identical image bytes", paths[index], earlier, index, assignment, row_of)
+    candidates = [list(first.values())]
+    for fingerprint in (_size, _ends, _content):
+        candidates = _across_splits(candidates, assignment, lambda i: fingerprint(resolved(paths[i])))  # noqa: B023
+    for members in candidates:
+        placed = {int(assignment[i]): i for i in members}  # one member per split
+        earlier, index = sorted(placed.values())[:2]
+        _refuse_pair(where, "identical image bytes", paths[index], earlier, index, assignment, row_of)
+
+
+def _across_splits(groups: list[list[int]], assignment: Sequence[int], key: Callable[[int], object]) -> list[list[int]]:
+    """Split each group by ``key`` (``None``: unreadable, dropped; extraction reports it) and keep the parts that
+    still span two splits."""
+    kept = []
+    for group in groups:
+        parts: dict[object, list[int]] = defaultdict(list)
+        for index in group:
+            if (value := key(index)) is not None:
+                parts[value].append(index)
+        kept += [part for part in parts.values() if len({int(assignment[i]) for i in part}) > 1]
+    return kept
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _ends(path: Path, span: int = 4096) -> bytes | None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(span)
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - span))
+            return head + fh.read(span)
+    except OSError:
+        return None
+
+
+def _content(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _refuse_pair(

@@ -121,3 +121,14 @@ def test_a_dataset_is_named_by_its_location_not_its_folder_name(tmp_path: Path, 
     assert load_dataset("folder:../siteA/images").name == load_dataset(f"folder:{tmp_path / 'link'}").name == name_a
     assert load_dataset(f"folder:{a}?seed=1").name != name_a  # options are part of the identity
     assert load_dataset(f"folder:{a}?seed=0").name == name_a  # ... with their defaults filled in
+
+
+def test_a_looping_symlink_in_a_class_folder_is_listed_and_fails_by_name(tmp_path: Path) -> None:
+    from fmprobe.errors import ImageError
+
+    root = _tree(tmp_path / "d", {"cat": 10, "dog": 10})
+    (root / "cat" / "loop.png").symlink_to(root / "cat" / "loop.png")
+    ds = load_dataset(f"folder:{root}")  # no traceback while listing, resolving or splitting
+    split = next(s for s in ds.splits.values() if "cat/loop.png" in s.ids)
+    with pytest.raises(ImageError, match="loop.png"):
+        split.source.load(split.ids.index("cat/loop.png"))

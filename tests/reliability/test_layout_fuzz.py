@@ -1,5 +1,5 @@
 """The label/layout fuzzer: random folder trees and CSV manifests (split-folder subsets, class names that look
-like splits, path aliases, copied bytes, label spellings, ordinal options). Every case ends in a dataset whose
+like splits, path aliases, symlinks and symlink loops, copied bytes, label spellings, ordinal options). Every case ends in a dataset whose
 invariants hold or in a DatasetError; never another exception. FMPROBE_FAULT_TRIALS scales the count.
 
 Files hold distinct bytes, not images: loading a dataset lists and stats files, it never decodes them."""
@@ -81,7 +81,7 @@ TOPS = st.one_of(
     tops=TOPS,
     classes=st.lists(st.sampled_from(CLASSES[:6] + CLASSES), min_size=2, max_size=3, unique=True),
     counts=st.lists(st.sampled_from([0, 3, 6, 8, 9]), min_size=16, max_size=16),
-    alias=st.sampled_from(["none", "symlink", "copy"]),
+    alias=st.sampled_from(["none", "symlink", "copy", "loop"]),
     option=st.sampled_from(OPTIONS),
 )
 def test_fuzzed_folder_layouts_load_consistently_or_are_refused(tmp_path_factory, tops, classes, counts, alias, option) -> None:  # noqa: ANN001
@@ -97,7 +97,10 @@ def test_fuzzed_folder_layouts_load_consistently_or_are_refused(tmp_path_factory
             label_of[resolved(files[-1])] = label
     if alias != "none" and len(files) >= 2:
         twin = files[-1].parent / f"twin{next(_counter)}.png"
-        twin.symlink_to(files[0]) if alias == "symlink" else shutil.copyfile(files[0], twin)
+        if alias == "loop":
+            twin.symlink_to(twin)
+        else:
+            twin.symlink_to(files[0]) if alias == "symlink" else shutil.copyfile(files[0], twin)
         label_of.setdefault(resolved(twin), label_of[resolved(files[-1])])  # a copy is labelled by its folder
     root.mkdir(parents=True, exist_ok=True)
     split_layout = any(t.lower() in SPLIT_LIKE for t in tops)
@@ -114,19 +117,23 @@ VOCABULARIES = [["a", "b"], ["none", "mild", "severe"], ["0", "1", "1.0", "00"],
     missing=st.one_of(st.none(), st.none(), st.tuples(st.integers(0, 11), st.sampled_from(["NA", "N/A", "", "nan", "null"]))),
     alias=st.one_of(st.none(), st.tuples(st.integers(0, 11), st.integers(0, 11), st.sampled_from(["./", "sub/../", ""]))),
     with_split=st.booleans(),
+    loop=st.booleans(),
     option=st.sampled_from(OPTIONS),
 )
-def test_fuzzed_manifests_load_consistently_or_are_refused(tmp_path_factory, vocabulary, picks, missing, alias, with_split, option) -> None:  # noqa: ANN001
+def test_fuzzed_manifests_load_consistently_or_are_refused(tmp_path_factory, vocabulary, picks, missing, alias, with_split, loop, option) -> None:  # noqa: ANN001
     root = tmp_path_factory.mktemp("manifest")
     (root / "sub").mkdir()
     rows = [[f"{i}.png", vocabulary[p % len(vocabulary)], ("train", "val", "test")[i % 3]] for i, p in enumerate(picks)]
+    if loop:  # a row whose file is a symlink to itself
+        (root / "loop.png").symlink_to(root / "loop.png")
+        rows.append(["loop.png", vocabulary[0], "test"])
     if missing:
         rows[missing[0]][1] = missing[1]
     if alias:  # row b names row a's file, spelled with a prefix
         rows[alias[1]][0] = alias[2] + rows[alias[0]][0]
     label_of: dict[Path, str] = {}
     for path, label, _ in rows:
-        if not (root / path).exists():
+        if not (root / path).exists() and not (root / path).is_symlink():
             _write(root / path)
         label_of.setdefault(resolved(root / path), label)
     manifest = root / "m.csv"
