@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest
-from fmprobe.datasets.manifest import normalise_label, ordered_classes
-from fmprobe.datasets.sources import ORDER, SEED, TASK, DatasetSource
+from fmprobe.datasets.manifest import ORDER, normalise_label, ordered_classes
+from fmprobe.datasets.sources import SEED, TASK, DatasetSource
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,

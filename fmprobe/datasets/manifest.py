@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.sources import ORDER, SEED, TASK, DatasetSource, resolved
+from fmprobe.datasets.sources import SEED, TASK, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
     group_conflict,
     load_or_create_split,
     refuse_duplicates,
+    resolved,
     split_file_for,
 )
 from fmprobe.errors import DatasetError
@@ -29,6 +30,22 @@ from fmprobe.registry import closest
 from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
+
+
+def parse_order(text: str) -> tuple[str, ...]:
+    """``order=none,mild,severe``: the declared grades of an ordinal task, lowest first."""
+    grades = tuple(g.strip() for g in text.split(","))
+    if len(grades) < 2 or "" in grades or len(set(grades)) != len(grades):
+        raise DatasetError(
+            f"order={text!r}: list every grade once, lowest first, separated by commas (e.g. order=none,mild,severe)."
+        )
+    return grades
+
+
+# The ordinal grades' option of the sources whose labels are words (csv, folder), declared once.
+ORDER = OptionSpec(
+    "order", None, "the grades of task=ordinal, lowest first (needed when the labels are words)", parse_order, form="A,B,C"
+)
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

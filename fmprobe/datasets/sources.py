@@ -16,11 +16,11 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
 
-from fmprobe.datasets.base import Dataset, digest_parts
+from fmprobe.datasets.base import Dataset
 from fmprobe.errors import DatasetError, UnknownNameError
 from fmprobe.registry import Registry
 from fmprobe.tasks import TASK_TYPES
@@ -89,31 +89,9 @@ class OptionSpec:
         return text if self.kind is str else self.kind(text)  # type: ignore[operator]
 
 
-def resolved(path: Path) -> Path:
-    """``path`` made absolute with symlinks followed; a symlink loop (or an unreadable link) keeps the absolute
-    path, so the error comes later, from reading the file, where ``--on-error skip`` can record it."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # Python < 3.13 raises RuntimeError for a symlink loop
-        return path.absolute()
-
-
-def parse_order(text: str) -> tuple[str, ...]:
-    """``order=none,mild,severe``: the declared grades of an ordinal task, lowest first."""
-    grades = tuple(g.strip() for g in text.split(","))
-    if len(grades) < 2 or "" in grades or len(set(grades)) != len(grades):
-        raise DatasetError(
-            f"order={text!r}: list every grade once, lowest first, separated by commas (e.g. order=none,mild,severe)."
-        )
-    return grades
-
-
 # Options several sources share, declared once.
 SEED = OptionSpec("seed", 0, "seed of the drawn split (saved beside the data, so every run sees the same one)", int)
 TASK = OptionSpec("task", None, "task type instead of the inferred one (e.g. ordinal for graded labels)", choices=TASK_TYPES)
-ORDER = OptionSpec(
-    "order", None, "the grades of task=ordinal, lowest first (needed when the labels are words)", parse_order, form="A,B,C"
-)
 
 
 @dataclass(frozen=True)
@@ -183,18 +161,7 @@ class DatasetSource:
             raise DatasetError(
                 f"dataset spec {spec!r}: give the path after '{self.name}:', e.g. {self.example} ({self.description})."
             )
-        path = resolved(Path(argument))  # one location, however it is spelled (relative, through a symlink)
-        dataset = self.loader(path, spec, **options)
-        return replace(dataset, name=self.identity(dataset.name, path, options))
-
-    def identity(self, readable: str, path: Path, options: dict[str, object]) -> str:
-        """The name of a path-based dataset: its readable name plus a short digest of this source, the resolved
-        location and every option's value (defaults included), e.g. ``images-3f2a9c``.
-
-        Two folders both called ``images`` (``siteA/images``, ``siteB/images``) are different datasets and must
-        not share a features folder or a report row; the same data reached through a relative path or a
-        symlink resolves to the same place and keeps one name."""
-        return f"{readable}-{digest_parts(self.name, str(resolved(path)), sorted((k, str(v)) for k, v in options.items()))[:6]}"
+        return self.loader(Path(argument), spec, **options)
 
     def describe(self) -> dict[str, object]:
         """This record as plain data (``describe_sources``, ``fmprobe datasets``)."""

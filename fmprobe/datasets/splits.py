@@ -18,11 +18,19 @@ import numpy as np
 
 from fmprobe._io import atomic_write_text, user_cache_dir
 from fmprobe.datasets.base import FileSource, ImageSource, Split
-from fmprobe.datasets.sources import resolved
 from fmprobe.errors import DatasetError
 from fmprobe.tasks import SPLIT_NAMES, SplitName
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+
+def resolved(path: Path) -> Path:
+    """``path`` made absolute with symlinks followed; a symlink loop (or an unreadable link) keeps the absolute
+    path, so the error comes later, from reading the file, where ``--on-error skip`` can record it."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # Python < 3.13 raises RuntimeError for a symlink loop
+        return path.absolute()
 
 
 def stratum_of(label: np.ndarray) -> str:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.folder import SPLIT_LIKE
 from fmprobe.datasets.manifest import normalise_label
-from fmprobe.datasets.sources import resolved
+from fmprobe.datasets.splits import resolved
 from fmprobe.errors import DatasetError
 from reliability.faults import TRIALS
 
