@@ -55,7 +55,8 @@ def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
     dataset = record.load(argument, spec, options)
     if record.takes_path:
         parsed = record.read_options(spec, options)
-        dataset = replace(dataset, name=dataset_identity(dataset.name, source, Path(argument), parsed))
+        own = {o.name: parsed[o.name] for o in record.options}  # the source's own options: they shape the data
+        dataset = replace(dataset, name=dataset_identity(dataset.name, source, Path(argument), own))
     if max_images_per_split:
         splits = {k: subset_split(v, max_images_per_split) for k, v in dataset.splits.items()}
         dataset = replace(
