@@ -15,12 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.sources import SEED, TASK, DatasetSource
+from fmprobe.datasets.sources import SEED, TASK, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
     group_conflict,
     load_or_create_split,
+    refuse_duplicates,
+    resolved,
     split_file_for,
 )
 from fmprobe.errors import DatasetError
@@ -28,6 +30,22 @@ from fmprobe.registry import closest
 from fmprobe.tasks import SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
+
+
+def parse_order(text: str) -> tuple[str, ...]:
+    """``order=none,mild,severe``: the declared grades of an ordinal task, lowest first."""
+    grades = tuple(g.strip() for g in text.split(","))
+    if len(grades) < 2 or "" in grades or len(set(grades)) != len(grades):
+        raise DatasetError(
+            f"order={text!r}: list every grade once, lowest first, separated by commas (e.g. order=none,mild,severe)."
+        )
+    return grades
+
+
+# The ordinal grades' option of the sources whose labels are words (csv, folder), declared once.
+ORDER = OptionSpec(
+    "order", None, "the grades of task=ordinal, lowest first (needed when the labels are words)", parse_order, form="A,B,C"
+)
 
 
 def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -85,6 +103,11 @@ def _parse_multilabel(path: Path, rows: list[dict[str, str]], label_columns: lis
     for r, row in enumerate(rows):
         for c, column in enumerate(label_columns):
             value = row[column]
+            if value.lower() in MISSING_LABELS:
+                raise DatasetError(
+                    f"{path}, line {r + 2}: missing value ({value!r}) in label column {column!r}. Give 0 or 1, or "
+                    "drop the row."
+                )
             if value not in values:
                 raise DatasetError(
                     f"{path}, line {r + 2}: label column {column!r} has value {value!r}; multi-label columns must "
@@ -95,16 +118,56 @@ def _parse_multilabel(path: Path, rows: list[dict[str, str]], label_columns: lis
     return labels
 
 
-def _class_order(names: set[str]) -> list[str]:
-    """Numeric labels sort as numbers (so ordinal grades keep their order), others alphabetically."""
+MISSING_LABELS = ("", "na", "n/a", "nan", "null")  # spellings of "no label" (compared lower-case)
+
+
+def normalise_label(text: str) -> str:
+    """One spelling per class: numbers are read as numbers (``1``, ``1.0`` and ``01`` are the class ``1``;
+    ``2.50`` is ``2.5``), everything else is kept as written."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not np.isfinite(value):
+        return text
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def ordered_classes(where: str, names: set[str], task: TaskType | None, order: tuple[str, ...] | None) -> list[str]:
+    """The class names in label order: the declared ``order`` (checked against the labels found), else numbers
+    as numbers (ordinal grades keep their order) and words alphabetically.
+
+    Word grades of an ordinal task have no order fmprobe could know (``none, mild, severe`` sorts as
+    ``mild < none < severe``), so they need ``?order=``."""
+    if order is not None:
+        if task != "ordinal":
+            raise DatasetError(f"{where}: order= declares the grades of an ordinal task; add task=ordinal or drop order=.")
+        grades = [normalise_label(g) for g in order]
+        missing, extra = sorted(names - set(grades)), [g for g in grades if g not in names]
+        if missing or extra:
+            raise DatasetError(
+                f"{where}: order={','.join(order)} does not match the labels found ({', '.join(sorted(names))}): "
+                + "; ".join(p for p in (f"missing {missing}" if missing else "", f"not found {extra}" if extra else "") if p)
+                + ". List every label once, lowest first."
+            )
+        return grades
     try:
         return sorted(names, key=lambda n: float(n))
     except ValueError:
+        if task == "ordinal":
+            raise DatasetError(
+                f"{where}: task=ordinal with word labels ({', '.join(sorted(names))}) needs their order; fmprobe "
+                "will not sort grades alphabetically. Add order=A,B,C to the spec listing every label, lowest first "
+                "(e.g. ?task=ordinal&order=none,mild,severe)."
+            ) from None
         return sorted(names)
 
 
-def _single_label(path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    """A ``label`` column: one class name per row, in the declared ``classes`` order or :func:`_class_order`."""
+def _single_label(
+    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None,
+    task: TaskType | None, order: tuple[str, ...] | None,
+) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    """A ``label`` column: one class name per row, in the declared ``classes`` order or :func:`ordered_classes`."""
     unknown = [h for h in header if h not in RESERVED + ("label",)]
     if unknown:
         raise DatasetError(
@@ -113,28 +176,34 @@ def _single_label(path: Path, rows: list[dict[str, str]], header: list[str], cla
             "for a multi-label task."
         )
     for line, row in enumerate(rows, start=2):
-        if row["label"] == "" or row["label"].lower() == "nan":
-            raise DatasetError(f"{path}, line {line}: empty label for {row['path']!r}. Label it or remove the row.")
-    values = {row["label"] for row in rows}
+        if row["label"].lower() in MISSING_LABELS:
+            raise DatasetError(
+                f"{path}, line {line}: missing label ({row['label']!r}) for {row['path']!r}; "
+                f"{', '.join(repr(m) for m in MISSING_LABELS)} mean 'no label'. Give the label or drop the row."
+            )
+    given = [normalise_label(row["label"]) for row in rows]
+    values = set(given)
     if classes is not None:
         unknown_labels = sorted(values - set(classes))
         if unknown_labels:
             raise DatasetError(f"{path}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}.")
         class_names = list(classes)
     else:
-        class_names = _class_order(values)
+        class_names = ordered_classes(str(path), values, task, order)
     if len(class_names) < 2:
         raise DatasetError(f"{path}: only one class ({class_names}); a classifier needs at least two.")
-    return np.asarray([class_names.index(row["label"]) for row in rows], dtype=np.int64), class_names
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.asarray([index[label] for label in given], dtype=np.int64), class_names
 
 
 def _labels(
-    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None, task: TaskType | None
-) -> tuple[np.ndarray, list[str], TaskType]:
+    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None, task: TaskType | None,
+    order: tuple[str, ...] | None = None,
+) -> tuple[np.ndarray, list[str], TaskType]:  # fmt: skip
     """(labels, class names, task type) from either a ``label`` column or 0/1 columns (multi-label)."""
     inferred: TaskType
     if "label" in header:
-        labels, class_names = _single_label(path, rows, header, classes)
+        labels, class_names = _single_label(path, rows, header, classes, task, order)
         inferred = "binary" if len(class_names) == 2 else "multiclass"
     else:
         label_columns = [h for h in header if h not in RESERVED]
@@ -180,17 +249,19 @@ def load_manifest(
     seed: int = 0,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     classes: list[str] | None = None,
+    order: tuple[str, ...] | None = None,
 ) -> Dataset:
-    """Load a CSV manifest; ``classes`` (optional) declares the allowed labels and their order."""
+    """Load a CSV manifest; ``classes`` (optional) declares the allowed labels and their order, ``order`` the
+    grades of an ordinal task."""
     header, rows = read_csv_rows(path)
     if "path" not in header:
         raise DatasetError(f"{path}: no 'path' column (found {header}). The first column should be 'path'.")
     if not rows:
         raise DatasetError(f"{path}: the manifest has a header but no rows.")
     root = path.parent
-    labels, class_names, task = _labels(path, rows, header, classes, task)
+    labels, class_names, task = _labels(path, rows, header, classes, task, order)
     ids = _sample_ids(path, rows)
-    paths = [(root / row["path"]).resolve() for row in rows]
+    paths = [resolved(root / row["path"]) for row in rows]
     groups = [row["group"] for row in rows] if "group" in header else None
     assignment, split_note = _assignment(path, rows, header, ids, labels, groups, seed, fractions)
     if groups is not None and (conflict := group_conflict(groups, assignment)):
@@ -199,6 +270,7 @@ def load_manifest(
             f"{path}: group {groups[at]!r} appears in both {first} and {second}; one patient "
             "in two splits leaks information. Fix the 'split' column, or remove it to let fmprobe split by group."
         )
+    refuse_duplicates(paths, assignment, lambda i: f"line {i + 2} ({rows[i]['path']!r})", str(path))
     splits = assign_splits(
         ids, labels, paths, assignment, lambda name: f"{path}: the {name} split is empty; every split needs samples."
     )
@@ -232,6 +304,6 @@ SOURCE = DatasetSource(
     takes_path=True,
     example="csv:data/manifest.csv",
     description="a CSV manifest: path, label (or 0/1 columns), optional split, group (patient) and id",
-    options=(TASK, SEED),
+    options=(TASK, SEED, ORDER),
     suffixes=(".csv",),
 )

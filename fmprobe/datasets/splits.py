@@ -24,6 +24,15 @@ from fmprobe.tasks import SPLIT_NAMES, SplitName
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
 
 
+def resolved(path: Path) -> Path:
+    """``path`` made absolute with symlinks followed; a symlink loop (or an unreadable link) keeps the absolute
+    path, so the error comes later, from reading the file, where ``--on-error skip`` can record it."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # Python < 3.13 raises RuntimeError for a symlink loop
+        return path.absolute()
+
+
 def stratum_of(label: np.ndarray) -> str:
     """The stratification key of one label (multi-label rows stratify on their positive set)."""
     if np.ndim(label) == 0:
@@ -89,8 +98,7 @@ def load_or_create_split(
     """
     names = SPLIT_NAMES
     if split_file.exists():
-        with split_file.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        rows = _read_split_file(split_file)
         if not rows or set(rows[0]) != {"id", "split"}:
             raise DatasetError(f"{split_file}: not an fmprobe split file (columns id,split). Delete it to re-split.")
         stored = {r["id"]: r["split"] for r in rows}
@@ -109,13 +117,28 @@ def load_or_create_split(
         return np.asarray([names.index(stored[i]) for i in ids], dtype=np.int8)
 
     assignment = grouped_stratified_split(labels, groups, fractions, seed)
-    split_file.parent.mkdir(parents=True, exist_ok=True)
     text = io.StringIO(newline="")
     writer = csv.writer(text)
     writer.writerow(["id", "split"])
     writer.writerows([sample_id, names[a]] for sample_id, a in zip(ids, assignment))
-    atomic_write_text(split_file, text.getvalue())
+    try:
+        split_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(split_file, text.getvalue())
+    except OSError as err:
+        raise DatasetError(
+            f"cannot save the drawn split to {split_file} ({err.strerror or err}): the data folder is read-only and "
+            f"so is {split_file.parent}. Make the data folder or {split_file.parent} writable, or set "
+            "FMPROBE_CACHE to a writable folder (the split is saved so that every run sees the same one)."
+        ) from None
     return assignment
+
+
+def _read_split_file(split_file: Path) -> list[dict[str, str]]:
+    try:
+        with split_file.open(newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{split_file}: cannot read the saved split ({err}). Delete it to draw a new split.") from None
 
 
 def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float]) -> Path:
@@ -152,6 +175,77 @@ def assign_splits(
         source = make_source(tuple(paths[i] for i in members))
         splits[name] = Split(name, tuple(ids[i] for i in members), labels[members], source)
     return splits
+
+
+def refuse_duplicates(paths: Sequence[Path], assignment: Sequence[int], row_of: Callable[[int], str], where: str) -> None:
+    """Refuse one image listed twice: the same file under two spellings (``cat/x.png``, ``./cat/x.png``, a
+    symlink) anywhere, or the same bytes in two splits (a copy in train and test is leakage).
+
+    Paths are compared resolved. Contents are compared in narrowing rounds, each only among files still
+    colliding across splits: size, then the first and last 4 KiB, then every byte; so a typical dataset is
+    stat-ed and a few files are read. Identical bytes within one split are allowed: published datasets contain
+    exact copies, and a copy inside one split does not leak (it weighs that image twice). ``row_of(i)`` names
+    sample ``i`` (its manifest line or its file) in the message."""
+    first: dict[Path, int] = {}
+    for index, path in enumerate(paths):
+        key = resolved(path)
+        if (earlier := first.setdefault(key, index)) != index:
+            _refuse_pair(where, "the same file", key, earlier, index, assignment, row_of)
+    candidates = [list(first.values())]
+    for fingerprint in (_size, _ends, _content):
+        candidates = _across_splits(candidates, assignment, lambda i: fingerprint(resolved(paths[i])))  # noqa: B023
+    for members in candidates:
+        placed = {int(assignment[i]): i for i in members}  # one member per split
+        earlier, index = sorted(placed.values())[:2]
+        _refuse_pair(where, "identical image bytes", paths[index], earlier, index, assignment, row_of)
+
+
+def _across_splits(groups: list[list[int]], assignment: Sequence[int], key: Callable[[int], object]) -> list[list[int]]:
+    """Split each group by ``key`` (``None``: unreadable, dropped; extraction reports it) and keep the parts that
+    still span two splits."""
+    kept = []
+    for group in groups:
+        parts: dict[object, list[int]] = defaultdict(list)
+        for index in group:
+            if (value := key(index)) is not None:
+                parts[value].append(index)
+        kept += [part for part in parts.values() if len({int(assignment[i]) for i in part}) > 1]
+    return kept
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _ends(path: Path, span: int = 4096) -> bytes | None:
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(span)
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - span))
+            return head + fh.read(span)
+    except OSError:
+        return None
+
+
+def _content(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _refuse_pair(
+    where: str, what: str, path: Path, earlier: int, index: int, assignment: Sequence[int], row_of: Callable[[int], str]
+) -> None:
+    first, second = SPLIT_NAMES[int(assignment[earlier])], SPLIT_NAMES[int(assignment[index])]
+    placed = f"in {first} and {second}: leakage" if first != second else f"twice in {first}"
+    raise DatasetError(
+        f"{where}: {what} ({path}) as {row_of(earlier)} and {row_of(index)}, {placed}. Each image may appear once: "
+        "remove one of the two."
+    )
 
 
 def empty_split(split_file: Path, name: str) -> str:

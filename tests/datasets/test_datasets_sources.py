@@ -181,3 +181,21 @@ def test_fmprobe_datasets_prints_every_source_and_option() -> None:
         assert any(line.startswith(f"{row['name']} ") and str(row["example"]) in line for line in lines)
     assert any(line.split()[:3] == ["chexpert", "frontal=1|0", "0"] for line in lines)
     assert any(line.split()[:3] == ["isic2019", "grouping=lesion|none", "lesion"] for line in lines)
+
+
+def test_a_path_source_names_its_dataset_by_location_and_options(tmp_path: Path, tiny_source: DatasetSource) -> None:
+    def load_at(path: Path, spec: str, size: int = 4) -> Dataset:
+        return load_tiny(str(path), spec, size)
+
+    option = OptionSpec("size", 4, "images per split", int)
+    SOURCES.add(DatasetSource("tinypath", load_at, True, "tinypath:x?size=6", "tiny images at a path", (option,)))
+    try:
+        for site in ("siteA", "siteB"):
+            (tmp_path / site / "images").mkdir(parents=True)
+        a, b = (load_dataset(f"tinypath:{tmp_path / s / 'images'}").name for s in ("siteA", "siteB"))
+        assert a != b and a.startswith("tiny-") and len(a) == len("tiny-") + 6
+        assert load_dataset(f"tinypath:{tmp_path / 'siteB' / '..' / 'siteA' / 'images'}?size=4").name == a
+        assert load_dataset(f"tinypath:{tmp_path / 'siteA' / 'images'}?size=6").name != a
+    finally:
+        SOURCES.remove("tinypath")
+    assert load_dataset("tiny").name == "tiny"  # a source without a path keeps its name

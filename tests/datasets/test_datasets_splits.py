@@ -70,3 +70,27 @@ def test_group_conflict_finds_the_first_group_in_two_splits() -> None:
     assert group_conflict(["p1", "p1", "p2", "p3"], [0, 0, 1, 2]) is None
     assert group_conflict(["p1", "p2", "p2", "p1"], [0, 1, 1, 2]) == (3, "train", "test")
     assert group_conflict(["p1", "p2", "p2"], np.array([0, 1, 0], dtype=np.int8)) == (2, "val", "train")
+
+
+def test_a_split_that_cannot_be_saved_anywhere_is_a_named_error(small_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fmprobe.datasets import splits
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("FMPROBE_CACHE", str(blocker / "cache"))  # mkdir under a file fails, even as root
+    monkeypatch.setattr(splits.os, "access", lambda path, mode: False)  # the data folder is read-only
+    with pytest.raises(DatasetError, match=r"cannot save the drawn split to .*not-a-folder/cache/splits/.*set FMPROBE_CACHE"):
+        load_dataset(f"csv:{small_manifest}")
+
+
+def test_refuse_duplicates_allows_a_copy_inside_one_split(tmp_path: Path) -> None:
+    from fmprobe.datasets.splits import refuse_duplicates
+
+    for name, content in (("a", b"x" * 10), ("b", b"x" * 10), ("c", b"y" * 10)):
+        (tmp_path / name).write_bytes(content)
+    paths = [tmp_path / n for n in "abc"]
+    refuse_duplicates(paths, [0, 0, 2], str, "here")  # a and b are one split: allowed; c differs
+    with pytest.raises(DatasetError, match=r"here: identical image bytes .* in train and val: leakage"):
+        refuse_duplicates(paths, [0, 1, 2], lambda i: f"row {i}", "here")
+    with pytest.raises(DatasetError, match=r"the same file .* as row 0 and row 1, twice in train"):
+        refuse_duplicates([paths[0], tmp_path / "." / "a"], [0, 0], lambda i: f"row {i}", "here")
