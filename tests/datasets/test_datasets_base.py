@@ -125,7 +125,7 @@ def test_verify_content_notices_pixels_swapped_with_size_and_mtime_kept(tmp_path
     for label in ("a", "b"):
         (tmp_path / "data" / label).mkdir(parents=True)
         for i in range(10):  # BMP is uncompressed: other pixels, same size in bytes
-            Image.new("RGB", (8, 8), (20 * i, 0, 0)).save(tmp_path / "data" / label / f"{i}.bmp")
+            Image.new("RGB", (8, 8), (20 * i, 100 * (label == "b"), 0)).save(tmp_path / "data" / label / f"{i}.bmp")
     spec = f"folder:{tmp_path / 'data'}"
     fast, verified = load_dataset(spec).content_digest, load_dataset(spec + "?verify_content=1").content_digest
     victim = tmp_path / "data" / "a" / "0.bmp"
