@@ -134,14 +134,26 @@ def remove_dead_temporaries(folder: Path, name: str | None = None) -> list[Path]
     return removed
 
 
+_SWEPT: set[str] = set()  # folders this process already cleared of dead writers' temporaries
+
+
+def _sweep_once(folder: Path) -> None:
+    """:func:`remove_dead_temporaries` of ``folder`` the first time this process writes there: a folder of 10k
+    prediction files is then listed once per run, not once per write."""
+    key = os.path.abspath(folder)
+    if key not in _SWEPT:
+        _SWEPT.add(key)
+        remove_dead_temporaries(folder)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = True) -> None:
     """Write ``path`` via ``write(tmp)`` to a temporary file beside it, fsync it and rename it into place.
 
     A reader sees the old file or the new one, never a half-written one; a failure removes the temporary file,
-    and a kill leaves only ``.<name>.pid<N>@<host>.<random>.tmp`` beside it, which the next write of ``path``
-    removes once process N is gone."""
+    and a kill leaves only ``.<name>.pid<N>@<host>.<random>.tmp`` beside it, which the first write into that
+    folder of a later process removes once process N is gone."""
     path = Path(path)
-    remove_dead_temporaries(path.parent, path.name)
+    _sweep_once(path.parent)
     tmp = temporary_path(path)
     try:
         write(tmp)
