@@ -30,11 +30,8 @@ BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Backbone nam
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (safetensors or a torch state dict) instead of the hub.")]
 ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", help="Input size in pixels (default: the backbone's native size).")]
 ReadoutsOpt = Annotated[Optional[str], typer.Option("--readouts", help="Comma-separated readouts (default: the backbone's).")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: auto (bf16 where the hardware runs it natively), fp32, bf16, fp16.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Cache folder for feature files.")]
-OnErrorOpt = Annotated[str, typer.Option("--on-error", help="fail: stop at the first bad image; skip: record it and go on.")]
+# A string, not an enum, so that cuda:N passes; the library checks it (runtime.check_device_name) before any work.
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=f"{', '.join(d.value for d in fmprobe.Device)} or cuda:N (default: auto; under torchrun each rank takes its local GPU).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if the cache has this result.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 
@@ -54,7 +51,7 @@ def extract(
     resolution: ResolutionOpt = None,
     readouts: ReadoutsOpt = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help=f"Images per forward pass (default: {_EXTRACT.batch_size}).")] = None,
-    device: Annotated[Optional[str], typer.Option("--device", help=f"{', '.join(d.value for d in fmprobe.Device)} or cuda:N (default: {_EXTRACT.device}).")] = None,
+    device: DeviceOpt = None,
     dtype: Annotated[Optional[fmprobe.ComputeDtype], typer.Option("--dtype", help=f"Compute dtype; auto: bf16 where the hardware runs it natively (default: {_EXTRACT.dtype}).")] = None,
     feature_dtype: Annotated[Optional[fmprobe.FeatureDtype], typer.Option("--feature-dtype", help=f"Storage dtype (default: {_EXTRACT.feature_dtype}).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help=f"Cache folder for feature files (default: {_EXTRACT.out}).")] = None,
@@ -241,7 +238,7 @@ def finetune(
     grad_checkpointing: Annotated[Optional[bool], typer.Option("--grad-checkpointing", help="Trade compute for memory when the backbone trains.", show_default=_recipe_default("grad_checkpointing"))] = None,
     head: Annotated[Optional[fmprobe.Head], typer.Option("--head", help="attention setting: small (random attention pool) or deit (DeiT-B-initialised block).", show_default=_recipe_default("head"))] = None,
     head_weights: Annotated[Optional[Path], typer.Option("--head-weights", help="DeiT-B checkpoint for --head deit (default: the published one).")] = None,
-    device: Annotated[Optional[fmprobe.Device], typer.Option("--device", help="Where to train (under torchrun each rank takes its local GPU).", show_default=_recipe_default("device"))] = None,
+    device: DeviceOpt = None,
     dtype: Annotated[Optional[fmprobe.ComputeDtype], typer.Option("--dtype", help="Compute dtype (auto: bf16 where the hardware runs it natively).", show_default=_recipe_default("dtype"))] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the head, data order, augmentation and dropout.", show_default=_recipe_default("seed"))] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder: rows go to OUT/results, checkpoints and logs to OUT/finetune.", show_default=_recipe_default("out"))] = None,

@@ -14,7 +14,7 @@ from typing import Any
 
 from fmprobe.finetune.recipe import FinetuneError, Recipe
 from fmprobe.metrics import N_BOOTSTRAP
-from fmprobe.runtime import ComputeDtype, Device
+from fmprobe.runtime import ComputeDtype, Device, check_device_name
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class RunOptions:
             raise FinetuneError(
                 f"--dtype {self.dtype!r}: use one of {', '.join(d.value for d in ComputeDtype)}."
             ) from None
-        if self.device in {d.value for d in Device}:
-            object.__setattr__(self, "device", Device(self.device))
+        device = check_device_name(self.device)  # auto, cpu, cuda or cuda:N; anything else is refused here
+        object.__setattr__(self, "device", Device(device) if device in {d.value for d in Device} else device)
         checks = [
             (self.workers is None or self.workers >= 0, f"--workers {self.workers}: must be >= 0."),
             (self.n_resamples >= 0, f"--bootstrap {self.n_resamples}: must be >= 0."),

@@ -63,3 +63,12 @@ def test_records_import_without_torch() -> None:
 
     code = "import sys, fmprobe.finetune as f; f.Recipe(); f.RunOptions(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_run_options_take_cuda_n_and_refuse_unknown_devices() -> None:
+    from fmprobe.errors import FmprobeError
+    from fmprobe.finetune import RunOptions
+
+    assert RunOptions(device="cuda:1").device == "cuda:1" and RunOptions().device == "auto"
+    with pytest.raises(FmprobeError, match="--device 'gpu': use auto, cpu, cuda or cuda:N"):
+        RunOptions(device="gpu")
