@@ -31,7 +31,12 @@ from reliability.faults import ROOT, TRIALS, assert_same_file
 
 BACKBONE = "efficientnet_lite0_imagenet:random"
 KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False)  # fixed dtype: files are compared across folders
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _env(**extra: str) -> dict[str, str]:
+    """The child's environment, read when the child starts: after conftest pointed FMPROBE_DATA and FMPROBE_CACHE at
+    the session's temporary folder (built at import, children wrote demo data into the checkout's ./data)."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
@@ -50,11 +55,11 @@ def test_kill9_at_random_points_then_complete_is_identical(tmp_path: Path) -> No
     points = [rng.randint(1, max(1, (n_batches - 1) // TRIALS)) for _ in range(TRIALS - 1)]
     points.append(n_batches - sum(points))  # every remaining batch committed, the feature file not yet written
     for after in points:
-        killed = subprocess.run(_cli(out), cwd=ROOT, env={**ENV, TEST_KILL_AFTER_BATCHES: str(after)}, capture_output=True, text=True)
+        killed = subprocess.run(_cli(out), cwd=ROOT, env=_env(**{TEST_KILL_AFTER_BATCHES: str(after)}), capture_output=True, text=True)
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert not list(out.rglob("*.h5")), "a kill before the merge leaves no feature file"
-    final = subprocess.run(_cli(out), cwd=ROOT, env=ENV, capture_output=True, text=True)
-    clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    final = subprocess.run(_cli(out), cwd=ROOT, env=_env(), capture_output=True, text=True)
+    clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert final.returncode == 0 and clean.returncode == 0, final.stderr + clean.stderr
     assert f"{dataset.num_images}/{dataset.num_images} images already extracted" in final.stderr
     assert_same_file(Path(final.stdout.strip()), Path(clean.stdout.strip()))
@@ -100,14 +105,14 @@ def test_corrupted_cache_is_detected_named_and_never_served(finished: Path, tmp_
 
 def test_concurrent_writers_are_serialised_by_the_lock(tmp_path: Path) -> None:
     out = tmp_path / "f"
-    procs = [subprocess.Popen(_cli(out), cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen(_cli(out), cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     paths = {o[0].strip() for o in outputs}
     assert len(paths) == 1
     logs = "".join(o[1] for o in outputs)
     assert "cache hit" in logs or "waiting for pid" in logs  # the second waited or found the first's work
-    clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=ENV, capture_output=True, text=True)
+    clean = subprocess.run(_cli(tmp_path / "clean"), cwd=ROOT, env=_env(), capture_output=True, text=True)
     assert_same_file(Path(paths.pop()), Path(clean.stdout.strip()))
 
 
