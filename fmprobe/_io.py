@@ -166,6 +166,25 @@ def atomic_write(path: Path, write: Callable[[Path], None], fsync: bool = True) 
         raise
 
 
+def prove_writable(folder: Path) -> Path:
+    """Create ``folder`` if needed and write, fsync and remove a small file in it; raises the ``OSError``.
+
+    A real write, flushed: permission bits say nothing to root, a read-only mount shows only on writing and a full
+    disk often only on the flush. Callers turn the error into their layer's message (``--out`` cache folder,
+    results, report) before any work whose output would be lost. The file is pid-named like every temporary."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = temporary_path(folder / ".fmprobe-write-test")
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, b"fmprobe write test\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+    return folder
+
+
 def atomic_write_text(path: Path, text: str, fsync: bool = True) -> None:
     """:func:`atomic_write` of a UTF-8 text file."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)

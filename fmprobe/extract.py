@@ -20,7 +20,6 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
@@ -32,7 +31,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from fmprobe._io import __version__, atomic_write_text, default_workers, exclusive, remove_dead_temporaries, slug
+from fmprobe._io import (
+    __version__,
+    atomic_write_text,
+    default_workers,
+    exclusive,
+    prove_writable,
+    remove_dead_temporaries,
+    slug,
+)
 from fmprobe.backbones import (
     BackboneSpec,
     ImageTransform,
@@ -272,17 +279,17 @@ def _choose_compute_dtype(plan: ExtractionPlan) -> ExtractionPlan:
 
 
 def check_output_folder(folder: Path) -> None:
-    """Fail before any work if the cache folder cannot be written."""
+    """Fail before any work if the cache folder cannot be written (a real, flushed write)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CacheError(f"cannot create output folder {folder} ({err.strerror}). Choose another with --out.") from None
-    try:  # a real write: permission bits say nothing to root, and a read-only mount only shows on writing
-        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".fmprobe-write-test-")
-        probe.close()
+    try:
+        prove_writable(folder)
     except OSError as err:
         raise CacheError(
-            f"output folder {folder} is not writable ({err.strerror}). Fix its permissions or choose another with --out."
+            f"output folder {folder} is not writable ({err.strerror}). Fix its permissions, free space, or choose "
+            "another with --out."
         ) from None
 
 

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from fmprobe._io import atomic_write, exclusive
+from fmprobe._io import atomic_write, exclusive, prove_writable
 from fmprobe.errors import ResultsError
 from fmprobe.tasks import TASK_TYPES
 
@@ -568,22 +567,10 @@ def writing_into(folder: PathLike, what: str = "results folder") -> Iterator[Non
 
 
 def check_writable(folder: PathLike, what: str = "results folder") -> Path:
-    """Create ``folder`` if needed and prove it takes a file, before any work whose output would be lost.
-
-    A real write, flushed to disk: permission bits say nothing to root, a read-only mount shows only on writing,
-    and a full disk often only when the data is flushed. Returns the folder; raises :class:`ResultsError`.
-    """
-    d = Path(folder)
-    with writing_into(d, what):
-        d.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=d, prefix=".fmprobe-write-test.", suffix=".tmp")
-        try:
-            os.write(fd, b"fmprobe write test\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            os.unlink(name)
-    return d
+    """Prove ``folder`` takes a flushed file (:func:`fmprobe._io.prove_writable`) before any work whose output
+    would be lost; raises :class:`ResultsError` naming the folder and the fix."""
+    with writing_into(Path(folder), what):
+        return prove_writable(Path(folder))
 
 
 def _relative_predictions(df: pd.DataFrame, results_dir: Path) -> pd.DataFrame:

@@ -166,9 +166,9 @@ def test_the_cli_starts_without_the_heavy_stack() -> None:
 
 def test_an_unwritable_out_fails_before_any_fit(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import errno
-    import tempfile
 
     import fmprobe.probing.run as run
+    import fmprobe.results as results
 
     features = synthetic_features(tmp_path / "toy.h5")
 
@@ -178,7 +178,7 @@ def test_an_unwritable_out_fails_before_any_fit(tmp_path: Path, monkeypatch) -> 
     def no_fit(*_args: object) -> int:
         raise AssertionError("a cell was fitted before the results folder was checked")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(results, "prove_writable", read_only)  # what a read-only mount does to the test write
     monkeypatch.setattr(run, "_run_cell", no_fit)
     with pytest.raises(FmprobeError, match=r"results folder .*/r .*read-only.*--out"):
         probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)

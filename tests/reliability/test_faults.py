@@ -163,12 +163,12 @@ def test_real_enospc_from_the_os_becomes_a_named_error(tmp_path: Path, monkeypat
 
 
 def test_read_only_output_folder_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tempfile as tempfile_module
+    import fmprobe.extract as extract_module
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(tempfile_module, "NamedTemporaryFile", read_only)
+    monkeypatch.setattr(extract_module, "prove_writable", read_only)  # what a read-only mount does to the test write
     started = time.perf_counter()
     with pytest.raises(CacheError, match=r"not writable \(Read-only file system\).*--out"):
         extract_features("demo:10", BACKBONE, out=tmp_path, **KW)

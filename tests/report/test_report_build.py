@@ -138,7 +138,7 @@ def test_a_full_disk_mid_report_is_a_named_error_and_leaves_no_partial_file(stud
     def read_only(*_args: object, **_kwargs: object) -> None:
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr("tempfile.mkstemp", read_only)  # checked before the bootstrap runs
+    monkeypatch.setattr("fmprobe.results.prove_writable", read_only)  # a read-only mount; checked before the bootstrap
     monkeypatch.setattr("fmprobe.report.build.headline", lambda *a: pytest.fail("computed before the check"))
     with pytest.raises(ResultsError, match=r"read-only.*--out"):
         write_report(study, tmp_path / "ro", n_resamples=20)
