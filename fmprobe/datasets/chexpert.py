@@ -45,7 +45,7 @@ from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import MISSING
+from fmprobe.tasks import MISSING, TEST, TRAIN, VAL
 
 OBSERVATIONS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -193,9 +193,9 @@ def load_chexpert(
     splits = assign_splits(
         train.ids, train.labels(uncertain), t_paths, carve,
         lambda name: f"{split_file}: the {name} split is empty; delete the file to carve validation again.",
-        names=("train", "val"),
+        names=(TRAIN, VAL),
     )  # fmt: skip
-    splits["test"] = Split("test", tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)))
+    splits[TEST] = Split(TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)))
     digest = digest_parts(
         "chexpert", uncertain, frontal,
         [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],
