@@ -17,6 +17,9 @@ UIDs and crop/mask file names often do not match the files. So fmprobe goes by t
 the ``.dcm`` inside it: for a full mammogram the only one; for a crop the one whose series folder or
 ``SeriesDescription`` says "cropped images", else (crop and mask in one series) the smaller image, since the ROI
 mask is full-mammogram sized. A case folder that is missing, empty or ambiguous is an error naming it.
+Each CSV's case folders must carry its own prefix (``Mass-Training_``, ``Mass-Test_``, ``Calc-Training_``,
+``Calc-Test_``): swapped or renamed files are refused, naming the file and the name to put it back under. Errors
+name the physical line a record starts on (each published record spans two lines: a quoted path ends in a newline).
 DICOMs are windowed to 8 bits (``?window=dicom|minmax|percentile``, ``&percentiles=0.5,99.5``; see
 ``fmprobe.datasets.dicom``), recorded in ``Dataset.image_conversion``.
 

@@ -9,7 +9,8 @@ AIMI shared-datasets page) and unzip it; ``<dir>`` is the unpacked folder::
     <dir>/valid/patientNNNNN/studyN/viewN_frontal.jpg
 
 ``Path`` values start with the archive's folder name (``CheXpert-v1.0-small/train/patient00001/...``); that first
-component is replaced by ``<dir>``, so a renamed folder still works.
+component is replaced by ``<dir>``, so a renamed folder still works. The second must be the CSV's own name (``train/`` in
+``train.csv``, ``valid/`` in ``valid.csv``): swapped or renamed CSVs are refused, naming the file to put back.
 
 Labels: the 14 observations (``No Finding`` ... ``Support Devices``) as a multilabel task, primary metric the
 mean per-label ROC AUC. Values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain, blank = not mentioned
