@@ -9,7 +9,8 @@ aptos2019-blindness-detection``) and unzip it into ``<dir>``. fmprobe reads::
 ``test.csv``, ``test_images/`` and ``sample_submission.csv`` may be present and are ignored: their labels were
 never published, so, as in the study, only ``train.csv`` is used. It is split 70/15/15, stratified by grade and
 seeded (``?seed=N``, default 0); the split is saved beside the data (``train.fmprobe_split_seed0_70-15-15.csv``)
-so every run sees the same one. APTOS has no patient ids, so the split cannot be grouped by patient.
+so every run sees the same one. APTOS has no patient ids, so the split cannot be grouped by patient. A ``train.csv``
+with a single grade is refused (Kaggle's ``sample_submission.csv``, every diagnosis 0, is the usual stand-in).
 
 Task: 5-grade ordinal; primary metric quadratic weighted kappa (the competition's metric).
 """
@@ -41,7 +42,7 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
     csv_path = root / "train.csv"
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
-    _, rows = read_layout_csv(csv_path, ("id_code", "diagnosis"), LAYOUT, f"{LAYOUT}.")
+    header, rows = read_layout_csv(csv_path, ("id_code", "diagnosis"), LAYOUT, f"{LAYOUT}.")
     ids, labels = [], []
     grades = {str(g): g for g in range(5)} | {f"{g}.0": g for g in range(5)}
     for line, row in enumerate(rows, start=2):
@@ -57,7 +58,27 @@ def read_labels(root: Path) -> tuple[list[str], np.ndarray]:
         labels.append(grades[value])
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{csv_path}: duplicate id_code(s) {duplicated(ids)}; each image may be listed once.")
+    _check_grades(csv_path, header, labels)
     return ids, np.asarray(labels, dtype=np.int64)
+
+
+def _check_grades(csv_path: Path, header: list[str], labels: list[int]) -> None:
+    """A training file with one grade cannot train or test a grader; Kaggle's sample_submission.csv (the same two
+    columns, every diagnosis 0) is the file most often found in its place."""
+    grades = sorted(set(labels))
+    if len(grades) > 1:
+        return
+    grade = grades[0]
+    submission = header == ["id_code", "diagnosis"] and grade == 0
+    looks = (
+        "It looks like Kaggle's sample_submission.csv (columns id_code, diagnosis, every diagnosis 0): "
+        if submission
+        else ""
+    )
+    raise DatasetError(
+        f"{csv_path}: all {len(labels)} rows have diagnosis {grade} ({CLASS_NAMES[grade]}); a training file needs "
+        f"more than one grade. {looks}Put the competition's train.csv (3,662 graded images) back as train.csv."
+    )
 
 
 def image_paths(root: Path, ids: list[str]) -> list[Path]:

@@ -17,6 +17,9 @@ UIDs and crop/mask file names often do not match the files. So fmprobe goes by t
 the ``.dcm`` inside it: for a full mammogram the only one; for a crop the one whose series folder or
 ``SeriesDescription`` says "cropped images", else (crop and mask in one series) the smaller image, since the ROI
 mask is full-mammogram sized. A case folder that is missing, empty or ambiguous is an error naming it.
+Each CSV's case folders must carry its own prefix (``Mass-Training_``, ``Mass-Test_``, ``Calc-Training_``,
+``Calc-Test_``): swapped or renamed files are refused, naming the file and the name to put it back under. Errors
+name the physical line a record starts on (each published record spans two lines: a quoted path ends in a newline).
 DICOMs are windowed to 8 bits (``?window=dicom|minmax|percentile``, ``&percentiles=0.5,99.5``; see
 ``fmprobe.datasets.dicom``), recorded in ``Dataset.image_conversion``.
 
@@ -49,7 +52,9 @@ no patient spans train and test. ``Dataset.extra["patients_in_train_and_test"]``
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -87,6 +92,9 @@ CSV_FILES: dict[tuple[str, str], str] = {
     ("calc", "train"): "calc_case_description_train_set.csv",
     ("calc", "test"): "calc_case_description_test_set.csv",
 }
+# each file's role as its case folders spell it: Mass-Training_P_00001_LEFT_CC_1 belongs in the mass train CSV
+CASE_PREFIX = {key: f"{key[0].capitalize()}-{'Training' if key[1] == 'train' else 'Test'}" for key in CSV_FILES}
+ROLE_OF_PREFIX = {prefix: key for key, prefix in CASE_PREFIX.items()}
 DICOM_INFO = "dicom_info.csv"
 PATHOLOGY = {"MALIGNANT": 1, "BENIGN": 0, "BENIGN_WITHOUT_CALLBACK": 0}
 CLASS_NAMES = ("benign", "malignant")
@@ -120,7 +128,7 @@ class Sample:
     patient: str  # P_00001
     label: int  # 1 malignant, 0 benign
     abnormality: str  # mass | calc
-    where: str  # "<csv>, line N" of its (first) row
+    where: str  # "<csv>, line N": the physical line its (first) record starts on
 
 
 def csv_folder(root: Path) -> Path:
@@ -134,12 +142,49 @@ def csv_folder(root: Path) -> Path:
 def _case_folder(value: str, where: str, column: str) -> str:
     """First component of a published DICOM path (cells may end in a newline or spaces; read_csv_rows strips)."""
     parts = PurePosixPath(value.replace("\\", "/")).parts
-    if not parts or not parts[0].startswith(("Mass-", "Calc-")):
+    if not parts or parts[0].split("_", 1)[0] not in ROLE_OF_PREFIX:
         raise DatasetError(
-            f"{where}: {column!r} is {value!r}; expected a path starting with the case folder, e.g. "
+            f"{where}: {column!r} is {value!r}; expected a path starting with the case folder, whose name starts "
+            f"with {', '.join(p + '_' for p in ROLE_OF_PREFIX)}, e.g. "
             "Mass-Training_P_00001_LEFT_CC_1/<uid>/<uid>/000000.dcm."
         )
     return parts[0]
+
+
+def record_lines(path: Path) -> list[int]:
+    """The physical line (1-based, as an editor numbers them) each non-blank record of a CSV starts on, header
+    first. The published case descriptions end a quoted path cell with a newline, so one record spans two lines
+    and the record count is not the line number a user looks for."""
+    reader = csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline=""))
+    starts: list[int] = []
+    end = 0
+    for cells in reader:
+        if any(cell.strip() for cell in cells):  # the records read_csv_rows keeps
+            starts.append(end + 1)
+        end = reader.line_num
+    return starts
+
+
+def _check_role(path: Path, role: tuple[str, str], rows: list[tuple[Sample, str]]) -> None:
+    """Refuse a case description whose case folders belong to another of the four files (swapped or renamed
+    files would otherwise load: the test set would then hold Mass-Training_ cases)."""
+    expected = CASE_PREFIX[role]
+    found = [(s, folder, ROLE_OF_PREFIX[folder.split("_", 1)[0]]) for s, full in rows for folder in (s.id, full)]
+    wrong = [(s, folder, other) for s, folder, other in found if other != role]
+    if not wrong:
+        return
+    sample, folder, other = wrong[0]
+    if len(wrong) == len(found):
+        raise DatasetError(
+            f"{path}: holds {CASE_PREFIX[other]}_ case folders (e.g. {folder}, {sample.where}), but this file's "
+            f"name says {expected}_ cases. The files are swapped or renamed: put {path.name} back as "
+            f"{CSV_FILES[other]}, the name TCIA gives the {other[0]} {other[1]} cases."
+        )
+    raise DatasetError(
+        f"{sample.where}: case folder {folder} is a {CASE_PREFIX[other]}_ case, but {path.name} holds the "
+        f"{expected}_ cases; its rows come from more than one case description. Re-download the four CSVs from "
+        "the TCIA CBIS-DDSM page."
+    )
 
 
 def read_rows(root: Path) -> list[tuple[Sample, str]]:
@@ -158,7 +203,8 @@ def read_rows(root: Path) -> list[tuple[Sample, str]]:
         col = {key: by_norm[norm] for key, norm in COLUMNS.items()}
         if not rows:
             raise DatasetError(f"{path}: no rows.")
-        for line, row in enumerate(rows, start=2):
+        in_file: list[tuple[Sample, str]] = []
+        for line, row in zip(record_lines(path)[1:], rows, strict=True):
             where = f"{path}, line {line}"
             pathology = row[col["pathology"]].upper()
             if pathology not in PATHOLOGY:
@@ -171,7 +217,9 @@ def read_rows(root: Path) -> list[tuple[Sample, str]]:
                 raise DatasetError(f"{where}: empty patient_id.")
             crop = _case_folder(row[col["crop"]], where, col["crop"])
             full = _case_folder(row[col["full"]], where, col["full"])
-            out.append((Sample(crop, official, patient, PATHOLOGY[pathology], abnormality, where), full))
+            in_file.append((Sample(crop, official, patient, PATHOLOGY[pathology], abnormality, where), full))
+        _check_role(path, (abnormality, official), in_file)
+        out += in_file
     return out
 
 

@@ -9,7 +9,8 @@ AIMI shared-datasets page) and unzip it; ``<dir>`` is the unpacked folder::
     <dir>/valid/patientNNNNN/studyN/viewN_frontal.jpg
 
 ``Path`` values start with the archive's folder name (``CheXpert-v1.0-small/train/patient00001/...``); that first
-component is replaced by ``<dir>``, so a renamed folder still works.
+component is replaced by ``<dir>``, so a renamed folder still works. The second must be the CSV's own name (``train/`` in
+``train.csv``, ``valid/`` in ``valid.csv``): swapped or renamed CSVs are refused, naming the file to put back.
 
 Labels: the 14 observations (``No Finding`` ... ``Support Devices``) as a multilabel task, primary metric the
 mean per-label ROC AUC. Values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` uncertain, blank = not mentioned
@@ -100,8 +101,29 @@ class Table:
         return np.where(self.raw < 0, 0, self.raw)[:, [OBSERVATIONS.index(c) for c in COMPETITION_LABELS]]
 
 
+def _check_folder(csv_path: Path, ids: list[str], rel: list[str]) -> None:
+    """Each CheXpert CSV lists the images of the folder of its own name (``train.csv`` -> ``train/``); refuse one
+    whose Paths say otherwise, so a swapped train.csv and valid.csv cannot load as each other."""
+    folder = csv_path.stem
+    under = [r.split("/", 1)[0] for r in rel]
+    wrong = [i for i, f in enumerate(under) if f != folder]
+    if not wrong:
+        return
+    first, other = wrong[0], under[wrong[0]]
+    if len(wrong) == len(rel) and other in ("train", "valid", "test"):
+        raise DatasetError(
+            f"{csv_path}: every Path is under {other}/ (e.g. line {first + 2}: {ids[first]!r}), but {csv_path.name} "
+            f"lists the {folder}/ images. The files are swapped or renamed: put {csv_path.name} back as {other}.csv."
+        )
+    raise DatasetError(
+        f"{csv_path}, line {first + 2}: Path {ids[first]!r} is not under {folder}/, but {csv_path.name} lists the "
+        f"{folder}/ images (CheXpert-v1.0-small/{folder}/patient00001/...). Restore {csv_path.name} from the archive."
+    )
+
+
 def read_table(csv_path: Path) -> Table:
-    """Read and check one CheXpert CSV (columns, label values, patient ids, views); touches no image."""
+    """Read and check one CheXpert CSV (columns, label values, patient ids, views, the folder its Paths name);
+    touches no image."""
     _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
     patients: list[str] = []
@@ -130,6 +152,7 @@ def read_table(csv_path: Path) -> Table:
         raw[:, c] = [VALUES[v] for v in cells]
     frontal = np.asarray([v == "Frontal" for v in views], dtype=bool)
     rel = [relative_image_path(path) for path in ids]
+    _check_folder(csv_path, ids, rel)
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{csv_path}: duplicate Path(s) {duplicated(ids)}; each image may be listed once.")
     return Table(ids, raw, patients, rel, frontal)

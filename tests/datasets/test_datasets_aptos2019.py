@@ -49,3 +49,16 @@ def test_aptos_named_errors(aptos_dir: Path) -> None:
         load_dataset(f"aptos2019:{aptos_dir}")
     with pytest.raises(DatasetError, match=r"unknown option\(s\) \['grouping'\]"):
         load_dataset(f"aptos2019:{aptos_dir}?grouping=none")
+
+
+def test_aptos_single_grade_training_file_is_refused(aptos_dir: Path) -> None:
+    ids = aptos2019.read_labels(aptos_dir)[0]  # images present: only the labels say it is not a training file
+    (aptos_dir / "train.fmprobe_split_seed0_70-15-15.csv").unlink(missing_ok=True)
+    write_csv(aptos_dir / "train.csv", ["id_code", "diagnosis"], [[i, 0] for i in ids])  # sample_submission.csv
+    with pytest.raises(DatasetError, match=r"train\.csv: all 30 rows have diagnosis 0 \(No DR\); a training file needs "
+                       r"more than one grade\. It looks like Kaggle's sample_submission\.csv"):
+        load_dataset(f"aptos2019:{aptos_dir}")
+    write_csv(aptos_dir / "train.csv", ["id_code", "diagnosis"], [[i, 2] for i in ids])
+    with pytest.raises(DatasetError, match=r"all 30 rows have diagnosis 2 \(Moderate\); a training file needs more "
+                       r"than one grade\. Put the competition's train\.csv"):
+        aptos2019.read_labels(aptos_dir)

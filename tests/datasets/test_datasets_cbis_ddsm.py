@@ -4,6 +4,7 @@ full when present."""
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -142,13 +143,11 @@ def test_cbis_full_mammograms_are_malignant_if_any_abnormality_is(cbis_tcia: Pat
 
 @needs_pydicom
 def test_cbis_named_errors(cbis_tcia: Path) -> None:
-    import shutil
-
     csv_path = cbis_tcia / "mass_case_description_train_set.csv"
     original = csv_path.read_text()
     shutil.rmtree(cbis_tcia / "CBIS-DDSM" / "Mass-Training_P_00003_LEFT_CC_1")
-    with pytest.raises(DatasetError, match=r"1 case folder\(s\).*missing, e\.g\. Mass-Training_P_00003_LEFT_CC_1 \(.*mass_case_description_train_set\.csv, line 4\)"):
-        load_dataset(f"cbis-ddsm:{cbis_tcia}")
+    with pytest.raises(DatasetError, match=r"1 case folder\(s\).*missing, e\.g\. Mass-Training_P_00003_LEFT_CC_1 \(.*mass_case_description_train_set\.csv, line 6\)"):
+        load_dataset(f"cbis-ddsm:{cbis_tcia}")  # its record starts on physical line 6: each spans two lines
     load_dataset(f"cbis-ddsm:{cbis_tcia}?abnormality=calc")  # the other case type still loads
     csv_path.write_text(original.replace("MALIGNANT", "MALIGNANT?", 1))
     with pytest.raises(DatasetError, match=r"line 2: pathology 'MALIGNANT\?' is not one of MALIGNANT, BENIGN"):
@@ -239,3 +238,62 @@ def test_real_cbis_ddsm_case_descriptions() -> None:
     where: dict[str, int] = {}
     assert all(where.setdefault(s.patient, int(a)) == a for s, a in zip(train, carve, strict=True))
     assert 0.12 < np.mean(carve == 1) < 0.18 and not (carve == 2).any()
+
+
+def _swap(folder: Path, a: str, b: str) -> None:
+    (folder / a).rename(folder / "swap.tmp")
+    (folder / b).rename(folder / a)
+    (folder / "swap.tmp").rename(folder / b)
+
+
+def test_cbis_swapped_case_descriptions_are_refused(cbis_jpeg: Path) -> None:
+    csv_folder = cbis_jpeg / "csv"
+    train, test = cbis_ddsm.CSV_FILES[("mass", "train")], cbis_ddsm.CSV_FILES[("mass", "test")]
+    _swap(csv_folder, train, test)
+    with pytest.raises(DatasetError, match=rf"{train}: holds Mass-Test_ case folders .*name says Mass-Training_ "
+                       rf"cases\. The files are swapped or renamed: put {train} back as {test}"):
+        load_dataset(f"cbis-ddsm:{cbis_jpeg}")
+    _swap(csv_folder, train, test)
+    calc_train = cbis_ddsm.CSV_FILES[("calc", "train")]
+    original = (csv_folder / calc_train).read_text()
+    (csv_folder / calc_train).write_text(original.replace("Calc-Training_P_00021", "Calc-Test_P_00021"))
+    with pytest.raises(DatasetError, match=rf"{calc_train}, line 4: case folder Calc-Test_P_00021_RIGHT_CC_1 is a "
+                       r"Calc-Test_ case, but .* holds the Calc-Training_ cases; its rows come from more than one"):
+        load_dataset(f"cbis-ddsm:{cbis_jpeg}")
+    (csv_folder / calc_train).write_text(original.replace("Calc-Training_P_00021", "Calcs_P_00021"))
+    with pytest.raises(DatasetError, match=r"line 4: 'cropped image file path' is 'Calcs_P_00021.*whose name starts"):
+        load_dataset(f"cbis-ddsm:{cbis_jpeg}")
+
+
+def _real_case_descriptions(tmp_path: Path) -> Path:
+    source = shared_file("cbis-ddsm/mass_case_description_train_set.csv").parent
+    for name in cbis_ddsm.CSV_FILES.values():
+        shutil.copy(source / name, tmp_path / name)
+    return tmp_path
+
+
+def test_real_cbis_ddsm_swapped_files_are_refused(tmp_path: Path) -> None:
+    root = _real_case_descriptions(tmp_path)
+    for abnormality, prefix in (("mass", "Mass"), ("calc", "Calc")):
+        train, test = cbis_ddsm.CSV_FILES[(abnormality, "train")], cbis_ddsm.CSV_FILES[(abnormality, "test")]
+        _swap(root, train, test)
+        with pytest.raises(DatasetError, match=rf"{train}: holds {prefix}-Test_ case folders \(e\.g\. "
+                           rf"{prefix}-Test_P_\d+_\w+, .*line 2\).*put {train} back as {test}"):
+            cbis_ddsm.read_rows(root)
+        _swap(root, train, test)
+    mass_train, calc_train = cbis_ddsm.CSV_FILES[("mass", "train")], cbis_ddsm.CSV_FILES[("calc", "train")]
+    _swap(root, mass_train, calc_train)  # the case type swapped: the columns almost agree, the case folders do not
+    with pytest.raises(DatasetError, match=rf"{mass_train}: holds Calc-Training_ .*put {mass_train} back as {calc_train}"):
+        cbis_ddsm.read_rows(root)
+
+
+def test_real_cbis_ddsm_errors_name_the_physical_line(tmp_path: Path) -> None:
+    root = _real_case_descriptions(tmp_path)
+    path = root / cbis_ddsm.CSV_FILES[("mass", "train")]
+    lines = path.read_bytes().decode().split("\n")
+    third = [i for i, line in enumerate(lines) if line.startswith("P_")][2]  # where the third record starts
+    assert third + 1 > 4  # records span two lines in the published file, so line != record number
+    lines[third] = lines[third].replace("MALIGNANT", "MALIGNANT?").replace("BENIGN", "BENIGN?")
+    path.write_bytes("\n".join(lines).encode())
+    with pytest.raises(DatasetError, match=rf"{path.name}, line {third + 1}: pathology '\w+\?' is not one of"):
+        cbis_ddsm.read_rows(root)

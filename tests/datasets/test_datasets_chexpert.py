@@ -91,3 +91,22 @@ def test_chexpert_named_errors(chexpert_dir: Path) -> None:
         load_dataset(f"chexpert:{chexpert_dir}")
     with pytest.raises(DatasetError, match=r"uncertain='maybe'; use zeros"):
         load_dataset(f"chexpert:{chexpert_dir}?uncertain=maybe")
+
+
+def test_chexpert_swapped_csvs_are_refused(chexpert_dir: Path) -> None:
+    train, valid = chexpert_dir / "train.csv", chexpert_dir / "valid.csv"
+    train_text, valid_text = train.read_text(), valid.read_text()
+    train.write_text(valid_text)
+    valid.write_text(train_text)
+    with pytest.raises(DatasetError, match=r"train\.csv: every Path is under valid/ \(e\.g\. line 2: "
+                       r"'CheXpert-v1\.0-small/valid/patient64541.*put train\.csv back as valid\.csv"):
+        load_dataset(f"chexpert:{chexpert_dir}")
+    train.write_text(train_text)
+    with pytest.raises(DatasetError, match=r"valid\.csv: every Path is under train/.*put valid\.csv back as train\.csv"):
+        load_dataset(f"chexpert:{chexpert_dir}")
+    mixed = train_text.replace("small/train/patient00004", "small/valid/patient00004")  # images exist for neither
+    valid.write_text(valid_text)
+    train.write_text(mixed)
+    with pytest.raises(DatasetError, match=r"train\.csv, line 8: Path 'CheXpert-v1\.0-small/valid/patient00004/"
+                       r"study1/view1_frontal\.jpg' is not under train/"):
+        chexpert.read_labels(chexpert_dir)
