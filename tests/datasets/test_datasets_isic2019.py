@@ -50,8 +50,8 @@ def test_isic_grouped_by_lesion_and_ungrouped(isic_dir: Path) -> None:
     flat = load_dataset(f"isic2019:{isic_dir}?grouping=none")
     assert flat.content_digest != ds.content_digest and flat.extra["grouping"] == "none"
     assert sorted(p.name for p in isic_dir.glob("*fmprobe_split*")) == [
-        "ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_seed0_80-10-10.csv",
-        "ISIC_2019_Training_GroundTruth_none.fmprobe_split_seed0_80-10-10.csv",
+        "ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_v2_seed0_80-10-10.csv",
+        "ISIC_2019_Training_GroundTruth_none.fmprobe_split_v2_seed0_80-10-10.csv",
     ]
 
 
