@@ -31,7 +31,7 @@ OVERALL_WEIGHT = 10.0
 """How much the overall split sizes count against the per-stratum ones when a group is placed. Strata too small to
 split in proportion (multi-label combinations with one or two patients) would otherwise overfill val and test
 (a stratum of 2 at 70/15/15 goes 1/1/0); weighted 10, the overall lag decides those and the sizes stay within a
-point of target, while a stratum of 6 still goes 4/1/1 (at 30 the small strata start to be left out of a split)."""
+point of target, while a stratum of 6 still goes 4/1/1 (weighted 30, small strata start to miss a split)."""
 
 log = logging.getLogger(__name__)
 
