@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -22,6 +23,17 @@ from fmprobe.errors import DatasetError
 from fmprobe.tasks import SPLIT_NAMES, SplitName
 
 DEFAULT_FRACTIONS: tuple[float, float, float] = (0.7, 0.15, 0.15)
+SPLIT_VERSION = 2
+"""The algorithm of ``grouped_stratified_split``, in the saved file's name (``fmprobe_split_v2_seed0_...``): a file
+drawn by another version is never picked up as this one's. Version 1 (no tag) assigned groups largest first."""
+
+OVERALL_WEIGHT = 10.0
+"""How much the overall split sizes count against the per-stratum ones when a group is placed. Strata too small to
+split in proportion (multi-label combinations with one or two patients) would otherwise overfill val and test
+(a stratum of 2 at 70/15/15 goes 1/1/0); weighted 10, the overall lag decides those and the sizes stay within a
+point of target, while a stratum of 6 still goes 4/1/1 (weighted 30, small strata start to miss a split)."""
+
+log = logging.getLogger(__name__)
 
 
 def resolved(path: Path) -> Path:
@@ -46,11 +58,14 @@ def grouped_stratified_split(
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     seed: int = 0,
 ) -> np.ndarray:
-    """Assign every sample to 0 (train), 1 (val) or 2 (test).
+    """Assign every sample to 0 (train), 1 (val) or 2 (test), keeping each group in one split.
 
-    Groups are kept whole; each group is stratified by its most common label. Within each stratum, groups are
-    shuffled with ``seed`` and given, largest first, to the split furthest below its target sample count, so
-    class proportions and split sizes both come out close to the targets.
+    Groups are visited in an order shuffled with ``seed``; each goes to the split furthest behind its target,
+    measured as the share of the target still missing, per stratum (weighted by the group's samples in each) plus
+    ``OVERALL_WEIGHT`` times the same over all strata. The score is linear in the group's counts, so a group's
+    size never decides where it goes, and proportional shares interleave the splits (a stratum of 6 at 70/15/15
+    gives 4/1/1). Version 1 handed out groups largest first, which put multi-image lesions in train and left
+    val/test with singletons from another source mix.
     """
     n = len(labels)
     if not np.isclose(sum(fractions), 1.0) or min(fractions) < 0:
@@ -59,27 +74,27 @@ def grouped_stratified_split(
     members: dict[str, list[int]] = defaultdict(list)
     for index, key in enumerate(group_keys):
         members[key].append(index)
-    by_stratum: dict[str, list[str]] = defaultdict(list)
-    for key, idx in members.items():
-        strata = [stratum_of(labels[i]) for i in idx]
-        by_stratum[max(sorted(set(strata)), key=strata.count)].append(key)
+    strata = [stratum_of(label) for label in labels]
+    stratum_index = {name: k for k, name in enumerate(sorted(set(strata)))}
+    column = np.asarray([stratum_index[name] for name in strata], dtype=np.int64)
 
-    rng = np.random.default_rng(seed)
-    assignment = np.empty(n, dtype=np.int8)
     target = np.asarray(fractions, dtype=float)
-    for stratum in sorted(by_stratum):
-        keys = sorted(by_stratum[stratum])
-        order = rng.permutation(len(keys))
-        keys = [keys[i] for i in order]
-        keys.sort(key=lambda k: -len(members[k]))  # stable: big groups first, ties in shuffled order
-        total = sum(len(members[k]) for k in keys)
-        filled = np.zeros(3)
-        for key in keys:
-            deficit = target * total - filled
-            deficit[target == 0] = -np.inf
-            choice = int(np.argmax(deficit))
-            assignment[members[key]] = choice
-            filled[choice] += len(members[key])
+    open_split = target > 0
+    per_share = np.where(open_split, 1 / np.where(open_split, target, 1), 0.0)  # 1 / fraction; 0 where closed
+    stratum_size = np.bincount(column, minlength=len(stratum_index)).astype(float)
+    filled = np.zeros((3, len(stratum_index)))  # samples placed, per split and stratum
+    closed = np.where(open_split, 0.0, -np.inf)  # a split with fraction 0 gets nothing
+    rng = np.random.default_rng(seed)
+    keys = sorted(members)
+    assignment = np.empty(n, dtype=np.int8)
+    for position in rng.permutation(len(keys)):
+        idx = members[keys[position]]
+        in_strata, counts = np.unique(column[idx], return_counts=True)
+        behind = 1 - filled[:, in_strata] / stratum_size[in_strata] * per_share[:, None]  # share of target missing
+        overall = 1 - filled.sum(axis=1) / n * per_share
+        choice = int(np.argmax(behind @ counts + OVERALL_WEIGHT * len(idx) * overall + closed))
+        assignment[idx] = choice
+        filled[choice, in_strata] += counts
     return assignment
 
 
@@ -142,16 +157,30 @@ def _read_split_file(split_file: Path) -> list[dict[str, str]]:
 
 
 def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float]) -> Path:
-    """Where the persisted split of a dataset lives: beside its data, or in the user cache if that is read-only."""
-    tag = f"seed{seed}_" + "-".join(f"{round(f * 100)}" for f in fractions)
+    """Where the persisted split of a dataset lives: beside its data, or in the user cache if that is read-only.
+
+    The name carries ``SPLIT_VERSION``, so a split drawn by an earlier algorithm is not reused; when one is found
+    where that version saved it, a warning names it (results computed on it have a different test set)."""
+    candidate, fallback = _split_places(data_path, f"v{SPLIT_VERSION}_seed{seed}", fractions)
+    chosen = candidate if candidate.exists() or os.access(candidate.parent, os.W_OK) else fallback
+    if not chosen.exists():
+        earlier = [p for p in _split_places(data_path, f"seed{seed}", fractions) if p.exists()]
+        if earlier:
+            log.warning(
+                f"{earlier[0]} was drawn by an earlier split algorithm (version 1, largest groups first, biased "
+                f"by group size); drawing a version {SPLIT_VERSION} split into {chosen.name}. Results computed "
+                "on the earlier file used another test set."
+            )
+    return chosen
+
+
+def _split_places(data_path: Path, tag: str, fractions: tuple[float, float, float]) -> tuple[Path, Path]:
+    """The split file's name beside the data and in the user cache, for one version/seed ``tag``."""
+    tag += "_" + "-".join(f"{round(f * 100)}" for f in fractions)
     folder = data_path if data_path.is_dir() else data_path.parent
     stem = "" if data_path.is_dir() else f"{data_path.stem}."
-    candidate = folder / f"{stem}fmprobe_split_{tag}.csv"
-    if candidate.exists() or os.access(folder, os.W_OK):
-        return candidate
-    cache = user_cache_dir() / "splits"
     where = hashlib.sha256(str(data_path.resolve()).encode()).hexdigest()[:12]
-    return cache / f"{where}_{stem}fmprobe_split_{tag}.csv"
+    return folder / f"{stem}fmprobe_split_{tag}.csv", user_cache_dir() / "splits" / f"{where}_{stem}fmprobe_split_{tag}.csv"
 
 
 def assign_splits(

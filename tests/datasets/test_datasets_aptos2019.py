@@ -31,7 +31,7 @@ def test_aptos_parses_ordinal_with_persisted_stratified_split(aptos_dir: Path) -
     assert ds.class_names == ("No DR", "Mild", "Moderate", "Severe", "Proliferative DR")
     assert {k: len(v) for k, v in ds.splits.items()} == {"train": 20, "val": 5, "test": 5}
     assert all(sorted(set(v.labels.tolist())) == [0, 1, 2, 3, 4] for v in ds.splits.values())
-    assert (aptos_dir / "train.fmprobe_split_seed0_70-15-15.csv").exists()
+    assert (aptos_dir / "train.fmprobe_split_v2_seed0_70-15-15.csv").exists()
     assert load_dataset(f"aptos2019:{aptos_dir}").splits["test"].ids == ds.splits["test"].ids
     assert ds.splits["val"].source.load(0).mode == "RGB"
 

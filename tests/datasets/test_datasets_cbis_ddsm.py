@@ -138,7 +138,7 @@ def test_cbis_full_mammograms_are_malignant_if_any_abnormality_is(cbis_tcia: Pat
     assert len(labels) == 23  # 24 abnormalities on 23 views
     assert labels["Mass-Training_P_00002_LEFT_CC"] == 1  # abnormality 1 benign, abnormality 2 malignant
     assert ds.splits["test"].source.load(0).size == (30, 40)
-    assert (cbis_tcia / "cbis-ddsm_full.fmprobe_split_seed0_85-15-0.csv").exists()
+    assert (cbis_tcia / "cbis-ddsm_full.fmprobe_split_v2_seed0_85-15-0.csv").exists()
 
 
 @needs_pydicom

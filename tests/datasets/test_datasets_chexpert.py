@@ -49,7 +49,7 @@ def test_chexpert_layout_split_and_policies(chexpert_dir: Path) -> None:
     assert len(ds.splits["test"]) == 4 and len(ds.splits["val"]) >= 2 and len(ds.splits["train"]) + len(ds.splits["val"]) == 48
     assert groups_disjoint(ds, lambda i: i.split("/")[2])
     assert ds.splits["test"].source.load(0).mode == "RGB"
-    assert (chexpert_dir / "train.fmprobe_split_seed0_90-10-0.csv").exists()
+    assert (chexpert_dir / "train.fmprobe_split_v2_seed0_90-10-0.csv").exists()
 
     def labels_of(spec: str) -> dict[str, np.ndarray]:
         d = load_dataset(spec)

@@ -13,7 +13,7 @@ from _helpers import shared_file
 from PIL import Image
 
 from fmprobe.datasets import isic2019, load_dataset
-from fmprobe.datasets.splits import grouped_stratified_split
+from fmprobe.datasets.splits import group_conflict, grouped_stratified_split
 from fmprobe.errors import DatasetError
 
 ISIC_COLUMNS = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
@@ -50,8 +50,8 @@ def test_isic_grouped_by_lesion_and_ungrouped(isic_dir: Path) -> None:
     flat = load_dataset(f"isic2019:{isic_dir}?grouping=none")
     assert flat.content_digest != ds.content_digest and flat.extra["grouping"] == "none"
     assert sorted(p.name for p in isic_dir.glob("*fmprobe_split*")) == [
-        "ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_seed0_80-10-10.csv",
-        "ISIC_2019_Training_GroundTruth_none.fmprobe_split_seed0_80-10-10.csv",
+        "ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_v2_seed0_80-10-10.csv",
+        "ISIC_2019_Training_GroundTruth_none.fmprobe_split_v2_seed0_80-10-10.csv",
     ]
 
 
@@ -106,3 +106,36 @@ def test_real_isic2019_labels_and_lesion_groups() -> None:
     where: dict[str, int] = {}
     assert all(where.setdefault(g, int(a)) == a for g, a in zip(groups, assignment, strict=True))
     assert np.allclose(np.bincount(assignment) / len(ids), [0.8, 0.1, 0.1], atol=0.01)
+
+
+def test_real_isic2019_lesion_split_is_not_biased_by_group_size() -> None:
+    # Version 1 (largest groups first): single-image lesions were 24% of train but 80% of val/test, and
+    # `_downsampled` images 5% vs 20%, so the test set came from another source mix than train.
+    root = shared_file("isic2019/ISIC_2019_Training_GroundTruth.csv").parent
+    shared_file("isic2019/ISIC_2019_Training_Metadata.csv")
+    ids, labels, groups = isic2019.read_labels(root)
+    assert groups is not None
+    assignment = grouped_stratified_split(labels, groups, isic2019.FRACTIONS, seed=0)
+    size = Counter(groups)
+    group_size = np.asarray([size[g] for g in groups])
+    downsampled = np.asarray([i.endswith("_downsampled") for i in ids])
+
+    def figures(members: np.ndarray) -> dict[str, float]:
+        placed = {g for g, m in zip(groups, members, strict=True) if m}
+        return {
+            "singleton share": float(np.mean(group_size[members] == 1)),
+            "mean group size": float(np.mean([size[g] for g in placed])),
+            "image's group size": float(np.mean(group_size[members])),  # the 4.0 (train) vs 1.2
+            "downsampled share": float(np.mean(downsampled[members])),
+        }
+
+    whole = figures(np.ones(len(ids), dtype=bool))
+    tolerance = {"singleton share": 0.05, "mean group size": 0.5, "image's group size": 0.5, "downsampled share": 0.05}
+    classes = np.bincount(labels, minlength=8) / len(labels)
+    for split, fraction in enumerate(isic2019.FRACTIONS):
+        members = assignment == split
+        assert abs(members.mean() - fraction) < 0.02, split
+        for name, value in figures(members).items():
+            assert abs(value - whole[name]) < tolerance[name], (split, name, value, whole[name])
+        assert np.abs(np.bincount(labels[members], minlength=8) / members.sum() - classes).max() < 0.03, split
+    assert group_conflict(groups, assignment) is None  # no lesion in two splits

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 from fmprobe.datasets import load_dataset
-from fmprobe.datasets.splits import assign_splits, group_conflict, grouped_stratified_split, load_or_create_split
+from fmprobe.datasets.splits import (
+    SPLIT_VERSION,
+    assign_splits,
+    group_conflict,
+    grouped_stratified_split,
+    load_or_create_split,
+    split_file_for,
+)
 from fmprobe.errors import DatasetError
 from fmprobe.tasks import SPLIT_NAMES
 
@@ -34,8 +41,53 @@ def test_grouped_split_keeps_groups_whole_and_proportions() -> None:
     assert not np.array_equal(a, grouped_stratified_split(labels, groups, seed=4))
 
 
+def test_group_size_does_not_decide_the_split() -> None:
+    # 400 single-image groups and 50 groups of 8, two classes: version 1 (largest first) put every 8-group in
+    # train and gave val/test only singletons.
+    sizes = [1] * 400 + [8] * 50
+    groups = [f"g{g}" for g, size in enumerate(sizes) for _ in range(size)]
+    labels = np.asarray([g % 2 for g, size in enumerate(sizes) for _ in range(size)])
+    singleton = np.asarray([size == 1 for size in sizes for _ in range(size)])
+    for seed in range(3):
+        a = grouped_stratified_split(labels, groups, seed=seed)
+        assert group_conflict(groups, a) is None
+        assert np.allclose(np.bincount(a, minlength=3) / len(a), [0.7, 0.15, 0.15], atol=0.02)
+        for split in range(3):
+            big_groups = {g for g, s, one in zip(groups, a, singleton, strict=True) if s == split and not one}
+            assert len(big_groups) >= 3, (seed, split)  # 8-image groups in every split
+            assert abs(singleton[a == split].mean() - singleton.mean()) < 0.12, (seed, split)
+            assert abs(labels[a == split].mean() - 0.5) < 0.05
+
+
+def test_small_strata_reach_every_split_and_rare_ones_keep_sizes_on_target() -> None:
+    a = grouped_stratified_split(np.arange(30) % 5, None, seed=0)  # 6 per class at 70/15/15: 4/1/1 each
+    assert [np.bincount(a[np.arange(30) % 5 == k], minlength=3).tolist() for k in range(5)] == [[4, 1, 1]] * 5
+    rng = np.random.default_rng(0)
+    multi_label = (rng.random((5000, 10)) < 0.2).astype(int)  # hundreds of label combinations, most tiny
+    patients = [f"p{i}" for i in rng.integers(0, 1500, 5000)]
+    carve = grouped_stratified_split(multi_label, patients, (0.9, 0.1, 0.0), seed=0)
+    assert group_conflict(patients, carve) is None and 2 not in carve
+    assert abs(np.mean(carve == 1) - 0.1) < 0.01
+
+
+def test_a_split_drawn_by_the_earlier_algorithm_is_not_reused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "m.csv"
+    data.write_text("")
+    current = split_file_for(data, 0, (0.7, 0.15, 0.15))
+    assert current == tmp_path / f"m.fmprobe_split_v{SPLIT_VERSION}_seed0_70-15-15.csv"
+    assert "earlier split algorithm" not in capsys.readouterr().err
+    earlier = tmp_path / "m.fmprobe_split_seed0_70-15-15.csv"  # version 1 had no tag
+    earlier.write_text("id,split\na,train\n")
+    assert split_file_for(data, 0, (0.7, 0.15, 0.15)) == current
+    assert f"{earlier} was drawn by an earlier split algorithm" in capsys.readouterr().err
+    current.write_text("id,split\na,train\n")
+    split_file_for(data, 0, (0.7, 0.15, 0.15))
+    assert capsys.readouterr().err == ""  # said once, until the new split exists
+    assert load_or_create_split(earlier, ["a"], np.zeros(1), None).tolist() == [0]  # named explicitly: still read
+
+
 def test_split_file_round_trips_and_leaves_no_temporary_file(tmp_path: Path) -> None:
-    split_file = tmp_path / "m.fmprobe_split_seed0_70-15-15.csv"
+    split_file = tmp_path / "m.fmprobe_split_v2_seed0_70-15-15.csv"
     ids, labels = [f"s{i}" for i in range(40)], np.arange(40) % 2
     drawn = load_or_create_split(split_file, ids, labels, None)
     assert sorted(p.name for p in tmp_path.iterdir()) == [split_file.name]  # written atomically, nothing beside it
