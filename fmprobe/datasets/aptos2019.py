@@ -8,7 +8,7 @@ aptos2019-blindness-detection``) and unzip it into ``<dir>``. fmprobe reads::
 
 ``test.csv``, ``test_images/`` and ``sample_submission.csv`` may be present and are ignored: their labels were
 never published, so, as in the study, only ``train.csv`` is used. It is split 70/15/15, stratified by grade and
-seeded (``?seed=N``, default 0); the split is saved beside the data (``train.fmprobe_split_seed0_70-15-15.csv``)
+seeded (``?seed=N``, default 0); the split is saved beside the data (``train.fmprobe_split_v2_seed0_70-15-15.csv``)
 so every run sees the same one. APTOS has no patient ids, so the split cannot be grouped by patient. A ``train.csv``
 with a single grade is refused (Kaggle's ``sample_submission.csv``, every diagnosis 0, is the usual stand-in).
 

@@ -42,7 +42,7 @@ primary metric ROC AUC.
 
 Split: the official train/test (the CSV's file); validation is carved from train (85/15), grouped by patient and
 stratified, over mass and calc together (so a patient's split is the same in every variant; all four CSVs are
-read, images are needed only for the selected type). Saved as ``cbis-ddsm_<image>.fmprobe_split_seed0_85-15-0.csv``
+read, images are needed only for the selected type). Saved as ``cbis-ddsm_<image>.fmprobe_split_v2_seed0_85-15-0.csv``
 in ``<dir>``. The official split itself is not patient-disjoint once mass and calc are combined: 31 patients have mass cases in
 one set and calcification cases in the other (83 train and 60 test crops; 64 and 50 full mammograms; in 29
 views the same mammogram appears, as two DICOM files, in train and in test). ``?overlap=keep`` (default, the

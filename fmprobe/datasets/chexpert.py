@@ -28,7 +28,7 @@ mean per-label ROC AUC. Values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` unc
 Split: the official ``valid.csv`` is the test set; validation is carved from ``train.csv`` (90/10), grouped by
 patient (``patientNNNNN`` from the path) and stratified on the competition labels. The carve covers every
 train row whatever the options, so all policies and the frontal-only view share one split file
-(``train.fmprobe_split_seed0_90-10-0.csv`` beside the CSVs).
+(``train.fmprobe_split_v2_seed0_90-10-0.csv`` beside the CSVs).
 """
 
 from __future__ import annotations

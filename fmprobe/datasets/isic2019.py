@@ -20,7 +20,7 @@ Split: 80/10/10, stratified by class, seeded (``?seed=N``). Default ``?grouping=
 views of a lesion in train and test inflate every number; the 2,084 images without a lesion_id are each their
 own group. ``?grouping=none`` gives the study's ungrouped, image-level split and does not need the metadata file.
 Each grouping has its own saved split file beside the data
-(``ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_seed0_80-10-10.csv`` / ``..._none...``).
+(``ISIC_2019_Training_GroundTruth_lesion.fmprobe_split_v2_seed0_80-10-10.csv`` / ``..._none...``).
 """
 
 from __future__ import annotations
