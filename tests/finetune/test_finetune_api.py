@@ -81,6 +81,7 @@ def test_rows_follow_the_probe_schema(trained: tuple[Path, dict]) -> None:
     assert set(df["probe"]) == {f"finetune:{s}" for s in SETTINGS}
     assert set(df["readout"]) == {"pooled", "tokens"}  # attention reads all patch tokens
     primary = df[df["is_primary"]]
+    n_train = len(load_dataset("demo:30").splits["train"])  # the drawn split's size (fmprobe's grouped split)
     assert len(primary) == 4 and set(primary["metric"]) == {"balanced_accuracy"}
     assert (primary["ci_low"] <= primary["value"]).all() and (primary["value"] <= primary["ci_high"]).all()
     for _, row in primary.iterrows():
@@ -89,7 +90,7 @@ def test_rows_follow_the_probe_schema(trained: tuple[Path, dict]) -> None:
         assert (
             params["chosen_epoch"] == run.best_epoch and params["lr"] == RECIPE["lr"] and params["weight_decay"] == 1e-5
         )
-        assert row["val_score"] == pytest.approx(run.val_score) and row["n_train"] == 84
+        assert row["val_score"] == pytest.approx(run.val_score) and row["n_train"] == n_train
         pred = load_predictions(row["predictions"])
         assert pred.y_score.shape == (row["n_test"], 4) and np.allclose(pred.y_score.sum(1), 1, atol=1e-5)
     again = run_finetune("demo:30", BACKBONE, setting="linear", out=out, **RECIPE, **OPTIONS)  # flat keywords
