@@ -500,7 +500,11 @@ def _check_files_exist(dataset: Dataset) -> None:
 
 
 def _layout(data: Dataset) -> Layout:
-    return Layout({n: s.ids for n, s in data.splits.items()}, {n: s.labels for n, s in data.splits.items()})
+    return Layout(
+        {n: s.ids for n, s in data.splits.items()},
+        {n: s.labels for n, s in data.splits.items()},
+        {n: dict(s.metadata) for n, s in data.splits.items() if s.metadata},
+    )
 
 
 def _journal_header(plan: ExtractionPlan, model: torch.nn.Module) -> dict[str, object]:
@@ -525,6 +529,7 @@ def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
         "task": dataset.task,
         "class_names": json.dumps(list(dataset.class_names)),
         "primary_metric": dataset.primary_metric,
+        "evaluation": json.dumps(dataset.evaluation, sort_keys=True),
         "dataset_spec": dataset.spec,
         "readouts": json.dumps(list(fingerprint.readouts)),
         "backbone": fingerprint.backbone,

@@ -78,6 +78,11 @@ class ResultRow:
     predictions: str  # path of the per-sample predictions file, relative to the results directory
     # Columns added after the first release carry a default, which older tables are read with.
     imagenet_baseline: bool = False  # the backbone entry is registered as an ImageNet baseline (the report's default)
+    shots: int = 0  # labelled training images per class (few-shot cells); 0: the cell used train_fraction
+    n_val: int = -1  # validation samples the configuration was chosen on (-1: not recorded, older tables)
+    detail: str = ""  # what the value is computed over when not the plain whole test set (e.g. "13 of 14 labels")
+    flags: str = ""  # warnings about the cell a reader must see (e.g. constant test predictions); "" when none
+    test_set: str = ""  # digest of the sorted test sample ids: rows with different digests were scored on other samples
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
@@ -107,11 +112,13 @@ def cell_id(
     repeat: int,
     seed: int,
     fingerprint: str,
+    shots: int = 0,
 ) -> str:
     """Stable 16-hex-digit name of a cell (keyword-only, so a reordered call cannot silently change it).
 
     Numbers are normalised (``224`` == ``224.0``, ``0.1`` == ``np.float32(0.1)`` rounded to 12 digits) so the
-    same cell hashes the same on every machine and Python version.
+    same cell hashes the same on every machine and Python version. ``shots`` enters the hash only when set, so
+    the cells of tables written before few-shot existed keep their ids.
     """
     key = {
         "dataset": str(dataset),
@@ -124,6 +131,7 @@ def cell_id(
         "repeat": int(repeat),
         "seed": int(seed),
         "fingerprint": str(fingerprint),
+        **({"shots": int(shots)} if shots else {}),
     }
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -149,6 +157,7 @@ class CellInfo:
     seed: int
     fingerprint: str
     imagenet_baseline: bool = False  # a fact about the backbone entry, not part of the cell's identity
+    shots: int = 0  # labelled training images per class; 0: ``train_fraction`` of the training set
 
     @property
     def cell_id(self) -> str:
@@ -188,12 +197,17 @@ def rows_for_cell(
     n_test: int,
     val_score: float | None,
     predictions: str = "",
+    n_val: int = -1,
+    flags: str = "",
+    test_set: str = "",
 ) -> list[ResultRow]:
     """One :class:`ResultRow` per metric of a finished cell (``primary`` marks the row the study ranks by).
 
     ``params`` are the hyper-parameters chosen on validation (probing) or the recipe (fine-tuning);
     ``val_score`` is the selection score on validation (None: NaN); ``predictions`` the path
-    :func:`save_predictions` returned."""
+    :func:`save_predictions` returned; ``n_val`` the validation samples the choice saw; ``flags`` warnings a reader
+    must see; ``test_set`` the :func:`test_set_digest` of the scored samples. A metric's ``detail`` (when it has one)
+    goes into its row."""
     shared = {
         **{k: getattr(cell, k) for k in CELL_KEYS},
         "task": cell.task,
@@ -207,6 +221,10 @@ def rows_for_cell(
         "val_score": _nan_if_none(val_score),
         "cell_id": cell.cell_id,
         "predictions": predictions,
+        "shots": int(cell.shots),
+        "n_val": int(n_val),
+        "flags": flags,
+        "test_set": test_set,
     }
     return [
         ResultRow(
@@ -216,6 +234,7 @@ def rows_for_cell(
             ci_high=_nan_if_none(m.ci_high),
             missing_reason=m.reason or "",
             is_primary=name == primary,
+            detail=getattr(m, "detail", "") or "",
             **shared,
         )
         for name, m in metrics.items()
@@ -235,6 +254,8 @@ def write_cell(
     params: Mapping[str, Any],
     n_train: int,
     val_score: float | None,
+    n_val: int = -1,
+    flags: str = "",
 ) -> list[ResultRow]:
     """Record a finished cell: its test predictions (``ids``, ``y_true``, ``y_score``, ``meta``, see
     :func:`save_predictions`) first, then its rows as one pending part, so a crash in between leaves a cell that
@@ -242,10 +263,16 @@ def write_cell(
     path = save_predictions(results_dir, cell.cell_id, ids, y_true, y_score, meta)
     rows = rows_for_cell(
         cell, metrics, primary=primary, params=params, n_train=n_train, n_test=len(y_true),
-        val_score=val_score, predictions=path,
+        val_score=val_score, predictions=path, n_val=n_val, flags=flags, test_set=test_set_digest(ids),
     )  # fmt: skip
     append_rows(results_dir, rows)
     return rows
+
+
+def test_set_digest(ids: Sequence[Any] | np.ndarray) -> str:
+    """12 hex digits naming a set of test sample ids (order-free): two rows compare only on equal digests."""
+    blob = "\0".join(sorted(str(i) for i in ids)).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def printable(text: str) -> str:

@@ -27,3 +27,9 @@ PRIMARY_METRIC: dict[TaskType, str] = {
 }
 
 MISSING = -1  # a multilabel label entry that is unknown (left out of every metric, per label)
+
+# Per-sample metadata keys with a meaning every layer shares (``Split.metadata``, stored in feature files as
+# ``/<split>/meta/<key>``). Adapters may add others (age, sex, site, ...); these two are read by name.
+GROUP = "group"  # the unit a split keeps together (patient, lesion): few-shot draws and grouped subsamples use it
+STUDY = "study"  # the unit an evaluation can aggregate to (CheXpert's study: max over its views)
+METADATA_KEY = r"[a-z][a-z0-9_]*"  # the form of a metadata key (an HDF5 dataset name and a CSV column)

@@ -347,3 +347,38 @@ def test_the_pixel_cache_is_keyed_by_how_pixels_were_decoded(small_manifest: Pat
     other = dataclasses.replace(plan, dataset=dataclasses.replace(plan.dataset, image_conversion="dicom-window:test"))
     assert _pixel_cache(plan).pixels_path != _pixel_cache(other).pixels_path
     assert _pixel_cache(plan).pixels_path == _pixel_cache(plan).pixels_path
+
+
+def test_sample_metadata_travels_into_the_feature_file(small_manifest: Path, tmp_path: Path) -> None:
+    """The manifest's group column reaches every split of the feature file, aligned with the ids, so probing on
+    another machine can draw per patient; a file without metadata loads with none."""
+    from fmprobe.datasets import load_dataset
+    from fmprobe.tasks import GROUP
+
+    result = extract(f"csv:{small_manifest}", out=tmp_path / "features", **TINY)
+    dataset = load_dataset(f"csv:{small_manifest}")
+    stored = FeatureFile(result.path)
+    for split in SPLIT_NAMES:
+        loaded = stored.load(split)
+        expected = dict(zip(dataset.splits[split].ids, dataset.splits[split].metadata[GROUP]))
+        assert list(loaded.metadata) == [GROUP]
+        assert [expected[i] for i in loaded.ids] == list(loaded.metadata[GROUP])
+    with h5py.File(result.path, "r+") as h5:  # a file written before metadata existed
+        for split in SPLIT_NAMES:
+            del h5[f"{split}/meta"]
+    from fmprobe.store import integrity
+
+    integrity.seal(result.path)
+    assert FeatureFile(result.path).load("train").metadata == {}
+
+
+def test_layout_with_metadata_round_trips_through_the_journal_encoding() -> None:
+    from fmprobe.store.journal import Layout
+
+    labels = {"train": np.array([0, 1, 1]), "test": np.array([1])}
+    ids = {"train": ("a", "b", "c"), "test": ("d",)}
+    with_meta = Layout(ids, labels, {"train": {"group": ("p1", "p1", "p2")}, "test": {"group": ("p3",)}})
+    decoded = Layout.decode(with_meta.describe(), with_meta.encode())
+    assert decoded.metadata == with_meta.metadata and decoded.ids == ids
+    plain = Layout(ids, labels)
+    assert Layout.decode(plain.describe(), plain.encode()).metadata == {}

@@ -23,7 +23,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from fmprobe.errors import DatasetError, ImageError
 from fmprobe.registry import closest
-from fmprobe.tasks import PRIMARY_METRIC, TASK_TYPES, TaskType
+from fmprobe.tasks import METADATA_KEY, PRIMARY_METRIC, TASK_TYPES, TaskType
 
 # How pixels became 8-bit RGB, a cache-key component (``Dataset.image_conversion``). Arrays (MedMNIST, demo) are
 # converted to RGB and nothing else; image files are also turned upright by their EXIF orientation, which arrays
@@ -239,6 +239,9 @@ class Split:
     ids: tuple[str, ...]
     labels: np.ndarray
     source: ImageSource
+    # Per-sample text metadata, one value per id (``fmprobe.tasks.GROUP``: the patient or lesion; ``STUDY``; any
+    # other column an adapter knows). Stored in the feature file, so probing on another machine still has it.
+    metadata: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.labels) or len(self.ids) != len(self.source):
@@ -246,6 +249,12 @@ class Split:
                 f"split {self.name!r}: {len(self.ids)} ids, {len(self.labels)} labels and {len(self.source)} images "
                 "disagree; the dataset listing is inconsistent."
             )
+        for key, values in self.metadata.items():
+            if not re.fullmatch(METADATA_KEY, key) or len(values) != len(self.ids):
+                raise DatasetError(
+                    f"split {self.name!r}: metadata {key!r} has {len(values)} values for {len(self.ids)} samples (keys "
+                    f"match {METADATA_KEY}, one value per sample); the adapter built it wrong."
+                )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -268,6 +277,9 @@ class Dataset:
     image_conversion: str = ""
     # Source-specific facts for the user (CheXpert's competition labels, CBIS-DDSM's layout); never a cache key.
     extra: dict[str, object] = field(default_factory=dict)
+    # How results on this dataset are evaluated beyond the task's defaults (JSON-serialisable; e.g. named label
+    # subsets to average over, the unit predictions are aggregated to). Stored in the feature file, read by probing.
+    evaluation: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_TYPES:
@@ -348,7 +360,12 @@ def subset_split(split: Split, limit: int, seed: int = 0) -> Split:
         return split
     index = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
     source = _IndexedSource(split.source, tuple(int(i) for i in index))
-    return Split(split.name, tuple(split.ids[i] for i in index), split.labels[index], source)
+    return Split(split.name, tuple(split.ids[i] for i in index), split.labels[index], source, take_metadata(split.metadata, index))
+
+
+def take_metadata(metadata: dict[str, Sequence[str]], index: Sequence[int] | np.ndarray) -> dict[str, tuple[str, ...]]:
+    """The metadata of the samples at ``index``, in that order."""
+    return {key: tuple(str(values[i]) for i in index) for key, values in metadata.items()}
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,7 @@ from fmprobe.datasets.manifest import read_csv_rows
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
+from fmprobe.tasks import GROUP
 
 CSV_FILES: dict[tuple[str, str], str] = {
     ("mass", "train"): "mass_case_description_train_set.csv",
@@ -469,6 +470,7 @@ def load_cbis_ddsm(
     splits = assign_splits(
         ids, labels, found.paths, assignment,
         lambda name: f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.", found.make_source,
+        metadata={GROUP: [s.patient for s in samples]},
     )  # fmt: skip
     digest = digest_parts(
         "cbis-ddsm", image, abnormality, overlap, "jpeg" if found.layout == "jpeg" else found.conversion,

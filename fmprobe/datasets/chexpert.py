@@ -46,7 +46,7 @@ from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import MISSING, TEST, TRAIN, VAL
+from fmprobe.tasks import GROUP, MISSING, TEST, TRAIN, VAL
 
 OBSERVATIONS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -216,9 +216,11 @@ def load_chexpert(
     splits = assign_splits(
         train.ids, train.labels(uncertain), t_paths, carve,
         lambda name: f"{split_file}: the {name} split is empty; delete the file to carve validation again.",
-        names=(TRAIN, VAL),
+        names=(TRAIN, VAL), metadata={GROUP: train.patients},
     )  # fmt: skip
-    splits[TEST] = Split(TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)))
+    splits[TEST] = Split(
+        TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)), {GROUP: tuple(test.patients)}
+    )
     digest = digest_parts(
         "chexpert", uncertain, frontal,
         [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],

@@ -36,6 +36,7 @@ from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, empty_split, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
+from fmprobe.tasks import GROUP
 
 GROUND_TRUTH = "ISIC_2019_Training_GroundTruth.csv"
 METADATA = "ISIC_2019_Training_Metadata.csv"
@@ -139,7 +140,10 @@ def load_isic2019(root: Path, spec: str, grouping: str = "lesion", seed: int = 0
             f"{split_file}: {groups[at]} ({ids[at]}) is in both {first} and {second}; images "
             "of one lesion must share a split. Delete the file to draw a new grouped split."
         )
-    splits = assign_splits(ids, labels, paths, assignment, lambda name: empty_split(split_file, name))
+    splits = assign_splits(
+        ids, labels, paths, assignment, lambda name: empty_split(split_file, name),
+        metadata={GROUP: groups} if groups is not None else None,
+    )
     label_files = [GROUND_TRUTH] + ([METADATA] if groups is not None else [])
     digest = digest_parts(
         "isic2019", grouping, [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in label_files],

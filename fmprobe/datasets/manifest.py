@@ -27,7 +27,7 @@ from fmprobe.datasets.splits import (
 )
 from fmprobe.errors import DatasetError
 from fmprobe.registry import closest
-from fmprobe.tasks import SPLIT_NAMES, TaskType
+from fmprobe.tasks import GROUP, SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
 
@@ -272,7 +272,8 @@ def load_manifest(
         )
     refuse_duplicates(paths, assignment, lambda i: f"line {i + 2} ({rows[i]['path']!r})", str(path))
     splits = assign_splits(
-        ids, labels, paths, assignment, lambda name: f"{path}: the {name} split is empty; every split needs samples."
+        ids, labels, paths, assignment, lambda name: f"{path}: the {name} split is empty; every split needs samples.",
+        metadata={GROUP: groups} if groups is not None else None,
     )
     digest = digest_parts(file_listing_digest(paths, root), ids, labels.tolist(), assignment.tolist(), class_names)
     return Dataset(

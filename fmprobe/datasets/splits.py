@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe._io import atomic_write_text, user_cache_dir
-from fmprobe.datasets.base import FileSource, ImageSource, Split
+from fmprobe.datasets.base import FileSource, ImageSource, Split, take_metadata
 from fmprobe.errors import DatasetError
 from fmprobe.tasks import SPLIT_NAMES, SplitName
 
@@ -191,18 +191,22 @@ def assign_splits(
     on_empty: Callable[[str], str],
     make_source: Callable[[tuple[Path, ...]], ImageSource] = FileSource,
     names: Sequence[SplitName] = SPLIT_NAMES,
+    metadata: dict[str, Sequence[str]] | None = None,
 ) -> dict[str, Split]:
     """The ``Split`` of each of ``names`` from a per-sample ``assignment`` (0 train, 1 val, 2 test).
 
-    An empty split is refused with ``on_empty(name)``: the adapter knows the fix (delete its split file, add
-    images to a folder)."""
+    ``metadata`` maps a key to one value per sample (aligned with ``ids``), split along with them. An empty split
+    is refused with ``on_empty(name)``: the adapter knows the fix (delete its split file, add images to a
+    folder)."""
     splits: dict[str, Split] = {}
     for name in names:
         members = np.flatnonzero(assignment == SPLIT_NAMES.index(name))
         if len(members) == 0:
             raise DatasetError(on_empty(name))
         source = make_source(tuple(paths[i] for i in members))
-        splits[name] = Split(name, tuple(ids[i] for i in members), labels[members], source)
+        splits[name] = Split(
+            name, tuple(ids[i] for i in members), labels[members], source, take_metadata(metadata or {}, members)
+        )
     return splits
 
 

@@ -21,6 +21,7 @@ class MetricValue:
     ci_high: float | None = None
     ci_reason: str | None = None
     n_undefined: int = 0
+    detail: str = ""  # what the value is computed over when that is not the whole test set (e.g. "13 of 14 labels")
 
     @property
     def ok(self) -> bool:
@@ -37,12 +38,14 @@ def compute_all(
     seed: int = 0,
     level: float = CI_LEVEL,
     max_undefined: float = MAX_UNDEFINED,
+    y_pred: object | None = None,
 ) -> dict[str, MetricValue]:
     """Every registered metric (or ``metrics``) for ``task``; with ``n_resamples > 0`` also bootstrap CIs.
 
-    All metrics share the same resamples, so their intervals are computed in one pass.
+    All metrics share the same resamples, so their intervals are computed in one pass. ``y_pred`` gives the
+    predicted classes when they are not the argmax of ``y_score`` (see :class:`Prepared`).
     """
-    p = Prepared(y_true, y_score)
+    p = Prepared(y_true, y_score, y_pred)
     check_task(task, p)
     names = list(metrics) if metrics is not None else list(METRICS)
     out: dict[str, MetricValue] = {}

@@ -65,7 +65,9 @@ class MetricInputError(FmprobeError, ValueError):
 class Prepared:
     """Validated ``(y_true, y_score)`` plus derived arrays (predictions, sort orders) cached across resamples."""
 
-    def __init__(self, y_true: object, y_score: object) -> None:
+    def __init__(self, y_true: object, y_score: object, y_pred: object | None = None) -> None:
+        """``y_pred`` (single-label only): the predicted classes when they are not the argmax of ``y_score``
+        (an ordinal probe's decoded grades); the label metrics use it, the AUC keeps using the scores."""
         y = np.asarray(y_true)
         s = np.asarray(y_score, dtype=np.float64)
         if y.ndim not in (1, 2):
@@ -87,6 +89,8 @@ class Prepared:
                     f"found {np.unique(y[~valid]).tolist()[:10]}"
                 )
             self.y = y.astype(np.int64)
+            if y_pred is not None:
+                raise MetricInputError("y_pred is for single-label tasks; multilabel predictions are y_score > 0.5")
             self.known = self.y != MISSING
             self.pred = (s > 0.5).astype(np.int64)
         else:
@@ -109,7 +113,7 @@ class Prepared:
                 raise MetricInputError(
                     f"y_true holds classes {self.y.min()}..{self.y.max()} but y_score has {s.shape[1]} columns"
                 )
-            self.pred = s.argmax(axis=1)
+            self.pred = s.argmax(axis=1) if y_pred is None else _checked_predictions(y_pred, self.y.shape, s.shape[1])
             self.known = None
         self.score = s
         self.n = y.shape[0]
@@ -165,6 +169,17 @@ class Prepared:
             starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
             out.append((order, pos[order], starts))
         return out
+
+
+def _checked_predictions(y_pred: object, shape: tuple[int, ...], n_classes: int) -> np.ndarray:
+    """Predicted class indices: one per sample, each in ``0..n_classes-1``."""
+    pred = np.asarray(y_pred)
+    if pred.shape != shape or pred.dtype.kind not in "iu" or (len(pred) and (pred.min() < 0 or pred.max() >= n_classes)):
+        raise MetricInputError(
+            f"y_pred must hold one class index 0..{n_classes - 1} per sample (shape {shape}), got {pred.dtype} "
+            f"shape {pred.shape}"
+        )
+    return pred.astype(np.int64)
 
 
 def _mean_defined(values: np.ndarray, axis: int = -1) -> np.ndarray:

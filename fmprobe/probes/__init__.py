@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmprobe.errors import ProbeError
-from fmprobe.probes.base import PROBES, ProbeBase, ProbeFitError, ProbeParameterError, is_stochastic
+from fmprobe.probes.base import PROBES, ProbeBase, ProbeCannotFit, ProbeFitError, ProbeParameterError, is_stochastic
 from fmprobe.probes.knn import KNNProbe
 from fmprobe.probes.lgbm import LGBMProbe
 from fmprobe.probes.logistic import LogisticProbe
@@ -36,6 +36,7 @@ __all__ = [
     "LGBMProbe",
     "LogisticProbe",
     "ProbeBase",
+    "ProbeCannotFit",
     "ProbeFitError",
     "ProbeParameterError",
     "is_stochastic",

@@ -54,6 +54,11 @@ class ProbeFitError(ProbeError, ValueError):
     """A probe cannot be fitted on these targets (e.g. one class only, labels missing from train)."""
 
 
+class ProbeCannotFit(ProbeError):
+    """The probe ran but learned nothing that can be scored (e.g. LightGBM made no split on 5 training images):
+    the cell is recorded as missing with this reason, never as a measured chance-level value."""
+
+
 class ProbeParameterError(ProbeError, InvalidParameterError):
     """A probe parameter outside its declared constraints (scikit-learn's InvalidParameterError, and a
     ProbeError so the CLI reports it as one message)."""

@@ -23,10 +23,10 @@ from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import compute_all
-from fmprobe.probes import is_stochastic, make_probe
+from fmprobe.probes import ProbeBase, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, cell_repeats
 from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
-from fmprobe.store import FeatureFile
+from fmprobe.store import FeatureFile, SplitFeatures
 from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
     if plan.cells:
         check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
     rows_written = 0
-    loaded: dict[tuple[Path, str], dict[str, object]] = {}
+    loaded: dict[tuple[Path, str], dict[str, SplitFeatures]] = {}
     bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
         for cell in bar:
@@ -214,31 +214,63 @@ def probe_features(
     return run_probing(plan_probing(features, grid, out, force), progress)
 
 
-def _run_cell(cell: ProbeCell, splits: dict[str, object], grid: ProbeGrid, out: Path) -> int:
-    """Fit one cell on (a subsample of) train, choose on val, score test once; write it; return its row count."""
-    train, val, test = splits[TRAIN], splits[VAL], splits[TEST]  # type: ignore[assignment]
-    info, features = cell.info, cell.features
-    cell_seed = grid.seed + 1000 * info.repeat
-    index = subsample(train.labels, info.train_fraction, cell_seed)  # type: ignore[attr-defined]
+@dataclass(frozen=True)
+class Scored:
+    """A fitted cell's test outcome: scores, the metrics (values or reasons), and warnings for the row."""
+
+    scores: np.ndarray
+    metrics: dict[str, object]
+    flags: str = ""
+
+
+def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray:
+    """Indices of the training rows a cell fits on: a stratified ``train_fraction`` of the training set."""
+    return subsample(train.labels, info.train_fraction, seed)
+
+
+def validation_rows(val: SplitFeatures, info: CellInfo, grid: ProbeGrid, seed: int) -> np.ndarray:
+    """Indices of the validation rows a cell's configuration is chosen on: all of them."""
+    return np.arange(len(val.labels))
+
+
+def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: int) -> ProbeBase:
     params: dict[str, object] = {"task": info.task, **grid.probe_params.get(info.probe, {})}
     if info.task != "multilabel":
         params["classes"] = np.arange(len(features.class_names))
     probe = make_probe(info.probe, **params)
     if is_stochastic(probe):
-        probe.set_params(random_state=cell_seed)
+        probe.set_params(random_state=seed)
+    return probe
+
+
+def score_test(probe: ProbeBase, test: SplitFeatures, info: CellInfo, features: FeatureFile, grid: ProbeGrid) -> Scored:
+    """Score the fitted probe once on the test split: every metric with its bootstrap CI."""
+    scores = probe.predict_proba(test.features)
+    values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)
+    return Scored(scores, values)
+
+
+def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid, out: Path) -> int:
+    """Fit one cell on (a subsample of) train, choose on (a subsample of) val, score test once; write it; return
+    its row count."""
+    train, val, test = splits[TRAIN], splits[VAL], splits[TEST]
+    info, features = cell.info, cell.features
+    cell_seed = grid.seed + 1000 * info.repeat
+    index = training_rows(train, info, cell_seed)
+    val_index = validation_rows(val, info, grid, cell_seed)
+    probe = _cell_probe(info, features, grid, cell_seed)
     try:
-        probe.fit(train.features[index], train.labels[index], eval_set=(val.features, val.labels))  # type: ignore[attr-defined]
+        probe.fit(train.features[index], train.labels[index], eval_set=(val.features[val_index], val.labels[val_index]))
     except ProbeError as err:
         raise ProbeError(
             f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
         ) from err
-    scores = probe.predict_proba(test.features)  # type: ignore[attr-defined]
-    values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)  # type: ignore[attr-defined]
+    scored = score_test(probe, test, info, features, grid)
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
     rows = write_cell(
-        out, info, values, ids=test.ids, y_true=test.labels, y_score=scores, meta=meta,  # type: ignore[attr-defined]
+        out, info, scored.metrics, ids=test.ids, y_true=test.labels, y_score=scored.scores, meta=meta,
         primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,
-        n_train=len(index), val_score=probe.val_score_,
+        n_train=len(index), val_score=probe.val_score_, n_val=len(val_index), flags=scored.flags,
     )  # fmt: skip
     return len(rows)

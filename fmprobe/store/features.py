@@ -2,7 +2,8 @@
 
 Layout (readable with plain h5py; see README):
 ``/<split>/features/<readout>`` [N, D] float16|float32, ``/<split>/labels`` [N] or [N, L] int64,
-``/<split>/ids`` [N] UTF-8 strings, ``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
+``/<split>/ids`` [N] UTF-8 strings, ``/<split>/meta/<key>`` [N] UTF-8 per-sample metadata (``group``, ``study``, ...),
+``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
 root attributes ``fingerprint`` (JSON), ``key``, ``complete``, ``task``, ``class_names`` (JSON), versions, time.
 The first 512 bytes are an HDF5 user block holding the file's seal (:mod:`fmprobe.store.integrity`).
 """
@@ -13,7 +14,7 @@ import json
 import os
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,11 @@ PARSE_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, Attribut
 
 @dataclass(frozen=True)
 class SplitLayout:
-    """What the writer needs from a dataset split: ids and labels in extraction order."""
+    """What the writer needs from a dataset split: ids, labels and per-sample metadata in extraction order."""
 
     ids: tuple[str, ...]
     labels: np.ndarray
+    metadata: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def write_feature_file(
@@ -64,7 +66,7 @@ def write_feature_file(
                 _create_split(h5, split, layout, skipped.get(split, {}), readouts, dims, feature_dtype)
             cursor = _write_batches(h5, splits, readouts, feature_dtype, batches)
             for split in splits:
-                for name in ("labels", "ids", "skipped_ids", "skipped_reasons"):
+                for name in _row_datasets(h5[split]):
                     h5[f"{split}/{name}"].attrs["crc32"] = _crc_of(h5[f"{split}/{name}"])
             for split in splits:
                 expected = h5[f"{split}/labels"].shape[0]
@@ -110,9 +112,16 @@ def _create_split(
         )
     group.create_dataset("labels", data=layout.labels[keep].astype(np.int64))
     group.create_dataset("ids", data=np.asarray([i for i, k in zip(layout.ids, keep) if k], dtype=object), dtype=STRING)
+    for key, values in layout.metadata.items():
+        group.create_dataset(f"meta/{key}", data=np.asarray([v for v, k in zip(values, keep) if k], dtype=object), dtype=STRING)
     rows = sorted(bad)
     group.create_dataset("skipped_ids", data=np.asarray([layout.ids[r] for r in rows], dtype=object), dtype=STRING)
     group.create_dataset("skipped_reasons", data=np.asarray([bad[r] for r in rows], dtype=object), dtype=STRING)
+
+
+def _row_datasets(group: h5py.Group) -> tuple[str, ...]:
+    """The per-row datasets of a split group other than the features (each carries a CRC attribute)."""
+    return ("labels", "ids", "skipped_ids", "skipped_reasons", *(f"meta/{k}" for k in group.get("meta", {})))
 
 
 def _write_batches(
@@ -149,9 +158,13 @@ def _crc_of(dataset: h5py.Dataset, rows_per_block: int = 8192) -> int:
 
 @dataclass(frozen=True)
 class SplitFeatures:
+    """One split as stored: features, labels, ids and per-sample metadata (key -> values; files written before
+    metadata existed have none)."""
+
     features: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
+    metadata: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class FeatureFile:
@@ -192,6 +205,10 @@ class FeatureFile:
         self.class_names: tuple[str, ...] = tuple(_json(self.path, _text(self.path, attrs, "class_names"), "class_names", list))
         self.readouts: tuple[str, ...] = tuple(_json(self.path, _text(self.path, attrs, "readouts"), "readouts", list))
         self.primary_metric = _text(self.path, attrs, "primary_metric") if "primary_metric" in attrs else ""
+        # the dataset's evaluation facts (``Dataset.evaluation``); files written before it existed have none
+        self.evaluation: dict[str, object] = (
+            _json(self.path, _text(self.path, attrs, "evaluation"), "evaluation", dict) if "evaluation" in attrs else {}
+        )
         self.dataset = str(fingerprint.get("dataset", ""))
         self.backbone = str(fingerprint.get("backbone", ""))
         resolution = fingerprint.get("resolution", 0)
@@ -252,13 +269,14 @@ class FeatureFile:
                 )
             n = group["labels"].shape[0]
             counts = {"ids": group["ids"].shape[0], **{f"features/{r}": group[f"features/{r}"].shape[0] for r in group["features"]}}
+            counts.update({f"meta/{k}": group[f"meta/{k}"].shape[0] for k in group.get("meta", {})})
             total = n + group["skipped_ids"].shape[0]
             if any(c != n for c in counts.values()) or total != int(group.attrs["n_total"]):
                 raise CacheError(
                     f"{self.path}: split {split!r} is inconsistent (labels {n}, {counts}, expected {int(group.attrs['n_total'])} "
                     "rows in all). The file is damaged: rebuild it with `fmprobe extract ... --force`."
                 )
-            for name in ("labels", "ids", "skipped_ids", "skipped_reasons", *(f"features/{r}" for r in group["features"])):
+            for name in (*_row_datasets(group), *(f"features/{r}" for r in group["features"])):
                 dataset = group[name]
                 if crc and ("crc32" not in dataset.attrs or _crc_of(dataset) != int(dataset.attrs["crc32"])):
                     raise CacheError(
@@ -282,6 +300,7 @@ class FeatureFile:
                 features = group[f"features/{readout}"][()]
                 labels = group["labels"][()]
                 ids = np.asarray(group["ids"].asstr()[()], dtype=str)
+                metadata = {k: np.asarray(v.asstr()[()], dtype=str) for k, v in group.get("meta", {}).items()}
         except OSError as err:
             raise CacheError(f"{self.path}: cannot read split {split!r} ({err}); rebuild with --force.") from err
         if dtype is not None:
@@ -291,7 +310,7 @@ class FeatureFile:
                 f"{self.path}: split {split!r} readout {readout!r} contains NaN/inf features. Re-extract with "
                 "--force; if it persists the weights are broken: check --weights."
             )
-        return SplitFeatures(features, labels, ids)
+        return SplitFeatures(features, labels, ids, metadata)
 
     def skipped(self, split: str) -> list[tuple[str, str]]:
         try:

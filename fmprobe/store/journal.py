@@ -18,7 +18,7 @@ import os
 import struct
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,19 +43,24 @@ class Batch:
 
 @dataclass(frozen=True)
 class Layout:
-    """Ids and labels of every split, in extraction order."""
+    """Ids, labels and per-sample metadata (split -> key -> values) of every split, in extraction order."""
 
     ids: dict[str, tuple[str, ...]]
     labels: dict[str, np.ndarray]
+    metadata: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def describe(self) -> dict[str, list[int]]:
         return {s: [len(self.ids[s]), *self.labels[s].shape[1:]] for s in self.ids}
 
     def encode(self) -> bytes:
+        """Per split: id-blob length, ids, labels; then the metadata as one JSON block (absent when there is
+        none, so a journal written before metadata existed decodes the same)."""
         parts = []
         for split in self.ids:
             ids = "\0".join(self.ids[split]).encode()
             parts += [np.asarray([len(ids)], "<i8").tobytes(), ids, np.ascontiguousarray(self.labels[split], "<i8").tobytes()]
+        if any(self.metadata.values()):
+            parts.append(json.dumps({s: {k: list(v) for k, v in m.items()} for s, m in self.metadata.items()}).encode())
         return b"".join(parts)
 
     @classmethod
@@ -70,7 +75,9 @@ class Layout:
             count = int(np.prod(shape))
             labels[split] = np.frombuffer(data, "<i8", count, offset).reshape(shape).astype(np.int64)
             offset += count * 8
-        return cls(ids, labels)
+        stored = json.loads(data[offset:].decode()) if offset < len(data) else {}
+        metadata = {s: {k: tuple(v) for k, v in m.items()} for s, m in stored.items()}
+        return cls(ids, labels, metadata)
 
 
 def _encode(meta: dict[str, object], arrays: list[np.ndarray]) -> bytes:

@@ -124,7 +124,7 @@ def _write(cache: Path, journals: list[Journal], extra_attrs: Mapping[str, objec
             journal, offset = offsets[(split, start)]
             yield journal.batch_at(offset)
 
-    layouts = {s: SplitLayout(layout.ids[s], layout.labels[s]) for s in layout.ids}
+    layouts = {s: SplitLayout(layout.ids[s], layout.labels[s], layout.metadata.get(s, {})) for s in layout.ids}
     write_feature_file(
         cache, {**header["attrs"], **extra_attrs}, layouts, tuple(header["readouts"]), header["dims"],  # type: ignore[arg-type]
         str(header["feature_dtype"]), in_order(), skipped,
