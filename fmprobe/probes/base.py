@@ -26,11 +26,19 @@ of :mod:`fmprobe.metrics`, and ``predict_proba`` still returns a probability for
 For 1-D targets -1 is missing nowhere: with an explicit single-label ``task`` or ``classes`` that leave it
 out, a -1 is rejected with an error that says so; with ``task="auto"`` and no ``classes`` it is an
 ordinary class label, as in scikit-learn (whose own checks use labels {-1, 1}).
+
+Ordinal decoding: every probe has a ``decoding`` parameter (declared here and added to each subclass's
+``__init__`` by :meth:`ProbeBase.__init_subclass__`, so a new probe inherits it). For ``task="ordinal"`` it is
+``"auto"`` (chosen on validation with the other hyper-parameters, recorded in ``best_params_["decoding"]``),
+``"argmax"``, ``"expected"`` or ``"thresholds"`` (see :mod:`fmprobe.probes.decoding`), and ``predict`` returns
+the decoded grades; other tasks decode by argmax only and refuse the others.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -42,6 +50,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from fmprobe.errors import ProbeError
 from fmprobe.metrics import Metric, MetricUndefined, Prepared, get_metric
+from fmprobe.probes.decoding import ORDINAL_DECODINGS, Decoding, cross_fitted, decode, expected_grade, fit_cuts
 from fmprobe.registry import Registry
 from fmprobe.tasks import MISSING, PRIMARY_METRIC, TASK_TYPES
 
@@ -145,7 +154,17 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         "task": [StrOptions({"auto", *TASK_TYPES})],
         "selection_metric": [str, None],
         "classes": ["array-like", None],
+        "decoding": [StrOptions({d.value for d in Decoding})],
     }
+    decoding: str = Decoding.auto.value  # a parameter every probe inherits (see __init_subclass__)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a subclass's ``__init__`` the ``decoding`` keyword (and signature entry, which scikit-learn's
+        ``get_params``/``clone`` read) unless it declares the parameter itself."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and "decoding" not in inspect.signature(init).parameters:
+            cls.__init__ = _with_decoding(init)
 
     def _validate_params(self) -> None:
         """Check every parameter against ``_parameter_constraints`` (and the selection metric's name)."""
@@ -155,6 +174,11 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
             raise ProbeParameterError(str(err)) from None
         if self.selection_metric is not None:
             get_metric(self.selection_metric)  # an unknown name fails here, with the closest ones
+        if self.decoding not in (Decoding.auto, Decoding.argmax) and self.task != "ordinal":
+            raise ProbeParameterError(
+                f"The 'decoding' parameter of {type(self).__name__} is {self.decoding!r}, but only ordinal tasks "
+                f"decode grades (task={self.task!r} decodes by argmax): pass task='ordinal', or drop decoding="
+            )
 
     # --------------------------------------------------------------------------- scikit-learn protocol
     def __sklearn_tags__(self):  # noqa: ANN204 - sklearn's Tags type
@@ -180,7 +204,13 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
                 raise ProbeFitError(f"eval_set has {len(X_val)} rows in X but {len(Y_val)} labels")
             self._check_selectable(Y_val)
             val = (X_val, Y_val)
+        elif self.decoding == Decoding.thresholds:
+            raise ProbeFitError(
+                "decoding='thresholds' fits its cut-points on validation: pass eval_set=(X_val, y_val), or use "
+                "decoding='expected' (the cut-points' starting values k - 0.5)"
+            )
         self._fit(X, Y, val, owns(X, X_in))
+        self._choose_decoding(val)
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -191,11 +221,12 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         return self._predict_scores(X)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Argmax class (ties -> first class), or ``proba > 0.5`` per label for multilabel targets."""
+        """Argmax class (ties -> first class), the decoded grade (ordinal: ``decoding_``), or ``proba > 0.5`` per
+        label for multilabel targets."""
         proba = self.predict_proba(X)
         if self.task_ == "multilabel":
             return (proba > 0.5).astype(np.int64)
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self.classes_[decode(proba, self.decoding_, self.cuts_)]
 
     # --------------------------------------------------------------------------- targets
     def _encode_train_targets(self, y: np.ndarray) -> np.ndarray:
@@ -286,12 +317,62 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
                 "Use a larger validation split or pass selection_metric=... (e.g. 'balanced_accuracy')"
             ) from None
 
-    def _score(self, Y_val: np.ndarray, scores: np.ndarray) -> float | None:
-        """Selection metric on validation scores; None when it is undefined for this candidate."""
+    def _metric(self, Y_val: np.ndarray, scores: np.ndarray, pred: np.ndarray | None = None) -> float | None:
+        """Selection metric on validation scores (and decoded grades); None when it is undefined."""
         try:
-            return self._selection_metric().evaluate(Prepared(Y_val, scores))
+            return self._selection_metric().evaluate(Prepared(Y_val, scores, pred))
         except MetricUndefined:
             return None
+
+    def _score(self, Y_val: np.ndarray, scores: np.ndarray) -> float | None:
+        """Selection metric of one candidate on validation; ordinal: its best over the decodings allowed, so the
+        decoding is chosen jointly with the candidate's other hyper-parameters."""
+        if self.task_ != "ordinal":
+            return self._metric(Y_val, scores)
+        found = [s for s in self._decoding_scores(Y_val, scores).values() if s is not None]
+        return max(found) if found else None
+
+    def _decodings(self) -> tuple[str, ...]:
+        return ORDINAL_DECODINGS if self.decoding == Decoding.auto else (str(Decoding(self.decoding).value),)
+
+    def _decoding_scores(self, Y_val: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+        """Validation score under each candidate decoding; ``thresholds`` cross-fitted (see
+        :mod:`fmprobe.probes.decoding`), so fitting its cut-points on the scored rows cannot win the choice."""
+        grade, n = expected_grade(scores), scores.shape[1]
+        out: dict[str, float | None] = {}
+        for d in self._decodings():
+            pred = cross_fitted(grade, Y_val, self._scorer(Y_val, scores), n) if d == "thresholds" else None
+            out[d] = self._metric(Y_val, scores, decode(scores, d) if pred is None else pred)
+        return out
+
+    def _scorer(self, Y_val: np.ndarray, scores: np.ndarray) -> Any:
+        return lambda rows, pred: self._metric(Y_val[rows], scores[rows], pred)
+
+    def _choose_decoding(self, val: tuple[np.ndarray, np.ndarray] | None) -> None:
+        """Set ``decoding_`` (and ``cuts_`` for thresholds, refitted on the whole validation set) for the chosen
+        model; record it in ``best_params_`` for ordinal tasks."""
+        self.decoding_, self.cuts_, self.decoding_scores_ = Decoding.argmax.value, None, {}
+        if self.task_ != "ordinal":
+            return
+        if val is None:
+            self.decoding_ = Decoding.argmax.value if self.decoding == Decoding.auto else str(self.decoding)
+        else:
+            X_val, Y_val = val
+            scores = self._predict_scores(X_val)
+            self.decoding_scores_ = self._decoding_scores(Y_val, scores)
+            found = {d: s for d, s in self.decoding_scores_.items() if s is not None}
+            if found:
+                top = max(found.values())
+                self.decoding_ = next(d for d, s in found.items() if s >= top - TIE_TOL)
+                self.val_score_ = found[self.decoding_]
+            else:
+                self.decoding_ = self._decodings()[0]
+            if self.decoding_ == Decoding.thresholds:
+                rows = np.arange(len(Y_val))
+                self.cuts_ = fit_cuts(expected_grade(scores), rows, self._scorer(Y_val, scores), scores.shape[1])
+        self.best_params_ = {**self.best_params_, "decoding": self.decoding_}
+        if self.cuts_ is not None:  # recorded so the row says exactly how its grades were decoded
+            self.best_params_["cuts"] = [float(c) for c in self.cuts_]
 
     # --------------------------------------------------------------------------- subclass hooks
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
@@ -299,6 +380,22 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
 
     def _predict_scores(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+def _with_decoding(init: Any) -> Any:
+    """``init`` taking the keyword ``decoding`` as well (stored as ``self.decoding``), its signature extended."""
+    sig = inspect.signature(init)
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("decoding", inspect.Parameter.KEYWORD_ONLY, default=Decoding.auto.value)
+    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+
+    @functools.wraps(init)
+    def __init__(self: ProbeBase, *args: Any, decoding: str = Decoding.auto.value, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.decoding = decoding
+
+    __init__.__signature__ = sig.replace(parameters=[*params[:at], extra, *params[at:]])  # type: ignore[attr-defined]
+    return __init__
 
 
 PROBES: Registry[type[ProbeBase]] = Registry("probe")  # each probe module registers its class next to it
