@@ -25,13 +25,13 @@ its labels cannot move a cut-point.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 from scipy.optimize import minimize
 
 
-class Decoding(str, Enum):
+class Decoding(StrEnum):
     """How an ordinal probe turns probabilities into grades (``auto``: chosen on validation)."""
 
     auto = "auto"

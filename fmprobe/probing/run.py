@@ -22,10 +22,19 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
-from fmprobe.metrics import compute_all
-from fmprobe.probes import ProbeBase, is_stochastic, make_probe
+from fmprobe.metrics import MetricValue, compute_all
+from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, cell_repeats
-from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
+from fmprobe.results import (
+    CellInfo,
+    append_rows,
+    check_writable,
+    compact_results,
+    done_cells,
+    rows_for_cell,
+    test_set_digest,
+    write_cell,
+)
 from fmprobe.store import FeatureFile, SplitFeatures
 from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
@@ -221,6 +230,7 @@ class Scored:
     scores: np.ndarray
     metrics: dict[str, object]
     flags: str = ""
+    y_pred: np.ndarray | None = None  # decoded class codes (ordinal tasks), saved with the predictions
 
 
 def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray:
@@ -243,11 +253,63 @@ def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: in
     return probe
 
 
+def argmax_metric(primary: str) -> str:
+    """The row name of an ordinal cell's primary metric under argmax decoding (parity with the study)."""
+    return f"{primary}[argmax]"
+
+
+def degenerate_flag(y_true: np.ndarray, scores: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> str:
+    """A warning when the test predictions carry no information: constant predictions (multilabel: every label's
+    score constant across samples), or single-label accuracy equal to the test set's majority-class rate."""
+    if y_true.ndim == 2:
+        constant = bool(np.all(np.ptp(scores, axis=0) <= 1e-12))
+        return "degenerate: every label's test score is the same for every sample" if constant else ""
+    accuracy = float(np.mean(y_pred == y_true))
+    majority = float(np.bincount(y_true, minlength=scores.shape[1]).max() / len(y_true))
+    if len(np.unique(y_pred)) == 1:
+        name = class_names[int(y_pred[0])] if int(y_pred[0]) < len(class_names) else str(int(y_pred[0]))
+        return (
+            f"degenerate: every test prediction is class {name} (accuracy {accuracy:.3f}, majority rate {majority:.3f})"
+        )
+    if np.isclose(accuracy, majority):
+        return f"degenerate: test accuracy equals the majority-class rate {majority:.3f}"
+    return ""
+
+
 def score_test(probe: ProbeBase, test: SplitFeatures, info: CellInfo, features: FeatureFile, grid: ProbeGrid) -> Scored:
-    """Score the fitted probe once on the test split: every metric with its bootstrap CI."""
+    """Score the fitted probe once on the test split: every metric with its bootstrap CI. Ordinal cells are scored
+    on the probe's decoded grades (``decoding`` in its params), plus the primary metric by argmax as
+    ``<metric>[argmax]``; predictions that carry no information are flagged."""
     scores = probe.predict_proba(test.features)
-    values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)
-    return Scored(scores, values)
+    y_pred = probe.predict(test.features) if info.task == "ordinal" else None  # class codes: classes are 0..C-1
+    ci = {"n_resamples": grid.n_resamples, "seed": grid.seed}
+    values = compute_all(test.labels, scores, info.task, y_pred=y_pred, **ci)
+    if y_pred is not None:
+        primary = features.primary_metric or PRIMARY_METRIC[info.task]
+        values[argmax_metric(primary)] = compute_all(test.labels, scores, info.task, metrics=[primary], **ci)[primary]
+    shown = scores.argmax(axis=1) if y_pred is None and scores.ndim == 2 else y_pred
+    flags = degenerate_flag(np.asarray(test.labels), scores, shown, features.class_names)
+    return Scored(scores, values, flags, y_pred)
+
+
+def _cannot_fit(cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_train: int, n_val: int, out: Path) -> int:
+    """Record a cell whose probe learned nothing scorable: every metric missing with the reason, no predictions
+    file (``predictions`` empty), so the cell counts as done and no chance-level number is ever reported."""
+    info, features = cell.info, cell.features
+    primary = features.primary_metric or PRIMARY_METRIC[info.task]
+    width = test.labels.shape[1] if test.labels.ndim == 2 else len(features.class_names)
+    uniform = np.full((len(test.labels), width), 0.5 if info.task == "multilabel" else 1.0 / width)
+    names = list(compute_all(test.labels, uniform, info.task)) + ([argmax_metric(primary)] * (info.task == "ordinal"))
+    reason = f"the probe could not fit: {err}"
+    log.warning(
+        f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {reason}; recorded as missing"
+    )
+    rows = rows_for_cell(
+        info, {name: MetricValue(None, reason) for name in names}, primary=primary, params={}, n_train=n_train,
+        n_test=len(test.labels), val_score=None, n_val=n_val, test_set=test_set_digest(test.ids),
+    )  # fmt: skip
+    append_rows(out, rows)
+    return len(rows)
 
 
 def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid, out: Path) -> int:
@@ -261,6 +323,8 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     probe = _cell_probe(info, features, grid, cell_seed)
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features[val_index], val.labels[val_index]))
+    except ProbeCannotFit as err:
+        return _cannot_fit(cell, test, err, len(index), len(val_index), out)
     except ProbeError as err:
         raise ProbeError(
             f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
@@ -268,6 +332,8 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     scored = score_test(probe, test, info, features, grid)
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
+    if scored.y_pred is not None:  # the decoded grades the label metrics used (y_score's argmax is not them)
+        meta["y_pred"] = scored.y_pred.tolist()
     rows = write_cell(
         out, info, scored.metrics, ids=test.ids, y_true=test.labels, y_score=scored.scores, meta=meta,
         primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,

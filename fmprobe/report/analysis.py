@@ -377,5 +377,7 @@ def confusion(choice: Choice) -> tuple[np.ndarray, list[str]]:
     pred = _load(choice.first["predictions"])
     k = pred.y_score.shape[1]
     cm = np.zeros((k, k), dtype=np.int64)
-    np.add.at(cm, (pred.y_true.astype(np.int64), pred.y_score.argmax(axis=1)), 1)
+    decoded = pred.meta.get("y_pred")  # an ordinal cell's decoded grades, when they are not the argmax
+    predicted = np.asarray(decoded, dtype=np.int64) if decoded is not None else pred.y_score.argmax(axis=1)
+    np.add.at(cm, (pred.y_true.astype(np.int64), predicted), 1)
     return cm, pred.class_names

@@ -133,6 +133,7 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
                     cells[i, j] = Cell("", mark=mark)
                     continue
                 cells[i, j], scores[i, j] = (_ci_cell if kind == "ci" else _mean_cell)(sub, mark, notes)
+                cells[i, j] = _flagged(cells[i, j], sub, notes)
         _mark_best(cells, scores, high)
         body = [[Cell(label)] + [cells[i, j] for j in range(len(probes))] for i, (_, label) in enumerate(labels)]
         n_test = _span(rows["n_test"])
@@ -148,8 +149,22 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
                 f"{view.metric}, mean ± sd over {n_rep} repeats, {frac}. **Bold**: best in column. "
                 "†: selected on validation."
             )
+        if any(FLAG_MARK in c.mark for c in cells.values()):
+            caption += f" {FLAG_MARK}: a warning on that cell (footnote), e.g. a degenerate probe."
         tables.append(Table(["backbone"] + probes, body, caption, notes.footnotes))
     return tables
+
+
+FLAG_MARK = "‡"
+
+
+def _flagged(cell: Cell, sub: pd.DataFrame, notes: _Notes) -> Cell:
+    """A cell whose rows carry warnings (``flags``, e.g. constant test predictions) gets ‡ and them as footnote."""
+    flags = sorted({str(f) for f in sub["flags"] if isinstance(f, str) and f}) if "flags" in sub else []
+    if not flags:
+        return cell
+    note = notes("; ".join(flags)) if cell.note is None else cell.note
+    return dataclasses.replace(cell, mark=cell.mark + FLAG_MARK, note=note)
 
 
 def _ci_cell(sub: pd.DataFrame, mark: str, notes: _Notes) -> tuple[Cell, float]:
