@@ -124,7 +124,9 @@ def test_constant_predictions_are_flagged_in_rows_and_report(tmp_path: Path, thr
     probe_features([features], probes=["constant", "logreg"], n_resamples=0, out=tmp_path / "r", progress=False)
     df = read_results(tmp_path / "r")
     flags = df.groupby("probe")["flags"].agg(set)
-    assert flags["constant"] == {"degenerate: every test prediction is class grade0 (accuracy 0.750, majority rate 0.750)"}
+    assert flags["constant"] == {
+        "degenerate: every test prediction is class grade0 (accuracy 0.750, majority rate 0.750)"
+    }
     assert flags["logreg"] == {""}
     report = write_report(tmp_path / "r", tmp_path / "report")
     text = report.markdown.read_text()
@@ -142,7 +144,9 @@ def test_a_probe_that_cannot_fit_is_recorded_missing_and_reported(tmp_path: Path
     missing = df[df.probe == "nofit"]
     assert len(missing) > 1 and missing.value.isna().all() and missing.ci_low.isna().all()
     assert missing.val_score.isna().all() and (missing.predictions == "").all()
-    assert set(missing.missing_reason) == {"the probe could not fit: LightGBM made no split (5 training images, min_child_samples=10)"}
+    assert set(missing.missing_reason) == {
+        "the probe could not fit: LightGBM made no split (5 training images, min_child_samples=10)"
+    }
     assert set(missing.metric) == set(df[df.probe == "logreg"].metric)
     again = probe_features([features], **kwargs)
     assert again.cells_run == 0 and again.cells_skipped == 2
