@@ -3,11 +3,18 @@
 The file layout is the one the official ``medmnist`` package writes: keys ``{train,val,test}_{images,labels}``,
 uint8 images ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (RGB), labels ``[N, 1]`` (or ``[N, L]`` multi-label).
 The official splits are used as they are.
+
+The task: a flag's published task (``medmnist:<flag>``, a file named like a flag, or ``?flag=<flag>`` for a copy under
+another name), else the declared ``?task=`` (one of :data:`fmprobe.tasks.TASK_TYPES`, checked against the labels'
+shape), else inferred from the labels (``[N, L]`` multilabel, else binary or multiclass, never ordinal) and said once
+on stderr with how to declare it: a RetinaMNIST copy saved as ``retina_copy.npz`` would otherwise silently become a
+multiclass task scored by balanced accuracy instead of quadratic kappa.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -18,7 +25,9 @@ import numpy as np
 from fmprobe.datasets.base import ArraySource, Dataset, Split, hash_file
 from fmprobe.datasets.sources import DatasetSource, OptionSpec
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import MISSING, SPLIT_NAMES, TaskType
+from fmprobe.tasks import MISSING, SPLIT_NAMES, TASK_TYPES, TaskType
+
+log = logging.getLogger(__name__)
 
 SIZES = (28, 64, 128, 224)
 
@@ -131,6 +140,15 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
+def _identity(path: Path, task: str, class_names: tuple[str, ...], declared: bool) -> str:
+    """The file's digest; with a declared task or flag that the file's name does not imply, mixed with them, so the
+    features cached under the inferred task are never reused for the declared one (undeclared keys unchanged)."""
+    digest = _file_digest(path)
+    if not declared:
+        return digest
+    return hashlib.sha256(f"{digest}|task={task}|classes={'|'.join(class_names)}".encode()).hexdigest()[:20]
+
+
 def integer_labels(path: Path, key: str, raw: np.ndarray) -> np.ndarray:
     """``raw`` as int64, refusing what a cast would silently change: NaN/inf, fractions (1.5 -> 1), text, negatives
     (other than MISSING in a multi-label file, checked by the caller)."""
@@ -235,27 +253,78 @@ def _split_labels(path: Path, arrays: dict[str, np.ndarray], task: TaskType) -> 
     return out
 
 
-def load_npz(path: Path, spec: str | None = None, *, flag: str | None = None, num_classes: int | None = None) -> Dataset:
+_told: set[str] = set()  # files whose inferred task was already reported (once per process)
+
+
+def _check_task_shape(path: Path, task: TaskType, width: int, source: str) -> None:
+    """A declared (or flag's) task must fit the labels: multilabel needs ``[N, L]``, the others ``[N, 1]``."""
+    if (task == "multilabel") != (width > 1):
+        shape = f"[N, {width}] labels ({width} label columns)" if width > 1 else "[N, 1] labels (one class per sample)"
+        fits = "multilabel" if width > 1 else "|".join(t for t in TASK_TYPES if t != "multilabel")
+        raise DatasetError(f"{path}: {source} is {task!r}, but the file has {shape}; use task={fits}.")
+
+
+def _task_of(path: Path, flag: str | None, task: str | None, width: int) -> tuple[TaskType, bool]:
+    """The file's task and whether it was inferred (no flag, no ``task`` option)."""
+    if task is not None:
+        _check_task_shape(path, task, width, "the declared task")  # type: ignore[arg-type]
+        return task, False  # type: ignore[return-value]
+    if flag:
+        _check_task_shape(path, FLAGS[flag].task, width, f"the task of MedMNIST flag {flag!r}")
+        return FLAGS[flag].task, False
+    return ("multilabel" if width > 1 else "multiclass"), True
+
+
+def _say_inferred(path: Path, spec: str | None, task: TaskType, class_names: tuple[str, ...]) -> None:
+    """Tell once that the task was guessed from the labels, and how to declare it."""
+    if str(path) in _told:
+        return
+    _told.add(str(path))
+    named = spec or f"npz:{path}"
+    joined = "&" if "?" in named else "?"
+    what = f"{len(class_names)} labels" if task == "multilabel" else f"{len(class_names)} classes"
+    other = "ordinal" if task != "multilabel" else "multilabel"
+    log.warning(
+        f"{path.name}: task inferred as {task} ({what}, from the labels); declare it with {named}{joined}task={other} "
+        f"(any of {'|'.join(TASK_TYPES)}), or name the MedMNIST flag of a renamed file with {named}{joined}flag=<flag>."
+    )
+
+
+def load_npz(
+    path: Path, spec: str | None = None, *, flag: str | None = None, num_classes: int | None = None,
+    task: str | None = None,
+) -> Dataset:  # fmt: skip
     """Read a MedMNIST-layout file, checking keys, dtypes, shapes and labels with errors that name the file.
 
-    ``flag`` (or a file named like one, ``pathmnist_224.npz``) gives the published task and class names;
-    other files get them inferred from the labels (``num_classes`` declares a count the labels do not show)."""
+    ``flag`` (or a file named like one, ``pathmnist_224.npz``) gives the published task and class names; ``task``
+    declares the task (overriding a flag's); otherwise it is inferred from the labels, and the log says so.
+    ``num_classes`` declares a class count the labels do not show."""
     arrays = _read_arrays(path)
     _check_shapes(path, arrays)
     stem = path.stem.split("_")[0].lower()
-    flag = flag or (stem if stem in FLAGS else None)
-    multilabel = arrays["train_labels"].shape[1] > 1
-    task: TaskType = FLAGS[flag].task if flag else "multilabel" if multilabel else "multiclass"
+    stem_flag = stem if stem in FLAGS else None
+    declared = (flag or stem_flag) != stem_flag or (task is not None and task != (stem_flag and FLAGS[stem_flag].task))
+    flag = flag or stem_flag
+    width = arrays["train_labels"].shape[1]
+    task, inferred = _task_of(path, flag, task, width)
     labels = _split_labels(path, arrays, task)
     if flag:
         class_names = FLAGS[flag].class_names
         if num_classes is not None and num_classes != len(class_names):
             raise DatasetError(f"{path}: num_classes={num_classes}, but {flag} has {len(class_names)} classes; drop it.")
-    elif multilabel:
-        class_names = tuple(f"label_{i}" for i in range(arrays["train_labels"].shape[1]))
+        if task == "binary" and len(class_names) != 2:
+            raise DatasetError(f"{path}: task=binary, but {flag} has {len(class_names)} classes; use task=multiclass|ordinal.")
+    elif task == "multilabel":
+        class_names = tuple(f"label_{i}" for i in range(width))
     else:
         count = _check_classes(path, np.unique(np.concatenate(list(labels.values()))), num_classes)
-        task, class_names = ("binary" if count == 2 else "multiclass"), tuple(str(i) for i in range(count))
+        if inferred:
+            task = "binary" if count == 2 else "multiclass"
+        elif task == "binary" and count != 2:
+            raise DatasetError(f"{path}: task=binary, but the labels have {count} classes; use task=multiclass|ordinal.")
+        class_names = tuple(str(i) for i in range(count))
+    if inferred:
+        _say_inferred(path, spec, task, class_names)
 
     splits: dict[str, Split] = {}
     for split in SPLIT_NAMES:
@@ -272,7 +341,7 @@ def load_npz(path: Path, spec: str | None = None, *, flag: str | None = None, nu
         task=task,
         class_names=class_names,
         splits=splits,
-        content_digest=_file_digest(path),
+        content_digest=_identity(path, task, class_names, declared),
         description=FLAGS[flag].description if flag else "MedMNIST-layout file",
     )
 
@@ -296,6 +365,12 @@ NPZ = DatasetSource(
     takes_path=True,
     example="data/pneumoniamnist_224.npz",
     description="a MedMNIST-layout .npz file ({train,val,test}_{images,labels}), official splits",
-    options=(OptionSpec("num_classes", None, "class count, when some class numbers never occur in the labels", int),),
+    options=(
+        OptionSpec("num_classes", None, "class count, when some class numbers never occur in the labels", int),
+        OptionSpec("task", None, "the task; inferred from the labels when left out (never ordinal)", choices=TASK_TYPES),
+        OptionSpec(
+            "flag", None, "the MedMNIST flag of a renamed copy (its task and class names)", choices=tuple(FLAGS)
+        ),
+    ),
     suffixes=(".npz",),
 )

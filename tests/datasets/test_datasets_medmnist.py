@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +144,47 @@ def test_npz_with_an_empty_split_is_refused_naming_the_key(tmp_path: Path) -> No
     spec = _with(_medmnist_npz(tmp_path / "custom.npz"), val_images=np.zeros((0, 28, 28), np.uint8), val_labels=np.zeros((0, 1), np.uint8))
     with pytest.raises(DatasetError, match=r"custom\.npz: val_images is empty \(0 samples\); every split needs samples"):
         load_dataset(spec)
+
+
+def test_a_renamed_real_retinamnist_declares_its_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "retina_copy.npz"
+    copy.write_bytes(shared_file("retinamnist.npz").read_bytes())
+    inferred = load_dataset(str(copy))
+    assert inferred.task == "multiclass" and inferred.primary_metric == "balanced_accuracy"
+    told = capsys.readouterr().err
+    assert "retina_copy.npz: task inferred as multiclass (5 classes, from the labels)" in told
+    assert f"declare it with {copy}?task=ordinal" in told
+    load_dataset(str(copy))
+    assert "inferred" not in capsys.readouterr().err  # said once
+    declared = load_dataset(f"npz:{copy}?task=ordinal")
+    assert declared.task == "ordinal" and declared.primary_metric == "quadratic_kappa"
+    assert declared.content_digest != inferred.content_digest  # the multiclass feature cache is never reused
+    flagged = load_dataset(f"npz:{copy}?flag=retinamnist")
+    assert flagged.task == "ordinal" and flagged.class_names == ("0", "1", "2", "3", "4")
+    assert "inferred" not in capsys.readouterr().err
+    real = shared_file("retinamnist.npz")  # a file named like its flag keeps its key with a redundant declaration
+    assert load_dataset(f"{real}?task=ordinal").content_digest == load_dataset(str(real)).content_digest
+
+
+@pytest.mark.parametrize(
+    ("multilabel", "option", "message"),
+    [
+        (False, "task=multilabel", "the declared task is 'multilabel', but the file has [N, 1] labels"),
+        (True, "task=ordinal", "the declared task is 'ordinal', but the file has [N, 4] labels"),
+        (False, "task=binary", "task=binary, but the labels have 3 classes; use task=multiclass|ordinal"),
+        (False, "flag=chestmnist", "the task of MedMNIST flag 'chestmnist' is 'multilabel'"),
+        (False, "task=ordnal", "task='ordnal'; use one of binary, multiclass, ordinal, multilabel"),
+        (False, "flag=retina", "flag='retina'; use one of"),
+    ],
+)
+def test_a_declared_task_must_fit_the_labels(tmp_path: Path, multilabel: bool, option: str, message: str) -> None:
+    path = _medmnist_npz(tmp_path / "file.npz", multilabel=multilabel)
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        load_dataset(f"npz:{path}?{option}")
+
+
+def test_declared_ordinal_npz_and_medmnist_options_refused_by_name(tmp_path: Path) -> None:
+    path = _medmnist_npz(tmp_path / "grades.npz")
+    assert load_dataset(f"npz:{path}?task=ordinal&num_classes=4").class_names == ("0", "1", "2", "3")
+    with pytest.raises(DatasetError, match=re.escape("unknown option(s) ['task']; medmnist takes no options")):
+        load_dataset("medmnist:retinamnist?task=ordinal")
