@@ -152,3 +152,21 @@ def test_a_probe_that_cannot_fit_is_recorded_missing_and_reported(tmp_path: Path
     assert again.cells_run == 0 and again.cells_skipped == 2
     text = write_report(tmp_path / "r", tmp_path / "report").markdown.read_text()
     assert "roc_auc missing: the probe could not fit: LightGBM made no split" in text
+
+
+def test_degenerate_flags_for_every_task_kind() -> None:
+    from fmprobe.probing.run import degenerate_flag
+
+    y = np.array([0, 0, 0, 1])
+    scores = np.tile([0.6, 0.4], (4, 1))
+    names = ["benign", "malignant"]
+    assert degenerate_flag(y, scores, np.zeros(4, np.int64), names) == (
+        "degenerate: every test prediction is class benign (accuracy 0.750, majority rate 0.750)"
+    )
+    varied = np.array([0, 0, 1, 1])  # not constant, but no better than always saying "benign"
+    assert degenerate_flag(y, scores, varied, names) == "degenerate: test accuracy equals the majority-class rate 0.750"
+    assert degenerate_flag(y, scores, np.array([0, 0, 0, 1]), names) == ""
+    labels = np.array([[0, 1], [1, 0], [1, 1]])
+    constant = np.tile([0.3, 0.7], (3, 1))
+    assert degenerate_flag(labels, constant, None, names).startswith("degenerate: every label's test score")
+    assert degenerate_flag(labels, constant + np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.0]]), None, names) == ""
