@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe.datasets.base import ArraySource, Dataset, Split, hash_file
-from fmprobe.datasets.sources import DatasetSource, OptionSpec
+from fmprobe.datasets.sources import TASK, DatasetSource, OptionSpec
 from fmprobe.errors import DatasetError
 from fmprobe.tasks import MISSING, SPLIT_NAMES, TASK_TYPES, TaskType
 
@@ -367,7 +367,7 @@ NPZ = DatasetSource(
     description="a MedMNIST-layout .npz file ({train,val,test}_{images,labels}), official splits",
     options=(
         OptionSpec("num_classes", None, "class count, when some class numbers never occur in the labels", int),
-        OptionSpec("task", None, "the task; inferred from the labels when left out (never ordinal)", choices=TASK_TYPES),
+        TASK,
         OptionSpec(
             "flag", None, "the MedMNIST flag of a renamed copy (its task and class names)", choices=tuple(FLAGS)
         ),
