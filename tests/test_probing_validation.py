@@ -77,3 +77,19 @@ def test_rows_record_how_many_validation_samples_chose(tmp_path: Path) -> None:
 def test_an_unknown_policy_is_refused_naming_the_choices() -> None:
     with pytest.raises(FmprobeError, match=r"--val-subsample 'half': choose one of proportional, full"):
         ProbeGrid(val_subsample="half")
+
+
+def test_cli_and_study_files_pass_the_policy(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fmprobe.cli import app
+    from fmprobe.study import load_study
+
+    shown = CliRunner().invoke(app, ["probe", "--help"], env={"COLUMNS": "200"}).output
+    assert "--val-subsample" in shown and "(default: proportional)" in " ".join(shown.replace("│", " ").split())
+    body = 'datasets = ["demo"]\nbackbones = ["resnet18"]\nval_subsample = "{}"\n'
+    (tmp_path / "s.toml").write_text(body.format("full"))
+    assert load_study(tmp_path / "s.toml").val_subsample == "full"
+    (tmp_path / "s.toml").write_text(body.format("half"))
+    with pytest.raises(FmprobeError, match=r"s.toml: val_subsample 'half': choose one of proportional, full"):
+        load_study(tmp_path / "s.toml")
