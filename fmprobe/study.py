@@ -17,6 +17,7 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     repeats = 1
     seed = 0
     bootstrap = 1000           # optional: resamples per CI (default: the library's)
+    val_subsample = "full"     # optional: validation rows of a fraction cell (default: proportional)
     [weights]                  # offline checkpoints, per backbone name
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
@@ -43,7 +44,7 @@ from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
 from fmprobe.probes import PROBES
-from fmprobe.probing import DEFAULT_PROBES, cell_repeats, probe_features
+from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
 from fmprobe.registry import closest
 from fmprobe.report import ReportPaths, write_report
 from fmprobe.runtime import ExtractOptions
@@ -105,6 +106,7 @@ class Study:
     extract: dict[str, object] = field(default_factory=dict)  # fmprobe.extract_features keywords
     out: Path = Path("runs")
     bootstrap: int | None = None  # resamples per CI; None: the library's default
+    val_subsample: str | None = None  # fmprobe.probing.ValSubsample; None: the library's default
     finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
 
     def finetune_jobs(self) -> list[tuple[str, str, int | None, str]]:
@@ -205,6 +207,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         extract=_extract_table(data.get("extract", {}), path),
         out=Path(out),
         bootstrap=int(data["bootstrap"]) if "bootstrap" in data else None,
+        val_subsample=data.get("val_subsample"),
         finetune=_finetune_grid(data.get("finetune", {}), path),
     )
     _check_names(study)
@@ -221,6 +224,9 @@ def _check_names(study: Study) -> None:
         )
     for probe in study.probes:
         PROBES.get(probe)  # an unknown probe fails naming the closest
+    if study.val_subsample is not None and study.val_subsample not in [v.value for v in ValSubsample]:
+        choices = ", ".join(v.value for v in ValSubsample)
+        raise FmprobeError(f"{study.path}: val_subsample {study.val_subsample!r}: choose one of {choices}.")
 
 
 # extract_features keywords the study sets itself (from backbones, readouts, resolutions, out, --max-images).
@@ -382,6 +388,7 @@ def run_study(
     probe_features(
         feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
+        val_subsample=study.val_subsample,
         **study.bootstrap_keywords(),
     )  # fmt: skip
     _finetune(study, max_images, progress)

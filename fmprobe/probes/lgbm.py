@@ -1,8 +1,16 @@
-"""Gradient-boosted trees (LightGBM) on embeddings, early-stopped on the validation set.
+"""Gradient-boosted trees (LightGBM) on embeddings, early-stopped on a slice of the training set.
 
-The number of boosting rounds is the hyper-parameter chosen on validation: LightGBM evaluates the
-selection metric (from :mod:`fmprobe.metrics`, so the same definition as everywhere else) after every
-round and keeps the first round of the best score; the booster is trained on the training set only.
+The number of boosting rounds is tuned by early stopping on a seeded, stratified slice of the *training* rows
+(``stopping_fraction`` of each class; the booster trains on the rest): LightGBM evaluates the selection metric
+(from :mod:`fmprobe.metrics`, so the same definition as everywhere else) on that slice after every round and
+keeps the first round of the best score. The validation set is looked at once, to score the finished model,
+so that it ranks LightGBM against the other probes on the same footing as logreg's C or kNN's k: a maximum over
+a thousand looks at validation would be an optimistic score and favour LightGBM in cross-probe selection.
+Where the training rows are too few for a slice (a class with fewer than 2 rows) the booster trains all
+``n_estimators`` rounds on every row, and ``best_params_["early_stopping"]`` says so.
+
+A booster that made no split in any tree predicts a constant: :class:`~fmprobe.probes.ProbeCannotFit` is raised
+(the cell is recorded as missing with that reason, never as a chance-level value).
 Defaults suit dense embeddings: half the features per tree, small trees, shrinkage 0.05.
 """
 
@@ -18,11 +26,12 @@ from sklearn.decomposition import PCA
 from sklearn.utils._param_validation import Interval
 
 from fmprobe.metrics import MetricUndefined, Prepared
-from fmprobe.probes.base import PROBES, ProbeBase, expand_columns
+from fmprobe.probes.base import PROBES, ProbeBase, ProbeCannotFit, expand_columns
 from fmprobe.tasks import MISSING
 
 _AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
 _FRACTION = Interval(Real, 0, 1, closed="right")
+STOPPED_ON_SLICE = "train slice"  # best_params_["early_stopping"] when the rounds were stopped on the slice
 
 
 def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,21 +40,41 @@ def _known_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (X, y) if known.all() else (X[known], y[known])
 
 
+def stopping_slice(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """(fit rows, stopping rows) of codes ``y``: a seeded ``fraction`` of every class (at least one row, and at
+    least one left to fit on) goes to the stopping slice. A reason (str) instead when no slice can be drawn."""
+    if fraction <= 0:
+        return "off (stopping_fraction=0): fixed rounds"
+    rng = np.random.default_rng(seed)
+    stop = []
+    for value in np.unique(y):
+        members = np.flatnonzero(y == value)
+        if len(members) < 2:
+            return f"off: a class has {len(members)} training row, too few for a stopping slice; fixed rounds"
+        take = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        stop.append(rng.choice(members, size=take, replace=False))
+    stop_rows = np.sort(np.concatenate(stop))
+    return np.setdiff1d(np.arange(len(y)), stop_rows), stop_rows
+
+
 @PROBES.register("lgbm")
 class LGBMProbe(ProbeBase):
     """LightGBM probe: one multiclass booster, or one binary booster per label for multilabel targets.
 
-    A multilabel label with missing entries (-1) gets a booster trained, and early-stopped, on the rows
-    where it is known (in train and in validation respectively).
+    A multilabel label with missing entries (-1) gets a booster trained, and early-stopped, on the training rows
+    where it is known (its stopping slice is drawn among them).
 
     Parameters
     ----------
-    n_estimators : maximum boosting rounds (all of them are used without ``eval_set``).
-    early_stopping_rounds : rounds without validation improvement before stopping.
+    n_estimators : maximum boosting rounds (all of them are used without a stopping slice).
+    early_stopping_rounds : rounds without improvement on the stopping slice before stopping.
+    stopping_fraction : share of each class's training rows held out for early stopping (0 = off: all
+        ``n_estimators`` rounds on every training row).
     learning_rate, num_leaves, min_child_samples, colsample_bytree, subsample, reg_lambda : LightGBM's.
     pca_components : project on this many principal components (fitted on train) first; None = off.
     n_jobs : threads; -1 or None = all cores.
-    random_state : seed of bagging, feature sampling and PCA (training is run with deterministic=True).
+    random_state : seed of the stopping slice, bagging, feature sampling and PCA (training is run with
+        deterministic=True).
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
     """
 
@@ -53,6 +82,7 @@ class LGBMProbe(ProbeBase):
         **ProbeBase._parameter_constraints,
         "n_estimators": [_AT_LEAST_ONE],
         "early_stopping_rounds": [_AT_LEAST_ONE],
+        "stopping_fraction": [Interval(Real, 0, 1, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "num_leaves": [Interval(Integral, 2, None, closed="left")],
         "min_child_samples": [Interval(Integral, 0, None, closed="left")],
@@ -69,6 +99,7 @@ class LGBMProbe(ProbeBase):
         *,
         n_estimators: int = 1000,
         early_stopping_rounds: int = 50,
+        stopping_fraction: float = 0.2,
         learning_rate: float = 0.05,
         num_leaves: int = 15,
         min_child_samples: int = 10,
@@ -84,6 +115,7 @@ class LGBMProbe(ProbeBase):
     ) -> None:
         self.n_estimators = n_estimators
         self.early_stopping_rounds = early_stopping_rounds
+        self.stopping_fraction = stopping_fraction
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
@@ -125,70 +157,92 @@ class LGBMProbe(ProbeBase):
         p = np.stack([1.0 - preds, preds], axis=1) if preds.ndim == 1 else preds
         return expand_columns(p, present, n_columns)
 
-    def _train_one(
-        self, X: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, n_columns: int
-    ) -> dict[str, Any]:
-        """Fit one booster on codes ``y`` (its present classes remapped to 0..P-1); returns its state.
-
-        A multilabel column uses only its known rows (entries != -1), in train and in validation.
-        """
+    def _train_one(self, X: np.ndarray, y: np.ndarray, n_columns: int) -> dict[str, Any]:
+        """Fit one booster on codes ``y`` (its present classes remapped to 0..P-1), early-stopped on a slice of
+        these training rows; returns its state. A multilabel column uses only its known rows (entries != -1)."""
         X, y = _known_rows(X, y)
-        if val is not None:
-            val = _known_rows(*val)
-            if len(val[1]) == 0:  # this label is never known in validation: nothing to stop on
-                val = None
         present = np.unique(y)
-        state: dict[str, Any] = {"booster": None, "present": present, "rounds": 0, "history": [], "metric": None}
+        state: dict[str, Any] = {"booster": None, "present": present, "rounds": 0, "history": [], "metric": None,
+                                 "stopping": "constant label: no booster", "n_fit": len(y), "split": True}  # fmt: skip
         if len(present) <= 1:  # a multilabel column constant (or never known) in train: predict that constant
             return state
-        train = lgb.Dataset(X, label=np.searchsorted(present, y), free_raw_data=True)
+        codes = np.searchsorted(present, y)
         params = self._params(len(present))
+        rows = stopping_slice(codes, self.stopping_fraction, self.random_state)
         history: dict[str, Any] = {}
-        kwargs = {} if val is None else self._early_stopping(train, val, present, n_columns, params, state, history)
+        if isinstance(rows, str):
+            state["stopping"] = rows
+            train = lgb.Dataset(X, label=codes, free_raw_data=True)
+            kwargs: dict[str, Any] = {}
+        else:
+            fit, stop = rows
+            state["stopping"], state["n_fit"] = STOPPED_ON_SLICE, len(fit)
+            train = lgb.Dataset(X[fit], label=codes[fit], free_raw_data=True)
+            kwargs = self._early_stopping(train, (X[stop], y[stop]), present, n_columns, params, state, history)
         booster = lgb.train(params, train, num_boost_round=self.n_estimators, **kwargs)
         state["booster"] = booster
         state["rounds"] = int(booster.best_iteration or booster.current_iteration())
-        state["history"] = [float(v) for v in next(iter(history.get("val", {}).values()), [])]
+        state["history"] = [float(v) for v in next(iter(history.get("stop", {}).values()), [])]
+        state["split"] = int(booster.feature_importance("split", iteration=state["rounds"]).sum()) > 0
         return state
 
     def _early_stopping(
         self,
         train: lgb.Dataset,
-        val: tuple[np.ndarray, np.ndarray],
+        stop: tuple[np.ndarray, np.ndarray],
         present: np.ndarray,
         n_columns: int,
         params: dict[str, Any],
         state: dict[str, Any],
         history: dict[str, Any],
     ) -> dict[str, Any]:
-        """``lgb.train`` keywords that evaluate the selection metric on validation after every round and stop
-        early; records the metric's name in ``state`` (binary log-loss, set in ``params``, where it is undefined)
-        and its per-round values in ``history``."""
-        X_val, y_val = val
+        """``lgb.train`` keywords that evaluate the selection metric on the stopping slice (``stop``: training rows
+        the booster does not fit on) after every round and stop early; records the metric's name in ``state``
+        (LightGBM's log-loss, set in ``params``, where the metric is undefined on the slice) and its per-round
+        values in ``history``."""
+        X_stop, y_stop = stop
         metric = self._selection_metric()
         kwargs: dict[str, Any] = {}
         try:  # the metric on this output's own labels, e.g. one label's AUC for a multilabel target
-            metric.evaluate(Prepared(y_val, np.full((len(y_val), n_columns), 1.0 / n_columns)))
+            metric.evaluate(Prepared(y_stop, np.full((len(y_stop), n_columns), 1.0 / n_columns)))
             state["metric"] = metric.name
 
             def feval(preds: np.ndarray, _data: lgb.Dataset) -> tuple[str, float, bool]:
                 try:
-                    return metric.name, metric.evaluate(Prepared(y_val, self._proba(preds, present, n_columns))), True
+                    return metric.name, metric.evaluate(Prepared(y_stop, self._proba(preds, present, n_columns))), True
                 except MetricUndefined:
                     return metric.name, -np.inf, True
 
             kwargs["feval"] = feval
-        except MetricUndefined:  # only a multilabel column can get here (e.g. no positive in validation)
-            params["metric"] = state["metric"] = "binary_logloss"
+        except MetricUndefined:  # e.g. a class of the task absent from this small slice
+            params["metric"] = state["metric"] = "binary_logloss" if len(present) == 2 else "multi_logloss"
         return {
             **kwargs,
-            "valid_sets": [lgb.Dataset(X_val, label=y_val, reference=train)],
-            "valid_names": ["val"],
+            "valid_sets": [lgb.Dataset(X_stop, label=np.searchsorted(present, y_stop), reference=train)],
+            "valid_names": ["stop"],
             "callbacks": [
                 lgb.early_stopping(self.early_stopping_rounds, first_metric_only=True, verbose=False),
                 lgb.record_evaluation(history),
             ],
         }
+
+    def _check_splits(self) -> None:
+        """Raise :class:`ProbeCannotFit` when a booster made no split: its predictions are one constant."""
+        failed = [j for j, m in enumerate(self.models_) if not m["split"]]
+        if not failed:
+            return
+        which = "" if self.task_ != "multilabel" else f" for label(s) {failed}"
+        n_fit = self.models_[failed[0]]["n_fit"]
+        cause = (
+            f"{n_fit} training rows cannot fill two leaves of min_child_samples={self.min_child_samples} rows each"
+            if n_fit < 2 * self.min_child_samples
+            else f"no split of its {n_fit} training rows gained anything (constant or uninformative features)"
+        )
+        raise ProbeCannotFit(
+            f"LightGBM made no split in any tree{which}: {cause}, so every prediction is the same constant and "
+            "nothing can be scored. Lower min_child_samples (an lgbm probe parameter) or train on more data "
+            "(a larger --train-fraction)."
+        )
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         self.pca_ = None
@@ -198,27 +252,22 @@ class LGBMProbe(ProbeBase):
             if val is not None:
                 val = (self.pca_.transform(val[0]).astype(np.float32), val[1])
         if self.task_ == "multilabel":
-            self.models_ = [
-                self._train_one(X, Y[:, j], None if val is None else (val[0], val[1][:, j]), 2)
-                for j in range(Y.shape[1])
-            ]
-            self.best_params_ = {"n_estimators": [m["rounds"] for m in self.models_]}
-            self.search_results_ = [
-                {
-                    "label": j,
-                    "n_estimators": m["rounds"],
-                    "metric": m["metric"],
-                    "score": m["history"][m["rounds"] - 1] if m["history"] else None,
-                }
-                for j, m in enumerate(self.models_)
-            ]
+            self.models_ = [self._train_one(X, Y[:, j], 2) for j in range(Y.shape[1])]
         else:
-            self.models_ = [self._train_one(X, Y, val, len(self.classes_))]
-            self.best_params_ = {"n_estimators": self.models_[0]["rounds"]}
-            self.search_results_ = [
-                {"n_estimators": i + 1, "score": s} for i, s in enumerate(self.models_[0]["history"])
-            ]
-        self.val_score_ = None if val is None else self._score(val[1], self._scores_projected(val[0]))
+            self.models_ = [self._train_one(X, Y, len(self.classes_))]
+        self._check_splits()
+        self.best_params_ = self._chosen()
+        self.stopping_history_ = [m["history"] for m in self.models_]  # per booster: the slice's metric per round
+        self.val_score_ = None if val is None else self._score(val[1], self._scores_projected(val[0]))  # one look
+        self.search_results_ = [] if val is None else [{**self.best_params_, "score": self.val_score_}]
+
+    def _chosen(self) -> dict[str, Any]:
+        """``best_params_``: the rounds of each booster and how they were set (on the train slice, or fixed)."""
+        rounds = [m["rounds"] for m in self.models_]
+        stopping = sorted({m["stopping"] for m in self.models_ if m["booster"] is not None}) or [STOPPED_ON_SLICE]
+        if self.task_ != "multilabel":
+            return {"n_estimators": rounds[0], "early_stopping": stopping[0]}
+        return {"n_estimators": rounds, "early_stopping": "; ".join(stopping)}
 
     def _predict_one(self, model: dict[str, Any], X: np.ndarray, n_columns: int) -> np.ndarray:
         if model["booster"] is None and len(model["present"]) == 0:  # label never known in train: no information

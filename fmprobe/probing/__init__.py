@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fmprobe._io import lazy_attributes
-from fmprobe.probing.grid import DEFAULT_PROBES, ProbeGrid, cell_repeats
+from fmprobe.probing.grid import DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats
 
 _LAZY = {
     name: "fmprobe.probing.run"
@@ -37,6 +37,7 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 __all__ = [
     "DEFAULT_PROBES",
     "ProbeGrid",
+    "ValSubsample",
     "cell_repeats",
     "ProbeCell",
     "ProbePlan",

@@ -10,11 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import MISSING as dataclasses_missing
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
 
 DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
+
+
+class ValSubsample(StrEnum):
+    """Which validation rows choose a cell's hyper-parameters when it trains on a fraction of the training set.
+
+    ``proportional``: a seeded stratified subsample of validation of the same fraction (every class kept; whole
+    groups where validation has them), so a low-label cell is tuned on as little labelled data as a low-label
+    study would have. ``full``: every validation row, which makes low-label numbers optimistic.
+    """
+
+    proportional = "proportional"
+    full = "full"
 
 
 def cell_repeats(probe: str, fraction: float, repeats: int) -> int:
@@ -39,6 +52,7 @@ class ProbeGrid:
     repeats: int = 1
     seed: int = 0
     n_resamples: int = N_BOOTSTRAP
+    val_subsample: ValSubsample = ValSubsample.proportional
     probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -47,6 +61,11 @@ class ProbeGrid:
         for name in ("probes", "readouts", "train_fractions"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        try:  # the Python API and study files pass plain strings
+            object.__setattr__(self, "val_subsample", ValSubsample(self.val_subsample))
+        except ValueError:
+            choices = ", ".join(v.value for v in ValSubsample)
+            raise FmprobeError(f"--val-subsample {self.val_subsample!r}: choose one of {choices}.") from None
         for name in (*self.probes, *self.probe_params):
             PROBES.get(name)  # unknown names fail before any work, with suggestions
         for name, params in self.probe_params.items():

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import MetricValue, compute_all
 from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
-from fmprobe.probing.grid import ProbeGrid, cell_repeats
+from fmprobe.probing.grid import ProbeGrid, ValSubsample, cell_repeats
 from fmprobe.results import (
     CellInfo,
     append_rows,
@@ -36,7 +36,7 @@ from fmprobe.results import (
     write_cell,
 )
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
+from fmprobe.tasks import GROUP, PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ def probe_features(
     seed: int | None = None,
     n_resamples: int | None = None,
     probe_params: Mapping[str, Mapping[str, object]] | None = None,
+    val_subsample: str | None = None,
     out: str | Path = "results",
     force: bool = False,
     progress: bool = True,
@@ -218,7 +219,7 @@ def probe_features(
     """
     grid = ProbeGrid.from_options(
         probes=probes, readouts=readouts, train_fractions=train_fractions, repeats=repeats, seed=seed,
-        n_resamples=n_resamples, probe_params=probe_params,
+        n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force), progress)
 
@@ -238,9 +239,35 @@ def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray
     return subsample(train.labels, info.train_fraction, seed)
 
 
-def validation_rows(val: SplitFeatures, info: CellInfo, grid: ProbeGrid, seed: int) -> np.ndarray:
-    """Indices of the validation rows a cell's configuration is chosen on: all of them."""
-    return np.arange(len(val.labels))
+def validation_rows(
+    val: SplitFeatures, info: CellInfo, grid: ProbeGrid, seed: int, used_fraction: float = 1.0
+) -> np.ndarray:
+    """Indices of the validation rows a cell's configuration is chosen on.
+
+    With ``grid.val_subsample`` ``proportional`` (the default) a cell fitted on ``used_fraction`` of the training
+    rows is tuned on a seeded stratified subsample of validation of that fraction, so that a low-label number is
+    not chosen with far more labelled data than a low-label study would have. Every class present in validation
+    stays present (multilabel: every label's positives and negatives), so the selection metric stays defined;
+    where validation has groups (``GROUP`` metadata: patients, lesions) whole groups are drawn. ``full``, or a
+    cell on all the training rows: every validation row.
+    """
+    n = len(val.labels)
+    if grid.val_subsample is ValSubsample.full or used_fraction >= 1.0:
+        return np.arange(n)
+    groups = val.metadata.get(GROUP)
+    unit = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+    first_rows = np.unique(unit, return_index=True)[1]  # a group is stratified by its first row's label
+    chosen = np.zeros(len(first_rows), dtype=bool)
+    chosen[subsample(val.labels[first_rows], used_fraction, seed)] = True
+    facets = val.labels[:, None] == np.unique(val.labels)[None, :] if val.labels.ndim == 1 else (
+        np.concatenate([val.labels == 1, val.labels == 0], axis=1))  # fmt: skip
+    unit_facets = np.zeros((len(first_rows), facets.shape[1]), dtype=bool)
+    np.logical_or.at(unit_facets, unit, facets)
+    rng = np.random.default_rng(seed + 1)
+    for column in range(facets.shape[1]):  # a class (or a label's positives/negatives) the draw missed: add a unit
+        if not unit_facets[chosen, column].any():
+            chosen[rng.choice(np.flatnonzero(unit_facets[:, column]))] = True
+    return np.flatnonzero(chosen[unit])
 
 
 def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: int) -> ProbeBase:
@@ -319,7 +346,7 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     info, features = cell.info, cell.features
     cell_seed = grid.seed + 1000 * info.repeat
     index = training_rows(train, info, cell_seed)
-    val_index = validation_rows(val, info, grid, cell_seed)
+    val_index = validation_rows(val, info, grid, cell_seed, len(index) / len(train.labels))
     probe = _cell_probe(info, features, grid, cell_seed)
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features[val_index], val.labels[val_index]))

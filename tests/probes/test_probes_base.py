@@ -23,7 +23,7 @@ from fmprobe.probes import (
 )
 
 
-@parametrize_with_checks([LogisticProbe(), KNNProbe(), LGBMProbe(n_estimators=30, n_jobs=1)])
+@parametrize_with_checks([LogisticProbe(), KNNProbe(), LGBMProbe(n_estimators=30, min_child_samples=2, n_jobs=1)])
 def test_sklearn_estimator_contract(estimator, check) -> None:
     check(estimator)
 
