@@ -1,6 +1,6 @@
 """`fmprobe probe`: fit every requested probe on cached features and append result rows (resumable by cell).
 
-A cell is (feature file, readout, probe, train fraction, repeat). Hyper-parameters are chosen on the validation
+A cell is (feature file, readout, probe, train fraction or k shots per class, repeat). Hyper-parameters are chosen on the validation
 split only; the test split is touched once, after fitting, to score the chosen model. Every test metric gets a
 stratified bootstrap CI, and the per-sample predictions are saved so any number can be recomputed.
 
@@ -27,7 +27,7 @@ from fmprobe.probes import ProbeBase, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, cell_repeats
 from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
+from fmprobe.tasks import GROUP, PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,11 @@ def subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def _amount(info: CellInfo) -> str:
+    """How much training data a cell uses, for messages: ``fraction 0.1`` or ``4 shots``."""
+    return f"{info.shots} shots" if info.shots else f"fraction {info.train_fraction:g}"
+
+
 def _weights_label(features: FeatureFile) -> str:
     return str(features.attrs.get("weights_label", "random" if features.backbone.endswith(":random") else "pretrained"))
 
@@ -117,7 +122,12 @@ def _readouts(features: FeatureFile, wanted: Sequence[str]) -> list[str]:
 
 
 def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
-    """Every cell of one feature file, in run order (readout, probe, fraction, repeat)."""
+    """Every cell of one feature file, in run order (readout, probe, fraction then shots, repeat).
+
+    A k-shot cell's ``train_fraction`` is the fraction of the training split it fits on (k x classes / N), so
+    the row says how much data it used; its ``shots`` keeps it off every fraction axis."""
+    amounts = [(fraction, 0) for fraction in grid.train_fractions]
+    amounts += [(fraction, k) for k, fraction in _shot_fractions(features, grid.shots).items()]
     return [
         ProbeCell(
             features,
@@ -134,13 +144,44 @@ def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
                 seed=grid.seed,
                 fingerprint=features.key,
                 imagenet_baseline=_imagenet_baseline(features),
+                shots=shots,
             ),  # fmt: skip
         )
         for readout in _readouts(features, grid.readouts)
         for probe in grid.probes
-        for fraction in grid.train_fractions
-        for repeat in range(cell_repeats(probe, fraction, grid.repeats))
+        for fraction, shots in amounts
+        for repeat in range(cell_repeats(probe, fraction, grid.repeats, shots))
     ]
+
+
+def shot_capacity(labels: np.ndarray, groups: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """Per class code ``0..n_classes-1``: how many shots it can give (distinct groups, or images without groups)."""
+    if groups is None:
+        return np.bincount(labels, minlength=n_classes)[:n_classes]
+    return np.array([len(np.unique(groups[labels == c])) for c in range(n_classes)])
+
+
+def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, float]:
+    """k -> the fraction of the training split a k-shot cell uses; refuses, before any fit, a task without classes
+    (multilabel) and a class with fewer than k images (or patients/lesions, where the split records groups)."""
+    if not shots:
+        return {}
+    if features.task == "multilabel":
+        raise FmprobeError(
+            f"{features.path}: --shots draws k images per class, and a multilabel task has no classes to draw them "
+            "from (an image is positive for several labels). Use --train-fraction for multilabel datasets."
+        )
+    train = features.load(TRAIN)
+    groups = train.metadata.get(GROUP)
+    capacity = shot_capacity(train.labels.astype(np.int64), groups, len(features.class_names))
+    worst = int(np.argmin(capacity))
+    if capacity[worst] < max(shots):
+        unit = "different patients/lesions (groups)" if groups is not None else "training images"
+        raise FmprobeError(
+            f"{features.path}: --shots {max(shots)} needs {max(shots)} {unit} per class, but class "
+            f"{features.class_names[worst]!r} has {int(capacity[worst])}. Use --shots up to {int(capacity[worst])}."
+        )
+    return {k: k * len(features.class_names) / len(train.labels) for k in shots}
 
 
 def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
@@ -171,7 +212,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
         for cell in bar:
             info = cell.info
             bar.set_postfix_str(
-                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {info.train_fraction:g}#{info.repeat}"
+                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {_amount(info)}#{info.repeat}"
             )
             key = (cell.features.path, info.readout)
             if key not in loaded:
@@ -194,6 +235,7 @@ def probe_features(
     probes: Sequence[str] | None = None,
     readouts: Sequence[str] | None = None,
     train_fractions: Sequence[float] | None = None,
+    shots: Sequence[int] | None = None,
     repeats: int | None = None,
     seed: int | None = None,
     n_resamples: int | None = None,
@@ -202,13 +244,13 @@ def probe_features(
     force: bool = False,
     progress: bool = True,
 ) -> ProbeRun:
-    """Probe every feature file x readout x probe x train fraction x repeat; skip cells already in ``out``.
+    """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
 
     The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
     logger.
     """
     grid = ProbeGrid.from_options(
-        probes=probes, readouts=readouts, train_fractions=train_fractions, repeats=repeats, seed=seed,
+        probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
         n_resamples=n_resamples, probe_params=probe_params,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force), progress)
@@ -223,8 +265,28 @@ class Scored:
     flags: str = ""
 
 
+def shot_rows(labels: np.ndarray, shots: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``shots`` training rows per class, each from a different group where ``groups`` are given.
+
+    Per class: one random image of every group (every image without groups), the groups in a random order, the
+    first ``shots`` taken. The random order does not depend on ``shots``, so with one seed the draws are nested
+    (the 2-shot set holds the 1-shot set): a curve over k changes only the added images."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        if groups is not None:  # the first (random) image of each group, the groups then in random order
+            _, first = np.unique(groups[members], return_index=True)
+            members = members[rng.permutation(first)]
+        chosen.append(members[:shots])
+    return np.sort(np.concatenate(chosen))
+
+
 def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray:
-    """Indices of the training rows a cell fits on: a stratified ``train_fraction`` of the training set."""
+    """Indices of the training rows a cell fits on: ``shots`` per class (one per patient/lesion where the split
+    records groups) for a few-shot cell, else a stratified ``train_fraction`` of the training set."""
+    if info.shots:
+        return shot_rows(train.labels, info.shots, seed, train.metadata.get(GROUP))
     return subsample(train.labels, info.train_fraction, seed)
 
 
@@ -262,9 +324,7 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features[val_index], val.labels[val_index]))
     except ProbeError as err:
-        raise ProbeError(
-            f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
-        ) from err
+        raise ProbeError(f"{features.path} ({info.readout}, {info.probe}, {_amount(info)}): {err}") from err
     scored = score_test(probe, test, info, features, grid)
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
