@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import shared_file
 
 from fmprobe.errors import FmprobeError
 from fmprobe.probing import ProbeGrid, plan_probing, probe_features
@@ -50,6 +51,23 @@ def test_shot_rows_take_k_per_class_from_k_groups_nested_and_seeded() -> None:
     np.testing.assert_array_equal(shot_rows(labels, 4, 7, groups), shot_rows(labels, 4, 7, groups))
     draws = {tuple(shot_rows(labels, 2, seed)) for seed in range(10)}
     assert len(draws) > 1 and all(np.bincount(labels[list(d)]).tolist() == [2, 2, 2] for d in draws)
+
+
+def test_real_isic_shots_come_from_distinct_lesions() -> None:
+    """On the real ISIC 2019 labels (lesion groups from its metadata), 16-shot draws of images would put two images
+    of one lesion into some class in most draws (93 of 100 seeds measured); drawn per lesion, never."""
+    from fmprobe.datasets import isic2019
+
+    root = shared_file("isic2019/ISIC_2019_Training_Metadata.csv").parent
+    _, labels, groups = isic2019.read_labels(root)
+    groups = np.asarray(groups)
+    per_image = per_lesion = 0
+    for seed in range(20):
+        by_image, by_lesion = shot_rows(labels, 16, seed), shot_rows(labels, 16, seed, groups)
+        assert np.bincount(labels[by_lesion]).tolist() == [16] * 8
+        per_lesion += any(len(set(groups[by_lesion][labels[by_lesion] == c])) < 16 for c in range(8))
+        per_image += any(len(set(groups[by_image][labels[by_image] == c])) < 16 for c in range(8))
+    assert per_lesion == 0 and per_image >= 10
 
 
 def test_probe_runs_shot_cells_next_to_fractions_with_every_repeat(tmp_path: Path) -> None:

@@ -74,6 +74,8 @@ def test_report_draws_the_few_shot_panel_only_for_datasets_with_shot_rows(study:
     md = report.markdown.read_text()
     assert md.count("The few-shot panel (log2 axis)") == 1 and "1.96·sqrt(between-repeat variance" in md
     assert "0.1, 1; shots 1, 2, 4" in md
-    lesions, tissue = (imread(report.out_dir / "plots" / f"efficiency_{d}.png") for d in ("synth_lesions", "synth_tissue"))
+    lesions, tissue = (
+        imread(report.out_dir / "plots" / f"efficiency_{d}.png") for d in ("synth_lesions", "synth_tissue")
+    )
     assert lesions.shape[1] > 1.4 * tissue.shape[1]  # two panels side by side vs one
     assert format_table(with_shots, "synth_lesions") == format_table(df, "synth_lesions")  # tables: fraction rows only
