@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 from sklearn.utils._param_validation import Interval
 
-from fmprobe.probes.base import PROBES, ProbeBase, SequenceOf, expand_columns, l2_normalize, label_prior, select_best
+from fmprobe.probes.base import (
+    PROBES,
+    ROW_BLOCK,
+    ProbeBase,
+    SequenceOf,
+    expand_columns,
+    l2_normalize,
+    label_prior,
+    select_best,
+)
 
 DEFAULT_TEMPERATURES = (1.0, 0.3, 0.1, 0.03, 0.01)  # distances between CL2N features lie in [0, 2]
 _POSITIVE = Interval(Real, 0, None, closed="neither")
@@ -84,12 +93,12 @@ class ProtoProbe(ProbeBase):
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         self.mean_ = X.mean(axis=0, dtype=np.float64)
-        Z = cl2n(X, self.mean_)
         if self.task_ == "multilabel":
-            self._fit_multilabel(Z, Y)
+            self._fit_multilabel(X, Y)
         else:
-            self.present_ = np.unique(Y)
-            self.prototypes_ = np.stack([Z[Y == c].mean(axis=0) for c in self.present_])
+            sums, counts = self._class_sums(X, np.eye(len(self.classes_))[Y])
+            self.present_ = np.flatnonzero(counts > 0)
+            self.prototypes_ = sums[self.present_] / counts[self.present_, None]
         if val is None:
             self.temperature_ = float(self.temperature)
             self.val_score_, self.search_results_ = None, []
@@ -103,25 +112,32 @@ class ProtoProbe(ProbeBase):
             self.temperature_, self.val_score_ = best["temperature"], best["score"]
         self.best_params_ = {"temperature": self.temperature_}
 
-    def _fit_multilabel(self, Z: np.ndarray, Y: np.ndarray) -> None:
+    def _class_sums(self, X: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sums ``[M, D]`` of the CL2N rows in each of M member columns (0/1 ``[N, M]``), and the counts ``[M]``,
+        in row blocks (no float64 copy of X)."""
+        sums = np.zeros((members.shape[1], X.shape[1]))
+        for i in range(0, X.shape[0], ROW_BLOCK):
+            sums += members[i : i + ROW_BLOCK].T @ cl2n(X[i : i + ROW_BLOCK], self.mean_)
+        return sums, members.sum(axis=0)
+
+    def _fit_multilabel(self, X: np.ndarray, Y: np.ndarray) -> None:
         """A negative and a positive prototype per label; labels lacking either side fall back to their prior."""
         n_labels = Y.shape[1]
-        self.prototypes_ = np.zeros((n_labels, 2, Z.shape[1]))
+        sums, counts = self._class_sums(X, np.concatenate([Y == 0, Y == 1], axis=1).astype(np.float64))
+        usable = (counts[:n_labels] > 0) & (counts[n_labels:] > 0)
+        means = sums / np.maximum(counts, 1)[:, None]
+        self.prototypes_ = np.stack([means[:n_labels], means[n_labels:]], axis=1) * usable[:, None, None]
         self.prior_ = np.array([label_prior(Y[:, j]) for j in range(n_labels)])
-        self.usable_ = np.zeros(n_labels, dtype=bool)
-        for j in range(n_labels):
-            neg, pos = Y[:, j] == 0, Y[:, j] == 1
-            if neg.any() and pos.any():
-                self.prototypes_[j] = Z[neg].mean(axis=0), Z[pos].mean(axis=0)
-                self.usable_[j] = True
+        self.usable_ = usable
 
     def _distances(self, X: np.ndarray) -> np.ndarray:
-        """``[N, C]`` distances to the class prototypes, or ``[N, L, 2]`` to each label's (negative, positive) pair."""
-        Z = cl2n(X, self.mean_)
-        if self.task_ != "multilabel":
-            return distances(Z, self.prototypes_)
-        flat = distances(Z, self.prototypes_.reshape(-1, self.prototypes_.shape[2]))
-        return flat.reshape(len(Z), -1, 2)
+        """``[N, C]`` distances to the class prototypes, or ``[N, L, 2]`` to each label's (negative, positive) pair
+        (in row blocks)."""
+        flat = self.prototypes_.reshape(-1, self.prototypes_.shape[-1])
+        out = np.empty((X.shape[0], flat.shape[0]))
+        for i in range(0, X.shape[0], ROW_BLOCK):
+            out[i : i + ROW_BLOCK] = distances(cl2n(X[i : i + ROW_BLOCK], self.mean_), flat)
+        return out if self.task_ != "multilabel" else out.reshape(X.shape[0], -1, 2)
 
     def _proba(self, d: np.ndarray, temperature: float) -> np.ndarray:
         if self.task_ != "multilabel":

@@ -76,3 +76,14 @@ def test_multilabel_uses_a_positive_and_a_negative_prototype_per_label() -> None
     Z = cl2n(X, X.mean(axis=0))
     known = Y_missing[:, 1] == 1
     np.testing.assert_allclose(probe.prototypes_[1, 1], Z[known].mean(axis=0), atol=1e-12)
+
+
+def test_row_blocks_give_the_same_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fmprobe.probes.proto as proto
+
+    (X, y), (Xv, yv), (Xt, _) = toy_splits(seed=2, c=3)
+    whole = ProtoProbe().fit(X, y, eval_set=(Xv, yv))
+    monkeypatch.setattr(proto, "ROW_BLOCK", 7)  # many blocks, the last one partial
+    blocked = ProtoProbe().fit(X, y, eval_set=(Xv, yv))
+    np.testing.assert_allclose(blocked.prototypes_, whole.prototypes_, atol=1e-12)
+    np.testing.assert_allclose(blocked.predict_proba(Xt), whole.predict_proba(Xt), atol=1e-12)
