@@ -141,7 +141,8 @@ def probe(
     probe: Annotated[Optional[str], typer.Option("--probe", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS['probes'])}).")] = None,
     readout: Annotated[Optional[str], typer.Option("--readout", help="Comma-separated readouts (default: all stored).")] = None,
     train_fraction: Annotated[Optional[str], typer.Option("--train-fraction", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS['train_fractions'])}).")] = None,
-    repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1 and stochastic probes (default: {PROBE_DEFAULTS['repeats']}).")] = None,
+    shots: Annotated[Optional[str], typer.Option("--shots", help=f"Comma-separated labelled images per class for few-shot cells, next to the fractions, e.g. 1,2,4,8,16 (one per patient where the split records groups; default: {','.join(map(str, PROBE_DEFAULTS['shots'])) or 'none'}).")] = None,
+    repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1, shots and stochastic probes (default: {PROBE_DEFAULTS['repeats']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS['seed']}).")] = None,
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS['n_resamples']}).")] = None,
     val_subsample: Annotated[Optional[fmprobe.probing.ValSubsample], typer.Option("--val-subsample", help=f"Validation rows that choose a fraction cell's hyper-parameters: proportional (a stratified subsample of the same fraction) or full (default: {PROBE_DEFAULTS['val_subsample'].value}).")] = None,
@@ -154,11 +155,16 @@ def probe(
         fractions = [float(f) for f in _split_list(train_fraction) or []] or None
     except ValueError:
         raise FmprobeError(f"--train-fraction {train_fraction!r}: give numbers such as 0.01,0.1,1.0.") from None
+    try:
+        shot_values = [int(k) for k in _split_list(shots) or []] or None
+    except ValueError:
+        raise FmprobeError(f"--shots {shots!r}: give whole numbers of images per class, such as 1,2,4,8,16.") from None
     run = fmprobe.probe_features(
         features,
         probes=_split_list(probe),
         readouts=_split_list(readout),
         train_fractions=fractions,
+        shots=shot_values,
         repeats=repeats,
         seed=seed,
         n_resamples=bootstrap,

@@ -83,6 +83,7 @@ class ResultRow:
     detail: str = ""  # what the value is computed over when not the plain whole test set (e.g. "13 of 14 labels")
     flags: str = ""  # warnings about the cell a reader must see (e.g. constant test predictions); "" when none
     test_set: str = ""  # digest of the sorted test sample ids: rows with different digests were scored on other samples
+    val_subsample: str = ""  # "proportional": chosen on a subsample of validation in proportion; "": on all of it
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
@@ -113,12 +114,14 @@ def cell_id(
     seed: int,
     fingerprint: str,
     shots: int = 0,
+    val_subsample: str = "",
 ) -> str:
     """Stable 16-hex-digit name of a cell (keyword-only, so a reordered call cannot silently change it).
 
     Numbers are normalised (``224`` == ``224.0``, ``0.1`` == ``np.float32(0.1)`` rounded to 12 digits) so the
-    same cell hashes the same on every machine and Python version. ``shots`` enters the hash only when set, so
-    the cells of tables written before few-shot existed keep their ids.
+    same cell hashes the same on every machine and Python version. ``shots`` and ``val_subsample`` enter the hash
+    only when set, so the cells of tables written before they existed keep their ids (and a cell chosen on all of
+    validation, as every earlier version did, is never taken for one chosen on a proportional subsample).
     """
     key = {
         "dataset": str(dataset),
@@ -132,6 +135,7 @@ def cell_id(
         "seed": int(seed),
         "fingerprint": str(fingerprint),
         **({"shots": int(shots)} if shots else {}),
+        **({"val_subsample": str(val_subsample)} if val_subsample else {}),
     }
     blob = json.dumps(key, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -158,6 +162,7 @@ class CellInfo:
     fingerprint: str
     imagenet_baseline: bool = False  # a fact about the backbone entry, not part of the cell's identity
     shots: int = 0  # labelled training images per class; 0: ``train_fraction`` of the training set
+    val_subsample: str = ""  # how validation was subsampled for the choice ("proportional"); "": all of it
 
     @property
     def cell_id(self) -> str:

@@ -14,6 +14,7 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     resolutions = []           # default: each backbone's native size
     probes = ["logreg", "knn", "lgbm"]
     train_fractions = [1.0]
+    shots = []                 # optional: few-shot cells, k labelled images per class (e.g. [1, 2, 4, 8, 16])
     repeats = 1
     seed = 0
     bootstrap = 1000           # optional: resamples per CI (default: the library's)
@@ -99,6 +100,7 @@ class Study:
     resolutions: tuple[int, ...] = ()
     probes: tuple[str, ...] = DEFAULT_PROBES
     train_fractions: tuple[float, ...] = (1.0,)
+    shots: tuple[int, ...] = ()
     repeats: int = 1
     seed: int = 0
     baseline: str | None = None
@@ -127,6 +129,7 @@ class Study:
 
     def probe_cells(self) -> int:
         per_file = sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
+        per_file += len(self.probes) * len(self.shots) * self.repeats
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
     def bootstrap_keywords(self) -> dict[str, int]:
@@ -200,6 +203,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         resolutions=as_tuple("resolutions", int),
         probes=as_tuple("probes", str) or DEFAULT_PROBES,
         train_fractions=tuple(float(f) for f in data.get("train_fractions", [1.0])),
+        shots=as_tuple("shots", int),
         repeats=int(data.get("repeats", 1)),
         seed=int(data.get("seed", 0)),
         baseline=data.get("baseline"),
@@ -211,6 +215,8 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         finetune=_finetune_grid(data.get("finetune", {}), path),
     )
     _check_names(study)
+    if any(k < 1 for k in study.shots):
+        raise FmprobeError(f"{path}: 'shots' {list(study.shots)}: labelled images per class must be >= 1.")
     return study
 
 
@@ -326,6 +332,7 @@ def format_plan(study: Study, costs: list[CostLine]) -> str:
     lines = [f"study {study.name!r} ({study.path}): {len(study.datasets)} dataset(s) x {len(study.backbones)} backbone(s)"
              f" x {len(study.resolutions) or 1} resolution(s); {study.probe_cells()} probe cells"
              f" ({', '.join(study.probes)}; fractions {', '.join(f'{f:g}' for f in study.train_fractions)};"
+             + (f" shots {', '.join(map(str, study.shots))};" if study.shots else "") +
              f" repeats {study.repeats}); output {study.out}"]  # fmt: skip
     total, unknown = 0.0, 0
     for c in costs:
@@ -386,7 +393,7 @@ def run_study(
         return StudyRun(study)
     feature_files = tuple(_extract(study, max_images, progress))
     probe_features(
-        feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions,
+        feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
         val_subsample=study.val_subsample,
         **study.bootstrap_keywords(),

@@ -93,3 +93,17 @@ def test_cli_and_study_files_pass_the_policy(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text(body.format("half"))
     with pytest.raises(FmprobeError, match=r"s.toml: val_subsample 'half': choose one of proportional, full"):
         load_study(tmp_path / "s.toml")
+
+
+def test_the_validation_protocol_is_part_of_a_low_label_cells_identity(tmp_path: Path) -> None:
+    """A results folder written with full validation (every earlier fmprobe) never passes for proportional cells:
+    the proportional cells get their own ids, full-validation and whole-training-set cells keep the old ones."""
+    path = synthetic_features(tmp_path / "f.h5", n=120)
+    out = tmp_path / "results"
+    for policy in ("full", "proportional"):
+        probe_features([path], probes=["logreg"], train_fractions=[0.5, 1.0], val_subsample=policy, out=out, progress=False)
+    rows = read_results(out)
+    ids = rows.groupby(["train_fraction", "val_subsample"])["cell_id"].nunique()
+    assert ids.to_dict() == {(0.5, ""): 1, (0.5, "proportional"): 1, (1.0, ""): 1}
+    low = rows[rows["train_fraction"] == 0.5]
+    assert low.groupby("val_subsample")["n_val"].first().to_dict() == {"": 60, "proportional": 30}

@@ -1,6 +1,6 @@
 """Probes: scikit-learn classifiers fitted on frozen features, hyper-parameters chosen on validation only.
 
-``make_probe("logreg" | "knn" | "lgbm", **params)`` builds one; every probe has
+``make_probe("logreg" | "knn" | "lgbm" | "proto", **params)`` builds one; every probe has
 ``fit(X, y, eval_set=(X_val, y_val))``, ``predict``, ``predict_proba``, ``best_params_``, ``val_score_``
 and ``search_results_``. A probe registers itself in :data:`PROBES` next to its class (``@PROBES.register``);
 its parameters, their defaults and constraints are the class's. No torch here: probing runs on a laptop from
@@ -16,6 +16,7 @@ from fmprobe.probes.base import PROBES, ProbeBase, ProbeCannotFit, ProbeFitError
 from fmprobe.probes.knn import KNNProbe
 from fmprobe.probes.lgbm import LGBMProbe
 from fmprobe.probes.logistic import LogisticProbe
+from fmprobe.probes.proto import ProtoProbe
 
 
 def make_probe(name: str, **params: Any) -> ProbeBase:
@@ -39,6 +40,7 @@ __all__ = [
     "ProbeCannotFit",
     "ProbeFitError",
     "ProbeParameterError",
+    "ProtoProbe",
     "is_stochastic",
     "make_probe",
 ]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING as dataclasses_missing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
+from numbers import Integral
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
@@ -30,12 +31,13 @@ class ValSubsample(StrEnum):
     full = "full"
 
 
-def cell_repeats(probe: str, fraction: float, repeats: int) -> int:
-    """How many repeats a (probe, train fraction) pair gets: ``repeats`` when a repeat can differ (a subsample
-    of the training set, or a stochastic probe), else 1 (a deterministic probe on all the data)."""
+def cell_repeats(probe: str, fraction: float, repeats: int, shots: int = 0) -> int:
+    """How many repeats a (probe, train fraction or shots) pair gets: ``repeats`` when a repeat can differ (a
+    subsample of the training set, a k-shot draw, or a stochastic probe), else 1 (a deterministic probe on all the
+    data)."""
     from fmprobe.probes import is_stochastic  # the registry (scikit-learn, LightGBM) only once a grid is used
 
-    return repeats if (fraction < 1.0 or is_stochastic(probe)) else 1
+    return repeats if (shots or fraction < 1.0 or is_stochastic(probe)) else 1
 
 
 @dataclass(frozen=True)
@@ -43,12 +45,15 @@ class ProbeGrid:
     """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
 
     ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
-    arguments for it (checked against the probe's parameter constraints when the grid is built).
+    arguments for it (checked against the probe's parameter constraints when the grid is built). ``shots`` adds
+    few-shot cells next to the fraction cells: k labelled training images per class for every k listed (one per
+    patient/lesion where the training split records groups), each drawn ``repeats`` times.
     """
 
     probes: tuple[str, ...] = DEFAULT_PROBES
     readouts: tuple[str, ...] = ()
     train_fractions: tuple[float, ...] = (1.0,)
+    shots: tuple[int, ...] = ()
     repeats: int = 1
     seed: int = 0
     n_resamples: int = N_BOOTSTRAP
@@ -75,6 +80,14 @@ class ProbeGrid:
             raise FmprobeError(f"--train-fraction {bad}: fractions must be in (0, 1].")
         if self.repeats < 1:
             raise FmprobeError(f"--repeats {self.repeats}: must be at least 1.")
+        self._check_shots()
+
+    def _check_shots(self) -> None:
+        shots = tuple(self.shots)
+        bad = [k for k in shots if isinstance(k, bool) or not isinstance(k, Integral) or k < 1]
+        if bad:
+            raise FmprobeError(f"--shots {bad}: labelled images per class must be whole numbers >= 1, e.g. 1,2,4,8,16.")
+        object.__setattr__(self, "shots", tuple(sorted({int(k) for k in shots})))
 
     @classmethod
     def defaults(cls) -> dict[str, object]:
@@ -93,4 +106,5 @@ class ProbeGrid:
 
     def cells_per_readout(self) -> int:
         """Cells one readout of one feature file gets from this grid."""
-        return sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
+        fractions = sum(cell_repeats(p, f, self.repeats) for p in self.probes for f in self.train_fractions)
+        return fractions + len(self.probes) * len(self.shots) * self.repeats

@@ -1,6 +1,6 @@
 """`fmprobe probe`: fit every requested probe on cached features and append result rows (resumable by cell).
 
-A cell is (feature file, readout, probe, train fraction, repeat). Hyper-parameters are chosen on the validation
+A cell is (feature file, readout, probe, train fraction or k shots per class, repeat). Hyper-parameters are chosen on the validation
 split only; the test split is touched once, after fitting, to score the chosen model. Every test metric gets a
 stratified bootstrap CI, and the per-sample predictions are saved so any number can be recomputed.
 
@@ -105,6 +105,11 @@ def subsample(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
+def _amount(info: CellInfo) -> str:
+    """How much training data a cell uses, for messages: ``fraction 0.1`` or ``4 shots``."""
+    return f"{info.shots} shots" if info.shots else f"fraction {info.train_fraction:g}"
+
+
 def _weights_label(features: FeatureFile) -> str:
     return str(features.attrs.get("weights_label", "random" if features.backbone.endswith(":random") else "pretrained"))
 
@@ -126,7 +131,12 @@ def _readouts(features: FeatureFile, wanted: Sequence[str]) -> list[str]:
 
 
 def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
-    """Every cell of one feature file, in run order (readout, probe, fraction, repeat)."""
+    """Every cell of one feature file, in run order (readout, probe, fraction then shots, repeat).
+
+    A k-shot cell's ``train_fraction`` is the fraction of the training split it fits on (k x classes / N), so
+    the row says how much data it used; its ``shots`` keeps it off every fraction axis."""
+    amounts = [(fraction, 0) for fraction in grid.train_fractions]
+    amounts += [(fraction, k) for k, fraction in _shot_fractions(features, grid.shots).items()]
     return [
         ProbeCell(
             features,
@@ -143,13 +153,50 @@ def _cells_of(features: FeatureFile, grid: ProbeGrid) -> list[ProbeCell]:
                 seed=grid.seed,
                 fingerprint=features.key,
                 imagenet_baseline=_imagenet_baseline(features),
+                shots=shots,
+                val_subsample=_val_subsample(grid, fraction),
             ),  # fmt: skip
         )
         for readout in _readouts(features, grid.readouts)
         for probe in grid.probes
-        for fraction in grid.train_fractions
-        for repeat in range(cell_repeats(probe, fraction, grid.repeats))
+        for fraction, shots in amounts
+        for repeat in range(cell_repeats(probe, fraction, grid.repeats, shots))
     ]
+
+
+def _val_subsample(grid: ProbeGrid, fraction: float) -> str:
+    """The cell's validation protocol when it is not "all of validation" (part of its id, see ``cell_id``)."""
+    return str(ValSubsample(grid.val_subsample).value) if fraction < 1 and grid.val_subsample != ValSubsample.full else ""
+
+
+def shot_capacity(labels: np.ndarray, groups: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """Per class code ``0..n_classes-1``: how many shots it can give (distinct groups, or images without groups)."""
+    if groups is None:
+        return np.bincount(labels, minlength=n_classes)[:n_classes]
+    return np.array([len(np.unique(groups[labels == c])) for c in range(n_classes)])
+
+
+def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, float]:
+    """k -> the fraction of the training split a k-shot cell uses; refuses, before any fit, a task without classes
+    (multilabel) and a class with fewer than k images (or patients/lesions, where the split records groups)."""
+    if not shots:
+        return {}
+    if features.task == "multilabel":
+        raise FmprobeError(
+            f"{features.path}: --shots draws k images per class, and a multilabel task has no classes to draw them "
+            "from (an image is positive for several labels). Use --train-fraction for multilabel datasets."
+        )
+    train = features.load(TRAIN)
+    groups = train.metadata.get(GROUP)
+    capacity = shot_capacity(train.labels.astype(np.int64), groups, len(features.class_names))
+    worst = int(np.argmin(capacity))
+    if capacity[worst] < max(shots):
+        unit = "different patients/lesions (groups)" if groups is not None else "training images"
+        raise FmprobeError(
+            f"{features.path}: --shots {max(shots)} needs {max(shots)} {unit} per class, but class "
+            f"{features.class_names[worst]!r} has {int(capacity[worst])}. Use --shots up to {int(capacity[worst])}."
+        )
+    return {k: k * len(features.class_names) / len(train.labels) for k in shots}
 
 
 def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
@@ -180,7 +227,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
         for cell in bar:
             info = cell.info
             bar.set_postfix_str(
-                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {info.train_fraction:g}#{info.repeat}"
+                f"{info.dataset} {info.backbone} {info.readout} {info.probe} {_amount(info)}#{info.repeat}"
             )
             key = (cell.features.path, info.readout)
             if key not in loaded:
@@ -203,6 +250,7 @@ def probe_features(
     probes: Sequence[str] | None = None,
     readouts: Sequence[str] | None = None,
     train_fractions: Sequence[float] | None = None,
+    shots: Sequence[int] | None = None,
     repeats: int | None = None,
     seed: int | None = None,
     n_resamples: int | None = None,
@@ -212,13 +260,13 @@ def probe_features(
     force: bool = False,
     progress: bool = True,
 ) -> ProbeRun:
-    """Probe every feature file x readout x probe x train fraction x repeat; skip cells already in ``out``.
+    """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
 
     The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
     logger.
     """
     grid = ProbeGrid.from_options(
-        probes=probes, readouts=readouts, train_fractions=train_fractions, repeats=repeats, seed=seed,
+        probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
         n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force), progress)
@@ -234,8 +282,28 @@ class Scored:
     y_pred: np.ndarray | None = None  # decoded class codes (ordinal tasks), saved with the predictions
 
 
+def shot_rows(labels: np.ndarray, shots: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """Indices of ``shots`` training rows per class, each from a different group where ``groups`` are given.
+
+    Per class: one random image of every group (every image without groups), the groups in a random order, the
+    first ``shots`` taken. The random order does not depend on ``shots``, so with one seed the draws are nested
+    (the 2-shot set holds the 1-shot set): a curve over k changes only the added images."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for value in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == value))
+        if groups is not None:  # the first (random) image of each group, the groups then in random order
+            _, first = np.unique(groups[members], return_index=True)
+            members = members[rng.permutation(first)]
+        chosen.append(members[:shots])
+    return np.sort(np.concatenate(chosen))
+
+
 def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray:
-    """Indices of the training rows a cell fits on: a stratified ``train_fraction`` of the training set."""
+    """Indices of the training rows a cell fits on: ``shots`` per class (one per patient/lesion where the split
+    records groups) for a few-shot cell, else a stratified ``train_fraction`` of the training set."""
+    if info.shots:
+        return shot_rows(train.labels, info.shots, seed, train.metadata.get(GROUP))
     return subsample(train.labels, info.train_fraction, seed)
 
 
@@ -244,7 +312,7 @@ def validation_rows(
 ) -> np.ndarray:
     """Indices of the validation rows a cell's configuration is chosen on.
 
-    With ``grid.val_subsample`` ``proportional`` (the default) a cell fitted on ``used_fraction`` of the training
+    With ``grid.val_subsample`` ``proportional`` (the default; the cell's id records it, see ``_val_subsample``) a cell fitted on ``used_fraction`` of the training
     rows is tuned on a seeded stratified subsample of validation of that fraction, so that a low-label number is
     not chosen with far more labelled data than a low-label study would have. Every class present in validation
     stays present (multilabel: every label's positives and negatives), so the selection metric stays defined;
@@ -353,9 +421,7 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     except ProbeCannotFit as err:
         return _cannot_fit(cell, test, err, len(index), len(val_index), out)
     except ProbeError as err:
-        raise ProbeError(
-            f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {err}"
-        ) from err
+        raise ProbeError(f"{features.path} ({info.readout}, {info.probe}, {_amount(info)}): {err}") from err
     scored = score_test(probe, test, info, features, grid)
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip

@@ -11,15 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 from fmprobe.errors import ResultsError
-from fmprobe.metrics import MetricUndefined, Prepared, get_metric, paired_bootstrap
+from fmprobe.metrics import CI_LEVEL, MetricUndefined, Prepared, get_metric, paired_bootstrap
 from fmprobe.metrics.bootstrap import replicate
 from fmprobe.registry import closest
-from fmprobe.results import Predictions, load_predictions
+from fmprobe.results import Predictions, load_predictions, with_added_columns
 
 DEFAULT_WEIGHTS = frozenset({"", "pretrained", "default"})  # weights tags not worth printing
 CONFIG = ["backbone", "weights", "readout", "resolution", "probe"]
@@ -56,21 +58,32 @@ def higher_is_better(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class DatasetView:
-    """The primary-metric rows of one dataset and the facts every section needs."""
+    """The primary-metric rows of one dataset and the facts every section needs.
+
+    Two data axes: train fractions (rows with ``shots == 0``) and k shots per class (``shots > 0``). A few-shot
+    row's ``train_fraction`` is the share of the training set it used, so it is never looked up by fraction:
+    :meth:`at` returns fraction rows only and :meth:`at_shots` shot rows only."""
 
     name: str
     task: str
     metric: str
     rows: pd.DataFrame  # primary-metric rows, with a 'model' column
-    fractions: tuple[float, ...]
+    fractions: tuple[float, ...]  # of the fraction rows only
     table_fraction: float  # 1.0 when present, else the largest fraction run
+    shots: tuple[int, ...] = ()  # shots per class of the few-shot rows, ascending
 
     def at(self, fraction: float) -> pd.DataFrame:
-        return self.rows[np.isclose(self.rows["train_fraction"], fraction)]
+        """The fraction rows (never few-shot rows) at ``fraction``."""
+        rows = self.rows[self.rows["shots"] == 0]
+        return rows[np.isclose(rows["train_fraction"], fraction)]
+
+    def at_shots(self, shots: int) -> pd.DataFrame:
+        """The few-shot rows with ``shots`` labelled training images per class."""
+        return self.rows[self.rows["shots"] == shots]
 
 
 def dataset_views(df: pd.DataFrame) -> list[DatasetView]:
-    df = with_models(df)
+    df = with_models(with_added_columns(df))
     views = []
     for name in sorted(df["dataset"].unique()):
         d = df[df["dataset"] == name]
@@ -83,9 +96,15 @@ def dataset_views(df: pd.DataFrame) -> list[DatasetView]:
         metrics = sorted(prim["metric"].unique())
         if len(metrics) > 1:
             raise ResultsError(f"dataset {name!r} has several primary metrics ({', '.join(metrics)}); expected one.")
-        fractions = tuple(sorted(float(f) for f in prim["train_fraction"].unique()))
+        fractions = tuple(sorted(float(f) for f in prim.loc[prim["shots"] == 0, "train_fraction"].unique()))
+        if not fractions:
+            raise ResultsError(
+                f"dataset {name!r} has only few-shot rows; the report's tables compare configurations at a train "
+                "fraction: run the fraction cells too (`fmprobe probe --train-fraction 1.0`, the default)."
+            )
         table_fraction = 1.0 if any(math.isclose(f, 1.0) for f in fractions) else fractions[-1]
-        views.append(DatasetView(name, str(prim["task"].iloc[0]), metrics[0], prim, fractions, table_fraction))
+        shots = tuple(sorted(int(k) for k in prim["shots"].unique() if k > 0))
+        views.append(DatasetView(name, str(prim["task"].iloc[0]), metrics[0], prim, fractions, table_fraction, shots))
     return views
 
 
@@ -338,36 +357,68 @@ def headline(views: list[DatasetView], baseline: str | None, n_resamples: int, s
 # ------------------------------------------------------------------------------------------------ curves
 
 
+class Axis(StrEnum):
+    """The x axis of a data-efficiency curve: the fraction of the training set, or labelled images per class."""
+
+    fraction = "fraction"
+    shots = "shots"
+
+
 @dataclass(frozen=True)
 class CurvePoint:
-    fraction: float
-    mean: float
-    sd: float
+    """One point of a data-efficiency curve: the val-selected configuration's test value over its repeats.
+
+    ``ci_low``/``ci_high`` is the band :func:`repeat_band` computes: it spans the spread over repeats (subsample
+    and seed), not only one test set's bootstrap."""
+
+    x: float  # the train fraction, or the shots per class (Axis.shots)
+    mean: float  # over repeats
+    sd: float  # over repeats (0 with one repeat)
     ci_low: float
     ci_high: float
     n_train: int
     probe: str
+    repeats: int = 1
 
 
-def efficiency_curves(view: DatasetView) -> dict[str, list[CurvePoint]]:
-    """Per model, the val-selected configuration at each train fraction: mean test value, sd, mean CI bounds."""
+def repeat_band(
+    values: np.ndarray, ci_low: np.ndarray, ci_high: np.ndarray, level: float = CI_LEVEL
+) -> tuple[float, float]:
+    """A ``level`` band for one repeat's test value: mean ± z·sqrt(between-repeat variance + mean within-repeat
+    bootstrap variance).
+
+    The repeats share one test set, so their spread is the variance from the training subsample and the seed;
+    each repeat's bootstrap CI gives the test-set variance (its sd read from the CI width, width / (2 z), the
+    normal approximation of a percentile interval). Their sum is the variance of a rerun of the protocol, new draw
+    and new test sample alike; averaging the repeats' CI bounds (the old band) dropped the first term. Repeats
+    whose value is missing are left out; a repeat without a CI adds no test-set term."""
+    ok = np.isfinite(values)
+    values, widths = values[ok], (ci_high - ci_low)[ok]
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    between = float(np.var(values, ddof=1)) if len(values) > 1 else 0.0
+    finite = widths[np.isfinite(widths)]
+    within = float(np.mean((finite / (2 * z)) ** 2)) if len(finite) else 0.0
+    half = z * math.sqrt(between + within)
+    mean = float(np.mean(values))
+    return mean - half, mean + half
+
+
+def efficiency_curves(view: DatasetView, axis: Axis | str = Axis.fraction) -> dict[str, list[CurvePoint]]:
+    """Per model, the val-selected configuration at each train fraction (or, ``axis="shots"``, at each number of
+    shots per class): mean test value, sd over repeats, and the :func:`repeat_band` band."""
+    axis = Axis(axis)
+    xs = view.fractions if axis is Axis.fraction else view.shots
     curves: dict[str, list[CurvePoint]] = {}
-    for f in view.fractions:
-        for model, c in choose_on_val(view.at(f), view.metric).items():
+    for x in xs:
+        rows = view.at(x) if axis is Axis.fraction else view.at_shots(int(x))
+        for model, c in choose_on_val(rows, view.metric).items():
             vals = c.rows["value"].dropna()
             if vals.empty:
                 continue
             sd = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            low, high = repeat_band(*(c.rows[k].to_numpy(dtype=float) for k in ("value", "ci_low", "ci_high")))
             curves.setdefault(model, []).append(
-                CurvePoint(
-                    f,
-                    float(vals.mean()),
-                    sd,
-                    float(c.rows["ci_low"].mean()),
-                    float(c.rows["ci_high"].mean()),
-                    int(c.rows["n_train"].iloc[0]),
-                    c.probe,
-                )
+                CurvePoint(x, float(vals.mean()), sd, low, high, int(c.rows["n_train"].iloc[0]), c.probe, len(vals))
             )
     return curves
 

@@ -15,6 +15,7 @@ from fmprobe._io import atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
 from fmprobe.report.analysis import (
+    Axis,
     Choice,
     DatasetView,
     Headline,
@@ -34,6 +35,19 @@ from fmprobe.results import check_writable, read_results, to_frame, validate, wr
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
     "data (`val_score`, mean over repeats); the test set was used only to report the numbers."
+)
+
+
+EFFICIENCY_NOTE = (
+    "Per backbone, the configuration selected on validation at each train fraction; line = mean over repeats, "
+    "error bars = sd over repeats, band = mean ± 1.96·sqrt(between-repeat variance + mean within-repeat bootstrap "
+    "variance): the spread over repeats (training subsample and seed) plus the test set's bootstrap variance (each "
+    "repeat's sd read from its 95% CI width / 3.92), i.e. where one rerun of the protocol would land. "
+)
+SHOTS_NOTE = (
+    "The few-shot panel (log2 axis) fits on k labelled training images per class, one per patient or lesion where "
+    "the training split records groups, each k drawn once per repeat; few-shot rows are on this axis only, never "
+    "in a train-fraction table."
 )
 
 
@@ -288,7 +302,10 @@ def _provenance(df: pd.DataFrame, views: list[DatasetView]) -> list[Block]:
                 Cell(v.metric),
                 Cell(_span(v.rows["n_test"])),
                 Cell(_span(full["n_train"])),
-                Cell(", ".join(f"{f:g}" for f in v.fractions)),
+                Cell(
+                    ", ".join(f"{f:g}" for f in v.fractions)
+                    + (f"; shots {', '.join(map(str, v.shots))}" if v.shots else "")
+                ),
                 Cell(str(v.rows["repeat"].nunique())),
                 Cell(str(v.rows["cell_id"].nunique())),
             ]
@@ -402,17 +419,16 @@ def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures) -> list[Bl
     chosen = choose_on_val(v.at(v.table_fraction), v.metric)
     blocks: list[Block] = [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
     blocks += dataset_tables(v, chosen)
-    curves = efficiency_curves(v) if len(v.fractions) > 1 else {}
-    if curves:
+    panels = {
+        Axis.fraction: efficiency_curves(v) if len(v.fractions) > 1 else {},
+        Axis.shots: efficiency_curves(v, Axis.shots) if v.shots else {},
+    }
+    if any(panels.values()):
         path = figures.file(f"efficiency_{slug(v.name)}.png")
-        chart = plots.efficiency_chart(v.name, v.metric, curves, figures.colors, baseline, path)
+        chart = plots.efficiency_chart(v.name, v.metric, panels, figures.colors, baseline, path)
         blocks += [
             Heading("Data efficiency", 3),
-            Para(
-                "Per backbone, the configuration selected on validation at each train fraction; "
-                "line = mean over repeats, band = 95% bootstrap CI (bounds averaged over repeats), "
-                "error bars = sd over repeats."
-            ),
+            Para(EFFICIENCY_NOTE + (SHOTS_NOTE if panels[Axis.shots] else "")),
             figures.image(chart, f"data efficiency {v.name}"),
         ]
     return blocks + _confusion_blocks(v, figures)

@@ -6,6 +6,7 @@ opens a window, nothing depends on (or changes) the user's global backend, e.g. 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from fmprobe._io import atomic_write
-from fmprobe.report.analysis import CurvePoint, Headline
+from fmprobe.report.analysis import Axis, CurvePoint, Headline
 
 DPI = 110
 PALETTE = matplotlib.colormaps["tab10"].colors
@@ -79,44 +80,56 @@ def gain_chart(h: Headline, datasets: list[str], colors: dict[str, tuple[float, 
     return _save(fig, path)
 
 
+_AXES = {  # x label and log base of each data-efficiency panel
+    Axis.fraction: ("fraction of training set (log scale)", 10),
+    Axis.shots: ("labelled training images per class (log2 scale)", 2),
+}
+
+
+def _efficiency_panel(
+    ax: Axes, axis: Axis, curves: dict[str, list[CurvePoint]], colors: dict[str, tuple[float, ...]], baseline: str
+) -> None:
+    xs: set[float] = set()
+    for model, pts in sorted(curves.items()):
+        pts = sorted(pts, key=lambda p: p.x)
+        x = np.array([p.x for p in pts], dtype=float)
+        xs.update(x.tolist())
+        mean = np.array([p.mean for p in pts])
+        color = colors.get(model, "#555555")
+        label = f"{model} (baseline)" if model == baseline else model
+        ax.plot(x, mean, "o--" if model == baseline else "o-", color=color, lw=1.6, ms=4, label=label)
+        ax.fill_between(x, [p.ci_low for p in pts], [p.ci_high for p in pts], color=color, alpha=0.15, lw=0)
+        if any(p.sd > 0 for p in pts):
+            ax.errorbar(x, mean, yerr=[p.sd for p in pts], fmt="none", ecolor=color, elinewidth=1, capsize=2)
+    xlabel, base = _AXES[axis]
+    ax.set_xscale("log", base=base)
+    ticks = sorted(xs)
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+
+
 def efficiency_chart(
     dataset: str,
     metric: str,
-    curves: dict[str, list[CurvePoint]],
+    panels: Mapping[Axis | str, dict[str, list[CurvePoint]]],
     colors: dict[str, tuple[float, ...]],
     baseline: str,
     path: Path,
 ) -> Path:
-    """Primary metric vs train fraction (log x); band = 95% CI, error bars = sd over repeats; baseline dashed."""
-    fig, ax = _figure(7.6, 4.0)
-    fractions: set[float] = set()
-    for model, pts in sorted(curves.items()):
-        pts = sorted(pts, key=lambda p: p.fraction)
-        f = np.array([p.fraction for p in pts])
-        fractions.update(f.tolist())
-        mean = np.array([p.mean for p in pts])
-        color = colors.get(model, "#555555")
-        ax.plot(
-            f,
-            mean,
-            "o--" if model == baseline else "o-",
-            color=color,
-            lw=1.6,
-            ms=4,
-            label=f"{model} (baseline)" if model == baseline else model,
-        )
-        ax.fill_between(f, [p.ci_low for p in pts], [p.ci_high for p in pts], color=color, alpha=0.15, lw=0)
-        if any(p.sd > 0 for p in pts):
-            ax.errorbar(f, mean, yerr=[p.sd for p in pts], fmt="none", ecolor=color, elinewidth=1, capsize=2)
-    ax.set_xscale("log")
-    ticks = sorted(fractions)
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("fraction of training set (log scale)")
-    ax.set_ylabel(f"{metric} (test)")
-    ax.set_title(f"{dataset}: data efficiency", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    """Primary metric vs train fraction (log x) and, when ``panels`` has shot curves, vs shots per class (log2 x),
+    side by side; band = mean ± 1.96 sd of one repeat (repeats and test-set bootstrap, see
+    ``analysis.repeat_band``), error bars = sd over repeats; baseline dashed. Empty panels are left out."""
+    shown = [(Axis(a), c) for a, c in panels.items() if c]
+    fig = Figure(figsize=(7.6 if len(shown) < 2 else 12.4, 4.0))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(1, len(shown)), sharey=True, squeeze=False)[0]
+    for ax, (axis, curves) in zip(axes, shown, strict=False):
+        _efficiency_panel(ax, axis, curves, colors, baseline)
+    axes[0].set_ylabel(f"{metric} (test)")
+    fig.suptitle(f"{dataset}: data efficiency", fontsize=10)
+    axes[-1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

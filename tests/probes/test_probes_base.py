@@ -18,6 +18,7 @@ from fmprobe.probes import (
     LogisticProbe,
     ProbeFitError,
     ProbeParameterError,
+    ProtoProbe,
     is_stochastic,
     make_probe,
 )
@@ -75,7 +76,9 @@ def test_stochastic_means_having_a_random_state() -> None:
 
 
 def test_registry_and_make_probe() -> None:
-    assert {name: PROBES.get(name) for name in PROBES} == {"logreg": LogisticProbe, "knn": KNNProbe, "lgbm": LGBMProbe}
+    assert {name: PROBES.get(name) for name in PROBES} == {
+        "logreg": LogisticProbe, "knn": KNNProbe, "lgbm": LGBMProbe, "proto": ProtoProbe,
+    }  # fmt: skip
     assert isinstance(make_probe("knn", k=5), KNNProbe) and make_probe("knn", k=5).k == 5
     with pytest.raises(UnknownNameError, match="Closest: logreg"):
         make_probe("logres")
