@@ -129,7 +129,7 @@ def _test_set_keys(rows: pd.DataFrame) -> pd.Series:
     """Per row, the digest of the test ids it was scored on: its ``test_set``, or for a row of an older table (none
     recorded) the digest of a predictions file's ids, one file per fingerprint (one feature file, one test split);
     '' when unknown (no predictions file)."""
-    keys = rows["test_set"].astype(str).copy()
+    keys = rows["test_set"].fillna("").astype(str)
     for _fp, group in rows[keys == ""].groupby("fingerprint", sort=True):
         for path in group["predictions"]:
             try:
