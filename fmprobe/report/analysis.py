@@ -104,11 +104,12 @@ def _configuration(row: pd.Series) -> str:
 
 
 def check_fingerprints(name: str, rows: pd.DataFrame) -> None:
-    """Refuse a table cell (model, readout, resolution, probe) whose rows come from several feature caches.
+    """Refuse a table cell (model, readout, resolution, probe) whose rows have several fingerprints.
 
-    Their fingerprints differ, so the rows are different data (another dataset variant, preprocessing or dtype)
-    under one dataset name, e.g. rows of an older fmprobe that named ``?uncertain=zeros`` and ``?uncertain=ignore``
-    alike: a cell would show one of them as if it were the only one."""
+    A fingerprint names a feature cache (or a fine-tuning run), so such rows are different data, preprocessing,
+    dtype or recipe under one name, e.g. rows of an older fmprobe that named ``?uncertain=zeros`` and
+    ``?uncertain=ignore`` alike, or a fine-tuning setting rerun with another recipe: a cell would show one of them
+    as if it were the only one."""
     keys = ["model", "readout", "resolution", "probe"]
     fingerprints = rows.groupby(keys, sort=True)["fingerprint"].unique()
     pooled = [(cell, sorted(map(str, fps))) for cell, fps in fingerprints.items() if len(fps) > 1]
@@ -118,8 +119,9 @@ def check_fingerprints(name: str, rows: pd.DataFrame) -> None:
     more = f" ({len(pooled)} cells in all)" if len(pooled) > 1 else ""
     raise ResultsError(
         f"dataset {name!r}: the table cell {model} · {readout} @{resolution} · {probe} would pool rows of "
-        f"{len(fps)} different feature caches (fingerprints {', '.join(fps)}){more}: different data under one "
-        "dataset name. Separate them: report each results table on its own, or keep the rows of one fingerprint "
+        f"{len(fps)} fingerprints ({', '.join(fps)}){more}: different feature caches or fine-tuning runs (data, "
+        "preprocessing, dtype or recipe) under one name. Separate them: report each results table on its own, or "
+        "keep the rows of one fingerprint "
         "(e.g. write_report(df[df.fingerprint == ...])); re-probed with this version, dataset variants get "
         "names of their own (e.g. chexpert[uncertain=ignore]-...)."
     )
