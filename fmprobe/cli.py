@@ -186,9 +186,11 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("report"),
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of the paired bootstrap behind the gains (default: {_REPORT_DEFAULTS['n_resamples']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Seed of those resamples (default: {_REPORT_DEFAULTS['seed']}).")] = None,
+    allow_different_test_sets: Annotated[Optional[bool], typer.Option("--allow-different-test-sets", help="Compare rows of a dataset scored on different test sets, on the test ids they share (the report says so); refused without it.", show_default=str(_REPORT_DEFAULTS["allow_different_test_sets"]))] = None,
 ) -> None:
     """Write report.md, a self-contained report.html and the PNG plots from a results table."""
-    given = {k: v for k, v in {"n_resamples": bootstrap, "seed": seed}.items() if v is not None}  # else the library's
+    given = {"n_resamples": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets}
+    given = {k: v for k, v in given.items() if v is not None}  # else the library's
     paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline, **given)
     typer.echo(f"{paths.html}\n{paths.markdown}")
 

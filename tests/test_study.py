@@ -140,7 +140,9 @@ def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
     html = run.report.html.read_text()
     assert "pneumoniamnist" in html and "breastmnist" in html
     df = pd.read_csv(tmp_path / "results" / "results.csv")
-    names = set(df.dataset)  # path datasets are named by location: readable name + short digest
-    assert len(names) == 2 and {n.rsplit("-", 1)[0] for n in names} == {"pneumoniamnist", "breastmnist"}
+    names = set(df.dataset)  # path datasets are named by location: readable name [the subset] + short digest
+    assert len(names) == 2 and {n.rsplit("-", 1)[0] for n in names} == {
+        "pneumoniamnist[max_images_per_split=40]", "breastmnist[max_images_per_split=40]"
+    }
     assert set(df[df.is_primary].metric) == {"roc_auc"}
     assert len(df[df.is_primary]) == 2 * 2 * 3 and run.study.baseline == "efficientnet_lite0_imagenet"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, demo, folder, isic2019, manifest, medmnist
 from fmprobe.datasets.base import DEFAULT_IMAGE_CONVERSION, Dataset, Split, digest_parts, subset_split
-from fmprobe.datasets.sources import SOURCES, DatasetSource, OptionSpec
+from fmprobe.datasets.sources import SOURCES, DatasetSource, OptionSpec, variant_label
 from fmprobe.datasets.splits import resolved
 from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TASK_TYPES, TaskType  # re-exported for older imports
 
 __all__ = [
     "PRIMARY_METRIC", "SPLIT_NAMES", "TASK_TYPES", "DEFAULT_IMAGE_CONVERSION", "Dataset", "DatasetSource",
-    "OptionSpec", "SOURCES", "Split", "TaskType", "dataset_identity", "describe_sources", "load_dataset", "parse_spec",
+    "OptionSpec", "SOURCES", "Split", "TaskType", "dataset_identity", "describe_sources", "load_dataset", "parse_spec", "variant_name",
 ]  # fmt: skip
 
 SOURCES.add(demo.SOURCE)
@@ -43,37 +43,52 @@ def describe_sources() -> list[dict[str, object]]:
     return SOURCES.describe()
 
 
+# The name of the one option every source takes (``load_dataset``'s argument): a subset shows it in its name.
+MAX_IMAGES_OPTION = "max_images_per_split"
+
+
 def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
     """Load a dataset by spec; ``max_images_per_split`` takes a seeded subset of each split (quick looks).
 
-    A path source gets its path resolved (one location, however it is spelled) and names the dataset by it:
-    see :func:`dataset_identity`."""
+    The dataset's name says which variant it is (:func:`variant_name`): every option that changes labels,
+    samples or split and differs from its default, and the subset, e.g. ``chexpert[uncertain=ignore]-3f2a9c``
+    or ``demo-v2-40x4-seed0[max_images_per_split=8]``; the default variant keeps its plain name. A path source
+    gets its path resolved (one location, however it is spelled) and a digest of it: see
+    :func:`dataset_identity`."""
     source, argument, options = parse_spec(spec)
     record = SOURCES.get(source)
     if record.takes_path and argument:
         argument = str(resolved(Path(argument)))
     dataset = record.load(argument, spec, options)
-    if record.takes_path:
-        parsed = record.read_options(spec, options)
-        own = {o.name: parsed[o.name] for o in record.options}  # the source's own options: they shape the data
-        dataset = replace(dataset, name=dataset_identity(dataset.name, source, Path(argument), own))
+    values = record.read_options(spec, options)
+    variant = record.variant(values)
     if max_images_per_split:
+        variant[MAX_IMAGES_OPTION] = str(max_images_per_split)
         splits = {k: subset_split(v, max_images_per_split) for k, v in dataset.splits.items()}
         dataset = replace(
             dataset,
             splits=splits,
             content_digest=digest_parts(dataset.content_digest, "subset", max_images_per_split),
         )
-    return dataset
+    path = Path(argument) if record.takes_path else None
+    return replace(dataset, name=variant_name(dataset.name, variant, path and (source, path, record.digest_settings(values))))
 
 
-def dataset_identity(readable: str, source: str, path: Path, options: dict[str, object]) -> str:
-    """The name of a path-based dataset: its readable name plus a short digest of the source, the resolved
-    location and every option's value (defaults included), e.g. ``images-3f2a9c``.
+def variant_name(readable: str, variant: dict[str, str], located: tuple[str, Path, list[tuple[str, str]]] | None) -> str:
+    """``readable[key=value,...]``, then ``-<digest>`` for a path dataset (``located``: source, path and the
+    options the digest covers). Shown as is in results and reports; file and folder names use its
+    :func:`fmprobe._io.slug` (``chexpert-uncertain-ignore-3f2a9c``), which is shell-safe."""
+    name = readable + variant_label(variant)
+    return name if located is None else f"{name}-{dataset_identity(*located)}"
+
+
+def dataset_identity(source: str, path: Path, settings: list[tuple[str, str]]) -> str:
+    """The digest that ends a path dataset's name: 6 hex digits of the source, the resolved location and the
+    options' values (``DatasetSource.digest_settings``: defaults included, so default variants keep the names
+    they had before variants were shown).
 
     Two folders both called ``images`` (``siteA/images``, ``siteB/images``) are different datasets and must not
     share a features folder or a report row; the same data reached through a relative path or a symlink
     resolves to the same place and keeps one name. Built-in names without a path (``demo``,
-    ``medmnist:breastmnist``) keep theirs."""
-    settings = sorted((name, str(value)) for name, value in options.items())
-    return f"{readable}-{digest_parts(source, str(resolved(path)), settings)[:6]}"
+    ``medmnist:breastmnist``) have no digest."""
+    return digest_parts(source, str(resolved(path)), settings)[:6]

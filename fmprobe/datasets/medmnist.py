@@ -17,7 +17,7 @@ import hashlib
 import logging
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -367,9 +367,10 @@ NPZ = DatasetSource(
     description="a MedMNIST-layout .npz file ({train,val,test}_{images,labels}), official splits",
     options=(
         OptionSpec("num_classes", None, "class count, when some class numbers never occur in the labels", int),
-        TASK,
+        replace(TASK, digest_default=False),  # added after release: default files keep their names
         OptionSpec(
-            "flag", None, "the MedMNIST flag of a renamed copy (its task and class names)", choices=tuple(FLAGS)
+            "flag", None, "the MedMNIST flag of a renamed copy (its task and class names)", choices=tuple(FLAGS),
+            digest_default=False,
         ),
     ),
     suffixes=(".npz",),

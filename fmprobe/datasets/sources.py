@@ -38,6 +38,13 @@ class OptionSpec:
     parser ``text -> value`` that raises :class:`DatasetError` itself. ``default`` is what the loader gets
     when the spec leaves the option out (``None``: the loader decides, as ``help`` says). ``hint`` replaces
     "use one of ..." in the error for a bad choice; ``form`` names a parser's value in listings (``LOW,HIGH``).
+
+    An option names a *variant* of the dataset: set to anything but its default it is shown in the dataset's
+    name (``chexpert[uncertain=ignore]-3f2a9c``), so two variants never share a features folder or a report
+    row. ``changes_data=False`` declares an option that leaves labels, samples, split and pixels as they are
+    (``verify_content``): it stays out of the name. ``digest_default=False`` is for an option added to a
+    source after its datasets were first named: at its default it stays out of the name's digest, so existing
+    caches of the default variant keep their names (an option set to another value always enters it).
     """
 
     name: str
@@ -47,6 +54,8 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     hint: str = ""
     form: str = ""
+    changes_data: bool = True
+    digest_default: bool = True
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -72,6 +81,14 @@ class OptionSpec:
             return "|".join(self.choices)
         return self.form or {int: "N", bool: "1|0", str: "TEXT"}[self.kind]  # type: ignore[index]
 
+    def show(self, value: object) -> str:
+        """``value`` as it reads in a variant's name: what ``name=...`` in a spec would say (bools as 1/0)."""
+        if isinstance(value, bool):
+            return "1" if value else "0"
+        if isinstance(value, (tuple, list)):
+            return ",".join(map(str, value))
+        return str(value)
+
     def parse(self, spec: str, text: str) -> object:
         """The value of ``name=text`` in ``spec``, or a DatasetError naming the spec, the option and the fix."""
         if self.kind is int:
@@ -94,7 +111,8 @@ SEED = OptionSpec("seed", 0, "seed of the drawn split (saved beside the data, so
 TASK = OptionSpec("task", None, "task type instead of the inferred one (e.g. ordinal for graded labels)", choices=TASK_TYPES)
 # Every path source takes it; applied to the loaded dataset (never passed to the loader).
 VERIFY_CONTENT = OptionSpec(
-    "verify_content", False, "hash every image file's bytes into the cache key, not only size and mtime (reads all)", bool
+    "verify_content", False, "hash every image file's bytes into the cache key, not only size and mtime (reads all)", bool,
+    changes_data=False,
 )
 
 
@@ -161,6 +179,25 @@ class DatasetSource:
             raise DatasetError(f"dataset spec {spec!r}: unknown option(s) {unknown}; {self.name} {takes}. {LIST_HINT}")
         return {n: (o.parse(spec, given[n]) if n in given else o.default) for n, o in declared.items()}
 
+    def variant(self, values: dict[str, object]) -> dict[str, str]:
+        """The options of ``values`` (from :meth:`read_options`) that make a variant: those that change the data
+        and differ from their default, in declaration order, as their names show them (:func:`variant_label`)."""
+        return {
+            o.name: o.show(values[o.name])
+            for o in self.all_options
+            if o.changes_data and o.name in values and values[o.name] != o.default
+        }
+
+    def digest_settings(self, values: dict[str, object]) -> list[tuple[str, str]]:
+        """The (option, value) pairs a path dataset's name digest covers: every data-changing option of the source
+        with its value, defaults included (the names of existing caches), except a ``digest_default=False``
+        option left at its default."""
+        return sorted(
+            (o.name, str(values[o.name]))
+            for o in self.options
+            if o.changes_data and (o.digest_default or values[o.name] != o.default)
+        )
+
     def load(self, argument: str, spec: str, given: dict[str, str]) -> Dataset:
         """Check the options, then call the loader (with the argument as a Path for path sources)."""
         options = self.read_options(spec, given)
@@ -186,6 +223,11 @@ class DatasetSource:
                 {"name": o.name, "values": o.values, "default": o.default, "help": o.help} for o in self.all_options
             ],
         }
+
+
+def variant_label(variant: dict[str, str]) -> str:
+    """``[key=value,...]`` for a variant's options, ``''`` for the default variant (its name stays plain)."""
+    return "[" + ",".join(f"{k}={v}" for k, v in variant.items()) + "]" if variant else ""
 
 
 class SourceRegistry(Registry[DatasetSource]):

@@ -21,7 +21,7 @@ from fmprobe.errors import ResultsError
 from fmprobe.metrics import CI_LEVEL, MetricUndefined, Prepared, get_metric, paired_bootstrap
 from fmprobe.metrics.bootstrap import replicate
 from fmprobe.registry import closest
-from fmprobe.results import Predictions, load_predictions, with_added_columns
+from fmprobe.results import Predictions, load_predictions, test_set_digest, with_added_columns
 
 DEFAULT_WEIGHTS = frozenset({"", "pretrained", "default"})  # weights tags not worth printing
 CONFIG = ["backbone", "weights", "readout", "resolution", "probe"]
@@ -71,6 +71,7 @@ class DatasetView:
     fractions: tuple[float, ...]  # of the fraction rows only
     table_fraction: float  # 1.0 when present, else the largest fraction run
     shots: tuple[int, ...] = ()  # shots per class of the few-shot rows, ascending
+    mixed_test_sets: str = ""  # the report's sentence when rows were scored on different test sets (allowed)
 
     def at(self, fraction: float) -> pd.DataFrame:
         """The fraction rows (never few-shot rows) at ``fraction``."""
@@ -82,7 +83,9 @@ class DatasetView:
         return self.rows[self.rows["shots"] == shots]
 
 
-def dataset_views(df: pd.DataFrame) -> list[DatasetView]:
+def dataset_views(df: pd.DataFrame, allow_different_test_sets: bool = False) -> list[DatasetView]:
+    """One view per dataset; refuses a dataset whose rows were scored on different test sets (unless allowed:
+    see :func:`check_test_sets`) or whose table cells would pool several feature caches (:func:`check_fingerprints`)."""
     df = with_models(with_added_columns(df))
     views = []
     for name in sorted(df["dataset"].unique()):
@@ -104,8 +107,88 @@ def dataset_views(df: pd.DataFrame) -> list[DatasetView]:
             )
         table_fraction = 1.0 if any(math.isclose(f, 1.0) for f in fractions) else fractions[-1]
         shots = tuple(sorted(int(k) for k in prim["shots"].unique() if k > 0))
-        views.append(DatasetView(name, str(prim["task"].iloc[0]), metrics[0], prim, fractions, table_fraction, shots))
+        check_fingerprints(name, prim)
+        mixed = check_test_sets(name, prim, allow_different_test_sets)
+        views.append(
+            DatasetView(name, str(prim["task"].iloc[0]), metrics[0], prim, fractions, table_fraction, shots, mixed)
+        )
     return views
+
+
+# ------------------------------------------------------------------------------------------------ test sets
+
+ALLOW_DIFFERENT_TEST_SETS = "--allow-different-test-sets (ReportOptions.allow_different_test_sets)"
+
+
+def _configuration(row: pd.Series) -> str:
+    return f"{row['model']} · {row['readout']} @{int(row['resolution'])} · {row['probe']}"
+
+
+def check_fingerprints(name: str, rows: pd.DataFrame) -> None:
+    """Refuse a table cell (model, readout, resolution, probe) whose rows have several fingerprints.
+
+    A fingerprint names a feature cache (or a fine-tuning run), so such rows are different data, preprocessing,
+    dtype or recipe under one name, e.g. rows of an older fmprobe that named ``?uncertain=zeros`` and
+    ``?uncertain=ignore`` alike, or a fine-tuning setting rerun with another recipe: a cell would show one of them
+    as if it were the only one."""
+    keys = ["model", "readout", "resolution", "probe"]
+    fingerprints = rows.groupby(keys, sort=True)["fingerprint"].unique()
+    pooled = [(cell, sorted(map(str, fps))) for cell, fps in fingerprints.items() if len(fps) > 1]
+    if not pooled:
+        return
+    (model, readout, resolution, probe), fps = pooled[0]
+    more = f" ({len(pooled)} cells in all)" if len(pooled) > 1 else ""
+    raise ResultsError(
+        f"dataset {name!r}: the table cell {model} · {readout} @{resolution} · {probe} would pool rows of "
+        f"{len(fps)} fingerprints ({', '.join(fps)}){more}: different feature caches or fine-tuning runs (data, "
+        "preprocessing, dtype or recipe) under one name. Separate them: report each results table on its own, or "
+        "keep the rows of one fingerprint "
+        "(e.g. write_report(df[df.fingerprint == ...])); re-probed with this version, dataset variants get "
+        "names of their own (e.g. chexpert[uncertain=ignore]-...)."
+    )
+
+
+def _test_set_keys(rows: pd.DataFrame) -> pd.Series:
+    """Per row, the digest of the test ids it was scored on: its ``test_set``, or for a row of an older table (none
+    recorded) the digest of a predictions file's ids, one file per fingerprint (one feature file, one test split);
+    '' when unknown (no predictions file)."""
+    keys = rows["test_set"].fillna("").astype(str)
+    for _fp, group in rows[keys == ""].groupby("fingerprint", sort=True):
+        for path in group["predictions"]:
+            try:
+                keys[group.index] = test_set_digest(_load(path).ids)
+                break
+            except ResultsError:
+                continue
+    return keys
+
+
+def check_test_sets(name: str, rows: pd.DataFrame, allow: bool) -> str:
+    """'' when every row of the dataset was scored on one test set; else refuse, naming the configurations and
+    their test-set sizes, or (``allow``) the sentence the report shows: values are each on their own test set
+    and paired gains use only the test ids both configurations share."""
+    keys = _test_set_keys(rows)
+    known = rows.assign(test_key=keys)[keys != ""]
+    sets = sorted(known["test_key"].unique())
+    if len(sets) <= 1:
+        return ""
+    parts = []
+    for key in sets:
+        group = known[known["test_key"] == key]
+        configs = sorted({_configuration(r) for _, r in group.iterrows()})
+        listed = ", ".join(configs[:3]) + (f" and {len(configs) - 3} more" if len(configs) > 3 else "")
+        parts.append(f"{int(group['n_test'].max())} test samples (test set {key}): {listed}")
+    what = f"{len(sets)} different test sets: " + "; ".join(parts)
+    if not allow:
+        raise ResultsError(
+            f"dataset {name!r}: its rows were scored on {what}. Comparing them would compare different samples. "
+            "Score every configuration on the same test set (the same dataset spec and --max-images), or pass "
+            f"{ALLOW_DIFFERENT_TEST_SETS} to compare them on the test ids they share."
+        )
+    return (
+        f"Rows of this dataset were scored on {what}. With --allow-different-test-sets, each table value is on its "
+        "own test set and paired gains use only the test ids both configurations were scored on."
+    )
 
 
 # ------------------------------------------------------------------------------------------------ selection
@@ -214,6 +297,7 @@ class Gain:
     repeat: int = 0
     samples: np.ndarray | None = field(default=None, repr=False)  # bootstrap replicates of the relative gain
     reason: str = ""  # why there is no gain (empty when there is one)
+    subset: str = ""  # what the pairing used when not both whole test sets (--allow-different-test-sets)
 
 
 @dataclass(frozen=True)
@@ -229,6 +313,21 @@ def _load(path: str) -> Predictions:
     if not path:
         raise ResultsError("this cell has no predictions file")
     return load_predictions(path)
+
+
+def _common_ids(a: Predictions, b: Predictions) -> tuple[Predictions, Predictions, str]:
+    """Both predictions restricted to the test ids they share, and a note saying so ('' when they are one set)."""
+    common = np.intersect1d(a.ids, b.ids)
+    if len(common) == len(a.ids) == len(b.ids):
+        return a, b, ""
+    if len(common) == 0:
+        raise ResultsError("the two predictions files share no test id")
+
+    def keep(p: Predictions) -> Predictions:
+        mask = np.isin(p.ids, common)
+        return Predictions(p.ids[mask], p.y_true[mask], p.y_score[mask], p.meta)
+
+    return keep(a), keep(b), f"on the {len(common)} test ids both were scored on (of {len(a.ids)} and {len(b.ids)})"
 
 
 def _paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -261,7 +360,8 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
     """Relative gain of ``choice`` over ``base`` on the same test samples, with a paired bootstrap CI.
 
     With several repeats the lowest repeat index both configurations have is compared (repeats of the same
-    configuration share the test set; comparing like with like keeps the pairing exact).
+    configuration share the test set; comparing like with like keeps the pairing exact). On a view whose rows were
+    scored on different test sets (allowed) the pair is compared on the test ids both share, and ``subset`` says so.
     """
     g = Gain(view.name, choice.model, view.metric, choice, base)
     common = sorted(set(choice.rows["repeat"]) & set(base.rows["repeat"]))
@@ -272,7 +372,10 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
     row_a = choice.rows[choice.rows["repeat"] == g.repeat].iloc[0]
     row_b = base.rows[base.rows["repeat"] == g.repeat].iloc[0]
     try:
-        y, sa, sb = _paired_arrays(_load(row_a["predictions"]), _load(row_b["predictions"]))
+        pred_a, pred_b = _load(row_a["predictions"]), _load(row_b["predictions"])
+        if view.mixed_test_sets:
+            pred_a, pred_b, g.subset = _common_ids(pred_a, pred_b)
+        y, sa, sb = _paired_arrays(pred_a, pred_b)
         cmp = paired_bootstrap(view.metric, y, sa, sb, n_resamples=n_resamples, seed=seed)
     except (ResultsError, MetricUndefined) as e:
         g.reason = str(e)

@@ -29,7 +29,7 @@ from fmprobe.report.analysis import (
     suggest,
 )
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
-from fmprobe.report.options import N_RESAMPLES, SEED
+from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
@@ -216,7 +216,8 @@ def _gain_summary(h: Headline, datasets: list[str]) -> Table:
             elif g.reason:
                 row.append(Cell(MISSING, note=notes(f"{m} on {d}: {g.reason}")))
             else:
-                row.append(Cell(f"{_pct(g.rel)} [{_pct(g.rel_low)}, {_pct(g.rel_high)}]"))
+                subset = notes(f"{m} on {d}: {g.subset}") if g.subset else None  # a pairing on shared test ids only
+                row.append(Cell(f"{_pct(g.rel)} [{_pct(g.rel_low)}, {_pct(g.rel_high)}]", note=subset))
         mg = means.get(m)
         if mg is None:
             row.append(Cell(MISSING, note=notes(f"{m}: no dataset with a paired comparison")))
@@ -284,9 +285,11 @@ def _view(views: list[DatasetView], dataset: str) -> DatasetView:
     return views[names.index(dataset)]
 
 
-def format_table(df: pd.DataFrame | str | os.PathLike[str], dataset: str) -> str:
+def format_table(
+    df: pd.DataFrame | str | os.PathLike[str], dataset: str, *, allow_different_test_sets: bool = ALLOW_DIFFERENT_TEST_SETS
+) -> str:
     """The per-dataset backbone x probe table as aligned plain text (``*`` = best in column)."""
-    view = _view(dataset_views(_load(df)), dataset)
+    view = _view(dataset_views(_load(df), allow_different_test_sets), dataset)
     chosen = choose_on_val(view.at(view.table_fraction), view.metric)
     return "\n\n".join(to_text(t) for t in dataset_tables(view, chosen))
 
@@ -358,19 +361,22 @@ def write_report(
     *,
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
+    allow_different_test_sets: bool = ALLOW_DIFFERENT_TEST_SETS,
 ) -> ReportPaths:
     """Write report.md, a self-contained report.html and the PNG plots into ``out_dir`` (each file atomically).
 
     ``results`` is a results DataFrame (predictions paths absolute or relative to the working directory) or
     anything :func:`fmprobe.results.read_results` accepts. ``baseline`` names the model gains are measured
-    against; None picks the ImageNet model (or the first alphabetically) and the report says so.
+    against; None picks the ImageNet model (or the first alphabetically) and the report says so. Rows of one
+    dataset scored on different test sets are refused unless ``allow_different_test_sets`` (then compared on the
+    test ids they share, said in the report).
     """
     df = _load(results)
     if df.empty:
         raise ResultsError("the results table is empty; run a study first.")
     out = check_writable(out_dir, "report folder")  # before the bootstrap, whose work a read-only folder would lose
     with writing_into(out, "report folder"):  # a full disk mid-way: a named error, no partial file (atomic writes)
-        views = dataset_views(df)
+        views = dataset_views(df, allow_different_test_sets)
         h = headline(views, baseline, n_resamples, seed)
         figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
         blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
@@ -398,6 +404,7 @@ def _headline_blocks(
         ),
         Heading("Headline: gain over the baseline"),
         Para(h.baseline_note),
+        *[Para(f"**Different test sets** in `{v.name}`: {v.mixed_test_sets}") for v in views if v.mixed_test_sets],
         Para(
             "For each dataset and backbone the configuration with the best validation score is compared with the "
             "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
@@ -418,6 +425,7 @@ def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures) -> list[Bl
     """One dataset's section: its tables, its data-efficiency curves (several fractions) and confusion matrix."""
     chosen = choose_on_val(v.at(v.table_fraction), v.metric)
     blocks: list[Block] = [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
+    blocks += [Para(f"**Different test sets.** {v.mixed_test_sets}")] if v.mixed_test_sets else []
     blocks += dataset_tables(v, chosen)
     panels = {
         Axis.fraction: efficiency_curves(v) if len(v.fractions) > 1 else {},

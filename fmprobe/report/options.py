@@ -11,10 +11,13 @@ from fmprobe.metrics import N_BOOTSTRAP
 @dataclass(frozen=True)
 class ReportOptions:
     """The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed
-    (`--seed`). :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
+    (`--seed`); whether rows of one dataset scored on different test sets may be compared
+    (`--allow-different-test-sets`: on the test ids they share, and the report says so; refused otherwise).
+    :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
 
     n_resamples: int = N_BOOTSTRAP
     seed: int = 0
+    allow_different_test_sets: bool = False
 
     @classmethod
     def defaults(cls) -> dict[str, object]:
@@ -24,3 +27,4 @@ class ReportOptions:
 
 N_RESAMPLES: int = ReportOptions.n_resamples
 SEED: int = ReportOptions.seed
+ALLOW_DIFFERENT_TEST_SETS: bool = ReportOptions.allow_different_test_sets

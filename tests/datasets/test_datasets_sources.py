@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import make_images, write_manifest
 from typer.testing import CliRunner
 
 from fmprobe.datasets import (
@@ -199,3 +201,66 @@ def test_a_path_source_names_its_dataset_by_location_and_options(tmp_path: Path,
     finally:
         SOURCES.remove("tinypath")
     assert load_dataset("tiny").name == "tiny"  # a source without a path keeps its name
+
+
+# ------------------------------------------------ variants: every data-changing option off its default is in the name
+
+
+def load_variant(argument: str, spec: str, size: int = 4, balanced: bool = False, order: tuple[str, ...] = (), note: str = "") -> Dataset:
+    return load_tiny(argument, spec, size)
+
+
+VARIANT_OPTIONS = (
+    OptionSpec("size", 4, "images per split", int),
+    OptionSpec("balanced", False, "a bool option", bool),
+    OptionSpec("order", (), "a parsed option", lambda text: tuple(text.split(",")), form="A,B"),
+    OptionSpec("note", "", "a label that leaves the data as it is", changes_data=False),
+)
+
+
+@pytest.fixture
+def variant_sources() -> Iterator[None]:
+    SOURCES.add(DatasetSource("tinyvar", load_variant, False, "tinyvar?size=6", "variant test images", VARIANT_OPTIONS))
+    SOURCES.add(DatasetSource("tinyvarpath", lambda path, spec, **o: load_variant(str(path), spec, **o), True,
+                              "tinyvarpath:x?size=6", "variant test images at a path", VARIANT_OPTIONS))  # fmt: skip
+    yield
+    SOURCES.remove("tinyvar")
+    SOURCES.remove("tinyvarpath")
+
+
+def test_a_variant_is_named_by_the_options_that_change_its_data(tmp_path: Path, variant_sources: None) -> None:
+    assert load_dataset("tinyvar").name == "tiny"  # the default variant keeps its plain name
+    assert load_dataset("tinyvar?size=4&note=x").name == "tiny"  # a default value, or an option that changes no data
+    assert load_dataset("tinyvar?order=b,a&size=6&balanced=yes").name == "tiny[size=6,balanced=1,order=b,a]"
+    assert load_dataset("tinyvar?size=6", max_images_per_split=2).name == "tiny[size=6,max_images_per_split=2]"
+    assert load_dataset("tinyvar", max_images_per_split=2).name == "tiny[max_images_per_split=2]"
+
+    at = f"tinyvarpath:{tmp_path}"
+    plain = load_dataset(at).name
+    assert re.fullmatch(r"tiny-[0-9a-f]{6}", plain)
+    assert load_dataset(f"{at}?note=x&verify_content=1").name == plain  # neither changes the data
+    sized = load_dataset(f"{at}?size=6").name
+    assert re.fullmatch(r"tiny\[size=6\]-[0-9a-f]{6}", sized) and sized[-6:] != plain[-6:]  # digest as before
+    assert load_dataset(f"{at}?size=6", max_images_per_split=3).name == sized.replace("]", ",max_images_per_split=3]")
+
+
+def test_an_option_added_later_keeps_the_default_variants_name(tmp_path: Path, variant_sources: None) -> None:
+    before = load_dataset(f"tinyvarpath:{tmp_path}").name
+    added = OptionSpec("aggregate", "image", "an option added to the source later", choices=("image", "study"), digest_default=False)
+    SOURCES.remove("tinyvarpath")
+    SOURCES.add(DatasetSource("tinyvarpath", lambda path, spec, aggregate="image", **o: load_variant(str(path), spec, **o), True,
+                              "tinyvarpath:x?size=6", "variant test images at a path", (*VARIANT_OPTIONS, added)))  # fmt: skip
+    assert load_dataset(f"tinyvarpath:{tmp_path}").name == before
+    assert load_dataset(f"tinyvarpath:{tmp_path}?aggregate=image").name == before
+    study = load_dataset(f"tinyvarpath:{tmp_path}?aggregate=study").name
+    assert study.startswith("tiny[aggregate=study]-") and study[-6:] != before[-6:]
+
+
+def test_manifest_seeds_are_two_readable_variants(tmp_path: Path) -> None:
+    labels = ["a", "b"] * 10
+    names = make_images(tmp_path / "site", labels)
+    manifest = write_manifest(tmp_path / "site" / "labels.csv", ["path", "label"], [list(r) for r in zip(names, labels, strict=True)])
+    zero, explicit_zero, one = (load_dataset(f"csv:{manifest}{q}") for q in ("", "?seed=0", "?seed=1"))
+    assert zero.name == explicit_zero.name and re.fullmatch(r"labels-[0-9a-f]{6}", zero.name)
+    assert re.fullmatch(r"labels\[seed=1\]-[0-9a-f]{6}", one.name)
+    assert zero.splits["test"].ids != one.splits["test"].ids  # they are different data: they must not pool
