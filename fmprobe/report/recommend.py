@@ -432,7 +432,8 @@ def _with(r: Ranking, **changes: object) -> Ranking:
 def _config_row(d: DatasetAnswer, role: str, c: Config) -> dict[str, object]:
     return {"dataset": d.dataset, "metric": d.metric, "role": role, "model": c.model, "readout": c.readout,
             "resolution": c.resolution, "probe": c.probe, "val_score": c.val_score, "value": c.value,
-            "ci_low": c.ci_low, "ci_high": c.ci_high, "is_baseline": c.model == d.baseline}  # fmt: skip
+            "ci_low": c.ci_low, "ci_high": c.ci_high, "is_baseline": c.model == d.baseline,
+            "verdict": "chosen on validation" if role == "chosen" else "", "reason": ""}  # fmt: skip
 
 
 def _frame_rows(d: DatasetAnswer) -> list[dict[str, object]]:
