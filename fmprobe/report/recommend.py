@@ -28,18 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fmprobe.errors import ResultsError
-from fmprobe.metrics import N_BOOTSTRAP, get_metric
-from fmprobe.metrics.stats import (
-    MIN_DATASETS,
-    MIN_METHODS,
-    StatsInputError,
-    cliques,
-    complete,
-    friedman,
-    holm,
-    mean_ranks,
-    pairwise_wilcoxon,
-)
+from fmprobe.metrics import N_BOOTSTRAP, get_metric, stats
 from fmprobe.report.analysis import (
     CONFIG,
     Choice,
@@ -212,7 +201,7 @@ def _metric_label(metric: str) -> str:
 
 
 def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"  # 0.049 never reads 0.05
 
 
 def _value(metric: str, c: Config) -> str:
@@ -274,7 +263,7 @@ def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: f
             continue
         g = paired_gain(view, chosen, other, n_resamples, seed)
         raw.append((Config.of(other), g))
-    adjusted = holm([g.p_value for _, g in raw])
+    adjusted = stats.holm([g.p_value for _, g in raw])
     sign = 1.0 if higher_is_better(view.metric) else -1.0
     out = []
     for (cfg, g), p_holm in zip(raw, adjusted, strict=True):
@@ -358,7 +347,7 @@ def _sentence(ans: DatasetAnswer, imagenet: bool) -> str:
     worse = [x for x in others if x.verdict is Verdict.worse]
     better = [x for x in others if x.verdict is Verdict.better]
     made = [x for x in ans.comparisons if x.verdict is not Verdict.not_compared]
-    if ans.distinguishable or not made:
+    if not made or any(x.verdict is not Verdict.tied for x in made):  # "no clear winner" only when all are ties
         alone = "" if ans.comparisons else f" (no other backbone ran {c.probe} here, so nothing is compared with it)"
         parts = [f"Use {c.label(full=True)}: {_value(ans.metric, c)}{alone}."]
         parts += [f"Not significantly different: {_listing(tied)}."] if tied else []
@@ -398,20 +387,20 @@ def rank_backbones(views: list[DatasetView], probe: str | None, alpha: float) ->
     scores = scores[scores.notna().sum(axis=1) >= 2]  # a dataset with one backbone ranks nothing
     if scores.shape[1] < 2 or scores.empty:
         return None
-    ranks = mean_ranks(scores)
+    ranks = stats.mean_ranks(scores)
     counts = scores.notna().sum().to_dict()
     r = Ranking(probe or "", ranks.to_dict(), {m: int(counts[m]) for m in ranks.index}, len(scores))
-    full = complete(scores)
+    full = stats.complete(scores)
     what = f"with {probe}" if probe else "each with its best probe on validation"
     listing = ", ".join(f"{m} {rank:.2f} ({r.n_datasets[m]})" for m, rank in ranks.items())
     head = f"Across {r.n_total} dataset(s), backbones {what}: mean rank (1 = best; datasets in brackets) {listing}."
-    if full.shape[0] < MIN_DATASETS or full.shape[1] < 2:
+    if full.shape[0] < stats.MIN_DATASETS or full.shape[1] < 2:
         n = full.shape[0]
-        return _with(r, sentence=f"{head} No rank test: it needs at least {MIN_DATASETS} datasets on which every "
+        return _with(r, sentence=f"{head} No rank test: it needs at least {stats.MIN_DATASETS} datasets on which every "
                      f"compared backbone ran (here {n}).")  # fmt: skip
-    pairwise = pairwise_wilcoxon(full)
-    fr = friedman(full).p_value if full.shape[1] >= MIN_METHODS else math.nan
-    groups = cliques(mean_ranks(full), pairwise, alpha)
+    pairwise = stats.pairwise_wilcoxon(full)
+    fr = stats.friedman(full).p_value if full.shape[1] >= stats.MIN_METHODS else math.nan
+    groups = stats.cliques(stats.mean_ranks(full), pairwise, alpha)
     tests = (
         (f"Friedman {_p(fr)}; " if math.isfinite(fr) else "")
         + "pairwise Wilcoxon (Holm): "
@@ -495,7 +484,7 @@ def recommend(
     the one the backbone registry flags as an ImageNet baseline). ``n_resamples``/``seed``: the paired bootstrap.
     """
     if not 0 < alpha < 1:
-        raise StatsInputError(f"alpha must lie strictly between 0 and 1, got {alpha}; the usual choice is 0.05.")
+        raise stats.StatsInputError(f"alpha must lie strictly between 0 and 1, got {alpha}; the usual choice is 0.05.")
     views = dataset_views(_frame(results))
     models = sorted({m for v in views for m in v.rows["model"].unique()})
     registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
