@@ -6,11 +6,13 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from scipy import stats
 
+import fmprobe
 from fmprobe import cli
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import bootstrap_ci, get_metric
@@ -194,3 +196,14 @@ def test_report_opens_with_the_recommendation(report) -> None:  # type: ignore[n
     assert "**synth_lesions**: Use toy_fm (cls, 224 px) + logreg" in md
     assert "Significantly better than the ImageNet baseline toy_imagenet" in md
     assert "Recommendation" in report.html.read_text()
+
+
+def test_study_command_ends_with_the_sentences(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    write_study(tmp_path / "results", HOLM_CELLS[:2])
+    html = tmp_path / "report" / "report.html"
+    done = SimpleNamespace(study=SimpleNamespace(out=tmp_path, baseline=None), report=SimpleNamespace(html=html))
+    monkeypatch.setattr(fmprobe, "run_study", lambda *args, **kwargs: done)  # the grid itself is test_study's
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "study", str(tmp_path / "study.toml"), "-q"])
+    cli.main()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("ds: ") and "fm_a (cls, 224 px) + logreg" in lines[0] and lines[-1] == str(html)
