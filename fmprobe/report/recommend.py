@@ -232,6 +232,8 @@ def _exclusion(rows: pd.DataFrame, metric: str) -> str:
     if not missing.empty:
         why = str(missing["missing_reason"].iloc[0]) or "no reason recorded"
         return f"test {metric} missing ({why})"
+    if rows["val_score"].isna().all():
+        return "no validation score, so it cannot be chosen"
     if (rows["predictions"].astype(str) == "").any():
         return "no predictions file, so it cannot be tested against the others"
     return ""
@@ -393,11 +395,11 @@ def rank_backbones(views: list[DatasetView], probe: str | None, alpha: float) ->
     full = stats.complete(scores)
     what = f"with {probe}" if probe else "each with its best probe on validation"
     listing = ", ".join(f"{m} {rank:.2f} ({r.n_datasets[m]})" for m, rank in ranks.items())
-    head = f"Across {r.n_total} dataset(s), backbones {what}: mean rank (1 = best; datasets in brackets) {listing}."
+    n = f"{r.n_total} dataset{'' if r.n_total == 1 else 's'}"
+    head = f"Across {n}, backbones {what}: mean rank (1 = best; datasets in brackets) {listing}."
     if full.shape[0] < stats.MIN_DATASETS or full.shape[1] < 2:
-        n = full.shape[0]
         return _with(r, sentence=f"{head} No rank test: it needs at least {stats.MIN_DATASETS} datasets on which every "
-                     f"compared backbone ran (here {n}).")  # fmt: skip
+                     f"compared backbone ran (here {full.shape[0]}).")  # fmt: skip
     pairwise = stats.pairwise_wilcoxon(full)
     fr = stats.friedman(full).p_value if full.shape[1] >= stats.MIN_METHODS else math.nan
     groups = stats.cliques(stats.mean_ranks(full), pairwise, alpha)
@@ -492,6 +494,8 @@ def recommend(
     imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
     answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet) for v in views]
     probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
+    if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
+        probes = probes[:1] if len(probes) == 1 else []
     rankings = [r for p in [*probes, None] if (r := rank_backbones(views, p, alpha)) is not None]
     if len(probes) == 1:  # the overall ranking repeats the only probe's
         rankings = rankings[:1]

@@ -134,7 +134,7 @@ def test_single_dataset_ranks_without_a_rank_test(tmp_path: Path) -> None:
     rec = recommend(write_study(tmp_path, cells), n_resamples=B)
     (r,) = rec.rankings  # one probe: the overall ranking would repeat it
     assert r.mean_rank == {"fm_a": 1.0, "fm_b": 2.0} and r.n_total == 1 and r.pairwise is None
-    assert "Across 1 dataset(s)" in r.sentence and "No rank test" in r.sentence
+    assert "Across 1 dataset," in r.sentence and "No rank test" in r.sentence
 
 
 def test_rank_tests_across_datasets_with_the_power_caveat(tmp_path: Path) -> None:
