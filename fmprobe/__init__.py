@@ -32,6 +32,9 @@ _LAZY = {
     "write_report": "fmprobe.report",
     "ReportOptions": "fmprobe.report",  # light: the CLI reads the report's defaults without pandas
     "format_table": "fmprobe.report",
+    "recommend": "fmprobe.report.recommend",
+    "Recommendation": "fmprobe.report.recommend",
+    "RecommendOptions": "fmprobe.report",  # light, like ReportOptions
     "read_results": "fmprobe.results",
     "run_demo": "fmprobe.demo",
     "run_study": "fmprobe.study",
@@ -53,7 +56,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction
     from fmprobe.finetune import Balance, Head, Recipe, RunOptions, Schedule, plot_training_curves, run_finetune
     from fmprobe.probing import ProbeGrid, probe_features
-    from fmprobe.report import ReportOptions, format_table, write_report
+    from fmprobe.report import RecommendOptions, ReportOptions, format_table, write_report
+    from fmprobe.report.recommend import Recommendation, recommend
     from fmprobe.results import read_results
     from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards

@@ -195,6 +195,23 @@ def report(
     typer.echo(f"{paths.html}\n{paths.markdown}")
 
 
+_RECOMMEND_DEFAULTS = fmprobe.RecommendOptions.defaults()  # light: the recommendation's alpha, declared once
+# Declared once, for `leaderboard` (and for `report` and `probe` to share when their owners fold them in).
+ResultsArg = Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")]
+AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help=f"Significance level of the Holm-corrected paired comparisons (default: {_RECOMMEND_DEFAULTS['alpha']}).")]
+CompareWithOpt = Annotated[Optional[str], typer.Option("--baseline", help="Model to compare against (default: the one the registry flags as an ImageNet baseline).")]
+PairedResamplesOpt = Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of each paired bootstrap (default: {_REPORT_DEFAULTS['n_resamples']}, seed {_REPORT_DEFAULTS['seed']}, as in the report).")]
+
+
+@app.command()
+def leaderboard(results: ResultsArg, alpha: AlphaOpt = None, baseline: CompareWithOpt = None, bootstrap: PairedResamplesOpt = None) -> None:
+    """Print what to use: per dataset the configuration chosen on validation, what the test set can tell it from
+    (same-probe paired bootstrap, Holm-corrected), and the backbones' mean ranks across datasets."""
+    given = {k: v for k, v in {"alpha": alpha, "n_resamples": bootstrap}.items() if v is not None}
+    answer = fmprobe.recommend([str(r) for r in results] if len(results) > 1 else results[0], baseline=baseline, **given)
+    typer.echo(answer.to_text())
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for features/, results/ and report/.")] = Path("."),
@@ -219,6 +236,7 @@ def study(
     """Run a study grid: extraction (cached), probes (resumable), report."""
     run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
     if run.report is not None:
+        typer.echo("\n".join(fmprobe.recommend(run.study.out / "results", baseline=run.study.baseline).sentences))
         typer.echo(str(run.report.html))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fmprobe._io import lazy_attributes
-from fmprobe.report.options import N_RESAMPLES, SEED, ReportOptions
+from fmprobe.report.options import N_RESAMPLES, SEED, RecommendOptions, ReportOptions
 
 _LAZY = {name: "fmprobe.report.build" for name in ("ReportPaths", "format_table", "write_report")}
 
@@ -18,3 +18,4 @@ if TYPE_CHECKING:  # pragma: no cover
 __getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = ["N_RESAMPLES", "SEED", "ReportOptions", "ReportPaths", "format_table", "write_report"]
+__all__ += ["RecommendOptions"]  # the recommendation itself: fmprobe.report.recommend (module and function)

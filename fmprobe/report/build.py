@@ -30,6 +30,7 @@ from fmprobe.report.analysis import (
 )
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
+from fmprobe.report.recommend import recommend
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
@@ -402,6 +403,10 @@ def _headline_blocks(
             f"{df['cell_id'].nunique()} evaluated cells. Frozen-backbone embeddings, probes fitted on the "
             "training split. " + VAL_NOTE
         ),
+        *recommend(
+            df, baseline=h.baseline, n_resamples=n_resamples, seed=seed,
+            allow_different_test_sets=any(v.mixed_test_sets for v in views),
+        ).blocks(),  # the answer first
         Heading("Headline: gain over the baseline"),
         Para(h.baseline_note),
         *[Para(f"**Different test sets** in `{v.name}`: {v.mixed_test_sets}") for v in views if v.mixed_test_sets],

@@ -28,3 +28,18 @@ class ReportOptions:
 N_RESAMPLES: int = ReportOptions.n_resamples
 SEED: int = ReportOptions.seed
 ALLOW_DIFFERENT_TEST_SETS: bool = ReportOptions.allow_different_test_sets
+
+
+@dataclass(frozen=True)
+class RecommendOptions:
+    """The recommendation's significance level (`fmprobe leaderboard --alpha`): a difference counts when its
+    Holm-corrected p-value is below it. :func:`fmprobe.report.recommend.recommend`'s ``alpha`` defaults to this."""
+
+    alpha: float = 0.05
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        return {f.name: f.default for f in fields(cls)}
+
+
+ALPHA: float = RecommendOptions.alpha

@@ -1,0 +1,504 @@
+"""The answer first: which configuration to use on each dataset, and what the test set can and cannot tell.
+
+Per dataset the configuration (model x readout x resolution x probe) with the best **validation** score is the
+candidate; the test set only reports its number and tests it. Its significance statements rest on **same-probe**
+paired comparisons: the chosen configuration against every other model's validation-chosen configuration with the
+same probe, on the same test samples (paired bootstrap), Holm-corrected across the comparisons made on that
+dataset. Mixing probes would credit a backbone with its probe's merit, and the validation-chosen configuration of
+a model inherits the winner's curse of a small validation set (a drop from validation to test larger than the test
+CI half-width is flagged). Configurations with ``flags`` (degenerate probes), a missing test metric or no
+predictions file are never recommended, and the sentences say so when that excludes the best on validation.
+When every comparison is inconclusive the sentence says the data cannot tell the candidates apart.
+
+Across datasets, backbones are ranked per dataset (1 = best, validation-chosen configuration per probe and over
+all probes) and the ranks averaged; with >= 3 datasets a Friedman test and Holm-corrected pairwise Wilcoxon tests
+(:mod:`fmprobe.metrics.stats`) say which differences the datasets support — with few datasets, very few.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+from fmprobe.errors import ResultsError
+from fmprobe.metrics import N_BOOTSTRAP, get_metric, stats
+from fmprobe.report.analysis import (
+    CONFIG,
+    Choice,
+    DatasetView,
+    choose_on_val,
+    dataset_views,
+    higher_is_better,
+    paired_gain,
+    pick_baseline,
+)
+from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
+from fmprobe.report.options import ALPHA
+from fmprobe.results import read_results, to_frame, validate
+
+Results = pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+class Verdict(StrEnum):
+    """How another configuration compares with the chosen one on test (Holm-corrected, at ``alpha``)."""
+
+    worse = "significantly worse"
+    tied = "not significantly different"
+    better = "significantly better on test"
+    not_compared = "not compared"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A configuration with its validation score (mean over repeats) and test value [CI] (first repeat)."""
+
+    model: str
+    readout: str
+    resolution: int
+    probe: str
+    val_score: float
+    value: float
+    ci_low: float
+    ci_high: float
+    n_val: int
+    repeat: int
+
+    @classmethod
+    def of(cls, c: Choice) -> Config:
+        r = c.first
+        n_val = int(r["n_val"]) if "n_val" in r.index else -1
+        return cls(c.model, c.readout, c.resolution, c.probe, c.val_score, float(r["value"]), float(r["ci_low"]),
+                   float(r["ci_high"]), n_val, int(r["repeat"]))  # fmt: skip
+
+    def label(self, full: bool = False) -> str:
+        """``model (readout, 224 px) + probe`` (full) or ``model + probe``."""
+        return (
+            f"{self.model} ({self.readout}, {self.resolution} px) + {self.probe}"
+            if full
+            else f"{self.model} + {self.probe}"
+        )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The chosen configuration against ``other`` on the same test samples: ``diff`` = chosen - other."""
+
+    other: Config
+    diff: float = math.nan
+    rel: float = math.nan  # (chosen - other) / other, with its paired-bootstrap CI
+    rel_low: float = math.nan
+    rel_high: float = math.nan
+    p_value: float = math.nan  # two-sided paired-bootstrap p-value
+    p_holm: float = math.nan  # Holm-adjusted over this dataset's comparisons
+    verdict: Verdict = Verdict.not_compared
+    reason: str = ""  # why not compared (empty when compared)
+
+
+@dataclass(frozen=True)
+class Excluded:
+    label: str
+    val_score: float
+    reason: str
+
+
+@dataclass
+class DatasetAnswer:
+    """The recommendation for one dataset, and the sentence that states it."""
+
+    dataset: str
+    task: str
+    metric: str
+    baseline: str
+    chosen: Config | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+    excluded: list[Excluded] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # best-by-validation excluded, winner's curse
+    sentence: str = ""
+
+    @property
+    def distinguishable(self) -> bool:
+        """Whether the test set separates the chosen configuration from at least one same-probe competitor."""
+        return any(c.verdict is Verdict.worse for c in self.comparisons)
+
+    @property
+    def baseline_comparison(self) -> Comparison | None:
+        return next((c for c in self.comparisons if c.other.model == self.baseline), None)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Mean rank per backbone across datasets (1 = best) for one probe ('' = each backbone's best probe)."""
+
+    probe: str
+    mean_rank: dict[str, float]
+    n_datasets: dict[str, int]
+    n_total: int  # datasets with at least two backbones ranked
+    friedman_p: float = math.nan
+    pairwise: pd.DataFrame | None = None  # a, b, statistic, p_value, p_holm
+    cliques: list[tuple[str, ...]] = field(default_factory=list)
+    sentence: str = ""
+
+
+@dataclass
+class Recommendation:
+    """What to use, per dataset and across datasets, as data (:meth:`to_frame`) and as sentences."""
+
+    alpha: float
+    baseline: str
+    baseline_note: str
+    datasets: list[DatasetAnswer]
+    rankings: list[Ranking]
+
+    @property
+    def sentences(self) -> list[str]:
+        return [f"{d.dataset}: {d.sentence}" for d in self.datasets] + [r.sentence for r in self.rankings]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per configuration looked at: the chosen one, each comparison, each exclusion."""
+        return pd.DataFrame([row for d in self.datasets for row in _frame_rows(d)], columns=FRAME_COLUMNS)
+
+    def tables(self) -> list[Table]:
+        return [_table(d, self.alpha) for d in self.datasets if d.chosen is not None]
+
+    def blocks(self) -> list[Block]:
+        """The report's recommendation section: sentences first, then the comparisons behind them."""
+        out: list[Block] = [Heading("Recommendation"), Para(METHOD_NOTE.format(alpha=self.alpha))]
+        out += [Para(f"**{d.dataset}**: {d.sentence}") for d in self.datasets]
+        out += [Para(r.sentence) for r in self.rankings]
+        return out + self.tables()
+
+    def to_text(self) -> str:
+        """The terminal answer: a table per dataset, then every sentence."""
+        parts = [to_text(t) for t in self.tables()]
+        return "\n\n".join(parts + ["\n".join(self.sentences)])
+
+
+METHOD_NOTE = (
+    "Chosen on validation; tested on the test set against every other backbone's validation-chosen configuration "
+    "with the same probe (paired bootstrap on the same samples, Holm-corrected across a dataset's comparisons, "
+    "alpha = {alpha:g}). Flagged configurations and those with a missing metric are never recommended."
+)
+FRAME_COLUMNS = ["dataset", "metric", "role", "model", "readout", "resolution", "probe", "val_score", "value",
+                 "ci_low", "ci_high", "diff", "rel_gain", "rel_low", "rel_high", "p_value", "p_holm", "verdict",
+                 "is_baseline", "reason"]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def _metric_label(metric: str) -> str:
+    try:
+        return str(getattr(get_metric(metric), "label", metric))
+    except Exception:  # a metric this version does not know: its name
+        return metric
+
+
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"  # 0.049 never reads 0.05
+
+
+def _value(metric: str, c: Config) -> str:
+    ci = f" [{c.ci_low:.3f}, {c.ci_high:.3f}]" if math.isfinite(c.ci_low) and math.isfinite(c.ci_high) else ""
+    return f"{_metric_label(metric)} {c.value:.3f}{ci}"
+
+
+def _gain(c: Comparison) -> str:
+    """'+3.1% [1.2, 5.0]', or the absolute difference when a relative gain is undefined."""
+    if math.isfinite(c.rel) and math.isfinite(c.rel_low) and math.isfinite(c.rel_high):
+        return f"{100 * c.rel:+.1f}% [{100 * c.rel_low:.1f}, {100 * c.rel_high:.1f}]"
+    return f"difference {c.diff:+.3f}"
+
+
+def _listing(comparisons: list[Comparison]) -> str:
+    return ", ".join(f"{c.other.label()} ({_p(c.p_holm)}, Holm)" for c in comparisons)
+
+
+# ------------------------------------------------------------------------------------------------ per dataset
+
+
+def _exclusion(rows: pd.DataFrame, metric: str) -> str:
+    """Why a configuration (its rows, one per repeat) cannot be recommended; '' when it can."""
+    flags = sorted({str(f) for f in rows.get("flags", pd.Series(dtype=str)) if isinstance(f, str) and f})
+    if flags:
+        return f"flagged: {'; '.join(flags)}"
+    missing = rows[rows["value"].isna()]
+    if not missing.empty:
+        why = str(missing["missing_reason"].iloc[0]) or "no reason recorded"
+        return f"test {metric} missing ({why})"
+    if rows["val_score"].isna().all():
+        return "no validation score, so it cannot be chosen"
+    if (rows["predictions"].astype(str) == "").any():
+        return "no predictions file, so it cannot be tested against the others"
+    return ""
+
+
+def _split_eligible(view: DatasetView) -> tuple[pd.DataFrame, list[Excluded], dict[tuple, str]]:
+    """(rows that may be recommended, exclusions, reason per excluded configuration key)."""
+    rows = _candidate_rows(view)
+    keep = np.ones(len(rows), bool)
+    excluded, reasons = [], {}
+    for key, g in rows.groupby(["model", *CONFIG], sort=True, dropna=False):
+        reason = _exclusion(g, view.metric)
+        if reason:
+            keep &= ~rows.index.isin(g.index)
+            reasons[key] = reason
+            model, _, _, readout, resolution, probe = key
+            label = Config(model, readout, int(resolution), probe, *[math.nan] * 4, -1, -1).label(full=True)
+            excluded.append(Excluded(label, float(g["val_score"].mean()), reason))
+    return rows[keep], excluded, reasons
+
+
+def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: float, n_resamples: int,
+             seed: int) -> list[Comparison]:  # fmt: skip
+    """Chosen vs each other model's val-chosen configuration with the same probe, Holm-corrected."""
+    same_probe = choose_on_val(eligible[eligible["probe"] == chosen.probe], view.metric)
+    raw = []
+    for model, other in same_probe.items():
+        if model == chosen.model:
+            continue
+        g = paired_gain(view, chosen, other, n_resamples, seed)
+        raw.append((Config.of(other), g))
+    adjusted = stats.holm([g.p_value for _, g in raw])
+    sign = 1.0 if higher_is_better(view.metric) else -1.0
+    out = []
+    for (cfg, g), p_holm in zip(raw, adjusted, strict=True):
+        if not math.isfinite(g.p_value):
+            out.append(Comparison(cfg, reason=g.reason or "no paired comparison"))
+            continue
+        verdict = Verdict.tied if p_holm >= alpha else Verdict.worse if sign * g.diff > 0 else Verdict.better
+        out.append(Comparison(cfg, g.diff, g.rel, g.rel_low, g.rel_high, g.p_value, float(p_holm), verdict))
+    return out
+
+
+def _winners_curse(metric: str, c: Config) -> str:
+    if not (math.isfinite(c.ci_low) and math.isfinite(c.ci_high) and math.isfinite(c.val_score)):
+        return ""
+    drop = (c.val_score - c.value) * (1.0 if higher_is_better(metric) else -1.0)
+    half = (c.ci_high - c.ci_low) / 2
+    if drop <= half:
+        return ""
+    n_val = f" (n_val = {c.n_val})" if c.n_val > 0 else ""
+    return (f"Caution: its validation score {c.val_score:.3f}{n_val} is {drop:.3f} better than its test score, more "
+            f"than the test CI half-width {half:.3f}: part of its lead on validation may be luck (winner's curse).")  # fmt: skip
+
+
+def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: int, seed: int,
+                   imagenet: bool = True) -> DatasetAnswer:  # fmt: skip
+    """The recommendation for one dataset (see the module docstring for the rules)."""
+    ans = DatasetAnswer(view.name, view.task, view.metric, baseline)
+    eligible, ans.excluded, reasons = _split_eligible(view)
+    best_any = choose_on_val(eligible, view.metric, by=None).get("")
+    overall = choose_on_val(_candidate_rows(view), view.metric, by=None).get("")
+    if overall is not None and (key := _key(overall)) in reasons:
+        ans.notes.append(f"The best validation score ({overall.model} ({overall.readout}, {overall.resolution} px) + "
+                         f"{overall.probe}, val {overall.val_score:.3f}) is not recommended: {reasons[key]}.")  # fmt: skip
+    if best_any is None:
+        why = "; ".join(f"{e.label}: {e.reason}" for e in ans.excluded) or "no configuration has a validation score"
+        ans.sentence = f"No configuration can be recommended ({why})."
+        return ans
+    ans.chosen = Config.of(best_any)
+    ans.comparisons = _compare(view, best_any, eligible, alpha, n_resamples, seed)
+    if curse := _winners_curse(view.metric, ans.chosen):
+        ans.notes.append(curse)
+    ans.sentence = _sentence(ans, imagenet)
+    return ans
+
+
+def _candidate_rows(view: DatasetView) -> pd.DataFrame:
+    """The table fraction's rows; fraction cells only when there are any (few-shot cells answer another question)."""
+    rows = view.at(view.table_fraction)
+    return rows[rows["shots"] == 0] if "shots" in rows.columns and (rows["shots"] == 0).any() else rows
+
+
+def _key(c: Choice) -> tuple:
+    return (c.model, c.backbone, c.weights, c.readout, c.resolution, c.probe)
+
+
+def _baseline_clause(ans: DatasetAnswer, imagenet: bool) -> str:
+    """What the test set says about the chosen configuration against the baseline with the same probe."""
+    who = f"the {'ImageNet ' if imagenet else ''}baseline {ans.baseline}"
+    chosen = ans.chosen
+    assert chosen is not None
+    if chosen.model == ans.baseline:
+        return f"The chosen model is {who} itself."
+    b = ans.baseline_comparison
+    if b is None:
+        return f"No same-probe comparison with {who}: it has no usable configuration with {chosen.probe} here."
+    if b.verdict is Verdict.not_compared:
+        return f"No comparison with {who} + {chosen.probe}: {b.reason}."
+    stats = f"{_gain(b)}, {_p(b.p_holm)}, Holm"
+    if b.verdict is Verdict.worse:
+        return f"Significantly better than {who} ({stats})."
+    if b.verdict is Verdict.better:
+        return f"But {who} + {chosen.probe} scored significantly higher on test ({stats})."
+    return f"Not significantly different from {who} ({stats})."
+
+
+def _sentence(ans: DatasetAnswer, imagenet: bool) -> str:
+    c = ans.chosen
+    assert c is not None
+    others = [x for x in ans.comparisons if x.other.model != ans.baseline]
+    tied = [x for x in others if x.verdict is Verdict.tied]
+    worse = [x for x in others if x.verdict is Verdict.worse]
+    better = [x for x in others if x.verdict is Verdict.better]
+    made = [x for x in ans.comparisons if x.verdict is not Verdict.not_compared]
+    if not made or any(x.verdict is not Verdict.tied for x in made):  # "no clear winner" only when all are ties
+        alone = "" if ans.comparisons else f" (no other backbone ran {c.probe} here, so nothing is compared with it)"
+        parts = [f"Use {c.label(full=True)}: {_value(ans.metric, c)}{alone}."]
+        parts += [f"Not significantly different: {_listing(tied)}."] if tied else []
+    else:
+        parts = [f"No clear winner: {c.label(full=True)} is best on validation ({_value(ans.metric, c)} on test), "
+                 f"but the test set cannot tell it apart from the other {c.probe} configurations"
+                 + (f": {_listing(tied)}." if tied else ".")]  # fmt: skip
+    parts += [f"Significantly worse: {_listing(worse)}."] if worse else []
+    if better:
+        parts.append(f"Caution: {_listing(better)} scored significantly higher on test than validation's choice.")
+    skipped = [f"{x.other.label()} ({x.reason})" for x in others if x.verdict is Verdict.not_compared]
+    if skipped:
+        parts.append(f"Not compared: {', '.join(skipped)}.")
+    parts.append(_baseline_clause(ans, imagenet))
+    return " ".join(parts + ans.notes)
+
+
+# ------------------------------------------------------------------------------------------------ across datasets
+
+
+def _scores_table(views: list[DatasetView], probe: str | None) -> pd.DataFrame:
+    """Datasets x models: test value of each model's validation-chosen eligible configuration (mean over repeats),
+    negated for lower-is-better metrics so that higher is better in every row."""
+    table: dict[str, dict[str, float]] = {}
+    for v in views:
+        eligible, _, _ = _split_eligible(v)
+        if probe is not None:
+            eligible = eligible[eligible["probe"] == probe]
+        sign = 1.0 if higher_is_better(v.metric) else -1.0
+        table[v.name] = {m: sign * float(c.rows["value"].mean()) for m, c in choose_on_val(eligible, v.metric).items()}
+    return pd.DataFrame.from_dict(table, orient="index")
+
+
+def rank_backbones(views: list[DatasetView], probe: str | None, alpha: float) -> Ranking | None:
+    """Mean ranks across datasets for one probe (None: over all probes); None when fewer than two backbones."""
+    scores = _scores_table(views, probe)
+    scores = scores[scores.notna().sum(axis=1) >= 2]  # a dataset with one backbone ranks nothing
+    if scores.shape[1] < 2 or scores.empty:
+        return None
+    ranks = stats.mean_ranks(scores)
+    counts = scores.notna().sum().to_dict()
+    r = Ranking(probe or "", ranks.to_dict(), {m: int(counts[m]) for m in ranks.index}, len(scores))
+    full = stats.complete(scores)
+    what = f"with {probe}" if probe else "each with its best probe on validation"
+    listing = ", ".join(f"{m} {rank:.2f} ({r.n_datasets[m]})" for m, rank in ranks.items())
+    n = f"{r.n_total} dataset{'' if r.n_total == 1 else 's'}"
+    head = f"Across {n}, backbones {what}: mean rank (1 = best; datasets in brackets) {listing}."
+    if full.shape[0] < stats.MIN_DATASETS or full.shape[1] < 2:
+        return _with(r, sentence=f"{head} No rank test: it needs at least {stats.MIN_DATASETS} datasets on which every "
+                     f"compared backbone ran (here {full.shape[0]}).")  # fmt: skip
+    pairwise = stats.pairwise_wilcoxon(full)
+    fr = stats.friedman(full).p_value if full.shape[1] >= stats.MIN_METHODS else math.nan
+    groups = stats.cliques(stats.mean_ranks(full), pairwise, alpha)
+    tests = (
+        (f"Friedman {_p(fr)}; " if math.isfinite(fr) else "")
+        + "pairwise Wilcoxon (Holm): "
+        + ("; ".join(" ~ ".join(g) for g in groups) + " not significantly different" if groups else "all pairs differ")
+    )
+    note = (f" With {full.shape[0]} datasets these tests have little power: not significant is no evidence that "
+            "the backbones are equal.")  # fmt: skip
+    return _with(r, friedman_p=fr, pairwise=pairwise, cliques=groups, sentence=f"{head} {tests}.{note}")
+
+
+def _with(r: Ranking, **changes: object) -> Ranking:
+    return dataclasses.replace(r, **changes)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------ data and tables
+
+
+def _config_row(d: DatasetAnswer, role: str, c: Config) -> dict[str, object]:
+    return {"dataset": d.dataset, "metric": d.metric, "role": role, "model": c.model, "readout": c.readout,
+            "resolution": c.resolution, "probe": c.probe, "val_score": c.val_score, "value": c.value,
+            "ci_low": c.ci_low, "ci_high": c.ci_high, "is_baseline": c.model == d.baseline,
+            "verdict": "chosen on validation" if role == "chosen" else "", "reason": ""}  # fmt: skip
+
+
+def _frame_rows(d: DatasetAnswer) -> list[dict[str, object]]:
+    rows = [] if d.chosen is None else [_config_row(d, "chosen", d.chosen)]
+    for c in d.comparisons:
+        rows.append({**_config_row(d, "compared", c.other), "diff": c.diff, "rel_gain": c.rel, "rel_low": c.rel_low,
+                     "rel_high": c.rel_high, "p_value": c.p_value, "p_holm": c.p_holm, "verdict": c.verdict.value,
+                     "reason": c.reason})  # fmt: skip
+    for e in d.excluded:
+        rows.append({"dataset": d.dataset, "metric": d.metric, "role": "excluded", "model": e.label,
+                     "val_score": e.val_score, "reason": e.reason})  # fmt: skip
+    return rows
+
+
+def _table(d: DatasetAnswer, alpha: float) -> Table:
+    c = d.chosen
+    assert c is not None
+
+    def row(cfg: Config, diff: str, p: str, verdict: str) -> list[Cell]:
+        ci = f" [{cfg.ci_low:.3f}, {cfg.ci_high:.3f}]" if math.isfinite(cfg.ci_low) else ""
+        name = cfg.label(full=True) + (" (baseline)" if cfg.model == d.baseline else "")
+        return [Cell(name), Cell(f"{cfg.val_score:.3f}"), Cell(f"{cfg.value:.3f}", tail=ci), Cell(diff), Cell(p),
+                Cell(verdict)]  # fmt: skip
+
+    body = [row(c, "", "", "chosen on validation")]
+    for x in d.comparisons:
+        compared = x.verdict is not Verdict.not_compared
+        body.append(row(x.other, f"{-x.diff:+.3f}" if compared else MISSING,
+                        f"{x.p_holm:.3f}" if compared else MISSING, x.verdict.value if compared else x.reason))  # fmt: skip
+    body += [[Cell(e.label), Cell(f"{e.val_score:.3f}" if math.isfinite(e.val_score) else MISSING), Cell(MISSING),
+              Cell(""), Cell(""), Cell(f"excluded: {e.reason}")] for e in d.excluded]  # fmt: skip
+    caption = (f"{d.dataset}: {d.metric} on validation (mean over repeats) and test [95% CI]; Δ = other − chosen on "
+               f"the same test samples; p: paired bootstrap, Holm-corrected (alpha = {alpha:g}).")  # fmt: skip
+    return Table(["configuration", "val", "test", "Δ test", "p (Holm)", "verdict"], body, caption)
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def _frame(results: Results) -> pd.DataFrame:
+    df = validate(to_frame(results)) if isinstance(results, pd.DataFrame) else read_results(results)
+    if df.empty:
+        raise ResultsError("the results table is empty; run `fmprobe probe` or a study first.")
+    return df
+
+
+def recommend(
+    results: Results,
+    *,
+    alpha: float = ALPHA,
+    baseline: str | None = None,
+    n_resamples: int = N_BOOTSTRAP,
+    seed: int = 0,
+    allow_different_test_sets: bool = False,
+) -> Recommendation:
+    """Which configuration to use per dataset and how the backbones rank across datasets, as data.
+
+    ``results``: a results DataFrame or anything :func:`fmprobe.results.read_results` accepts. ``alpha``: the
+    significance level of the Holm-corrected comparisons. ``baseline``: the model to compare against (default:
+    the one the backbone registry flags as an ImageNet baseline). ``n_resamples``/``seed``: the paired bootstrap.
+    ``allow_different_test_sets``: as for the report (:func:`fmprobe.report.analysis.dataset_views`).
+    """
+    if not 0 < alpha < 1:
+        raise stats.StatsInputError(f"alpha must lie strictly between 0 and 1, got {alpha}; the usual choice is 0.05.")
+    views = dataset_views(_frame(results), allow_different_test_sets)
+    models = sorted({m for v in views for m in v.rows["model"].unique()})
+    registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
+    base, note = pick_baseline(models, baseline, registered)
+    imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
+    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet) for v in views]
+    probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
+    if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
+        probes = probes[:1] if len(probes) == 1 else []
+    rankings = [r for p in [*probes, None] if (r := rank_backbones(views, p, alpha)) is not None]
+    if len(probes) == 1:  # the overall ranking repeats the only probe's
+        rankings = rankings[:1]
+    return Recommendation(alpha, base, note, answers, rankings)
