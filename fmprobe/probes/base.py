@@ -27,8 +27,8 @@ For 1-D targets -1 is missing nowhere: with an explicit single-label ``task`` or
 out, a -1 is rejected with an error that says so; with ``task="auto"`` and no ``classes`` it is an
 ordinary class label, as in scikit-learn (whose own checks use labels {-1, 1}).
 
-Ordinal decoding: every probe has a ``decoding`` parameter (declared here and added to each subclass's
-``__init__`` by :meth:`ProbeBase.__init_subclass__`, so a new probe inherits it). For ``task="ordinal"`` it is
+Ordinal decoding: every probe has a ``decoding`` parameter (one of the shared parameters each probe's ``__init__``
+lists, checked when a probe class is defined). For ``task="ordinal"`` it is
 ``"auto"`` (chosen on validation with the other hyper-parameters, recorded in ``best_params_["decoding"]``),
 ``"argmax"``, ``"expected"`` or ``"thresholds"`` (see :mod:`fmprobe.probes.decoding`), and ``predict`` returns
 the decoded grades; other tasks decode by argmax only and refuse the others.
@@ -37,7 +37,6 @@ the decoded grades; other tasks decode by argmax only and refuse the others.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -56,6 +55,7 @@ from fmprobe.tasks import MISSING, PRIMARY_METRIC, TASK_TYPES
 
 FLOATS = [np.float32, np.float64]  # float16 and ints become float32; float64 stays float64
 ROW_BLOCK = 8192  # rows per block when standardising/normalising in place (bounds float64 temporaries)
+SHARED_PARAMETERS = ("task", "selection_metric", "classes", "decoding")  # every probe's __init__ takes these
 TIE_TOL = 1e-12  # validation scores this close count as a tie (go to the more regularised candidate)
 
 
@@ -156,15 +156,15 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
         "classes": ["array-like", None],
         "decoding": [StrOptions({d.value for d in Decoding})],
     }
-    decoding: str = Decoding.auto.value  # a parameter every probe inherits (see __init_subclass__)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Give a subclass's ``__init__`` the ``decoding`` keyword (and signature entry, which scikit-learn's
-        ``get_params``/``clone`` read) unless it declares the parameter itself."""
+        """Refuse, when the class is defined, a probe whose ``__init__`` leaves out a shared parameter: scikit-learn
+        reads parameters from the ``__init__`` signature (``get_params``, ``clone``), so each probe lists them."""
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
-        if init is not None and "decoding" not in inspect.signature(init).parameters:
-            cls.__init__ = _with_decoding(init)
+        missing = [] if init is None else [p for p in SHARED_PARAMETERS if p not in inspect.signature(init).parameters]
+        if missing:
+            raise TypeError(f"{cls.__name__}.__init__ must take the shared probe parameter(s) {', '.join(missing)}")
 
     def _validate_params(self) -> None:
         """Check every parameter against ``_parameter_constraints`` (and the selection metric's name)."""
@@ -380,22 +380,6 @@ class ProbeBase(ClassifierMixin, BaseEstimator):
 
     def _predict_scores(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-
-def _with_decoding(init: Any) -> Any:
-    """``init`` taking the keyword ``decoding`` as well (stored as ``self.decoding``), its signature extended."""
-    sig = inspect.signature(init)
-    params = list(sig.parameters.values())
-    extra = inspect.Parameter("decoding", inspect.Parameter.KEYWORD_ONLY, default=Decoding.auto.value)
-    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
-
-    @functools.wraps(init)
-    def __init__(self: ProbeBase, *args: Any, decoding: str = Decoding.auto.value, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.decoding = decoding
-
-    __init__.__signature__ = sig.replace(parameters=[*params[:at], extra, *params[at:]])  # type: ignore[attr-defined]
-    return __init__
 
 
 PROBES: Registry[type[ProbeBase]] = Registry("probe")  # each probe module registers its class next to it

@@ -126,6 +126,7 @@ class KNNProbe(ProbeBase):
         task: str = "auto",
         selection_metric: str | None = None,
         classes: Any = None,
+        decoding: str = "auto",
     ) -> None:
         self.ks = ks
         self.votings = votings
@@ -136,6 +137,7 @@ class KNNProbe(ProbeBase):
         self.task = task
         self.selection_metric = selection_metric
         self.classes = classes
+        self.decoding = decoding
 
     def _targets(self, Y: np.ndarray) -> np.ndarray:
         if self.task_ == "multilabel":

@@ -112,6 +112,7 @@ class LGBMProbe(ProbeBase):
         task: str = "auto",
         selection_metric: str | None = None,
         classes: Any = None,
+        decoding: str = "auto",
     ) -> None:
         self.n_estimators = n_estimators
         self.early_stopping_rounds = early_stopping_rounds
@@ -128,6 +129,7 @@ class LGBMProbe(ProbeBase):
         self.task = task
         self.selection_metric = selection_metric
         self.classes = classes
+        self.decoding = decoding
 
     def _params(self, n_classes: int) -> dict[str, Any]:
         threads = (os.cpu_count() or 1) if self.n_jobs in (None, -1) else int(self.n_jobs)

@@ -86,6 +86,7 @@ class LogisticProbe(ProbeBase):
         task: str = "auto",
         selection_metric: str | None = None,
         classes: Any = None,
+        decoding: str = "auto",
     ) -> None:
         self.Cs = Cs
         self.C = C
@@ -97,6 +98,7 @@ class LogisticProbe(ProbeBase):
         self.task = task
         self.selection_metric = selection_metric
         self.classes = classes
+        self.decoding = decoding
 
     def _class_weight(self, present: np.ndarray) -> str | dict | None:
         """``class_weight`` re-keyed from labels to the integer codes the solver sees."""

@@ -84,12 +84,14 @@ class ProtoProbe(ProbeBase):
         task: str = "auto",
         selection_metric: str | None = None,
         classes: Any = None,
+        decoding: str = "auto",
     ) -> None:
         self.temperatures = temperatures
         self.temperature = temperature
         self.task = task
         self.selection_metric = selection_metric
         self.classes = classes
+        self.decoding = decoding
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         self.mean_ = X.mean(axis=0, dtype=np.float64)

@@ -104,12 +104,14 @@ def test_decoding_is_refused_outside_ordinal_tasks_and_thresholds_need_validatio
     assert np.array_equal(plain.predict(X), plain.predict_proba(X).argmax(axis=1))
 
 
-def test_every_probe_inherits_the_parameter() -> None:
-    class Later(LogisticProbe):
-        def __init__(self, *, C: float = 1.0, task: str = "auto") -> None:
-            super().__init__(C=C, task=task)
+def test_every_probe_takes_the_parameter() -> None:
+    with pytest.raises(TypeError, match="must take the shared probe parameter"):
 
-    for cls in [PROBES.get(name) for name in PROBES] + [Later]:
+        class Later(LogisticProbe):  # a probe that forgets a shared parameter is refused when it is defined
+            def __init__(self, *, C: float = 1.0, task: str = "auto") -> None:
+                super().__init__(C=C, task=task)
+
+    for cls in [PROBES.get(name) for name in PROBES]:
         probe = cls(decoding="argmax")
         assert probe.get_params()["decoding"] == "argmax" and cls().decoding == "auto"
     rng = np.random.default_rng(0)
