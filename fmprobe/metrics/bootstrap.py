@@ -2,9 +2,21 @@
 
 A resample is represented by how many times each sample was drawn (a row of a ``[B, N]`` count matrix
 built from a resample index matrix); metrics from :mod:`fmprobe.metrics.functions` evaluate a whole block
-of such rows at once. Resampling is stratified by class for single-label tasks (each resample keeps the
-class counts of the original, so AUC etc. stay defined) and plain for multilabel targets. Blocks are sized
-from N, so the same seed always gives the same resamples and the same numbers.
+of such rows at once. Blocks are sized from N, so the same seed always gives the same resamples and the same
+numbers.
+
+Stratification. Single-label tasks resample within each class (each resample keeps the class counts of the
+original, so AUC etc. stay defined). Multilabel tasks resample **per label**: label ``j`` gets its own count
+vector, drawn within its known positives, its known negatives and its missing entries separately, so every
+label keeps its positive and negative counts on every resample, and the labels evaluable on the full test set
+(the fixed set the mean AUC is over) are evaluable on every resample; a label with a single positive is never
+lost, so no resample averages over fewer labels. Row-level multilabel metrics (``subset_accuracy``) use one
+more, plain row resample drawn alongside: the weights are ``[B, N, L + 1]``. The per-label draws are
+independent across labels, so the interval of a mean over labels reflects each label's own sampling
+variability (as the CheXpert papers' per-label intervals do) and does not carry the correlation between labels
+that a joint row resample would. The choice was made over "drop and count undefined replicates" because a label
+with one positive is lost on ~37% of plain resamples, far above ``MAX_UNDEFINED``, so no CI would be given.
+Paired comparisons use the same weights for both models, label by label, so they stay paired.
 
 Intervals are percentile intervals. Resamples on which a metric is undefined are dropped and counted; when
 more than ``max_undefined`` of them are, :class:`MetricUndefined` is raised rather than reporting an
@@ -72,32 +84,57 @@ class PairedComparison:
     n_undefined: int
 
 
+def _strata_groups(strata: np.ndarray | None, n: int) -> list[np.ndarray]:
+    return [np.arange(n)] if strata is None else [np.flatnonzero(strata == c) for c in np.unique(strata)]
+
+
+def _counts(rng: np.random.Generator, groups: list[np.ndarray], b: int, n: int) -> np.ndarray:
+    """``[b, n]`` counts: each row draws ``len(g)`` samples with replacement within every group ``g``."""
+    idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups], axis=1)
+    flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
 def resample_weights(strata: np.ndarray | None, n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Yield blocks of bootstrap count matrices ``[b, n]`` (float64), ``n_resamples`` rows in total.
 
-    With ``strata``, each resample draws ``n_c`` samples with replacement within every stratum ``c``.
+    With 1-D ``strata``, each resample draws ``n_c`` samples with replacement within every stratum ``c``.
+    With 2-D ``strata`` ``[n, L]`` (multilabel labels) the blocks are ``[b, n, L + 1]``: column ``j`` resampled
+    within the strata of ``strata[:, j]``, column ``L`` a plain row resample (see the module docstring).
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     rng = np.random.default_rng(seed)
-    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == c) for c in np.unique(strata)]
-    block = max(1, min(n_resamples, _CELLS_PER_BLOCK // max(n, 1)))
+    per_label = strata is not None and strata.ndim == 2
+    columns = [_strata_groups(s, n) for s in strata.T] + [_strata_groups(None, n)] if per_label else None
+    width = len(columns) if columns else 1
+    block = max(1, min(n_resamples, _CELLS_PER_BLOCK // max(n * width, 1)))
+    groups = None if per_label else _strata_groups(strata, n)
     done = 0
     while done < n_resamples:
         b = min(block, n_resamples - done)
-        idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups], axis=1)
-        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        if columns is None:
+            yield _counts(rng, groups, b, n)
+        else:
+            yield np.stack([_counts(rng, g, b, n) for g in columns], axis=2)
         done += b
+
+
+def replicate_each(
+    fns: Sequence[Batched], n: int, strata: np.ndarray | None, n_resamples: int, seed: int
+) -> list[np.ndarray]:
+    """Evaluate every batched function on the same resamples; a function may return ``[b]`` or ``[b, k]``
+    values per block, and its replicates are then ``[n_resamples]`` or ``[n_resamples, k]``."""
+    out: list[list[np.ndarray]] = [[] for _ in fns]
+    for W in resample_weights(strata, n, n_resamples, seed):
+        for values, fn in zip(out, fns, strict=True):
+            values.append(fn(W))
+    return [np.concatenate(v) for v in out]
 
 
 def replicate(fns: Sequence[Batched], n: int, strata: np.ndarray | None, n_resamples: int, seed: int) -> np.ndarray:
     """Evaluate every batched function on the same resamples: ``[len(fns), n_resamples]``."""
-    out = [[] for _ in fns]
-    for W in resample_weights(strata, n, n_resamples, seed):
-        for values, fn in zip(out, fns, strict=True):
-            values.append(fn(W))
-    return np.array([np.concatenate(v) for v in out])
+    return np.array(replicate_each(fns, n, strata, n_resamples, seed))
 
 
 def _loop_batched(fn: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray) -> Batched:
