@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import compute_all
+from fmprobe.metrics.aggregate import Aggregated, max_over_views
 from fmprobe.probes import ProbeBase, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, cell_repeats
 from fmprobe.results import CellInfo, check_writable, compact_results, done_cells, write_cell
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
+from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, STUDY, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +217,16 @@ def probe_features(
 
 @dataclass(frozen=True)
 class Scored:
-    """A fitted cell's test outcome: scores, the metrics (values or reasons), and warnings for the row."""
+    """A fitted cell's test outcome: scores, the metrics (values or reasons), and warnings for the row.
+
+    ``ids`` and ``y_true`` are the rows the metrics were computed on (and the predictions file holds) when they
+    are not the test split's own (per-study aggregation); None means the test split's."""
 
     scores: np.ndarray
     metrics: dict[str, object]
     flags: str = ""
+    ids: np.ndarray | None = None
+    y_true: np.ndarray | None = None
 
 
 def training_rows(train: SplitFeatures, info: CellInfo, seed: int) -> np.ndarray:
@@ -243,11 +249,42 @@ def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: in
     return probe
 
 
+def evaluation_rows(test: SplitFeatures, scores: np.ndarray, features: FeatureFile) -> Aggregated:
+    """The rows the test metrics are computed on: the test images, or one row per study (max over its views) when
+    the dataset asks for it (``evaluation["aggregate"] == "study"``, CheXpert's ``?aggregate=study``)."""
+    aggregate = features.evaluation.get("aggregate", "image")
+    if aggregate == "image":
+        return Aggregated(test.ids, test.labels, scores, "")
+    if aggregate != "study" or STUDY not in test.metadata:
+        raise FmprobeError(
+            f"{features.path}: the dataset asks for aggregate={aggregate!r} scoring but "
+            + ("only 'image' and 'study' exist" if aggregate != "study" else "the test split has no study metadata")
+            + "; extract the features again with this fmprobe (`fmprobe extract ... --force`)."
+        )
+    return max_over_views(test.metadata[STUDY], test.labels, scores)
+
+
+def scored_metrics(
+    test: SplitFeatures, scores: np.ndarray, info: CellInfo, features: FeatureFile, grid: ProbeGrid,
+    y_pred: np.ndarray | None = None, flags: str = "",
+) -> Scored:  # fmt: skip
+    """Every test metric with its bootstrap CI, on the rows :func:`evaluation_rows` gives; multilabel cells also get
+    one ``roc_auc[<label>]`` per class name and one ``roc_auc[<set>]`` per ``evaluation["label_sets"]`` entry."""
+    rows = evaluation_rows(test, scores, features)
+    if rows.detail and y_pred is not None:
+        raise FmprobeError(f"{features.path}: decoded predictions cannot be scored {rows.detail.split(' (')[0]}.")
+    values = compute_all(
+        rows.y_true, rows.y_score, info.task, n_resamples=grid.n_resamples, seed=grid.seed, y_pred=y_pred,
+        label_names=features.class_names, label_sets=features.evaluation.get("label_sets"),
+    )  # fmt: skip
+    values = {name: replace(v, detail="; ".join(filter(None, (rows.detail, v.detail)))) for name, v in values.items()}
+    return Scored(rows.y_score, values, flags, ids=rows.ids, y_true=rows.y_true)
+
+
 def score_test(probe: ProbeBase, test: SplitFeatures, info: CellInfo, features: FeatureFile, grid: ProbeGrid) -> Scored:
     """Score the fitted probe once on the test split: every metric with its bootstrap CI."""
     scores = probe.predict_proba(test.features)
-    values = compute_all(test.labels, scores, info.task, n_resamples=grid.n_resamples, seed=grid.seed)
-    return Scored(scores, values)
+    return scored_metrics(test, scores, info, features, grid)
 
 
 def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid, out: Path) -> int:
@@ -268,8 +305,9 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     scored = score_test(probe, test, info, features, grid)
     meta = {"task": info.task, "class_names": list(features.class_names), "dataset": info.dataset,
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
+    ids, y_true = (test.ids, test.labels) if scored.ids is None else (scored.ids, scored.y_true)
     rows = write_cell(
-        out, info, scored.metrics, ids=test.ids, y_true=test.labels, y_score=scored.scores, meta=meta,
+        out, info, scored.metrics, ids=ids, y_true=y_true, y_score=scored.scores, meta=meta,
         primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,
         n_train=len(index), val_score=probe.val_score_, n_val=len(val_index), flags=scored.flags,
     )  # fmt: skip
