@@ -86,3 +86,17 @@ def test_a_study_whose_views_disagree_is_refused(tmp_path: Path) -> None:
     features = multilabel_features(tmp_path / "bad.h5", {"aggregate": "study"}, conflict=True)
     with pytest.raises(FmprobeError, match=r"study 'patient00001/study1' has views with different labels"):
         probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+
+
+def test_report_has_a_per_label_table_and_names_the_label_set(tmp_path: Path) -> None:
+    from fmprobe.report import write_report
+
+    out = tmp_path / "results"
+    _probe(multilabel_features(tmp_path / "study.h5", {"aggregate": "study"}), out)
+    text = write_report(out, tmp_path / "report").markdown.read_text()
+    assert "(n = 30; per study (max over 1-3 views, 60 images in 30 studies); 3 of 4 labels (not evaluable: " \
+           "Fracture: no positive))" in text  # fmt: skip
+    table = text[text.index("### Per label") :]
+    assert "| Edema | Fracture | Cardiomegaly | Other | pair (mean) |" in table.replace("  ", " ")
+    assert "n/a (no positive among its 30 known entries)" in table
+    assert "Label sets: pair: per study (max over 1-3 views, 60 images in 30 studies); 2 of 2 labels." in table
