@@ -60,8 +60,9 @@ def test_multilabel_rows_per_label_and_per_study(tmp_path: Path) -> None:
     for rows, n_test in ((image, 60), (study, 30)):
         assert "accuracy" not in rows.index and {"subset_accuracy", "label_accuracy"} <= set(rows.index)
         assert (rows["n_test"] == n_test).all()
-        assert rows.loc["roc_auc", "is_primary"] and "3 of 4 labels (not evaluable: Fracture: no positive)" in (
-            rows.loc["roc_auc", "detail"]
+        assert (
+            rows.loc["roc_auc", "is_primary"]
+            and "3 of 4 labels (not evaluable: Fracture: no positive)" in (rows.loc["roc_auc", "detail"])
         )
         fracture = rows.loc["roc_auc[Fracture]"]
         assert np.isnan(fracture.value) and f"no positive among its {n_test} known entries" in fracture.missing_reason
