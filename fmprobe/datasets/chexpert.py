@@ -130,20 +130,27 @@ def _check_folder(csv_path: Path, ids: list[str], rel: list[str]) -> None:
     )
 
 
+def path_units(csv_path: Path, ids: list[str], pattern: re.Pattern[str], missing: str) -> list[str]:
+    """The part of every Path that ``pattern`` picks (the patient; the ``patientNNNNN/studyN`` study), or a named
+    error on the first line without it."""
+    out = []
+    for line, path in enumerate(ids, start=2):
+        match = pattern.search(path.replace("\\", "/"))
+        if match is None:
+            raise DatasetError(
+                f"{csv_path}, line {line}: Path {path!r} has {missing}; CheXpert paths look like "
+                "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg."
+            )
+        out.append(match.group(1))
+    return out
+
+
 def read_table(csv_path: Path) -> Table:
     """Read and check one CheXpert CSV (columns, label values, patient ids, views, the folder its Paths name);
     touches no image."""
     _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
-    patients: list[str] = []
-    for line, path in enumerate(ids, start=2):
-        match = PATIENT.search(path.replace("\\", "/"))
-        if match is None:
-            raise DatasetError(
-                f"{csv_path}, line {line}: Path {path!r} has no patientNNNNN folder; CheXpert paths look like "
-                "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg."
-            )
-        patients.append(match.group(1))
+    patients = path_units(csv_path, ids, PATIENT, "no patientNNNNN folder")
     views = [row["Frontal/Lateral"] for row in rows]
     for line, view in enumerate(views, start=2):
         if view not in ("Frontal", "Lateral"):
@@ -205,20 +212,6 @@ def _check_patients(root: Path, split_file: Path, train: Table, carve: np.ndarra
         )
 
 
-def study_ids(table: Table, csv_path: Path) -> tuple[str, ...]:
-    """``patientNNNNN/studyN`` of every row: the unit CheXpert's per-study evaluation scores."""
-    out = []
-    for line, path in enumerate(table.ids, start=2):
-        match = STUDY_OF.search(path.replace("\\", "/"))
-        if match is None:
-            raise DatasetError(
-                f"{csv_path}, line {line}: Path {path!r} has no patientNNNNN/studyN folders, which "
-                "?aggregate=study needs; CheXpert paths look like CheXpert-v1.0-small/valid/patient64541/study1/..."
-            )
-        out.append(match.group(1))
-    return tuple(out)
-
-
 def load_chexpert(
     root: Path, spec: str, uncertain: str = "zeros", frontal: bool = False, seed: int = 0, aggregate: str = "image"
 ) -> Dataset:
@@ -228,13 +221,13 @@ def load_chexpert(
         raise DatasetError(f"chexpert uncertain={uncertain!r}: use zeros (U-Zeros, default), ones or ignore.")
     if aggregate not in AGGREGATES:
         raise DatasetError(f"chexpert aggregate={aggregate!r}: use image (default, per image) or study (max over views).")
-    every, test = read_table(root / "train.csv"), read_table(root / "valid.csv")
+    every, listed = read_table(root / "train.csv"), read_table(root / "valid.csv")
     # validation is carved over all train rows (independent of the options), then the options select rows
     split_file = split_file_for(root / "train.csv", seed, CARVE)
     carve = load_or_create_split(split_file, every.ids, every.strata(), every.patients, CARVE, seed)
     train, kept = every.take(frontal)
     carve = carve[kept]
-    test, _ = test.take(frontal)
+    test, test_kept = listed.take(frontal)
     t_paths = _check_images(root, train.rel, "train.csv")
     s_paths = _check_images(root, test.rel, "valid.csv")
     _check_patients(root, split_file, train, carve, test)
@@ -245,7 +238,8 @@ def load_chexpert(
     )  # fmt: skip
     test_meta = {GROUP: tuple(test.patients)}
     if aggregate == "study":
-        test_meta[STUDY] = study_ids(test, root / "valid.csv")
+        studies = path_units(root / "valid.csv", listed.ids, STUDY_OF, "no patientNNNNN/studyN folders (?aggregate=study)")
+        test_meta[STUDY] = tuple(studies[i] for i in test_kept)
     splits[TEST] = Split(TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)), test_meta)
     digest = digest_parts(
         "chexpert", uncertain, frontal,

@@ -127,3 +127,12 @@ def test_chexpert_competition_label_set_and_per_study_option(chexpert_dir: Path)
     assert test.ids == image.splits["test"].ids and study.content_digest != image.content_digest
     with pytest.raises(DatasetError, match=r"aggregate.*'views'.*image.*study"):
         load_dataset(f"chexpert:{chexpert_dir}?aggregate=views")
+
+
+def test_chexpert_per_study_needs_study_folders(chexpert_dir: Path) -> None:
+    valid = chexpert_dir / "valid.csv"
+    valid.write_text(valid.read_text().replace("patient64542/study1/", "patient64542/"))
+    (chexpert_dir / "valid/patient64542/study1/view1_frontal.jpg").rename(chexpert_dir / "valid/patient64542/view1_frontal.jpg")
+    assert len(load_dataset(f"chexpert:{chexpert_dir}").splits["test"]) == 4  # per image: no study needed
+    with pytest.raises(DatasetError, match=r"valid\.csv, line 3: Path .*patient64542/view1.* no patientNNNNN/studyN"):
+        load_dataset(f"chexpert:{chexpert_dir}?aggregate=study")
