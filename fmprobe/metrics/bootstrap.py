@@ -11,7 +11,7 @@ vector, drawn within its known positives, its known negatives and its missing en
 label keeps its positive and negative counts on every resample, and the labels evaluable on the full test set
 (the fixed set the mean AUC is over) are evaluable on every resample; a label with a single positive is never
 lost, so no resample averages over fewer labels. Row-level multilabel metrics (``subset_accuracy``) use one
-more, plain row resample drawn alongside: the weights are ``[B, N, L + 1]``. The per-label draws are
+more, plain row resample drawn alongside: the weights are ``[B, L + 1, N]``. The per-label draws are
 independent across labels, so the interval of a mean over labels reflects each label's own sampling
 variability (as the CheXpert papers' per-label intervals do) and does not carry the correlation between labels
 that a joint row resample would. The choice was made over "drop and count undefined replicates" because a label
@@ -99,8 +99,8 @@ def resample_weights(strata: np.ndarray | None, n: int, n_resamples: int, seed: 
     """Yield blocks of bootstrap count matrices ``[b, n]`` (float64), ``n_resamples`` rows in total.
 
     With 1-D ``strata``, each resample draws ``n_c`` samples with replacement within every stratum ``c``.
-    With 2-D ``strata`` ``[n, L]`` (multilabel labels) the blocks are ``[b, n, L + 1]``: column ``j`` resampled
-    within the strata of ``strata[:, j]``, column ``L`` a plain row resample (see the module docstring).
+    With 2-D ``strata`` ``[n, L]`` (multilabel labels) the blocks are ``[b, L + 1, n]``: ``[:, j]`` resampled
+    within the strata of ``strata[:, j]``, ``[:, L]`` a plain row resample (see the module docstring).
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
@@ -116,7 +116,7 @@ def resample_weights(strata: np.ndarray | None, n: int, n_resamples: int, seed: 
         if columns is None:
             yield _counts(rng, groups, b, n)
         else:
-            yield np.stack([_counts(rng, g, b, n) for g in columns], axis=2)
+            yield np.stack([_counts(rng, g, b, n) for g in columns], axis=1)
         done += b
 
 

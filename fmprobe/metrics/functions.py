@@ -41,8 +41,8 @@ value undefined (NaN), never a mean over fewer labels; with the per-label strati
 
 Weights. Resamples weight row ``i`` by ``W[b, i]`` (``W`` ``[B, N]``); each label then uses the weights
 ``W[b, i] * known[i, j]`` (unknown entries are simply not in that label's confusion cells or AUC sort order).
-Multilabel metrics also accept per-label weights ``W`` ``[B, N, L + 1]``: column ``j < L`` weights label
-``j``, column ``L`` the rows (for row-level metrics such as ``subset_accuracy``); see
+Multilabel metrics also accept per-label weights ``W`` ``[B, L + 1, N]``: ``W[:, j]`` (``j < L``) weights label
+``j``, ``W[:, L]`` the rows (for row-level metrics such as ``subset_accuracy``); see
 :meth:`Prepared.label_weights`. With no ``-1`` and 2-D weights all of this reduces to the ordinary definitions.
 """
 
@@ -129,6 +129,8 @@ class Prepared:
         self.n = y.shape[0]
         self.k = s.shape[1]  # classes (single-label) or labels (multilabel)
         self.has_missing = self.multilabel and not self.known.all()
+        self._confusion_of: np.ndarray | None = None  # the per-label weight block ``_confusion`` was computed for
+        self._confusion = np.empty(0)
 
     @property
     def task_kind(self) -> str:
@@ -142,23 +144,23 @@ class Prepared:
         return self.y
 
     def label_weights(self, W: np.ndarray) -> np.ndarray:
-        """Per-label weights ``[B, N, L]`` from row weights ``[B, N]`` or per-label weights ``[B, N, L + 1]``."""
+        """Per-label weights ``[B, L, N]`` from row weights ``[B, N]`` or per-label weights ``[B, L + 1, N]``."""
         if W.ndim == 2:
-            return np.broadcast_to(W[:, :, None], (*W.shape, self.k))
+            return np.broadcast_to(W[:, None, :], (W.shape[0], self.k, W.shape[1]))
         self._check_label_weights(W)
-        return W[:, :, : self.k]
+        return W[:, : self.k]
 
     def row_weights(self, W: np.ndarray) -> np.ndarray:
-        """Row weights ``[B, N]``: ``W`` itself, or the last column of per-label weights ``[B, N, L + 1]``."""
+        """Row weights ``[B, N]``: ``W`` itself, or the last row of per-label weights ``[B, L + 1, N]``."""
         if W.ndim == 2:
             return W
         self._check_label_weights(W)
-        return W[:, :, self.k]
+        return W[:, self.k]
 
     def _check_label_weights(self, W: np.ndarray) -> None:
-        if not self.multilabel or W.shape[1:] != (self.n, self.k + 1):
+        if not self.multilabel or W.shape[1:] != (self.k + 1, self.n):
             raise MetricInputError(
-                f"per-label weights must be [B, N, L + 1] = [B, {self.n}, {self.k + 1}] for multilabel targets; "
+                f"per-label weights must be [B, L + 1, N] = [B, {self.k + 1}, {self.n}] for multilabel targets; "
                 f"got {W.shape} for {'multilabel' if self.multilabel else 'single-label'} targets"
             )
 
@@ -194,14 +196,16 @@ class Prepared:
 
     @cached_property
     def _label_cells(self) -> np.ndarray:
-        """Dense one-hot ``[N, L, 4]`` of each entry's 2x2 cell (true*2 + pred); missing entries all zero."""
-        return self._confusion_codes.toarray().reshape(self.n, self.k, 4)
+        """Dense one-hot ``[L, N, 4]`` of each entry's 2x2 cell (true*2 + pred); missing entries all zero."""
+        return np.ascontiguousarray(self._confusion_codes.toarray().reshape(self.n, self.k, 4).transpose(1, 0, 2))
 
     def confusion(self, W: np.ndarray) -> np.ndarray:
         """Weighted confusion matrices: ``[B, C, C]`` (rows = truth) or ``[B, L, 2, 2]`` for multilabel."""
-        if W.ndim == 3:  # per-label weights: label j's table from column j
-            cells = np.einsum("bnl,nlc->blc", self.label_weights(W), self._label_cells)
-            return cells.reshape(W.shape[0], self.k, 2, 2)
+        if W.ndim == 3:  # per-label weights: label j's table from W[:, j]; shared by the metrics of one block
+            if self._confusion_of is not W:
+                cells = np.matmul(self.label_weights(W).transpose(1, 0, 2), self._label_cells)  # [L, B, 4]
+                self._confusion_of, self._confusion = W, cells.transpose(1, 0, 2).reshape(W.shape[0], self.k, 2, 2)
+            return self._confusion
         cells = np.asarray((self._confusion_codes.T @ W.T).T)
         if self.multilabel:
             return cells.reshape(W.shape[0], self.k, 2, 2)
@@ -341,7 +345,7 @@ def _auc_weighted(order: np.ndarray, pos: np.ndarray, starts: np.ndarray, W: np.
 def label_aucs(p: Prepared, W: np.ndarray) -> np.ndarray:
     """Multilabel: each label's AUC on its known rows, ``[B, L]`` (NaN where a label has one side only)."""
     weights = p.label_weights(np.atleast_2d(np.asarray(W, dtype=np.float64)))
-    return np.stack([_auc_weighted(o, pos, st, weights[:, :, j]) for j, (o, pos, st) in enumerate(p.auc_columns)], 1)
+    return np.stack([_auc_weighted(o, pos, st, weights[:, j]) for j, (o, pos, st) in enumerate(p.auc_columns)], 1)
 
 
 def mean_over(per: np.ndarray, labels: np.ndarray) -> np.ndarray:

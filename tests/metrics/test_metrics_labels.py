@@ -29,10 +29,10 @@ def _rare_labels(seed: int = 0, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reference_mean_auc(y: np.ndarray, s: np.ndarray, counts: np.ndarray, labels: list[int]) -> float:
-    """Mean over ``labels`` of each label's AUC on its own resample (counts[:, j]), materialised with sklearn."""
+    """Mean over ``labels`` of each label's AUC on its own resample (counts[j]), materialised with sklearn."""
     aucs = []
     for j in labels:
-        idx = np.repeat(np.arange(len(y)), counts[:, j].astype(int))
+        idx = np.repeat(np.arange(len(y)), counts[j].astype(int))
         idx = idx[y[idx, j] != MISSING]
         aucs.append(skm.roc_auc_score(y[idx, j], s[idx, j]))
     return float(np.mean(aucs))
@@ -48,7 +48,7 @@ def test_per_label_rows_and_the_fixed_label_set_under_the_bootstrap() -> None:
         assert np.isfinite([v.value, v.ci_low, v.ci_high]).all() and v.n_undefined == 0, label
     auc = out["roc_auc"]
     assert auc.detail == "3 of 4 labels (not evaluable: none: no positive)"
-    assert auc.value == pytest.approx(_reference_mean_auc(y, s, np.ones((60, 4)), [1, 2, 3]), abs=1e-12)
+    assert auc.value == pytest.approx(_reference_mean_auc(y, s, np.ones((4, 60)), [1, 2, 3]), abs=1e-12)
     assert auc.n_undefined == 0 and auc.ci_low < auc.value < auc.ci_high
     # the same resamples, recomputed one by one: every label keeps its positives and negatives (the set is
     # the same in every replicate) and the batched values agree with the loop
@@ -59,7 +59,7 @@ def test_per_label_rows_and_the_fixed_label_set_under_the_bootstrap() -> None:
         for b in range(W.shape[0]):
             counts = W[b]
             for j in range(4):
-                assert counts[y[:, j] == 1, j].sum() == (y[:, j] == 1).sum()
+                assert counts[j, y[:, j] == 1].sum() == (y[:, j] == 1).sum() and counts[j].sum() == 60
             assert (np.isfinite(batched[b]) == [False, True, True, True]).all()
             replicates.append(_reference_mean_auc(y, s, counts, [1, 2, 3]))
             assert batched[b, 1:].mean() == pytest.approx(replicates[-1], abs=1e-12)
@@ -85,7 +85,7 @@ def test_named_label_sets_get_their_own_mean_and_detail() -> None:
     out = compute_all(y, s, "multilabel", n_resamples=100, label_names=NAMES, label_sets=sets)
     rare = out["roc_auc[rare]"]
     assert rare.detail == "2 of 2 labels"
-    assert rare.value == pytest.approx(_reference_mean_auc(y, s, np.ones((60, 4)), [1, 2]), abs=1e-12)
+    assert rare.value == pytest.approx(_reference_mean_auc(y, s, np.ones((4, 60)), [1, 2]), abs=1e-12)
     assert rare.n_undefined == 0 and rare.ci_low <= rare.value <= rare.ci_high
     other = out["roc_auc[with_empty]"]
     assert other.detail == "1 of 2 labels (not evaluable: none: no positive)"
