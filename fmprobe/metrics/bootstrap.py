@@ -6,17 +6,16 @@ of such rows at once. Blocks are sized from N, so the same seed always gives the
 numbers.
 
 Stratification. Single-label tasks resample within each class (each resample keeps the class counts of the
-original, so AUC etc. stay defined). Multilabel tasks resample **per label**: label ``j`` gets its own count
-vector, drawn within its known positives, its known negatives and its missing entries separately, so every
-label keeps its positive and negative counts on every resample, and the labels evaluable on the full test set
-(the fixed set the mean AUC is over) are evaluable on every resample; a label with a single positive is never
-lost, so no resample averages over fewer labels. Row-level multilabel metrics (``subset_accuracy``) use one
-more, plain row resample drawn alongside: the weights are ``[B, L + 1, N]``. The per-label draws are
-independent across labels, so the interval of a mean over labels reflects each label's own sampling
-variability (as the CheXpert papers' per-label intervals do) and does not carry the correlation between labels
-that a joint row resample would. The choice was made over "drop and count undefined replicates" because a label
-with one positive is lost on ~37% of plain resamples, far above ``MAX_UNDEFINED``, so no CI would be given.
-Paired comparisons use the same weights for both models, label by label, so they stay paired.
+original, so AUC etc. stay defined). Multilabel tasks resample whole rows (so the labels' correlation, which the
+width of a mean over labels depends on, stays in the resamples), stratified on the *rare* labels
+(:meth:`~fmprobe.metrics.functions.Prepared.strata`: evaluable labels with fewer than ``RARE_SIDE`` = 10 known
+positives or negatives): rows are resampled within groups of equal values on those labels, so every rare label
+keeps its known positive and negative counts, and a label with a single positive is never lost. The mean AUC is
+over a fixed label set (the labels evaluable on the full test set); a resample on which a label of that set has
+one side only (possible only for a label with 10 or more of each, probability below 1 in 22,000) is undefined,
+dropped and counted like any other, never averaged over fewer labels. Plain resampling would lose a 1-positive
+label on ~37% of resamples, far above ``MAX_UNDEFINED``, so the interval would be refused. With no rare label the
+resampling is plain, as before. Paired comparisons draw one set of resamples for both models, so they stay paired.
 
 Intervals are percentile intervals. Resamples on which a metric is undefined are dropped and counted; when
 more than ``max_undefined`` of them are, :class:`MetricUndefined` is raised rather than reporting an
@@ -84,39 +83,22 @@ class PairedComparison:
     n_undefined: int
 
 
-def _strata_groups(strata: np.ndarray | None, n: int) -> list[np.ndarray]:
-    return [np.arange(n)] if strata is None else [np.flatnonzero(strata == c) for c in np.unique(strata)]
-
-
-def _counts(rng: np.random.Generator, groups: list[np.ndarray], b: int, n: int) -> np.ndarray:
-    """``[b, n]`` counts: each row draws ``len(g)`` samples with replacement within every group ``g``."""
-    idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups], axis=1)
-    flat = (idx + (np.arange(b) * n)[:, None]).ravel()
-    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
-
-
 def resample_weights(strata: np.ndarray | None, n: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Yield blocks of bootstrap count matrices ``[b, n]`` (float64), ``n_resamples`` rows in total.
 
-    With 1-D ``strata``, each resample draws ``n_c`` samples with replacement within every stratum ``c``.
-    With 2-D ``strata`` ``[n, L]`` (multilabel labels) the blocks are ``[b, L + 1, n]``: ``[:, j]`` resampled
-    within the strata of ``strata[:, j]``, ``[:, L]`` a plain row resample (see the module docstring).
+    With ``strata``, each resample draws ``n_c`` samples with replacement within every stratum ``c``.
     """
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     rng = np.random.default_rng(seed)
-    per_label = strata is not None and strata.ndim == 2
-    columns = [_strata_groups(s, n) for s in strata.T] + [_strata_groups(None, n)] if per_label else None
-    width = len(columns) if columns else 1
-    block = max(1, min(n_resamples, _CELLS_PER_BLOCK // max(n * width, 1)))
-    groups = None if per_label else _strata_groups(strata, n)
+    groups = [np.arange(n)] if strata is None else [np.flatnonzero(strata == c) for c in np.unique(strata)]
+    block = max(1, min(n_resamples, _CELLS_PER_BLOCK // max(n, 1)))
     done = 0
     while done < n_resamples:
         b = min(block, n_resamples - done)
-        if columns is None:
-            yield _counts(rng, groups, b, n)
-        else:
-            yield np.stack([_counts(rng, g, b, n) for g in columns], axis=1)
+        idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups], axis=1)
+        flat = (idx + (np.arange(b) * n)[:, None]).ravel()
+        yield np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
         done += b
 
 

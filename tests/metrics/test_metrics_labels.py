@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fmprobe.metrics import MetricInputError, compute_all, label_aucs, paired_bootstrap, resample_weights
+from fmprobe.metrics import MetricInputError, bootstrap_ci, compute_all, label_aucs, paired_bootstrap, resample_weights
 from fmprobe.metrics.bootstrap import percentile_interval
 from fmprobe.metrics.functions import Prepared
 from fmprobe.tasks import MISSING
@@ -29,10 +29,10 @@ def _rare_labels(seed: int = 0, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _reference_mean_auc(y: np.ndarray, s: np.ndarray, counts: np.ndarray, labels: list[int]) -> float:
-    """Mean over ``labels`` of each label's AUC on its own resample (counts[j]), materialised with sklearn."""
+    """Mean over ``labels`` of each label's AUC on the resample that draws row i counts[i] times (sklearn)."""
     aucs = []
     for j in labels:
-        idx = np.repeat(np.arange(len(y)), counts[j].astype(int))
+        idx = np.repeat(np.arange(len(y)), counts.astype(int))
         idx = idx[y[idx, j] != MISSING]
         aucs.append(skm.roc_auc_score(y[idx, j], s[idx, j]))
     return float(np.mean(aucs))
@@ -48,18 +48,22 @@ def test_per_label_rows_and_the_fixed_label_set_under_the_bootstrap() -> None:
         assert np.isfinite([v.value, v.ci_low, v.ci_high]).all() and v.n_undefined == 0, label
     auc = out["roc_auc"]
     assert auc.detail == "3 of 4 labels (not evaluable: none: no positive)"
-    assert auc.value == pytest.approx(_reference_mean_auc(y, s, np.ones((4, 60)), [1, 2, 3]), abs=1e-12)
+    assert auc.value == pytest.approx(_reference_mean_auc(y, s, np.ones(60), [1, 2, 3]), abs=1e-12)
     assert auc.n_undefined == 0 and auc.ci_low < auc.value < auc.ci_high
-    # the same resamples, recomputed one by one: every label keeps its positives and negatives (the set is
-    # the same in every replicate) and the batched values agree with the loop
+    # the same resamples, recomputed one by one: whole rows are drawn, the rare labels (1 and 2 positives) keep
+    # their known positives and negatives, the label set is the same in every replicate, and the batched values
+    # agree with the loop
     p = Prepared(y, s)
     replicates = []
     for W in resample_weights(p.strata(), 60, 200, 3):
         batched = label_aucs(p, W)
         for b in range(W.shape[0]):
             counts = W[b]
-            for j in range(4):
-                assert counts[j, y[:, j] == 1].sum() == (y[:, j] == 1).sum() and counts[j].sum() == 60
+            assert counts.sum() == 60
+            for j in (1, 2):
+                assert [counts[y[:, j] == v].sum() for v in (1, 0, MISSING)] == [
+                    (y[:, j] == v).sum() for v in (1, 0, -1)
+                ]
             assert (np.isfinite(batched[b]) == [False, True, True, True]).all()
             replicates.append(_reference_mean_auc(y, s, counts, [1, 2, 3]))
             assert batched[b, 1:].mean() == pytest.approx(replicates[-1], abs=1e-12)
@@ -79,13 +83,28 @@ def test_paired_comparison_keeps_the_label_set_and_the_pairing() -> None:
     assert (cmp.low, cmp.high) == pytest.approx(percentile_interval(np.array(diffs), 0.95), abs=1e-12)
 
 
+def test_resampling_is_plain_without_rare_labels_and_stratified_on_rare_ones() -> None:
+    rng = np.random.default_rng(2)
+    common = (rng.random((200, 3)) < 0.3).astype(np.int64)
+    assert Prepared(common, rng.random((200, 3))).strata() is None  # as before: every label has 10+ of each side
+    rare = common.copy()
+    rare[:, 1] = 0
+    rare[[5, 9], 1] = 1
+    strata = Prepared(rare, rng.random((200, 3))).strata()
+    assert sorted(np.bincount(strata).tolist()) == [2, 198]  # the two positives of the rare label form a stratum
+    s = rng.random((200, 3))
+    plain = bootstrap_ci("roc_auc", rare, s, stratify=False, max_undefined=0.5)  # loses both on ~e^-2 = 13.5%
+    assert 90 < plain.n_undefined < 180
+    assert bootstrap_ci("roc_auc", rare, s).n_undefined == 0
+
+
 def test_named_label_sets_get_their_own_mean_and_detail() -> None:
     y, s = _rare_labels()
     sets = {"rare": ["one", "two"], "with_empty": ["none", "many"]}
     out = compute_all(y, s, "multilabel", n_resamples=100, label_names=NAMES, label_sets=sets)
     rare = out["roc_auc[rare]"]
     assert rare.detail == "2 of 2 labels"
-    assert rare.value == pytest.approx(_reference_mean_auc(y, s, np.ones((4, 60)), [1, 2]), abs=1e-12)
+    assert rare.value == pytest.approx(_reference_mean_auc(y, s, np.ones(60), [1, 2]), abs=1e-12)
     assert rare.n_undefined == 0 and rare.ci_low <= rare.value <= rare.ci_high
     other = out["roc_auc[with_empty]"]
     assert other.detail == "1 of 2 labels (not evaluable: none: no positive)"
