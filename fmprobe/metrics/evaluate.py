@@ -6,7 +6,7 @@ Only the metrics that apply to the task are recorded (:attr:`Metric.tasks`): sin
 and one ``roc_auc[<set>]`` per named label subset (``label_sets``, e.g. CheXpert's ``competition`` labels). Every
 mean over labels is over a fixed set, the labels evaluable on the data given, named in the value's ``detail``
 (``13 of 14 labels (not evaluable: Fracture: no positive)``); the bootstrap keeps that set on every resample
-(per-label stratification, see :mod:`.bootstrap`).
+(whole rows resampled, stratified on the rare labels, see :mod:`.bootstrap`).
 """
 
 from __future__ import annotations

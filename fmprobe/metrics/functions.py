@@ -148,18 +148,21 @@ class Prepared:
         resampling) when no label is rare."""
         if not self.multilabel:
             return self.y
-        pos = ((self.y == 1) & self.known).sum(axis=0)
-        neg = ((self.y == 0) & self.known).sum(axis=0)
+        pos, neg = self._sides
         rare = np.flatnonzero((np.minimum(pos, neg) < RARE_SIDE) & (pos > 0) & (neg > 0))
         if len(rare) == 0:
             return None
         return np.unique(self.y[:, rare], axis=0, return_inverse=True)[1].ravel()
 
     @cached_property
+    def _sides(self) -> tuple[np.ndarray, np.ndarray]:
+        """Multilabel: known positives and known negatives per label."""
+        return ((self.y == 1) & self.known).sum(axis=0), ((self.y == 0) & self.known).sum(axis=0)
+
+    @cached_property
     def evaluable_labels(self) -> np.ndarray:
         """Multilabel: the labels whose known entries hold a positive and a negative (the fixed AUC label set)."""
-        pos = ((self.y == 1) & self.known).sum(axis=0)
-        neg = ((self.y == 0) & self.known).sum(axis=0)
+        pos, neg = self._sides
         return np.flatnonzero((pos > 0) & (neg > 0))
 
     def label_reason(self, j: int) -> str | None:
