@@ -411,7 +411,7 @@ def per_label_table(df: pd.DataFrame, chosen: dict[str, Choice]) -> list[Block]:
                                 if m in sets and d}))  # fmt: skip
     caption = (
         "ROC-AUC per label on the test set, for each backbone's configuration selected on validation (lowest repeat); "
-        "95% bootstrap CI in brackets (images resampled whole, stratified on labels with under 10 positives or "
+        "95% bootstrap CI in brackets (test rows resampled whole, stratified on labels with under 10 positives or "
         "negatives, so the label set is the same on every resample); n/a: the label has "
         f"no positive or no negative among its known test entries.{f' Label sets: {details}.' if details else ''}"
     )
