@@ -23,7 +23,14 @@ mean per-label ROC AUC. Values: ``1.0`` positive, ``0.0`` negative, ``-1.0`` unc
 
 ``?frontal=1`` keeps frontal views only (``Frontal/Lateral`` == Frontal). The five competition labels
 (Atelectasis, Cardiomegaly, Consolidation, Edema, Pleural Effusion) are listed in
-``Dataset.extra["competition_labels"]``.
+``Dataset.extra["competition_labels"]`` and, as the named label set ``competition``, in
+``Dataset.evaluation["label_sets"]``: probing then records their mean AUC (``roc_auc[competition]``), as the CheXpert
+paper reports, next to the mean over all evaluable labels and one AUC per label.
+
+``?aggregate=study`` scores the test set per study, CheXpert's own evaluation: each study's score per label is the
+max over its views, its label the views' common label (probing refuses a study whose views disagree). The study is
+the ``patientNNNNN/studyN`` part of the Path, in ``Split.metadata[STUDY]``; ``Dataset.evaluation["aggregate"]`` is
+``"study"``. The default ``image`` scores every image.
 
 Split: the official ``valid.csv`` is the test set; validation is carved from ``train.csv`` (90/10), grouped by
 patient (``patientNNNNN`` from the path) and stratified on the competition labels. The carve covers every
@@ -46,7 +53,7 @@ from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import GROUP, MISSING, TEST, TRAIN, VAL
+from fmprobe.tasks import GROUP, MISSING, STUDY, TEST, TRAIN, VAL
 
 OBSERVATIONS = (
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -58,6 +65,8 @@ POLICIES = ("zeros", "ones", "ignore")
 CARVE = (0.9, 0.1, 0.0)
 VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
 PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
+STUDY_OF = re.compile(r"(?:^|/)(patient\d+/study\d+)(?:/|$)")
+AGGREGATES = ("image", "study")
 LAYOUT = (
     "a CheXpert download (CheXpert-v1.0 or CheXpert-v1.0-small) has train.csv, valid.csv, train/ and valid/; "
     "give the unzipped folder after 'chexpert:'"
@@ -121,20 +130,27 @@ def _check_folder(csv_path: Path, ids: list[str], rel: list[str]) -> None:
     )
 
 
+def path_units(csv_path: Path, ids: list[str], pattern: re.Pattern[str], missing: str) -> list[str]:
+    """The part of every Path that ``pattern`` picks (the patient; the ``patientNNNNN/studyN`` study), or a named
+    error on the first line without it."""
+    out = []
+    for line, path in enumerate(ids, start=2):
+        match = pattern.search(path.replace("\\", "/"))
+        if match is None:
+            raise DatasetError(
+                f"{csv_path}, line {line}: Path {path!r} has {missing}; CheXpert paths look like "
+                "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg."
+            )
+        out.append(match.group(1))
+    return out
+
+
 def read_table(csv_path: Path) -> Table:
     """Read and check one CheXpert CSV (columns, label values, patient ids, views, the folder its Paths name);
     touches no image."""
     _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
-    patients: list[str] = []
-    for line, path in enumerate(ids, start=2):
-        match = PATIENT.search(path.replace("\\", "/"))
-        if match is None:
-            raise DatasetError(
-                f"{csv_path}, line {line}: Path {path!r} has no patientNNNNN folder; CheXpert paths look like "
-                "CheXpert-v1.0-small/train/patient00001/study1/view1_frontal.jpg."
-            )
-        patients.append(match.group(1))
+    patients = path_units(csv_path, ids, PATIENT, "no patientNNNNN folder")
     views = [row["Frontal/Lateral"] for row in rows]
     for line, view in enumerate(views, start=2):
         if view not in ("Frontal", "Lateral"):
@@ -197,19 +213,21 @@ def _check_patients(root: Path, split_file: Path, train: Table, carve: np.ndarra
 
 
 def load_chexpert(
-    root: Path, spec: str, uncertain: str = "zeros", frontal: bool = False, seed: int = 0
+    root: Path, spec: str, uncertain: str = "zeros", frontal: bool = False, seed: int = 0, aggregate: str = "image"
 ) -> Dataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder; {LAYOUT}.")
     if uncertain not in POLICIES:
         raise DatasetError(f"chexpert uncertain={uncertain!r}: use zeros (U-Zeros, default), ones or ignore.")
-    every, test = read_table(root / "train.csv"), read_table(root / "valid.csv")
+    if aggregate not in AGGREGATES:
+        raise DatasetError(f"chexpert aggregate={aggregate!r}: use image (default, per image) or study (max over views).")
+    every, listed = read_table(root / "train.csv"), read_table(root / "valid.csv")
     # validation is carved over all train rows (independent of the options), then the options select rows
     split_file = split_file_for(root / "train.csv", seed, CARVE)
     carve = load_or_create_split(split_file, every.ids, every.strata(), every.patients, CARVE, seed)
     train, kept = every.take(frontal)
     carve = carve[kept]
-    test, _ = test.take(frontal)
+    test, test_kept = listed.take(frontal)
     t_paths = _check_images(root, train.rel, "train.csv")
     s_paths = _check_images(root, test.rel, "valid.csv")
     _check_patients(root, split_file, train, carve, test)
@@ -218,14 +236,20 @@ def load_chexpert(
         lambda name: f"{split_file}: the {name} split is empty; delete the file to carve validation again.",
         names=(TRAIN, VAL), metadata={GROUP: train.patients},
     )  # fmt: skip
-    splits[TEST] = Split(
-        TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)), {GROUP: tuple(test.patients)}
-    )
+    test_meta = {GROUP: tuple(test.patients)}
+    if aggregate == "study":
+        studies = path_units(root / "valid.csv", listed.ids, STUDY_OF, "no patientNNNNN/studyN folders (?aggregate=study)")
+        test_meta[STUDY] = tuple(studies[i] for i in test_kept)
+    splits[TEST] = Split(TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)), test_meta)
     digest = digest_parts(
         "chexpert", uncertain, frontal,
         [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],
         file_listing_digest(t_paths + s_paths, root), carve.tolist(),
+        *([aggregate] if aggregate != "image" else []),  # per-image feature files keep their cache keys
     )
+    evaluation: dict[str, object] = {"label_sets": {"competition": list(COMPETITION_LABELS)}}
+    if aggregate == "study":
+        evaluation["aggregate"] = "study"
     extra: dict[str, object] = {"competition_labels": COMPETITION_LABELS, "uncertain": uncertain, "frontal": frontal}
     if uncertain == "ignore":
         extra["missing_label"] = MISSING
@@ -239,9 +263,11 @@ def load_chexpert(
         primary_metric="roc_auc",
         description=(
             f"CheXpert in {root}: U-{uncertain.capitalize()}, {'frontal views' if frontal else 'all views'}; "
-            f"test = valid.csv, validation carved from train.csv by patient (seed {seed}, {split_file.name})"
+            f"test = valid.csv{' scored per study (max over views)' if aggregate == 'study' else ''}, "
+            f"validation carved from train.csv by patient (seed {seed}, {split_file.name})"
         ),
         extra=extra,
+        evaluation=evaluation,
     )
 
 
@@ -259,5 +285,9 @@ SOURCE = DatasetSource(
         ),
         OptionSpec("frontal", False, "frontal views only", bool),
         SEED,
+        OptionSpec(
+            "aggregate", "image", "score the test set per image, or per study (max over its views, as CheXpert does)",
+            choices=AGGREGATES, hint="use image (default) or study (each study scored once: max over its views)",
+        ),
     ),
 )

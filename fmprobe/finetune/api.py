@@ -250,7 +250,8 @@ def _execute(plan: FinetunePlan, info: Dist, started: float) -> FinetuneResult:
     scores, _ = trainer.predict(TEST)
     test_split = plan.data.splits[TEST]
     values = compute_all(test_split.labels, scores, plan.data.task, n_resamples=plan.options.n_resamples,
-                         seed=plan.options.seed)  # fmt: skip
+                         seed=plan.options.seed, label_names=plan.data.class_names,
+                         label_sets=plan.data.evaluation.get("label_sets"))  # fmt: skip
     test = {m: (v.value, v.ci_low, v.ci_high) for m, v in values.items()}
     if info.main:
         _write_outputs(plan, info, outcome, best_epoch, scores, values, test)

@@ -31,9 +31,12 @@ from fmprobe.metrics.functions import (
     check_task,
     get_metric,
     infer_task,
+    label_accuracy,
+    label_aucs,
     macro_f1,
     quadratic_kappa,
     roc_auc,
+    subset_accuracy,
 )
 from fmprobe.tasks import MISSING, PRIMARY_METRIC
 from fmprobe.tasks import TASK_TYPES as TASKS
@@ -60,9 +63,12 @@ __all__ = [
     "compute_all",
     "get_metric",
     "infer_task",
+    "label_accuracy",
+    "label_aucs",
     "macro_f1",
     "paired_bootstrap",
     "quadratic_kappa",
     "resample_weights",
     "roc_auc",
+    "subset_accuracy",
 ]

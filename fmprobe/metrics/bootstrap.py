@@ -2,9 +2,20 @@
 
 A resample is represented by how many times each sample was drawn (a row of a ``[B, N]`` count matrix
 built from a resample index matrix); metrics from :mod:`fmprobe.metrics.functions` evaluate a whole block
-of such rows at once. Resampling is stratified by class for single-label tasks (each resample keeps the
-class counts of the original, so AUC etc. stay defined) and plain for multilabel targets. Blocks are sized
-from N, so the same seed always gives the same resamples and the same numbers.
+of such rows at once. Blocks are sized from N, so the same seed always gives the same resamples and the same
+numbers.
+
+Stratification. Single-label tasks resample within each class (each resample keeps the class counts of the
+original, so AUC etc. stay defined). Multilabel tasks resample whole rows (so the labels' correlation, which the
+width of a mean over labels depends on, stays in the resamples), stratified on the *rare* labels
+(:meth:`~fmprobe.metrics.functions.Prepared.strata`: evaluable labels with fewer than ``RARE_SIDE`` = 10 known
+positives or negatives): rows are resampled within groups of equal values on those labels, so every rare label
+keeps its known positive and negative counts, and a label with a single positive is never lost. The mean AUC is
+over a fixed label set (the labels evaluable on the full test set); a resample on which a label of that set has
+one side only (possible only for a label with 10 or more of each, probability below 1 in 22,000) is undefined,
+dropped and counted like any other, never averaged over fewer labels. Plain resampling would lose a 1-positive
+label on ~37% of resamples, far above ``MAX_UNDEFINED``, so the interval would be refused. With no rare label the
+resampling is plain, as before. Paired comparisons draw one set of resamples for both models, so they stay paired.
 
 Intervals are percentile intervals. Resamples on which a metric is undefined are dropped and counted; when
 more than ``max_undefined`` of them are, :class:`MetricUndefined` is raised rather than reporting an
@@ -91,13 +102,21 @@ def resample_weights(strata: np.ndarray | None, n: int, n_resamples: int, seed: 
         done += b
 
 
-def replicate(fns: Sequence[Batched], n: int, strata: np.ndarray | None, n_resamples: int, seed: int) -> np.ndarray:
-    """Evaluate every batched function on the same resamples: ``[len(fns), n_resamples]``."""
-    out = [[] for _ in fns]
+def replicate_each(
+    fns: Sequence[Batched], n: int, strata: np.ndarray | None, n_resamples: int, seed: int
+) -> list[np.ndarray]:
+    """Evaluate every batched function on the same resamples; a function may return ``[b]`` or ``[b, k]``
+    values per block, and its replicates are then ``[n_resamples]`` or ``[n_resamples, k]``."""
+    out: list[list[np.ndarray]] = [[] for _ in fns]
     for W in resample_weights(strata, n, n_resamples, seed):
         for values, fn in zip(out, fns, strict=True):
             values.append(fn(W))
-    return np.array([np.concatenate(v) for v in out])
+    return [np.concatenate(v) for v in out]
+
+
+def replicate(fns: Sequence[Batched], n: int, strata: np.ndarray | None, n_resamples: int, seed: int) -> np.ndarray:
+    """Evaluate every batched function on the same resamples: ``[len(fns), n_resamples]``."""
+    return np.array(replicate_each(fns, n, strata, n_resamples, seed))
 
 
 def _loop_batched(fn: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndarray, y_score: np.ndarray) -> Batched:

@@ -26,10 +26,18 @@ Missing labels (multilabel only). Let ``known[i, j]`` be ``y_true[i, j] != -1``.
   at least one known entry.
 * ``macro_f1``: label ``j``'s positive-class F1 from the confusion table of its known rows; mean over labels
   with a positive among those rows' truth or predictions.
-* ``accuracy`` (exact match): a row is right when every *known* entry of it is predicted right; rows with
-  no known entry are left out of the denominator. Missing cells are "don't care", as with torchmetrics'
+* ``subset_accuracy`` (exact match): a row is right when every *known* entry of it is predicted right; rows
+  with no known entry are left out of the denominator. Missing cells are "don't care", as with torchmetrics'
   ``ignore_index``; unlike "exact match over complete rows only" it does not drop every row with one
   uncertain finding (half of CheXpert), which would score a biased, easier subset.
+* ``label_accuracy``: label ``j``'s accuracy over its known rows; mean over labels with at least one known
+  entry (MedMNIST's published multi-label "ACC"). Multilabel tasks record these two instead of an ambiguous
+  ``accuracy`` (which, called directly on multilabel targets, is the exact match, as before).
+
+Multilabel ``roc_auc`` is the mean over a *fixed label set*: the labels whose known entries hold both classes
+on the data given (unit weights). On a weighted resample a label of that set that loses one side makes the
+value undefined (NaN), never a mean over fewer labels; the resampling of :mod:`.bootstrap` is stratified on
+the rare labels (:meth:`Prepared.strata`), so a label with few positives cannot lose them.
 
 Bootstrap resamples weight row ``i`` by ``W[b, i]``; each label then uses the weights ``W[b, i] * known[i, j]``
 (unknown entries are simply not in that label's confusion cells or AUC sort order). With no ``-1`` all of
@@ -48,6 +56,11 @@ import scipy.sparse as sp
 from fmprobe.errors import FmprobeError
 from fmprobe.registry import Registry
 from fmprobe.tasks import MISSING, TASK_TYPES
+
+# A multilabel label with fewer known positives (or negatives) than this is *rare*: bootstrap resamples are
+# stratified on it. A plain resample loses all m entries of one side with probability ~e^-m: ~37% for m = 1,
+# 1 in 22,000 for m = 10 (such a resample is then undefined, counted, never averaged over fewer labels).
+RARE_SIDE = 10
 
 
 class MetricUndefined(FmprobeError):
@@ -127,8 +140,40 @@ class Prepared:
         return "binary" if self.k == 2 else "multiclass"
 
     def strata(self) -> np.ndarray | None:
-        """Class of each sample for stratified resampling (None: multilabel, resample plainly)."""
-        return None if self.multilabel else self.y
+        """Stratum of each sample for stratified resampling: its class (single-label), or (multilabel) its values
+        on the *rare* labels, those evaluable ones with fewer than :data:`RARE_SIDE` known positives or negatives.
+
+        Rows are resampled whole, so the labels' correlation stays in the resamples, and within strata, so every
+        rare label keeps its positive and negative counts: its AUC is defined on every resample. None (plain
+        resampling) when no label is rare."""
+        if not self.multilabel:
+            return self.y
+        pos, neg = self._sides
+        rare = np.flatnonzero((np.minimum(pos, neg) < RARE_SIDE) & (pos > 0) & (neg > 0))
+        if len(rare) == 0:
+            return None
+        return np.unique(self.y[:, rare], axis=0, return_inverse=True)[1].ravel()
+
+    @cached_property
+    def _sides(self) -> tuple[np.ndarray, np.ndarray]:
+        """Multilabel: known positives and known negatives per label."""
+        return ((self.y == 1) & self.known).sum(axis=0), ((self.y == 0) & self.known).sum(axis=0)
+
+    @cached_property
+    def evaluable_labels(self) -> np.ndarray:
+        """Multilabel: the labels whose known entries hold a positive and a negative (the fixed AUC label set)."""
+        pos, neg = self._sides
+        return np.flatnonzero((pos > 0) & (neg > 0))
+
+    def label_reason(self, j: int) -> str | None:
+        """Why label ``j``'s AUC is undefined on the data given (None: it is defined)."""
+        known = int(self.known[:, j].sum())
+        if known == 0:
+            return "no known entry (every entry is missing)"
+        pos = int((self.y[self.known[:, j], j] == 1).sum())
+        if pos == 0 or pos == known:
+            return f"no {'positive' if pos == 0 else 'negative'} among its {known} known entries"
+        return None
 
     @cached_property
     def _confusion_codes(self) -> sp.csr_matrix:
@@ -203,10 +248,23 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def _accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
     if not p.multilabel:
         return _safe_div(W @ (p.pred == p.y).astype(np.float64), W.sum(axis=1))
+    return _subset_accuracy(p, W)
+
+
+def _subset_accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
+    if not p.multilabel:
+        return np.full(W.shape[0], np.nan)
     # exact match on the known entries; rows without any known entry are not counted
     counted = p.known.any(axis=1)
     correct = ((p.pred == p.y) | ~p.known).all(axis=1) & counted
     return _safe_div(W @ correct.astype(np.float64), W @ counted.astype(np.float64))
+
+
+def _label_accuracy(p: Prepared, W: np.ndarray) -> np.ndarray:
+    if not p.multilabel:
+        return np.full(W.shape[0], np.nan)
+    cm = p.confusion(W)  # [B, L, 2, 2] over each label's known rows
+    return _mean_defined(_safe_div(cm[..., 0, 0] + cm[..., 1, 1], cm.sum(axis=(-2, -1))))
 
 
 def _recalls(cm: np.ndarray) -> np.ndarray:
@@ -267,9 +325,24 @@ def _auc_weighted(order: np.ndarray, pos: np.ndarray, starts: np.ndarray, W: np.
     return _safe_div(num, wpos.sum(axis=1) * cum[:, -1])
 
 
+def label_aucs(p: Prepared, W: np.ndarray) -> np.ndarray:
+    """Multilabel: each label's AUC on its known rows, ``[B, L]`` (NaN where a label has one side only)."""
+    W = np.atleast_2d(np.asarray(W, dtype=np.float64))
+    return np.stack([_auc_weighted(order, pos, starts, W) for order, pos, starts in p.auc_columns], axis=1)
+
+
+def mean_over(per: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean of ``per`` ``[B, L]`` over a fixed set of label columns: NaN where any of them is NaN (or none)."""
+    if len(labels) == 0:
+        return np.full(per.shape[0], np.nan)
+    return per[:, labels].mean(axis=1)
+
+
 def _roc_auc(p: Prepared, W: np.ndarray) -> np.ndarray:
+    if p.multilabel:  # the mean over the labels evaluable on the data given, the same set on every resample
+        return mean_over(label_aucs(p, W), p.evaluable_labels)
     per = np.stack([_auc_weighted(o, pos, st, W) for o, pos, st in p.auc_columns], axis=1)
-    # binary: one column; multiclass: one-vs-rest per class; multilabel: per label. Undefined ones skipped.
+    # binary: one column; multiclass: one-vs-rest per class. Classes with one side only skipped.
     return _mean_defined(per)
 
 
@@ -313,6 +386,12 @@ def _f1_reason(p: Prepared) -> str:
     return "macro-F1 is undefined: no class/label occurs in y_true or in the predictions"
 
 
+def _multilabel_reason(p: Prepared) -> str:
+    if not p.multilabel:
+        return "this metric is for multilabel targets; single-label tasks record accuracy"
+    return _generic_reason(p)
+
+
 def _generic_reason(p: Prepared) -> str:
     if (reason := _all_missing_reason(p)) is not None:
         return f"the metric is undefined: {reason}"
@@ -331,6 +410,10 @@ class Metric:
     why_undefined: Callable[[Prepared], str]
     description: str
     higher_is_better: bool = True
+    tasks: tuple[str, ...] = TASK_TYPES  # the task types compute_all records it for
+
+    def applies_to(self, task: str) -> bool:
+        return task in self.tasks
 
     def batch(self, p: Prepared, W: np.ndarray) -> np.ndarray:
         """Values for each row of sample weights ``W`` ``[B, N]``; NaN where undefined."""
@@ -358,7 +441,27 @@ accuracy = _register(
         "accuracy",
         _accuracy,
         _generic_reason,
-        "fraction of exact matches (multilabel: all known labels right; rows with none known skipped)",
+        "fraction of right predictions (single-label tasks; on multilabel targets the exact match, see "
+        "subset_accuracy)",
+        tasks=("binary", "multiclass", "ordinal"),
+    )
+)
+subset_accuracy = _register(
+    Metric(
+        "subset_accuracy",
+        _subset_accuracy,
+        _multilabel_reason,
+        "multilabel exact match: fraction of rows with every known label right (rows with none known skipped)",
+        tasks=("multilabel",),
+    )
+)
+label_accuracy = _register(
+    Metric(
+        "label_accuracy",
+        _label_accuracy,
+        _multilabel_reason,
+        "multilabel: mean over labels of each label's accuracy on its known rows (MedMNIST's ACC)",
+        tasks=("multilabel",),
     )
 )
 balanced_accuracy = _register(
@@ -384,9 +487,8 @@ roc_auc = _register(
         "roc_auc",
         _roc_auc,
         _auc_reason,
-        "binary: positive-class AUC; multiclass: macro one-vs-rest; multilabel: mean over labels, each on "
-        "the rows where it is known; "
-        "classes/labels with one side only are skipped",
+        "binary: positive-class AUC; multiclass: macro one-vs-rest (classes with one side only skipped); "
+        "multilabel: mean over the labels whose known rows hold both classes, each on the rows where it is known",
     )
 )
 quadratic_kappa = _register(

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import MetricValue, compute_all
+from fmprobe.metrics.aggregate import Aggregated, max_over_views
 from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid, ValSubsample, cell_repeats
 from fmprobe.results import (
@@ -36,7 +37,7 @@ from fmprobe.results import (
     write_cell,
 )
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import GROUP, PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
+from fmprobe.tasks import GROUP, PRIMARY_METRIC, SPLIT_NAMES, STUDY, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +275,18 @@ def probe_features(
 
 @dataclass(frozen=True)
 class Scored:
-    """A fitted cell's test outcome: scores, the metrics (values or reasons), and warnings for the row."""
+    """A fitted cell's test outcome: scores, the metrics (values or reasons), and warnings for the row.
+
+    ``ids`` and ``y_true`` are the rows the metrics were computed on (and the predictions file holds) when they
+    are not the test split's own (per-study aggregation); None means the test split's."""
 
     scores: np.ndarray
     metrics: dict[str, object]
     flags: str = ""
     y_pred: np.ndarray | None = None  # decoded class codes (ordinal tasks), saved with the predictions
+    ids: np.ndarray | None = None
+    y_true: np.ndarray | None = None
+
 
 
 def shot_rows(labels: np.ndarray, shots: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -371,20 +378,54 @@ def degenerate_flag(y_true: np.ndarray, scores: np.ndarray, y_pred: np.ndarray, 
     return ""
 
 
+def evaluation_rows(test: SplitFeatures, scores: np.ndarray, features: FeatureFile) -> Aggregated:
+    """The rows the test metrics are computed on: the test images, or one row per study (max over its views) when
+    the dataset asks for it (``evaluation["aggregate"] == "study"``, CheXpert's ``?aggregate=study``)."""
+    aggregate = features.evaluation.get("aggregate", "image")
+    if aggregate == "image":
+        return Aggregated(test.ids, test.labels, scores, "")
+    if aggregate != "study" or STUDY not in test.metadata:
+        raise FmprobeError(
+            f"{features.path}: the dataset asks for aggregate={aggregate!r} scoring but "
+            + ("only 'image' and 'study' exist" if aggregate != "study" else "the test split has no study metadata")
+            + "; extract the features again with this fmprobe (`fmprobe extract ... --force`)."
+        )
+    return max_over_views(test.metadata[STUDY], test.labels, scores)
+
+
+def scored_metrics(
+    test: SplitFeatures, scores: np.ndarray, info: CellInfo, features: FeatureFile, grid: ProbeGrid,
+    y_pred: np.ndarray | None = None, flags: str = "",
+) -> Scored:  # fmt: skip
+    """Every test metric with its bootstrap CI, on the rows :func:`evaluation_rows` gives; multilabel cells also get
+    one ``roc_auc[<label>]`` per class name and one ``roc_auc[<set>]`` per ``evaluation["label_sets"]`` entry."""
+    rows = evaluation_rows(test, scores, features)
+    if rows.detail and y_pred is not None:
+        raise FmprobeError(f"{features.path}: decoded predictions cannot be scored {rows.detail.split(' (')[0]}.")
+    values = compute_all(
+        rows.y_true, rows.y_score, info.task, n_resamples=grid.n_resamples, seed=grid.seed, y_pred=y_pred,
+        label_names=features.class_names, label_sets=features.evaluation.get("label_sets"),
+    )  # fmt: skip
+    values = {name: replace(v, detail="; ".join(filter(None, (rows.detail, v.detail)))) for name, v in values.items()}
+    return Scored(rows.y_score, values, flags, ids=rows.ids, y_true=rows.y_true)
+
+
 def score_test(probe: ProbeBase, test: SplitFeatures, info: CellInfo, features: FeatureFile, grid: ProbeGrid) -> Scored:
     """Score the fitted probe once on the test split: every metric with its bootstrap CI. Ordinal cells are scored
     on the probe's decoded grades (``decoding`` in its params), plus the primary metric by argmax as
     ``<metric>[argmax]``; predictions that carry no information are flagged."""
     scores = probe.predict_proba(test.features)
     y_pred = probe.predict(test.features) if info.task == "ordinal" else None  # class codes: classes are 0..C-1
-    ci = {"n_resamples": grid.n_resamples, "seed": grid.seed}
-    values = compute_all(test.labels, scores, info.task, y_pred=y_pred, **ci)
+    scored = scored_metrics(test, scores, info, features, grid, y_pred=y_pred)
     if y_pred is not None:
         primary = features.primary_metric or PRIMARY_METRIC[info.task]
-        values[argmax_metric(primary)] = compute_all(test.labels, scores, info.task, metrics=[primary], **ci)[primary]
-    shown = scores.argmax(axis=1) if y_pred is None and scores.ndim == 2 else y_pred
-    flags = degenerate_flag(np.asarray(test.labels), scores, shown, features.class_names)
-    return Scored(scores, values, flags, y_pred)
+        argmax = compute_all(
+            scored.y_true, scored.scores, info.task, metrics=[primary], n_resamples=grid.n_resamples, seed=grid.seed
+        )[primary]
+        scored.metrics[argmax_metric(primary)] = replace(argmax, detail=scored.metrics[primary].detail)
+    shown = scored.scores.argmax(axis=1) if y_pred is None and scored.scores.ndim == 2 else y_pred
+    flags = degenerate_flag(np.asarray(scored.y_true), scored.scores, shown, features.class_names)
+    return replace(scored, flags=flags, y_pred=y_pred)
 
 
 def _cannot_fit(cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_train: int, n_val: int, out: Path) -> int:
@@ -394,7 +435,11 @@ def _cannot_fit(cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_tra
     primary = features.primary_metric or PRIMARY_METRIC[info.task]
     width = test.labels.shape[1] if test.labels.ndim == 2 else len(features.class_names)
     uniform = np.full((len(test.labels), width), 0.5 if info.task == "multilabel" else 1.0 / width)
-    names = list(compute_all(test.labels, uniform, info.task)) + ([argmax_metric(primary)] * (info.task == "ordinal"))
+    named = compute_all(
+        test.labels, uniform, info.task, label_names=features.class_names,
+        label_sets=features.evaluation.get("label_sets"),
+    )
+    names = list(named) + ([argmax_metric(primary)] * (info.task == "ordinal"))
     reason = f"the probe could not fit: {err}"
     log.warning(
         f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {reason}; recorded as missing"
@@ -427,8 +472,9 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
     if scored.y_pred is not None:  # the decoded grades the label metrics used (y_score's argmax is not them)
         meta["y_pred"] = scored.y_pred.tolist()
+    ids, y_true = (test.ids, test.labels) if scored.ids is None else (scored.ids, scored.y_true)
     rows = write_cell(
-        out, info, scored.metrics, ids=test.ids, y_true=test.labels, y_score=scored.scores, meta=meta,
+        out, info, scored.metrics, ids=ids, y_true=y_true, y_score=scored.scores, meta=meta,
         primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,
         n_train=len(index), val_score=probe.val_score_, n_val=len(val_index), flags=scored.flags,
     )  # fmt: skip

@@ -155,7 +155,8 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
         if kind == "ci":
             rep = int(rows["repeat"].min())
             caption = (
-                f"{view.metric} on the test set (n = {n_test}), {frac}"
+                f"{view.metric} on the test set (n = {n_test}"
+                f"{''.join(f'; {d}' for d in sorted(set(rows['detail']) - {''}))}), {frac}"
                 f"{f', repeat {rep}' if n_rep > 1 else ''}; 95% bootstrap CI in brackets. "
                 f"**Bold**: best in column. †: configuration selected on validation for that backbone."
             )
@@ -382,7 +383,7 @@ def write_report(
         figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
         blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
         for v in views:
-            blocks += _dataset_blocks(v, h.baseline, figures)
+            blocks += _dataset_blocks(v, h.baseline, figures, df)
         blocks += _provenance(df, views)
         md_path, html_path = out / "report.md", out / "report.html"
         atomic_write_text(md_path, to_markdown(blocks))
@@ -426,12 +427,48 @@ def _headline_blocks(
     return blocks
 
 
-def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures) -> list[Block]:
+def per_label_table(df: pd.DataFrame, chosen: dict[str, Choice]) -> list[Block]:
+    """Multilabel datasets: ROC-AUC per label (and per named label set) of each backbone's configuration selected on
+    validation, value [95% CI] or "n/a (reason)"; the rows are the ``roc_auc[...]`` rows of the chosen cells."""
+    cells = {model: c.first["cell_id"] for model, c in sorted(chosen.items())}
+    rows = df[df["cell_id"].isin(list(cells.values())) & df["metric"].str.match(r"roc_auc\[.+\]$")]
+    if rows.empty:
+        return []
+    columns = list(dict.fromkeys(rows["metric"]))
+    sets = set(rows.loc[rows["detail"].str.contains(r"\b\d+ of \d+ labels\b", regex=True), "metric"])
+    header = ["backbone"] + [m[len("roc_auc[") : -1] + (" (mean)" if m in sets else "") for m in columns]
+    body = []
+    for model, cell in cells.items():
+        mine = rows[rows["cell_id"] == cell].drop_duplicates("metric", keep="last").set_index("metric")
+        line = [Cell(model)]
+        for m in columns:
+            r = mine.loc[m] if m in mine.index else None
+            if r is None:
+                line.append(Cell(""))
+            elif pd.isna(r["value"]):
+                line.append(Cell(f"n/a ({str(r['missing_reason']).removeprefix('ROC-AUC is undefined: ')})"))
+            else:
+                ci = f" [{_num(r['ci_low'])}, {_num(r['ci_high'])}]" if pd.notna(r["ci_low"]) else ""
+                line.append(Cell(_num(r["value"]), tail=ci))
+        body.append(line)
+    details = "; ".join(sorted({f"{m[len('roc_auc[') : -1]}: {d}" for m, d in zip(rows["metric"], rows["detail"])
+                                if m in sets and d}))  # fmt: skip
+    caption = (
+        "ROC-AUC per label on the test set, for each backbone's configuration selected on validation (lowest repeat); "
+        "95% bootstrap CI in brackets (test rows resampled whole, stratified on labels with under 10 positives or "
+        "negatives, so the label set is the same on every resample); n/a: the label has "
+        f"no positive or no negative among its known test entries.{f' Label sets: {details}.' if details else ''}"
+    )
+    return [Heading("Per label", 3), Table(header, body, caption)]
+
+
+def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures, df: pd.DataFrame | None = None) -> list[Block]:
     """One dataset's section: its tables, its data-efficiency curves (several fractions) and confusion matrix."""
     chosen = choose_on_val(v.at(v.table_fraction), v.metric)
     blocks: list[Block] = [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
     blocks += [Para(f"**Different test sets.** {v.mixed_test_sets}")] if v.mixed_test_sets else []
     blocks += dataset_tables(v, chosen)
+    blocks += per_label_table(df[df["dataset"] == v.name], chosen) if df is not None and v.task == "multilabel" else []
     panels = {
         Axis.fraction: efficiency_curves(v) if len(v.fractions) > 1 else {},
         Axis.shots: efficiency_curves(v, Axis.shots) if v.shots else {},

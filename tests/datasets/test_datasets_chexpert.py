@@ -110,3 +110,29 @@ def test_chexpert_swapped_csvs_are_refused(chexpert_dir: Path) -> None:
     with pytest.raises(DatasetError, match=r"train\.csv, line 8: Path 'CheXpert-v1\.0-small/valid/patient00004/"
                        r"study1/view1_frontal\.jpg' is not under train/"):
         chexpert.read_labels(chexpert_dir)
+
+
+def test_chexpert_competition_label_set_and_per_study_option(chexpert_dir: Path) -> None:
+    from fmprobe.tasks import STUDY
+
+    image = load_dataset(f"chexpert:{chexpert_dir}")
+    assert image.evaluation == {"label_sets": {"competition": list(chexpert.COMPETITION_LABELS)}}
+    assert all(name in image.class_names for name in image.evaluation["label_sets"]["competition"])
+    assert STUDY not in image.splits["test"].metadata
+    study = load_dataset(f"chexpert:{chexpert_dir}?aggregate=study")
+    assert study.evaluation["aggregate"] == "study" and study.evaluation["label_sets"] == image.evaluation["label_sets"]
+    test = study.splits["test"]
+    assert test.metadata[STUDY] == ("patient64541/study1", "patient64542/study1", "patient64543/study1",
+                                    "patient64541/study1")  # fmt: skip
+    assert test.ids == image.splits["test"].ids and study.content_digest != image.content_digest
+    with pytest.raises(DatasetError, match=r"aggregate.*'views'.*image.*study"):
+        load_dataset(f"chexpert:{chexpert_dir}?aggregate=views")
+
+
+def test_chexpert_per_study_needs_study_folders(chexpert_dir: Path) -> None:
+    valid = chexpert_dir / "valid.csv"
+    valid.write_text(valid.read_text().replace("patient64542/study1/", "patient64542/"))
+    (chexpert_dir / "valid/patient64542/study1/view1_frontal.jpg").rename(chexpert_dir / "valid/patient64542/view1_frontal.jpg")
+    assert len(load_dataset(f"chexpert:{chexpert_dir}").splits["test"]) == 4  # per image: no study needed
+    with pytest.raises(DatasetError, match=r"valid\.csv, line 3: Path .*patient64542/view1.* no patientNNNNN/studyN"):
+        load_dataset(f"chexpert:{chexpert_dir}?aggregate=study")

@@ -64,11 +64,12 @@ def test_bootstrap_is_seeded_stratified_and_fast() -> None:
 def test_too_many_undefined_resamples_raise() -> None:
     rng = np.random.default_rng(0)
     y = np.zeros((50, 1), dtype=int)
-    y[0] = 1  # multilabel resampling is plain: ~36% of resamples lose the only positive
+    y[0] = 1  # plain (unstratified) resampling: ~36% of resamples lose the only positive
     with pytest.raises(MetricUndefined, match="bootstrap resamples"):
-        bootstrap_ci("roc_auc", y, rng.random((50, 1)))
-    ci = bootstrap_ci("roc_auc", y, rng.random((50, 1)), max_undefined=0.5)
+        bootstrap_ci("roc_auc", y, rng.random((50, 1)), stratify=False)
+    ci = bootstrap_ci("roc_auc", y, rng.random((50, 1)), max_undefined=0.5, stratify=False)
     assert 250 < ci.n_undefined < 480
+    assert bootstrap_ci("roc_auc", y, rng.random((50, 1))).n_undefined == 0  # per-label stratified by default
 
 
 def test_bootstrap_ci_coverage_of_known_accuracy() -> None:

@@ -22,7 +22,7 @@ def test_compute_all_values_reasons_and_cis() -> None:
     auc = out["roc_auc"]
     assert auc.value == pytest.approx(np.mean([skm.roc_auc_score(y[:, j], s[:, j]) for j in (0, 1)]))
     assert auc.ci_low < auc.value < auc.ci_high and auc.reason is None
-    for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+    for name in ("subset_accuracy", "label_accuracy", "balanced_accuracy", "macro_f1"):
         v = out[name]
         assert v.ci_low <= v.value <= v.ci_high, name
     with pytest.raises(MetricInputError, match="multilabel"):

@@ -181,7 +181,7 @@ def test_bootstrap_ci_and_paired_comparison_with_missing() -> None:
     assert ci.estimate == pytest.approx(_reference(y, s)["roc_auc"], abs=1e-12)
     assert ci.low < ci.estimate < ci.high and ci.n_undefined == 0
     out = compute_all(y, s, "multilabel", n_resamples=300, seed=1)
-    for name in ("roc_auc", "accuracy", "balanced_accuracy", "macro_f1"):
+    for name in ("roc_auc", "subset_accuracy", "label_accuracy", "balanced_accuracy", "macro_f1"):
         v = out[name]
         assert v.ci_low <= v.value <= v.ci_high and v.reason is None, name
     worse = np.clip(s + np.random.default_rng(9).normal(0, 0.3, s.shape), 0, 1)
