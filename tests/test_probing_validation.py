@@ -107,3 +107,21 @@ def test_the_validation_protocol_is_part_of_a_low_label_cells_identity(tmp_path:
     assert ids.to_dict() == {(0.5, ""): 1, (0.5, "proportional"): 1, (1.0, ""): 1}
     low = rows[rows["train_fraction"] == 0.5]
     assert low.groupby("val_subsample")["n_val"].first().to_dict() == {"": 60, "proportional": 30}
+
+
+def test_cells_an_earlier_fmprobe_wrote_are_not_silently_kept(tmp_path: Path) -> None:
+    """A results folder from before the current protocol (rows without n_val and the other added columns) is not
+    resumed into: its cells would be skipped as done and compared with new ones. --force redoes them."""
+    from fmprobe.results import ADDED_COLUMNS, CSV_NAME, PARQUET_NAME
+
+    path = synthetic_features(tmp_path / "f.h5", n=120)
+    out = tmp_path / "results"
+    probe_features([path], probes=["logreg"], out=out, progress=False)
+    old = read_results(out).drop(columns=list(ADDED_COLUMNS))  # the table an earlier version wrote
+    old["predictions"] = old["predictions"].map(lambda p: str(Path(p).relative_to(out)))
+    old.to_parquet(out / PARQUET_NAME, index=False)
+    old.to_csv(out / CSV_NAME, index=False)
+    with pytest.raises(FmprobeError, match=r"1 of the cells to run were written by an earlier fmprobe.*--force"):
+        probe_features([path], probes=["logreg"], out=out, progress=False)
+    probe_features([path], probes=["logreg", "knn"], out=out, force=True, progress=False)
+    assert (read_results(out)["n_val"] == 60).all()

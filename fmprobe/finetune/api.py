@@ -37,7 +37,7 @@ from fmprobe.finetune.trainer import Outcome, Trainer, write_log
 from fmprobe.metrics import compute_all
 from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
 from fmprobe.runtime import choose_device, choose_dtype
-from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN
+from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 TOKENS_READOUT = "tokens"  # the readout column of the attention setting: it reads all patch tokens
@@ -274,6 +274,7 @@ def _write_outputs(
               "backbone": plan.backbone, "readout": plan.readout, "probe": recipe.probe_name,
               "run_dir": str(plan.run_dir)},
         primary=data.primary_metric, params=params, n_train=len(data.splits[TRAIN]), val_score=outcome.best_score,
+        n_val=len(data.splits[VAL]),
     )  # fmt: skip
     compact_results(plan.results_dir)
     summary = {"cell_id": plan.cell_id, "probe": recipe.probe_name, "best_epoch": best_epoch,

@@ -32,6 +32,7 @@ from fmprobe.results import (
     check_writable,
     compact_results,
     done_cells,
+    read_results,
     rows_for_cell,
     test_set_digest,
     write_cell,
@@ -209,7 +210,25 @@ def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Pat
     cells = [cell for path in find_feature_files(features) for cell in _cells_of(FeatureFile(path), grid)]
     finished = set() if force else done_cells(out)
     todo = tuple(c for c in cells if c.info.cell_id not in finished)
+    if not force:
+        _refuse_earlier_protocol(out, {c.info.cell_id for c in cells} & finished)
     return ProbePlan(out, grid, todo, len(cells) - len(todo))
+
+
+def _refuse_earlier_protocol(out: Path, kept: set[str]) -> None:
+    """Refuse to keep cells an fmprobe before the current probing protocol wrote (their rows record no ``n_val``):
+    skipped as done, they would sit in one table beside new cells computed another way."""
+    if not kept:
+        return
+    rows = read_results(out)
+    earlier = sorted(set(rows.loc[rows["cell_id"].isin(kept) & (rows["n_val"] < 0), "cell_id"]))
+    if earlier:
+        raise FmprobeError(
+            f"{out}: {len(earlier)} of the cells to run were written by an earlier fmprobe (their rows record no "
+            "validation size), whose protocol differs: LightGBM's rounds were tuned on validation, ordinal grades "
+            "were decoded by argmax, low-label cells were tuned on all of validation. Kept, they would be compared "
+            f"with cells computed the new way. Probe into a new --out, or pass --force to redo them in {out}."
+        )
 
 
 def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
