@@ -174,6 +174,16 @@ def probe(
         progress=not quiet,
     )
     typer.echo(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
+    _echo_recommendation(run.results_dir)
+
+
+def _echo_recommendation(results: Path, baseline: str | None = None) -> None:
+    """The recommendation's sentences after a run (stdout); when the results cannot support one yet (a single
+    model, rows to reconcile first), say why on stderr: the run itself succeeded."""
+    try:
+        typer.echo("\n".join(fmprobe.recommend(results, baseline=baseline).sentences))
+    except FmprobeError as err:
+        typer.echo(f"no recommendation yet: {err}", err=True)
 
 
 _REPORT_DEFAULTS = fmprobe.ReportOptions.defaults()  # the report's defaults, declared once in fmprobe.report
@@ -222,6 +232,8 @@ def demo(
     probe (logreg, kNN, LightGBM), report. Runs the study file shipped in the package (fmprobe/studies/demo.toml)."""
     run = fmprobe.run_demo(out, images_per_class=images_per_class, progress=not quiet)
     typer.echo(run.table)
+    typer.echo("")
+    _echo_recommendation(run.results_dir)
     typer.echo(f"\nreport: {run.report_html}")
 
 
@@ -236,7 +248,7 @@ def study(
     """Run a study grid: extraction (cached), probes (resumable), report."""
     run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
     if run.report is not None:
-        typer.echo("\n".join(fmprobe.recommend(run.study.out / "results", baseline=run.study.baseline).sentences))
+        _echo_recommendation(run.study.out / "results", run.study.baseline)
         typer.echo(str(run.report.html))
 
 

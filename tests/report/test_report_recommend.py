@@ -209,3 +209,18 @@ def test_study_command_ends_with_the_sentences(tmp_path: Path, monkeypatch, caps
     cli.main()
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("ds: ") and "fm_a (cls, 224 px) + logreg" in lines[0] and lines[-1] == str(html)
+
+
+def test_probe_command_ends_with_the_sentences_or_says_why_not(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    write_study(tmp_path / "results", HOLM_CELLS[:2])
+    done = SimpleNamespace(cells_run=0, cells_skipped=4, results_dir=tmp_path / "results")
+    monkeypatch.setattr(fmprobe, "probe_features", lambda *args, **kwargs: done)  # probing itself is test_probing's
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "probe", str(tmp_path), "-q"])
+    cli.main()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].startswith("0 cells run") and lines[1].startswith("ds: ") and "fm_a (cls, 224 px) + logreg" in lines[1]
+    monkeypatch.setattr(fmprobe, "probe_features", lambda *a, **k: SimpleNamespace(**{**vars(done), "results_dir": tmp_path / "none"}))
+    cli.main()  # nothing to recommend from: the run still succeeds, and stderr says why
+    captured = capsys.readouterr()
+    assert "no recommendation yet:" in captured.err and captured.out.startswith("0 cells run")
