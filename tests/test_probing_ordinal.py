@@ -155,7 +155,7 @@ def test_a_probe_that_cannot_fit_is_recorded_missing_and_reported(tmp_path: Path
 
 
 def test_degenerate_flags_for_every_task_kind() -> None:
-    from fmprobe.probing.run import degenerate_flag
+    from fmprobe.probing.scoring import degenerate_flag
 
     y = np.array([0, 0, 0, 1])
     scores = np.tile([0.6, 0.4], (4, 1))

@@ -11,7 +11,7 @@ from _helpers import shared_file
 
 from fmprobe.errors import FmprobeError
 from fmprobe.probing import ProbeGrid, plan_probing, probe_features
-from fmprobe.probing.run import shot_rows
+from fmprobe.probing.sampling import shot_rows
 from fmprobe.results import read_results
 from fmprobe.store import Fingerprint, SplitLayout, write_feature_file
 from fmprobe.store.journal import Batch

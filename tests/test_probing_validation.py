@@ -11,7 +11,7 @@ from test_probing import synthetic_features
 
 from fmprobe.errors import FmprobeError
 from fmprobe.probing import ProbeGrid, ValSubsample, probe_features
-from fmprobe.probing.run import validation_rows
+from fmprobe.probing.sampling import validation_rows
 from fmprobe.results import CellInfo, read_results
 from fmprobe.store import SplitFeatures
 from fmprobe.tasks import GROUP

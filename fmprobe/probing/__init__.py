@@ -1,7 +1,9 @@
 """`fmprobe probe`: feature files -> probe cells -> result rows (resumable by cell).
 
 :mod:`fmprobe.probing.grid` says what to run (:class:`ProbeGrid`, light: the CLI reads its defaults on every
-start); :mod:`fmprobe.probing.run` plans and fits the cells. Names resolve lazily, so importing this package (or
+start); :mod:`fmprobe.probing.plan` lists the cells
+(:mod:`fmprobe.probing.sampling`: which rows each fits and chooses on), :mod:`fmprobe.probing.run` fits them and
+:mod:`fmprobe.probing.scoring` scores each once on test. Names resolve lazily, so importing this package (or
 the grid) pulls in neither scikit-learn nor pandas.
 """
 
@@ -13,24 +15,15 @@ from fmprobe._io import lazy_attributes
 from fmprobe.probing.grid import DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats
 
 _LAZY = {
-    name: "fmprobe.probing.run"
-    for name in (
-        "ProbeCell", "ProbePlan", "ProbeRun", "find_feature_files", "plan_probing", "probe_features", "run_probing",
-        "subsample",
-    )
-}  # fmt: skip
+    **dict.fromkeys(("ProbeRun", "probe_features", "run_probing"), "fmprobe.probing.run"),
+    **dict.fromkeys(("ProbeCell", "ProbePlan", "find_feature_files", "plan_probing"), "fmprobe.probing.plan"),
+    "subsample": "fmprobe.probing.sampling",
+}
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fmprobe.probing.run import (
-        ProbeCell,
-        ProbePlan,
-        ProbeRun,
-        find_feature_files,
-        plan_probing,
-        probe_features,
-        run_probing,
-        subsample,
-    )
+    from fmprobe.probing.plan import ProbeCell, ProbePlan, find_feature_files, plan_probing
+    from fmprobe.probing.run import ProbeRun, probe_features, run_probing
+    from fmprobe.probing.sampling import subsample
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
 
