@@ -686,6 +686,13 @@ class Predictions:
         return self.meta.get("task")
 
     @property
+    def y_pred(self) -> np.ndarray | None:
+        """The predicted classes the label metrics used when they are not ``y_score``'s argmax (an ordinal cell's
+        decoded grades, saved as ``meta["y_pred"]``); None otherwise."""
+        decoded = self.meta.get("y_pred")
+        return None if decoded is None else np.asarray(decoded, dtype=np.int64)
+
+    @property
     def class_names(self) -> list[str]:
         names = self.meta.get("class_names")
         n = self.y_score.shape[1] if self.y_score.ndim == 2 else 0

@@ -170,3 +170,27 @@ def test_degenerate_flags_for_every_task_kind() -> None:
     constant = np.tile([0.3, 0.7], (3, 1))
     assert degenerate_flag(labels, constant, None, names).startswith("degenerate: every label's test score")
     assert degenerate_flag(labels, constant + np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.0]]), None, names) == ""
+
+
+def test_paired_comparisons_use_the_decoded_grades_the_rows_were_scored_on() -> None:
+    """The report's gains (and the recommendation's comparisons) must score an ordinal cell on the grades its rows
+    used, aligned by sample id, not on its scores' argmax."""
+    from fmprobe.metrics import compute_all, paired_bootstrap
+    from fmprobe.report.analysis import _paired_arrays
+    from fmprobe.results import Predictions
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, size=80)
+    scores_a, scores_b = rng.dirichlet(np.ones(5), size=80), rng.dirichlet(np.ones(5), size=80)
+    decoded_a = np.clip(y + rng.integers(-1, 2, size=80), 0, 4)  # a good decoding the argmax does not show
+    ids = np.array([f"test/{i}" for i in range(80)])
+    order = rng.permutation(80)  # b's file lists the samples in another order
+    a = Predictions(ids, y, scores_a, {"y_pred": decoded_a.tolist()})
+    b = Predictions(ids[order], y[order], scores_b[order], {})
+    pair = _paired_arrays(a, b)
+    cmp = paired_bootstrap("quadratic_kappa", pair.y_true, pair.score_a, pair.score_b, n_resamples=200,
+                           pred_a=pair.pred_a, pred_b=pair.pred_b)  # fmt: skip
+    row_value = compute_all(y, scores_a, "ordinal", y_pred=decoded_a)["quadratic_kappa"].value
+    argmax_value = compute_all(y, scores_a, "ordinal")["quadratic_kappa"].value
+    assert cmp.value_a == pytest.approx(row_value) and abs(row_value - argmax_value) > 0.3
+    assert cmp.value_b == pytest.approx(compute_all(y, scores_b, "ordinal")["quadratic_kappa"].value)

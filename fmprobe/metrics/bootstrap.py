@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmprobe.metrics.functions import Metric, MetricUndefined, Prepared, get_metric
+from fmprobe.metrics.functions import Metric, MetricInputError, MetricUndefined, Prepared, get_metric
 
 MetricLike = str | Metric | Callable[[np.ndarray, np.ndarray], float]
 Batched = Callable[[np.ndarray], np.ndarray]  # W [B, N] -> values [B] (NaN = undefined)
@@ -136,15 +136,18 @@ def _loop_batched(fn: Callable[[np.ndarray, np.ndarray], float], y_true: np.ndar
 
 
 def _setup(
-    metric: MetricLike, y_true: object, y_score: object, stratify: bool
+    metric: MetricLike, y_true: object, y_score: object, stratify: bool, y_pred: object | None = None
 ) -> tuple[float, Batched, np.ndarray | None]:
-    """(point estimate, batched evaluator, strata) for a metric name/object or a plain function."""
+    """(point estimate, batched evaluator, strata) for a metric name/object or a plain function; ``y_pred``: the
+    predicted classes when they are not the scores' argmax (see :class:`Prepared`)."""
     if callable(metric) and not isinstance(metric, Metric):
+        if y_pred is not None:
+            raise MetricInputError("y_pred needs a registered metric (name or Metric), not a plain function")
         yt, ys = np.asarray(y_true), np.asarray(y_score)
         strata = yt if (stratify and yt.ndim == 1) else None
         return float(metric(yt, ys)), _loop_batched(metric, yt, ys), strata
     m = get_metric(metric)
-    p = Prepared(y_true, y_score)
+    p = Prepared(y_true, y_score, y_pred)
     return m.evaluate(p), lambda W: m.batch(p, W), (p.strata() if stratify else None)
 
 
@@ -215,10 +218,13 @@ def paired_bootstrap(
     *,
     stratify: bool = True,
     max_undefined: float = MAX_UNDEFINED,
+    pred_a: object | None = None,
+    pred_b: object | None = None,
 ) -> PairedComparison:
-    """Compare two models' scores on the same samples with the same resamples (paired bootstrap)."""
-    a, fn_a, strata = _setup(metric, y_true, score_a, stratify)
-    b, fn_b, _ = _setup(metric, y_true, score_b, stratify)
+    """Compare two models' scores on the same samples with the same resamples (paired bootstrap); ``pred_a`` /
+    ``pred_b``: each model's predicted classes when they are not its scores' argmax (ordinal decodings)."""
+    a, fn_a, strata = _setup(metric, y_true, score_a, stratify, pred_a)
+    b, fn_b, _ = _setup(metric, y_true, score_b, stratify, pred_b)
     va, vb = replicate([fn_a, fn_b], len(np.asarray(y_true)), strata, n_resamples, seed)
     d = va - vb
     name = _name(metric)

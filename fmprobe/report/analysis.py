@@ -325,32 +325,50 @@ def _common_ids(a: Predictions, b: Predictions) -> tuple[Predictions, Prediction
 
     def keep(p: Predictions) -> Predictions:
         mask = np.isin(p.ids, common)
-        return Predictions(p.ids[mask], p.y_true[mask], p.y_score[mask], p.meta)
+        meta = p.meta if p.y_pred is None else {**p.meta, "y_pred": p.y_pred[mask].tolist()}
+        return Predictions(p.ids[mask], p.y_true[mask], p.y_score[mask], meta)
 
     return keep(a), keep(b), f"on the {len(common)} test ids both were scored on (of {len(a.ids)} and {len(b.ids)})"
 
 
-def _paired_arrays(a: Predictions, b: Predictions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(y_true, score_a, score_b) aligned on sample id; refuses anything that is not the same test set."""
+@dataclass(frozen=True)
+class PairedArrays:
+    """Two cells' predictions on one test set, aligned on sample id; ``pred_*``: decoded classes, or None when the
+    label metrics use the scores' argmax."""
+
+    y_true: np.ndarray
+    score_a: np.ndarray
+    score_b: np.ndarray
+    pred_a: np.ndarray | None
+    pred_b: np.ndarray | None
+
+
+def _paired_arrays(a: Predictions, b: Predictions) -> PairedArrays:
+    """Both cells' predictions aligned on sample id; refuses anything that is not the same test set."""
     if len(a.ids) != len(b.ids) or set(a.ids.tolist()) != set(b.ids.tolist()):
         raise ResultsError("the two predictions files do not cover the same test ids")
     order_a, order_b = np.argsort(a.ids, kind="stable"), np.argsort(b.ids, kind="stable")
     ya, yb = a.y_true[order_a], b.y_true[order_b]
     if ya.shape != yb.shape or not np.array_equal(ya, yb):
         raise ResultsError("the two predictions files disagree on the test labels")
-    return ya, a.y_score[order_a], b.y_score[order_b]
+    decoded_a, decoded_b = a.y_pred, b.y_pred
+    return PairedArrays(
+        ya, a.y_score[order_a], b.y_score[order_b],
+        None if decoded_a is None else decoded_a[order_a], None if decoded_b is None else decoded_b[order_b],
+    )  # fmt: skip
 
 
 def relative_gain_samples(
-    metric: str, y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_resamples: int, seed: int
-) -> np.ndarray:
+    metric: str, y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_resamples: int, seed: int,
+    pred_a: np.ndarray | None = None, pred_b: np.ndarray | None = None,
+) -> np.ndarray:  # fmt: skip
     """Bootstrap replicates of (metric(a) - metric(b)) / metric(b), NaN where undefined.
 
     Uses the same resample generator, strata and seed as ``metrics.paired_bootstrap``, so these are exactly
-    the replicates behind its relative-gain interval (a test checks this).
+    the replicates behind its relative-gain interval (a test checks this). ``pred_*`` as in ``paired_bootstrap``.
     """
     m = get_metric(metric)
-    pa, pb = Prepared(y_true, score_a), Prepared(y_true, score_b)
+    pa, pb = Prepared(y_true, score_a, pred_a), Prepared(y_true, score_b, pred_b)
     va, vb = replicate([lambda W: m.batch(pa, W), lambda W: m.batch(pb, W)], pa.n, pa.strata(), n_resamples, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(vb != 0, (va - vb) / np.where(vb != 0, vb, 1.0), np.nan)
@@ -375,12 +393,14 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
         pred_a, pred_b = _load(row_a["predictions"]), _load(row_b["predictions"])
         if view.mixed_test_sets:
             pred_a, pred_b, g.subset = _common_ids(pred_a, pred_b)
-        y, sa, sb = _paired_arrays(pred_a, pred_b)
-        cmp = paired_bootstrap(view.metric, y, sa, sb, n_resamples=n_resamples, seed=seed)
+        pair = _paired_arrays(pred_a, pred_b)
+        decoded = {"pred_a": pair.pred_a, "pred_b": pair.pred_b}  # ordinal cells: the grades their rows were scored on
+        cmp = paired_bootstrap(view.metric, pair.y_true, pair.score_a, pair.score_b, n_resamples=n_resamples, seed=seed, **decoded)
     except (ResultsError, MetricUndefined) as e:
         g.reason = str(e)
         return g
-    g.n_test, g.value, g.base_value, g.diff, g.p_value = len(y), cmp.value_a, cmp.value_b, cmp.diff, cmp.p_value
+    g.n_test, g.value, g.base_value, g.diff = len(pair.y_true), cmp.value_a, cmp.value_b, cmp.diff
+    g.p_value = cmp.p_value
     if cmp.rel_gain is None or cmp.value_b <= 0:
         g.reason = (
             f"baseline {view.metric} is {cmp.value_b:.3f}; a relative gain over a value <= 0 is not meaningful"
@@ -389,7 +409,7 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
         )
         return g
     g.rel, g.rel_low, g.rel_high = cmp.rel_gain, cmp.rel_low, cmp.rel_high
-    g.samples = relative_gain_samples(view.metric, y, sa, sb, n_resamples, seed)
+    g.samples = relative_gain_samples(view.metric, pair.y_true, pair.score_a, pair.score_b, n_resamples, seed, **decoded)
     return g
 
 
@@ -531,7 +551,7 @@ def confusion(choice: Choice) -> tuple[np.ndarray, list[str]]:
     pred = _load(choice.first["predictions"])
     k = pred.y_score.shape[1]
     cm = np.zeros((k, k), dtype=np.int64)
-    decoded = pred.meta.get("y_pred")  # an ordinal cell's decoded grades, when they are not the argmax
+    decoded = pred.y_pred  # an ordinal cell's decoded grades, when they are not the argmax
     predicted = np.asarray(decoded, dtype=np.int64) if decoded is not None else pred.y_score.argmax(axis=1)
     np.add.at(cm, (pred.y_true.astype(np.int64), predicted), 1)
     return cm, pred.class_names
