@@ -15,10 +15,11 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fmprobe._io import atomic_write_text, default_workers, slug
@@ -35,6 +36,7 @@ from fmprobe.finetune.options import RunOptions, recipe_and_options
 from fmprobe.finetune.recipe import Head, Recipe
 from fmprobe.finetune.trainer import Outcome, Trainer, write_log
 from fmprobe.metrics import compute_all
+from fmprobe.metrics.aggregate import Aggregated, evaluation_rows
 from fmprobe.results import CellInfo, compact_results, done_cells, write_cell
 from fmprobe.runtime import choose_device, choose_dtype
 from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN, VAL
@@ -248,28 +250,34 @@ def _execute(plan: FinetunePlan, info: Dist, started: float) -> FinetuneResult:
     outcome = trainer.fit()
     best_epoch = trainer.load_best()
     scores, _ = trainer.predict(TEST)
-    test_split = plan.data.splits[TEST]
-    values = compute_all(test_split.labels, scores, plan.data.task, n_resamples=plan.options.n_resamples,
+    rows = _test_rows(plan.data, scores)
+    values = compute_all(rows.y_true, rows.y_score, plan.data.task, n_resamples=plan.options.n_resamples,
                          seed=plan.options.seed, label_names=plan.data.class_names,
                          label_sets=plan.data.evaluation.get("label_sets"))  # fmt: skip
+    values = {name: replace(v, detail="; ".join(filter(None, (rows.detail, v.detail)))) for name, v in values.items()}
     test = {m: (v.value, v.ci_low, v.ci_high) for m, v in values.items()}
     if info.main:
-        _write_outputs(plan, info, outcome, best_epoch, scores, values, test)
+        _write_outputs(plan, info, outcome, best_epoch, rows, values, test)
     barrier(info)
     return _result(plan, info, started, False, test, outcome.history, best_epoch, outcome.best_score, trainer.model)
 
 
+def _test_rows(data: Dataset, scores: np.ndarray) -> Aggregated:
+    """The test rows fine-tuning is scored on: the images, or one per study when the dataset aggregates (as probing)."""
+    split = data.splits[TEST]
+    return evaluation_rows(split.ids, split.labels, scores, split.metadata, data.evaluation, data.spec)
+
+
 def _write_outputs(
-    plan: FinetunePlan, info: Dist, outcome: Outcome, best_epoch: int, scores: Any, values: dict, test: dict
+    plan: FinetunePlan, info: Dist, outcome: Outcome, best_epoch: int, rows: Aggregated, values: dict, test: dict
 ) -> None:
     """The log, the test predictions, the result rows and ``summary.json`` (rank 0)."""
     data, recipe = plan.data, plan.recipe
     write_log(plan.run_dir, outcome.history)
     params = {**recipe.to_dict(), "chosen_epoch": best_epoch, "epochs_run": len(outcome.history),
               "stopped_early": outcome.stopped_early, "compute_dtype": plan.compute_dtype, "head_input": plan.readout}  # fmt: skip
-    test_split = data.splits[TEST]
     write_cell(
-        plan.results_dir, plan.cell, values, ids=test_split.ids, y_true=test_split.labels, y_score=scores,
+        plan.results_dir, plan.cell, values, ids=rows.ids, y_true=rows.y_true, y_score=rows.y_score,
         meta={"task": data.task, "class_names": list(data.class_names), "dataset": data.name,
               "backbone": plan.backbone, "readout": plan.readout, "probe": recipe.probe_name,
               "run_dir": str(plan.run_dir)},

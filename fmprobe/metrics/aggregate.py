@@ -8,11 +8,13 @@ every metric row computed on the aggregated rows, so a reader sees what ``n_test
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fmprobe.metrics.functions import MetricInputError
+from fmprobe.tasks import STUDY
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,27 @@ def max_over_views(units: object, y_true: object, y_score: object, unit: str = "
     plural = f"{unit[:-1]}ies" if unit.endswith("y") else f"{unit}s"
     detail = f"per {unit} (max over {views} views, {len(names)} images in {len(starts)} {plural})"
     return Aggregated(ids, labels[starts][appearance], scores[appearance], detail)
+
+
+def evaluation_rows(
+    ids: Sequence[str] | np.ndarray,
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    metadata: Mapping[str, Sequence[str] | np.ndarray],
+    evaluation: Mapping[str, object],
+    where: str,
+) -> Aggregated:
+    """The rows test metrics are computed on: the images, or one row per study (max over its views) when the
+    dataset's ``evaluation["aggregate"]`` is ``"study"`` (CheXpert's ``?aggregate=study``). Probing and fine-tuning
+    both score through here, so one dataset is scored one way whichever adapts the backbone. ``where`` names the
+    data in errors (a feature file, a dataset)."""
+    aggregate = evaluation.get("aggregate", "image")
+    if aggregate == "image":
+        return Aggregated(np.asarray(ids), y_true, y_score, "")
+    if aggregate != "study" or STUDY not in metadata:
+        raise MetricInputError(
+            f"{where}: the dataset asks for aggregate={aggregate!r} scoring but "
+            + ("only 'image' and 'study' exist" if aggregate != "study" else "its test split has no study metadata")
+            + "; extract the features again with this fmprobe (`fmprobe extract ... --force`)."
+        )
+    return max_over_views(metadata[STUDY], y_true, y_score)

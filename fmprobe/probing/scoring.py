@@ -11,12 +11,12 @@ import numpy as np
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import compute_all
-from fmprobe.metrics.aggregate import Aggregated, max_over_views
+from fmprobe.metrics.aggregate import evaluation_rows
 from fmprobe.probes import ProbeBase
 from fmprobe.probing.grid import ProbeGrid
 from fmprobe.results import CellInfo
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import PRIMARY_METRIC, STUDY
+from fmprobe.tasks import PRIMARY_METRIC
 
 
 @dataclass(frozen=True)
@@ -57,28 +57,13 @@ def degenerate_flag(y_true: np.ndarray, scores: np.ndarray, y_pred: np.ndarray, 
     return ""
 
 
-def evaluation_rows(test: SplitFeatures, scores: np.ndarray, features: FeatureFile) -> Aggregated:
-    """The rows the test metrics are computed on: the test images, or one row per study (max over its views) when
-    the dataset asks for it (``evaluation["aggregate"] == "study"``, CheXpert's ``?aggregate=study``)."""
-    aggregate = features.evaluation.get("aggregate", "image")
-    if aggregate == "image":
-        return Aggregated(test.ids, test.labels, scores, "")
-    if aggregate != "study" or STUDY not in test.metadata:
-        raise FmprobeError(
-            f"{features.path}: the dataset asks for aggregate={aggregate!r} scoring but "
-            + ("only 'image' and 'study' exist" if aggregate != "study" else "the test split has no study metadata")
-            + "; extract the features again with this fmprobe (`fmprobe extract ... --force`)."
-        )
-    return max_over_views(test.metadata[STUDY], test.labels, scores)
-
-
 def scored_metrics(
     test: SplitFeatures, scores: np.ndarray, info: CellInfo, features: FeatureFile, grid: ProbeGrid,
     y_pred: np.ndarray | None = None, flags: str = "",
 ) -> Scored:  # fmt: skip
     """Every test metric with its bootstrap CI, on the rows :func:`evaluation_rows` gives; multilabel cells also get
     one ``roc_auc[<label>]`` per class name and one ``roc_auc[<set>]`` per ``evaluation["label_sets"]`` entry."""
-    rows = evaluation_rows(test, scores, features)
+    rows = evaluation_rows(test.ids, test.labels, scores, test.metadata, features.evaluation, str(features.path))
     if rows.detail and y_pred is not None:
         raise FmprobeError(f"{features.path}: decoded predictions cannot be scored {rows.detail.split(' (')[0]}.")
     values = compute_all(
