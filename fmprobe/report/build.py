@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,30 @@ SHOTS_NOTE = (
     "the training split records groups, each k drawn once per repeat; few-shot rows are on this axis only, never "
     "in a train-fraction table."
 )
+
+
+@dataclass(frozen=True)
+class ReportContext:
+    """What every report section reads: all result rows, the per-dataset views, the headline, the figures and
+    the paired bootstrap's settings."""
+
+    df: pd.DataFrame
+    views: list[DatasetView]
+    headline: Headline
+    figures: Figures
+    n_resamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class DatasetContext:
+    """What a per-dataset section reads: the report's context, the dataset's view, each model's configuration
+    chosen on validation, and every row of the dataset (all metrics)."""
+
+    report: ReportContext
+    view: DatasetView
+    chosen: dict[str, Choice]
+    rows: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -296,7 +320,8 @@ def format_table(
     return "\n\n".join(to_text(t) for t in dataset_tables(view, chosen))
 
 
-def _provenance(df: pd.DataFrame, views: list[DatasetView]) -> list[Block]:
+def provenance_blocks(ctx: ReportContext) -> list[Block]:
+    df, views = ctx.df, ctx.views
     overview = []
     for v in views:
         full = v.at(v.table_fraction)
@@ -340,7 +365,7 @@ def _provenance(df: pd.DataFrame, views: list[DatasetView]) -> list[Block]:
     ]
 
 
-class _Figures:
+class Figures:
     """The report's PNGs: where they go, the model colours they share, and the list written so far."""
 
     def __init__(self, out: Path, colors: dict[str, tuple[float, ...]]) -> None:
@@ -380,49 +405,56 @@ def write_report(
     with writing_into(out, "report folder"):  # a full disk mid-way: a named error, no partial file (atomic writes)
         views = dataset_views(df, allow_different_test_sets)
         h = headline(views, baseline, n_resamples, seed)
-        figures = _Figures(out, plots.model_colors([h.baseline] + h.models))
-        blocks = _headline_blocks(df, views, h, figures, n_resamples, seed)
-        for v in views:
-            blocks += _dataset_blocks(v, h.baseline, figures, df)
-        blocks += _provenance(df, views)
+        figures = Figures(out, plots.model_colors([h.baseline] + h.models))
+        ctx = ReportContext(df, views, h, figures, n_resamples, seed)
+        blocks = [block for section in REPORT_SECTIONS for block in section(ctx)]
         md_path, html_path = out / "report.md", out / "report.html"
         atomic_write_text(md_path, to_markdown(blocks))
         atomic_write_text(html_path, to_html(blocks, "fmprobe report"))
     return ReportPaths(out, md_path, html_path, tuple(figures.paths))
 
 
-def _headline_blocks(
-    df: pd.DataFrame, views: list[DatasetView], h: Headline, figures: _Figures, n_resamples: int, seed: int
-) -> list[Block]:
-    """Title, what was run, and the gain over the baseline (tables and chart)."""
-    names = [v.name for v in views]
-    blocks: list[Block] = [
+def title_blocks(ctx: ReportContext) -> list[Block]:
+    """Title and what was run."""
+    names = [v.name for v in ctx.views]
+    return [
         Heading("fmprobe report", 1),
         Para(
             f"{len(names)} dataset(s): {', '.join(f'`{n}`' for n in names)}. "
-            f"{len(h.models) + 1} backbone(s), {df['probe'].nunique()} probe(s), "
-            f"{df['cell_id'].nunique()} evaluated cells. Frozen-backbone embeddings, probes fitted on the "
+            f"{len(ctx.headline.models) + 1} backbone(s), {ctx.df['probe'].nunique()} probe(s), "
+            f"{ctx.df['cell_id'].nunique()} evaluated cells. Frozen-backbone embeddings, probes fitted on the "
             "training split. " + VAL_NOTE
         ),
-        *recommend(
-            df, baseline=h.baseline, n_resamples=n_resamples, seed=seed,
-            allow_different_test_sets=any(v.mixed_test_sets for v in views),
-        ).blocks(),  # the answer first
+    ]
+
+
+def recommendation_blocks(ctx: ReportContext) -> list[Block]:
+    """The answer first: what to use per dataset, with the comparisons behind it (:mod:`fmprobe.report.recommend`)."""
+    return recommend(
+        ctx.df, baseline=ctx.headline.baseline, n_resamples=ctx.n_resamples, seed=ctx.seed,
+        allow_different_test_sets=any(v.mixed_test_sets for v in ctx.views),
+    ).blocks()  # fmt: skip
+
+
+def headline_blocks(ctx: ReportContext) -> list[Block]:
+    """The gain of each backbone over the baseline, per dataset and averaged (tables and chart)."""
+    h, views, figures = ctx.headline, ctx.views, ctx.figures
+    blocks: list[Block] = [
         Heading("Headline: gain over the baseline"),
         Para(h.baseline_note),
         *[Para(f"**Different test sets** in `{v.name}`: {v.mixed_test_sets}") for v in views if v.mixed_test_sets],
         Para(
             "For each dataset and backbone the configuration with the best validation score is compared with the "
             "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
-            f"({n_resamples} resamples, seed {seed}): relative gain = (metric − baseline metric) / baseline metric. "
-            "The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent test "
-            "sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI is "
-            "the 2.5–97.5 percentile of those means."
+            f"({ctx.n_resamples} resamples, seed {ctx.seed}): relative gain = (metric − baseline metric) / baseline "
+            "metric. The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent "
+            "test sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI "
+            "is the 2.5–97.5 percentile of those means."
         ),
         *_headline_tables(h, views),
     ]
     if h.means or any(not g.reason for g in h.gains):
-        chart = plots.gain_chart(h, names, figures.colors, figures.file("gain.png"))
+        chart = plots.gain_chart(h, [v.name for v in views], figures.colors, figures.file("gain.png"))
         blocks.append(figures.image(chart, "gain over baseline"))
     return blocks
 
@@ -462,29 +494,49 @@ def per_label_table(df: pd.DataFrame, chosen: dict[str, Choice]) -> list[Block]:
     return [Heading("Per label", 3), Table(header, body, caption)]
 
 
-def _dataset_blocks(v: DatasetView, baseline: str, figures: _Figures, df: pd.DataFrame | None = None) -> list[Block]:
-    """One dataset's section: its tables, its data-efficiency curves (several fractions) and confusion matrix."""
-    chosen = choose_on_val(v.at(v.table_fraction), v.metric)
+def dataset_header(d: DatasetContext) -> list[Block]:
+    v = d.view
     blocks: list[Block] = [Heading(f"Dataset `{v.name}`"), Para(f"Task: {v.task}; primary metric: `{v.metric}`.")]
-    blocks += [Para(f"**Different test sets.** {v.mixed_test_sets}")] if v.mixed_test_sets else []
-    blocks += dataset_tables(v, chosen)
-    blocks += per_label_table(df[df["dataset"] == v.name], chosen) if df is not None and v.task == "multilabel" else []
+    return blocks + ([Para(f"**Different test sets.** {v.mixed_test_sets}")] if v.mixed_test_sets else [])
+
+
+def dataset_table_blocks(d: DatasetContext) -> list[Block]:
+    return list(dataset_tables(d.view, d.chosen))
+
+
+def per_label_blocks(d: DatasetContext) -> list[Block]:
+    return per_label_table(d.rows, d.chosen) if d.view.task == "multilabel" else []
+
+
+def efficiency_blocks(d: DatasetContext) -> list[Block]:
+    """Data-efficiency curves when several train fractions or shot counts were run."""
+    v, figures = d.view, d.report.figures
     panels = {
         Axis.fraction: efficiency_curves(v) if len(v.fractions) > 1 else {},
         Axis.shots: efficiency_curves(v, Axis.shots) if v.shots else {},
     }
-    if any(panels.values()):
-        path = figures.file(f"efficiency_{slug(v.name)}.png")
-        chart = plots.efficiency_chart(v.name, v.metric, panels, figures.colors, baseline, path)
-        blocks += [
-            Heading("Data efficiency", 3),
-            Para(EFFICIENCY_NOTE + (SHOTS_NOTE if panels[Axis.shots] else "")),
-            figures.image(chart, f"data efficiency {v.name}"),
-        ]
-    return blocks + _confusion_blocks(v, figures)
+    if not any(panels.values()):
+        return []
+    path = figures.file(f"efficiency_{slug(v.name)}.png")
+    chart = plots.efficiency_chart(v.name, v.metric, panels, figures.colors, d.report.headline.baseline, path)
+    return [
+        Heading("Data efficiency", 3),
+        Para(EFFICIENCY_NOTE + (SHOTS_NOTE if panels[Axis.shots] else "")),
+        figures.image(chart, f"data efficiency {v.name}"),
+    ]
 
 
-def _confusion_blocks(v: DatasetView, figures: _Figures) -> list[Block]:
+def dataset_blocks(ctx: ReportContext) -> list[Block]:
+    """Every dataset's section: :data:`DATASET_SECTIONS` in order, per dataset."""
+    blocks: list[Block] = []
+    for v in ctx.views:
+        d = DatasetContext(ctx, v, choose_on_val(v.at(v.table_fraction), v.metric), ctx.df[ctx.df["dataset"] == v.name])
+        blocks += [block for section in DATASET_SECTIONS for block in section(d)]
+    return blocks
+
+
+def confusion_blocks(d: DatasetContext) -> list[Block]:
+    v, figures = d.view, d.report.figures
     head = Heading("Confusion matrix", 3)
     if v.task == "multilabel":
         return []
@@ -510,3 +562,21 @@ def _confusion_blocks(v: DatasetView, figures: _Figures) -> list[Block]:
             f"confusion matrix {v.name}",
         ),
     ]
+
+
+# The report, in order: a section is a function of the context returning blocks ([] to leave itself out). A new
+# section is one function (in its own module when it is more than a few lines) plus one line here.
+DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
+    dataset_header,
+    dataset_table_blocks,
+    per_label_blocks,
+    efficiency_blocks,
+    confusion_blocks,
+]
+REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
+    title_blocks,
+    recommendation_blocks,
+    headline_blocks,
+    dataset_blocks,
+    provenance_blocks,
+]
