@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _tinynet import NAME as TINYNET
+from _tinynet import registered
 
 from fmprobe import extract_features as extract
 from fmprobe.backbones import BackboneName, create_backbone, parse_backbone, resolve_weights
@@ -49,14 +51,19 @@ def test_seeds_give_different_initialisations_and_seed_0_the_plain_one() -> None
 
 
 def test_two_seeds_give_different_features_and_cache_files(tmp_path: Path) -> None:
-    plain = extract("demo:12", backbone=f"{BACKBONE}:random", out=tmp_path, **TINY)
-    zero = plan_extraction("demo:12", f"{BACKBONE}:random:0", out=tmp_path, **TINY)
+    with registered():
+        _two_seeds(tmp_path)
+
+
+def _two_seeds(tmp_path: Path) -> None:
+    plain = extract("demo:12", backbone=f"{TINYNET}:random", out=tmp_path, **TINY)
+    zero = plan_extraction("demo:12", f"{TINYNET}:random:0", out=tmp_path, **TINY)
     assert (zero.key, zero.path) == (plain.key, plain.path)  # seed 0 is the cache NAME:random always had
-    one = extract("demo:12", backbone=f"{BACKBONE}:random:1", out=tmp_path, **TINY)
+    one = extract("demo:12", backbone=f"{TINYNET}:random:1", out=tmp_path, **TINY)
     assert one.key != plain.key and one.path != plain.path
     a, b = FeatureFile(plain.path), FeatureFile(one.path)
     assert (a.attrs["weights_label"], b.attrs["weights_label"]) == ("random", "random:1")
-    assert b.backbone == f"{BACKBONE}:random:1"
+    assert b.backbone == f"{TINYNET}:random:1"
     assert not np.allclose(a.load("test").features, b.load("test").features)
 
 
@@ -66,18 +73,19 @@ def test_rows_and_model_labels_name_the_seed() -> None:
 
 
 def test_a_study_with_random_seeds_runs_three_controls(tmp_path: Path) -> None:
-    body = (f'datasets = ["demo:10"]\nbackbones = ["{BACKBONE}:random"]\nrandom_seeds = [0, 1, 2]\nresolutions = [32]\n'
+    body = (f'datasets = ["demo:10"]\nbackbones = ["{TINYNET}:random"]\nrandom_seeds = [0, 1, 2]\nresolutions = [32]\n'
             'probes = ["logreg"]\nbootstrap = 50\n[extract]\nnum_workers = 0\nbatch_size = 8\ndtype = "fp32"\n')  # fmt: skip
     (tmp_path / "s.toml").write_text(body)
-    study = load_study(tmp_path / "s.toml")
-    assert study.backbones == (f"{BACKBONE}:random", f"{BACKBONE}:random:1", f"{BACKBONE}:random:2")
-    run = run_study(study, out=tmp_path / "out", progress=False)
+    with registered():
+        study = load_study(tmp_path / "s.toml")
+        assert study.backbones == (f"{TINYNET}:random", f"{TINYNET}:random:1", f"{TINYNET}:random:2")
+        run = run_study(study, out=tmp_path / "out", progress=False)
     df = pd.read_csv(tmp_path / "out" / "results" / "results.csv")
     primary = df[df.is_primary]
-    assert set(primary.backbone) == {BACKBONE} and sorted(primary.weights) == ["random", "random:1", "random:2"]
+    assert set(primary.backbone) == {TINYNET} and sorted(primary.weights) == ["random", "random:1", "random:2"]
     assert len({FeatureFile(p).key for p in run.feature_files}) == 3
     report = run.report.markdown.read_text() if run.report is not None else ""
-    assert f"{BACKBONE}:random:2" in report
+    assert f"{TINYNET}:random:2" in report
 
 
 def test_bad_random_seeds_in_a_study_are_refused(tmp_path: Path) -> None:
