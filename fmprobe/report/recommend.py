@@ -39,6 +39,7 @@ from fmprobe.report.analysis import (
     paired_gain,
     pick_baseline,
 )
+from fmprobe.report.cost import CostKey, FeatureCost, choose_measure, feature_costs
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
 from fmprobe.report.options import ALPHA
 from fmprobe.results import read_results, to_frame, validate
@@ -134,6 +135,8 @@ class DatasetAnswer:
     excluded: list[Excluded] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # best-by-validation excluded, winner's curse
     sentence: str = ""
+    cheapest: Config | None = None  # the cheapest configuration statistically tied with the chosen one
+    cheapest_sentence: str = ""
 
     @property
     def distinguishable(self) -> bool:
@@ -351,7 +354,7 @@ def _winners_curse(metric: str, c: Config) -> str:
 
 
 def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: int, seed: int,
-                   imagenet: bool = True) -> DatasetAnswer:  # fmt: skip
+                   imagenet: bool = True, costs: dict[CostKey, FeatureCost] | None = None) -> DatasetAnswer:  # fmt: skip
     """The recommendation for one dataset (see the module docstring for the rules)."""
     ans = DatasetAnswer(view.name, view.task, view.metric, baseline)
     eligible, ans.excluded, reasons = _split_eligible(view)
@@ -368,8 +371,29 @@ def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: 
     ans.comparisons = _compare(view, best_any, eligible, alpha, n_resamples, seed)
     if curse := _winners_curse(view.metric, ans.chosen):
         ans.notes.append(curse)
-    ans.sentence = _sentence(ans, imagenet)
+    ans.cheapest, ans.cheapest_sentence = _cheapest_tied(ans, costs or {})
+    ans.sentence = " ".join(s for s in (_sentence(ans, imagenet), ans.cheapest_sentence) if s)
     return ans
+
+
+def _cheapest_tied(ans: DatasetAnswer, costs: dict[CostKey, FeatureCost]) -> tuple[Config | None, str]:
+    """The cheapest of the chosen configuration and those not significantly different from it, and its sentence;
+    cost: measured extraction seconds per image where all of them have it, else parameters (it says which)."""
+    chosen = ans.chosen
+    assert chosen is not None
+    tied = [chosen, *[c.other for c in ans.comparisons if c.verdict is Verdict.tied]]
+    if len(tied) < 2:
+        return None, ""
+    cost_of = {id(c): costs.get((ans.dataset, c.model, c.resolution)) for c in tied}
+    measure = choose_measure(cost_of.values())
+    if measure is None:
+        return None, "Cheapest tied configuration: cost not recorded for all of them."
+    cheapest = min(tied, key=lambda c: measure.of(cost_of[id(c)]))  # type: ignore[arg-type,return-value]
+    value = measure.format(measure.of(cost_of[id(cheapest)]))  # type: ignore[arg-type]
+    if cheapest is chosen:
+        return cheapest, f"It is also the cheapest of the configurations statistically tied with it ({measure.name}: {value})."
+    return cheapest, (f"Cheapest configuration statistically tied with it: {cheapest.label(full=True)} ({measure.name}: "
+                      f"{value} against {measure.format(measure.of(cost_of[id(chosen)]))}).")  # type: ignore[arg-type]  # fmt: skip
 
 
 def _candidate_rows(view: DatasetView) -> pd.DataFrame:
@@ -557,7 +581,8 @@ def recommend(
     registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
     base, note = pick_baseline(models, baseline, registered)
     imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
-    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet) for v in views]
+    costs = feature_costs(pd.concat([v.rows for v in views]))
+    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet, costs) for v in views]
     probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
     if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
         probes = probes[:1] if len(probes) == 1 else []
