@@ -199,6 +199,7 @@ def cost_scatter(dataset: str, metric: str, points: list[tuple[str, float, float
     ax.scatter([xs[i] for i in front], [ys[i] for i in front], s=140, facecolors="none", edgecolors="tab:red", zorder=4)
     for name, x, y in points:
         ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.margins(x=0.15, y=0.1)  # room for the names of the outermost points
     if min(xs) > 0 and max(xs) / min(xs) > 20:
         ax.set_xscale("log")
     ax.set_xlabel(measure.name)

@@ -64,6 +64,10 @@ def _two_seeds(tmp_path: Path) -> None:
     a, b = FeatureFile(plain.path), FeatureFile(one.path)
     assert (a.attrs["weights_label"], b.attrs["weights_label"]) == ("random", "random:1")
     assert b.backbone == f"{TINYNET}:random:1"
+    # what the report's cost section reads, stored beside (never in) the key
+    assert int(b.attrs["parameters"]) == sum(p.numel() for p in create_backbone(f"{TINYNET}:random").model.parameters())
+    assert float(b.attrs["extraction_seconds"]) > 0 and b.attrs["extraction_device"] == "cpu"
+    assert float(b.attrs["images_per_s"]) > 0
     assert not np.allclose(a.load("test").features, b.load("test").features)
 
 
