@@ -4,6 +4,7 @@ and the report's model names; ``NAME:random`` stays seed 0 with its cache; studi
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -96,3 +97,23 @@ def test_bad_random_seeds_in_a_study_are_refused(tmp_path: Path) -> None:
     (tmp_path / "s.toml").write_text(f'datasets = ["demo:16"]\nbackbones = ["{BACKBONE}:random"]\nrandom_seeds = [-1]\n')
     with pytest.raises(FmprobeError, match=r"random_seeds \[-1\]: list non-negative integers"):
         load_study(tmp_path / "s.toml")
+
+
+def test_fine_tuning_a_seeded_control_names_its_seed(tmp_path: Path) -> None:
+    import torch
+
+    from fmprobe.datasets import load_dataset
+    from fmprobe.finetune import Recipe, RunOptions
+    from fmprobe.finetune.api import plan_finetune
+    from fmprobe.results import rows_for_cell
+
+    data = load_dataset("demo:10")
+    plans = {name: plan_finetune(data, name, Recipe(), RunOptions(out=tmp_path, workers=0), torch.device("cpu"))
+             for name in (f"{BACKBONE}:random", f"{BACKBONE}:random:1")}  # fmt: skip
+    plain, seeded = plans.values()
+    assert (plain.cell.weights, seeded.cell.weights) == ("random", "random:1")
+    assert plain.resolved[1].startswith("random-init:seed0:") and seeded.resolved[1].startswith("random-init:seed1:")
+    auc = SimpleNamespace(value=0.5, reason=None, ci_low=0.4, ci_high=0.6)
+    (row,) = rows_for_cell(seeded.cell, {"roc_auc": auc}, primary="roc_auc", params={}, n_train=1, n_test=1, val_score=None)
+    assert (row.backbone, row.weights) == (BACKBONE, "random:1")
+    assert model_label(row.backbone, row.weights) == f"{BACKBONE}:random:1"
