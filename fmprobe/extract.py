@@ -46,7 +46,7 @@ from fmprobe.backbones import (
     LoadedBackbone,
     create_backbone,
     get_spec,
-    parse_name,
+    parse_backbone,
     resolve_weights,
     weights_label,
 )  # fmt: skip
@@ -197,7 +197,7 @@ class ExtractionPlan:
 
     def describe(self) -> str:
         """A readable summary: what would be extracted, how, and where it is cached."""
-        weights = weights_label(self.options.weights, self.resolved)
+        weights = weights_label(self.options.weights, self.resolved, self.backbone)
         pending = self.compute_dtype is None
         compute = " or ".join(self.dtype_candidates) + " (timed on this machine when run)" if pending else self.compute_dtype
         paths = [self.path_for(d) for d in self.dtype_candidates] if pending else [self.path]
@@ -227,6 +227,8 @@ def plan_extraction(dataset: str | Dataset, backbone: str, options: ExtractOptio
 
     Reads the dataset listing and hashes the weights file (both enter the cache key) and checks that the output
     folder is writable; builds no model."""
+    name = parse_backbone(backbone)
+    backbone = name.canonical if name.random_init else backbone  # NAME:random:0 is NAME:random, its key included
     opts = replace(options, **overrides) if options is not None else ExtractOptions(**overrides)  # type: ignore[arg-type]
     ranks = _torchrun_part() if opts.distributed is not False else None
     if opts.distributed and ranks is None:
@@ -236,7 +238,7 @@ def plan_extraction(dataset: str | Dataset, backbone: str, options: ExtractOptio
     part = ranks or (parse_shard(opts.shard) if isinstance(opts.shard, str) else opts.shard) or (0, 1)
     check_output_folder(Path(opts.out))
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, opts.max_images_per_split)
-    spec = get_spec(parse_name(backbone)[0])
+    spec = get_spec(name.base)
     readouts = _checked_readouts(spec, backbone, opts.readouts)
     resolved = resolve_weights(backbone, opts.weights)
     device = choose_device(opts.device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
@@ -364,8 +366,8 @@ def execute(plan: ExtractionPlan) -> ExtractResult:
             return found  # another process finished it while we waited
         if plan.options.force and plan.part == (0, 1):
             plan.path.unlink(missing_ok=True)
-        n_skipped, rate = _extract_part(plan, loaded)
-        if _assemble(plan, {"images_per_s": rate * plan.part[1]}):  # measured; `fmprobe study --dry-run` uses it
+        n_skipped, measured = _extract_part(plan, loaded)
+        if _assemble(plan, measured):  # measured; `fmprobe study --dry-run` and the report's cost section use it
             log.info(f"wrote {plan.path}")
     return _result(plan, False, n_skipped, started)
 
@@ -460,8 +462,9 @@ class _Session:
     bar: tqdm
 
 
-def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[int, float]:
-    """Extract this part's missing batches into its journal; returns (images skipped, images/s). Holds the lock."""
+def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[int, dict[str, object]]:
+    """Extract this part's missing batches into its journal; returns (images skipped, what was measured: the
+    feature file's cost attributes). Holds the lock."""
     if plan.options.force:
         plan.journal_path.unlink(missing_ok=True)
     if plan.options.on_error == OnError.fail.value:
@@ -487,7 +490,17 @@ def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[
     elapsed, n_new = time.perf_counter() - t0, progress.n_mine - progress.n_done
     rate = n_new / max(elapsed, 1e-9) if n_new > 0 else 0.0
     log.info(f"extracted {n_new} images in {elapsed:.1f}s ({rate:.1f} img/s, {plan.compute_dtype}; {n_skipped} skipped)")
-    return n_skipped, rate
+    return n_skipped, _measured(plan, model, rate, elapsed)
+
+
+def _measured(plan: ExtractionPlan, model: torch.nn.Module, rate: float, elapsed: float) -> dict[str, object]:
+    """The cost attributes of the feature file (never part of its key): images/s over all parts, the seconds this
+    part took (a resumed run: since it resumed), and the network's parameter count."""
+    return {
+        "images_per_s": rate * plan.part[1],
+        "extraction_seconds": float(elapsed),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }
 
 
 def _check_files_exist(dataset: Dataset) -> None:
@@ -533,9 +546,10 @@ def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
         "dataset_spec": dataset.spec,
         "readouts": json.dumps(list(fingerprint.readouts)),
         "backbone": fingerprint.backbone,
-        "weights_label": weights_label(plan.options.weights, plan.resolved),
+        "weights_label": weights_label(plan.options.weights, plan.resolved, plan.backbone),
         "imagenet_baseline": plan.is_imagenet_baseline,
         "compute_dtype": fingerprint.compute_dtype,
+        "extraction_device": str(plan.device),
         "batch_size": plan.options.batch_size,
         "fmprobe_version": __version__,
         "torch_version": torch.__version__,

@@ -145,8 +145,8 @@ def cell_id(
 class CellInfo:
     """What identifies one cell (everything :func:`cell_id` hashes) plus its task.
 
-    ``backbone`` is the name as run, ``:random`` included: the id keeps it, while the rows show the base name
-    and say ``weights="random"``.
+    ``backbone`` is the name as run, ``:random`` (``:random:SEED``) included: the id keeps it, while the rows show
+    the base name and say ``weights="random"`` (``"random:SEED"``).
     """
 
     dataset: str
@@ -192,6 +192,13 @@ def _params_json(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
 
 
+def _base_name(cell: CellInfo) -> str:
+    """The name a row shows: a random control's run name (``NAME:random``, ``NAME:random:SEED``, as
+    :func:`fmprobe.backbones.parse_backbone` reads it) without the modifier, which the weights label carries."""
+    head, sep, seed = cell.backbone.rpartition(":random")
+    return head if sep and (seed == "" or (seed[:1] == ":" and seed[1:].isdigit())) else cell.backbone
+
+
 def rows_for_cell(
     cell: CellInfo,
     metrics: Mapping[str, MetricResult],
@@ -217,7 +224,7 @@ def rows_for_cell(
         **{k: getattr(cell, k) for k in CELL_KEYS},
         "task": cell.task,
         "imagenet_baseline": bool(cell.imagenet_baseline),
-        "backbone": cell.backbone.removesuffix(":random"),
+        "backbone": _base_name(cell),
         "resolution": int(cell.resolution),
         "train_fraction": float(cell.train_fraction),
         "params": _params_json(params),

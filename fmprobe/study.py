@@ -10,6 +10,7 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     baseline = "efficientnet_lite0_imagenet"      # reference backbone of the headline view
     datasets = ["../../shared/data/pneumoniamnist.npz", "medmnist:breastmnist@64"]
     backbones = ["efficientnet_lite0_imagenet", "efficientnet_lite0_imagenet:random"]
+    random_seeds = [0, 1, 2]   # optional: every NAME:random above runs as NAME:random, NAME:random:1, NAME:random:2
     readouts = []              # default: each backbone's own
     resolutions = []           # default: each backbone's native size
     probes = ["logreg", "knn", "lgbm"]
@@ -39,7 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from fmprobe.backbones import get_spec, parse_name
+from fmprobe.backbones import get_spec, parse_backbone, parse_name
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
@@ -110,6 +111,10 @@ class Study:
     bootstrap: int | None = None  # resamples per CI; None: the library's default
     val_subsample: str | None = None  # fmprobe.probing.ValSubsample; None: the library's default
     finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
+    random_seeds: tuple[int, ...] = ()  # initialisations of every NAME:random control; (): NAME:random alone (seed 0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backbones", expand_random_seeds(self.backbones, self.random_seeds))
 
     def finetune_jobs(self) -> list[tuple[str, str, int | None, str]]:
         """(dataset, backbone, resolution, setting) per finetune run, in the order they run."""
@@ -135,6 +140,22 @@ class Study:
     def bootstrap_keywords(self) -> dict[str, int]:
         """``n_resamples`` for the probes and finetune runs when the file sets it (else their own default)."""
         return {} if self.bootstrap is None else {"n_resamples": self.bootstrap}
+
+
+def expand_random_seeds(backbones: Iterable[str], seeds: Iterable[int]) -> tuple[str, ...]:
+    """Every ``NAME:random`` (no seed written) as one control per seed, ``NAME:random`` for seed 0 (its cache
+    and rows as before) and ``NAME:random:SEED`` for the others; names that write a seed are kept as they are."""
+    seeds = tuple(seeds)
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+        raise FmprobeError(f"random_seeds {list(seeds)}: list non-negative integers, e.g. random_seeds = [0, 1, 2].")
+    out: list[str] = []
+    for name in backbones:
+        parsed = parse_backbone(name)
+        if parsed.random_init and parsed.seed is None and seeds:
+            out += [parse_backbone(f"{parsed.base}:random:{s}").canonical for s in seeds]
+        else:
+            out.append(name)
+    return tuple(dict.fromkeys(out))
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -213,6 +234,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         bootstrap=int(data["bootstrap"]) if "bootstrap" in data else None,
         val_subsample=data.get("val_subsample"),
         finetune=_finetune_grid(data.get("finetune", {}), path),
+        random_seeds=as_tuple("random_seeds", int),
     )
     _check_names(study)
     if any(k < 1 for k in study.shots):

@@ -9,6 +9,7 @@ fingerprint needs (weights digest, preprocessing, resolution).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,30 +51,71 @@ from fmprobe.backbones import hf_auto  # noqa: F401
 
 __all__ = [
     "BACKBONES", "BackboneSpec", "FeatureModel", "ImageTransform", "LoadedBackbone", "PackageFile", "Preprocess",
-    "WeightsInfo", "create_backbone", "describe_shapes", "get_spec", "imagenet_baselines", "list_models",
-    "parse_name", "register", "register_prefix", "resolve_weights", "weights_label",
+    "WeightsInfo", "BackboneName", "create_backbone", "describe_shapes", "get_spec", "imagenet_baselines", "list_models",
+    "parse_backbone", "parse_name", "register", "register_prefix", "resolve_weights", "weights_label",
 ]  # fmt: skip
 
-MODIFIERS = ("random",)
+RANDOM = "random"  # the modifier of a randomly initialised control: NAME:random or NAME:random:SEED
+MODIFIERS = (RANDOM,)
+_RANDOM_SUFFIX = re.compile(rf"^(?P<base>.+):{RANDOM}(?::(?P<seed>[^:]*))?$")
+
+
+@dataclass(frozen=True)
+class BackboneName:
+    """A backbone name read once: the registry name, whether it is the random control, and its seed.
+
+    ``seed`` is None where the name does not write one (``NAME:random`` is seed 0 for extraction, the run's seed
+    for fine-tuning, as before seeds could be written)."""
+
+    base: str
+    random_init: bool = False
+    seed: int | None = None
+
+    @property
+    def canonical(self) -> str:
+        """The name as caches and results spell it: ``NAME:random`` for seed 0 (so older caches stay valid)."""
+        if not self.random_init:
+            return self.base
+        return f"{self.base}:{self.weights_label}"
+
+    @property
+    def weights_label(self) -> str:
+        """How results rows name a random control's weights: ``random``, or ``random:SEED`` for a seed > 0."""
+        return RANDOM if not self.seed else f"{RANDOM}:{self.seed}"
+
+    def init_seed(self, default: int = 0) -> int:
+        """The seed the initialisation uses: the name's, else ``default``."""
+        return default if self.seed is None else self.seed
+
+
+def parse_backbone(name: str) -> BackboneName:
+    """``'resnet50:random:2'`` -> ``BackboneName('resnet50', True, 2)``; the one parser of backbone names.
+
+    Generic names keep their own colons: ``openclip:ViT-B-16:laion2b_s34b_b88k`` -> (itself, not random),
+    ``openclip:ViT-B-16:laion2b_s34b_b88k:random`` -> (``openclip:ViT-B-16:laion2b_s34b_b88k``, random)."""
+    name = name.strip()
+    parsed = BackboneName(name)
+    if match := _RANDOM_SUFFIX.match(name):
+        seed = match["seed"]
+        if seed is not None and not seed.isdigit():
+            raise UnknownNameError(
+                f"bad seed {seed!r} in {name!r}: the seed of a random control is a non-negative integer, e.g. "
+                f"{match['base']}:{RANDOM}:1 ({match['base']}:{RANDOM} is seed 0)."
+            )
+        parsed = BackboneName(match["base"], True, None if seed is None else int(seed))
+    if not parsed.base.startswith(tuple(GENERIC_PREFIXES)) and ":" in parsed.base:
+        modifier = parsed.base.partition(":")[2]
+        raise UnknownNameError(
+            f"unknown backbone modifier {modifier!r} in {name!r}; use NAME for pretrained weights or NAME:random "
+            "(NAME:random:SEED for another initialisation) for the randomly initialised control."
+        )
+    return parsed
 
 
 def parse_name(name: str) -> tuple[str, bool]:
-    """``'resnet50:random'`` -> ``('resnet50', True)``; the modifier picks a randomly initialised control.
-
-    Generic names keep their own colons: ``openclip:ViT-B-16:laion2b_s34b_b88k`` -> (itself, False),
-    ``openclip:ViT-B-16:laion2b_s34b_b88k:random`` -> (``openclip:ViT-B-16:laion2b_s34b_b88k``, True)."""
-    name = name.strip()
-    base, random_init = name, False
-    for modifier in MODIFIERS:
-        if name.endswith(":" + modifier):
-            base, random_init = name[: -len(modifier) - 1], True
-    if not base.startswith(tuple(GENERIC_PREFIXES)) and ":" in base:
-        modifier = base.partition(":")[2]
-        raise UnknownNameError(
-            f"unknown backbone modifier {modifier!r} in {name!r}; use NAME for pretrained weights or NAME:random "
-            "for the randomly initialised control."
-        )
-    return base, random_init
+    """``'resnet50:random'`` -> ``('resnet50', True)``: :func:`parse_backbone` without the seed."""
+    parsed = parse_backbone(name)
+    return parsed.base, parsed.random_init
 
 
 def get_spec(base: str) -> BackboneSpec:
@@ -106,13 +148,16 @@ class LoadedBackbone:
 
 
 def resolve_weights(name: str, weights: str | Path | None = None, seed: int = 0) -> tuple[Path | None, str]:
-    """The weights file ``name`` will load (None for a random control) and its digest for the cache key."""
-    base, random_init = parse_name(name)
+    """The weights file ``name`` will load (None for a random control) and its digest for the cache key.
+
+    A random control's digest names its seed: the one in the name (``NAME:random:SEED``), else ``seed``."""
+    parsed = parse_backbone(name)
+    base = parsed.base
     spec = get_spec(base)
-    if random_init:
+    if parsed.random_init:
         if weights is not None:
             raise WeightsError(f"{name!r} is the randomly initialised control; drop --weights or drop ':random'.")
-        return None, f"random-init:seed{seed}:torch{torch.__version__}:timm{timm.__version__}"
+        return None, f"random-init:seed{parsed.init_seed(seed)}:torch{torch.__version__}:timm{timm.__version__}"
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
@@ -122,10 +167,11 @@ def resolve_weights(name: str, weights: str | Path | None = None, seed: int = 0)
     return path, "sha256:" + sha256_file(path)
 
 
-def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str]) -> str:
-    """How the results table names the weights: random, pretrained (the published file), or the file used."""
+def weights_label(weights: str | Path | None, resolved: tuple[Path | None, str], name: str = "") -> str:
+    """How the results table names the weights: random (``random:SEED`` for a seed > 0 written in ``name``),
+    pretrained (the published file), or the file used."""
     if resolved[0] is None:
-        return "random"
+        return parse_backbone(name).weights_label if name else RANDOM
     if weights is None:
         return "pretrained"
     return f"{Path(weights).name}@{resolved[1].removeprefix('sha256:')[:8]}"
@@ -140,15 +186,16 @@ def create_backbone(
 ) -> LoadedBackbone:
     """Build ``name`` at ``resolution`` with its published weights (or ``weights``), frozen and in eval mode.
 
-    ``resolved`` passes the result of :func:`resolve_weights` when the caller already hashed the file.
+    ``resolved`` passes the result of :func:`resolve_weights` when the caller already hashed the file. A random
+    control is initialised with the seed its name writes (``NAME:random:SEED``), else with ``seed``.
     """
-    base, random_init = parse_name(name)
-    spec = get_spec(base)
+    parsed = parse_backbone(name)
+    spec = get_spec(parsed.base)
     weights_path, digest = resolved or resolve_weights(name, weights, seed)
     size = int(resolution or spec.native_resolution)
     if size < 16 or size > 4096:
         raise WeightsError(f"resolution {size} for {name!r} is out of range (16-4096).")
-    torch.manual_seed(seed)  # random controls are reproducible
+    torch.manual_seed(parsed.init_seed(seed))  # random controls are reproducible
     model = spec.build(size)
     if weights_path is not None:
         state_dict, source = read_checkpoint(weights_path, name), f"{weights_path} (for {name})"
@@ -160,7 +207,7 @@ def create_backbone(
         name=name,
         spec=spec,
         model=model,
-        random_init=random_init,
+        random_init=parsed.random_init,
         weights_path=weights_path,
         weights_digest=digest,
         resolution=size,

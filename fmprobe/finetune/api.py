@@ -98,7 +98,7 @@ class FinetunePlan:
 
     @property
     def weights_label(self) -> str:
-        return weights_label(self.options.weights, self.resolved)
+        return weights_label(self.options.weights, self.resolved, self.backbone)
 
     @property
     def cell_id(self) -> str:
@@ -182,7 +182,7 @@ def plan_finetune(
     }  # fmt: skip
     key = digest_parts(config)[:16]
     cell = CellInfo(
-        dataset=data.name, task=data.task, backbone=backbone, weights=weights_label(options.weights, resolved),
+        dataset=data.name, task=data.task, backbone=backbone, weights=weights_label(options.weights, resolved, backbone),
         readout=readout, resolution=size, probe=recipe.probe_name, train_fraction=1.0, repeat=0, seed=options.seed,
         fingerprint=key,
         imagenet_baseline=spec.imagenet_baseline and options.weights is None and resolved[0] is not None,

@@ -28,6 +28,7 @@ from fmprobe.report.analysis import (
     model_label,
     suggest,
 )
+from fmprobe.report.cost import cost_blocks
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
 from fmprobe.report.recommend import recommend
@@ -578,5 +579,6 @@ REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
     recommendation_blocks,
     headline_blocks,
     dataset_blocks,
+    cost_blocks,
     provenance_blocks,
 ]

@@ -39,6 +39,7 @@ from fmprobe.report.analysis import (
     paired_gain,
     pick_baseline,
 )
+from fmprobe.report.cost import CostKey, FeatureCost, choose_measure, feature_costs
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
 from fmprobe.report.options import ALPHA
 from fmprobe.results import read_results, to_frame, validate
@@ -99,6 +100,19 @@ class Comparison:
     p_holm: float = math.nan  # Holm-adjusted over this dataset's comparisons
     verdict: Verdict = Verdict.not_compared
     reason: str = ""  # why not compared (empty when compared)
+    seeds: tuple[Comparison, ...] = ()  # a random control run with several seeds: one comparison per seed
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(lowest, highest) test value over the control's seeds; None for a single configuration."""
+        values = [s.other.value for s in self.seeds if math.isfinite(s.other.value)]
+        return (min(values), max(values)) if len(self.seeds) > 1 and values else None
+
+    def label(self, full: bool = False) -> str:
+        """The other configuration's label; a control with seeds says how many and their test range."""
+        spread = self.spread
+        extra = f" [{len(self.seeds)} seeds, test {spread[0]:.3f}–{spread[1]:.3f}]" if spread else ""
+        return self.other.label(full) + extra
 
 
 @dataclass(frozen=True)
@@ -121,6 +135,8 @@ class DatasetAnswer:
     excluded: list[Excluded] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # best-by-validation excluded, winner's curse
     sentence: str = ""
+    cheapest: Config | None = None  # the cheapest configuration statistically tied with the chosen one
+    cheapest_sentence: str = ""
 
     @property
     def distinguishable(self) -> bool:
@@ -183,7 +199,10 @@ class Recommendation:
 METHOD_NOTE = (
     "Chosen on validation; tested on the test set against every other backbone's validation-chosen configuration "
     "with the same probe (paired bootstrap on the same samples, Holm-corrected across a dataset's comparisons, "
-    "alpha = {alpha:g}). Flagged configurations and those with a missing metric are never recommended."
+    "alpha = {alpha:g}). Flagged configurations and those with a missing metric are never recommended. A random-init "
+    "control run with several seeds is one control with a spread (test values over seeds, min–max): each seed's "
+    "validation-chosen configuration is one comparison in the Holm correction, and a claim against the control is "
+    "made only when it holds against every seed."
 )
 FRAME_COLUMNS = ["dataset", "metric", "role", "model", "readout", "resolution", "probe", "val_score", "value",
                  "ci_low", "ci_high", "diff", "rel_gain", "rel_low", "rel_high", "p_value", "p_holm", "verdict",
@@ -217,7 +236,11 @@ def _gain(c: Comparison) -> str:
 
 
 def _listing(comparisons: list[Comparison]) -> str:
-    return ", ".join(f"{c.other.label()} ({_p(c.p_holm)}, Holm)" for c in comparisons)
+    return ", ".join(f"{c.label()} ({_p(c.p_holm)}, Holm{_seed_note(c)})" for c in comparisons)
+
+
+def _seed_note(c: Comparison) -> str:
+    return f", the largest of its {len(c.seeds)} seeds" if len(c.seeds) > 1 else ""
 
 
 # ------------------------------------------------------------------------------------------------ per dataset
@@ -257,14 +280,16 @@ def _split_eligible(view: DatasetView) -> tuple[pd.DataFrame, list[Excluded], di
 
 def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: float, n_resamples: int,
              seed: int) -> list[Comparison]:  # fmt: skip
-    """Chosen vs each other model's val-chosen configuration with the same probe, Holm-corrected."""
+    """Chosen vs each other model's val-chosen configuration with the same probe, Holm-corrected; the seeds of a
+    random control are compared one by one and then folded into one comparison (:func:`_fold_controls`)."""
     same_probe = choose_on_val(eligible[eligible["probe"] == chosen.probe], view.metric)
-    raw = []
+    raw, controls = [], []
     for model, other in same_probe.items():
         if model == chosen.model:
             continue
         g = paired_gain(view, chosen, other, n_resamples, seed)
         raw.append((Config.of(other), g))
+        controls.append(_control(other))
     adjusted = stats.holm([g.p_value for _, g in raw])
     sign = 1.0 if higher_is_better(view.metric) else -1.0
     out = []
@@ -274,7 +299,46 @@ def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: f
             continue
         verdict = Verdict.tied if p_holm >= alpha else Verdict.worse if sign * g.diff > 0 else Verdict.better
         out.append(Comparison(cfg, g.diff, g.rel, g.rel_low, g.rel_high, g.p_value, float(p_holm), verdict))
+    return _fold_controls(out, controls, _control(chosen))
+
+
+def _control(c: Choice) -> str:
+    """The random control a configuration is one seed of (``NAME:random``, its seed-0 name); '' for any other.
+    Its rows say ``weights="random"`` (seed 0) or ``"random:SEED"``, as :func:`fmprobe.backbones.parse_backbone`
+    writes them."""
+    return f"{c.backbone}:random" if c.weights.partition(":")[0] == "random" else ""
+
+
+def _fold_controls(comparisons: list[Comparison], controls: list[str], chosen_control: str) -> list[Comparison]:
+    """One comparison per random control run with several seeds, in the place of its first seed.
+
+    Redrawing a random initialisation moves its score by more than many claimed differences, so a claim against
+    the control stands only if it holds against every seed: the verdict is a seed's verdict when all seeds agree,
+    else "not significantly different"; p is the largest Holm-adjusted p over the seeds, the difference that seed's."""
+    members: dict[str, list[Comparison]] = {}
+    for c, control in zip(comparisons, controls, strict=True):
+        if control and control != chosen_control:
+            members.setdefault(control, []).append(c)
+    out = []
+    for c, control in zip(comparisons, controls, strict=True):
+        group = members.get(control, [])
+        if len(group) < 2:
+            out.append(c)
+        elif c is group[0]:
+            out.append(_folded(control, group))
     return out
+
+
+def _folded(control: str, seeds: list[Comparison]) -> Comparison:
+    compared = [c for c in seeds if c.verdict is not Verdict.not_compared]
+    if not compared:
+        return dataclasses.replace(seeds[0], other=dataclasses.replace(seeds[0].other, model=control),
+                                   seeds=tuple(seeds))  # fmt: skip
+    weakest = max(compared, key=lambda c: c.p_holm)
+    verdicts = {c.verdict for c in seeds}
+    verdict = verdicts.pop() if len(verdicts) == 1 else Verdict.tied
+    return dataclasses.replace(weakest, other=dataclasses.replace(weakest.other, model=control), verdict=verdict,
+                               seeds=tuple(seeds))  # fmt: skip
 
 
 def _winners_curse(metric: str, c: Config) -> str:
@@ -290,7 +354,7 @@ def _winners_curse(metric: str, c: Config) -> str:
 
 
 def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: int, seed: int,
-                   imagenet: bool = True) -> DatasetAnswer:  # fmt: skip
+                   imagenet: bool = True, costs: dict[CostKey, FeatureCost] | None = None) -> DatasetAnswer:  # fmt: skip
     """The recommendation for one dataset (see the module docstring for the rules)."""
     ans = DatasetAnswer(view.name, view.task, view.metric, baseline)
     eligible, ans.excluded, reasons = _split_eligible(view)
@@ -307,8 +371,29 @@ def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: 
     ans.comparisons = _compare(view, best_any, eligible, alpha, n_resamples, seed)
     if curse := _winners_curse(view.metric, ans.chosen):
         ans.notes.append(curse)
-    ans.sentence = _sentence(ans, imagenet)
+    ans.cheapest, ans.cheapest_sentence = _cheapest_tied(ans, costs or {})
+    ans.sentence = " ".join(s for s in (_sentence(ans, imagenet), ans.cheapest_sentence) if s)
     return ans
+
+
+def _cheapest_tied(ans: DatasetAnswer, costs: dict[CostKey, FeatureCost]) -> tuple[Config | None, str]:
+    """The cheapest of the chosen configuration and those not significantly different from it, and its sentence;
+    cost: measured extraction seconds per image where all of them have it, else parameters (it says which)."""
+    chosen = ans.chosen
+    assert chosen is not None
+    tied = [chosen, *[c.other for c in ans.comparisons if c.verdict is Verdict.tied]]
+    if len(tied) < 2:
+        return None, ""
+    cost_of = {id(c): costs.get((ans.dataset, c.model, c.resolution)) for c in tied}
+    measure = choose_measure(cost_of.values())
+    if measure is None:
+        return None, "Cheapest tied configuration: cost not recorded for all of them."
+    cheapest = min(tied, key=lambda c: measure.of(cost_of[id(c)]))  # type: ignore[arg-type,return-value]
+    value = measure.format(measure.of(cost_of[id(cheapest)]))  # type: ignore[arg-type]
+    if cheapest is chosen:
+        return cheapest, f"It is also the cheapest of the configurations statistically tied with it ({measure.name}: {value})."
+    return cheapest, (f"Cheapest configuration statistically tied with it: {cheapest.label(full=True)} ({measure.name}: "
+                      f"{value} against {measure.format(measure.of(cost_of[id(chosen)]))}).")  # type: ignore[arg-type]  # fmt: skip
 
 
 def _candidate_rows(view: DatasetView) -> pd.DataFrame:
@@ -430,9 +515,10 @@ def _config_row(d: DatasetAnswer, role: str, c: Config) -> dict[str, object]:
 def _frame_rows(d: DatasetAnswer) -> list[dict[str, object]]:
     rows = [] if d.chosen is None else [_config_row(d, "chosen", d.chosen)]
     for c in d.comparisons:
-        rows.append({**_config_row(d, "compared", c.other), "diff": c.diff, "rel_gain": c.rel, "rel_low": c.rel_low,
-                     "rel_high": c.rel_high, "p_value": c.p_value, "p_holm": c.p_holm, "verdict": c.verdict.value,
-                     "reason": c.reason})  # fmt: skip
+        for role, x in [("compared", c), *[("control seed", s) for s in c.seeds]]:
+            rows.append({**_config_row(d, role, x.other), "diff": x.diff, "rel_gain": x.rel, "rel_low": x.rel_low,
+                         "rel_high": x.rel_high, "p_value": x.p_value, "p_holm": x.p_holm, "verdict": x.verdict.value,
+                         "reason": x.reason})  # fmt: skip
     for e in d.excluded:
         rows.append({"dataset": d.dataset, "metric": d.metric, "role": "excluded", "model": e.label,
                      "val_score": e.val_score, "reason": e.reason})  # fmt: skip
@@ -443,17 +529,18 @@ def _table(d: DatasetAnswer, alpha: float) -> Table:
     c = d.chosen
     assert c is not None
 
-    def row(cfg: Config, diff: str, p: str, verdict: str) -> list[Cell]:
+    def row(cfg: Config, diff: str, p: str, verdict: str, x: Comparison | None = None) -> list[Cell]:
         ci = f" [{cfg.ci_low:.3f}, {cfg.ci_high:.3f}]" if math.isfinite(cfg.ci_low) else ""
-        name = cfg.label(full=True) + (" (baseline)" if cfg.model == d.baseline else "")
+        name = (x.label(full=True) if x else cfg.label(full=True)) + (" (baseline)" if cfg.model == d.baseline else "")
         return [Cell(name), Cell(f"{cfg.val_score:.3f}"), Cell(f"{cfg.value:.3f}", tail=ci), Cell(diff), Cell(p),
                 Cell(verdict)]  # fmt: skip
 
     body = [row(c, "", "", "chosen on validation")]
     for x in d.comparisons:
         compared = x.verdict is not Verdict.not_compared
+        verdict = x.verdict.value + (" (every seed)" if x.seeds and x.verdict is not Verdict.tied else "")
         body.append(row(x.other, f"{-x.diff:+.3f}" if compared else MISSING,
-                        f"{x.p_holm:.3f}" if compared else MISSING, x.verdict.value if compared else x.reason))  # fmt: skip
+                        f"{x.p_holm:.3f}" if compared else MISSING, verdict if compared else x.reason, x))  # fmt: skip
     body += [[Cell(e.label), Cell(f"{e.val_score:.3f}" if math.isfinite(e.val_score) else MISSING), Cell(MISSING),
               Cell(""), Cell(""), Cell(f"excluded: {e.reason}")] for e in d.excluded]  # fmt: skip
     caption = (f"{d.dataset}: {d.metric} on validation (mean over repeats) and test [95% CI]; Δ = other − chosen on "
@@ -494,7 +581,8 @@ def recommend(
     registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
     base, note = pick_baseline(models, baseline, registered)
     imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
-    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet) for v in views]
+    costs = feature_costs(pd.concat([v.rows for v in views]))
+    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet, costs) for v in views]
     probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
     if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
         probes = probes[:1] if len(probes) == 1 else []
