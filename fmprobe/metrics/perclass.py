@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmprobe.metrics.bootstrap import CI_LEVEL, MAX_UNDEFINED, percentile_interval, replicate_each
+from fmprobe.metrics.bootstrap import CI_LEVEL, MAX_UNDEFINED, drop_undefined, percentile_interval, replicate_each
 from fmprobe.metrics.functions import MetricInputError, MetricUndefined, Prepared, _auc_weighted, _safe_div
 
 CLASS_METRICS = ("recall", "precision", "f1", "roc_auc")
@@ -107,12 +107,12 @@ def per_class(
 
 
 def _interval(values: np.ndarray, level: float) -> tuple[float | None, float | None]:
-    """Percentile interval of the finite replicates; no interval when too many are undefined (e.g. a precision
-    whose class is sometimes never predicted)."""
-    ok = values[np.isfinite(values)]
-    if len(ok) < (1 - MAX_UNDEFINED) * len(values) or len(ok) == 0:
+    """Percentile interval of the finite replicates; none when too many are undefined (e.g. a precision whose
+    class is sometimes never predicted), as for every other interval."""
+    try:
+        return percentile_interval(drop_undefined(values, "a per-class value", MAX_UNDEFINED), level)
+    except MetricUndefined:
         return None, None
-    return percentile_interval(ok, level)
 
 
 def youden_threshold(y_true: object, positive_score: object) -> float:

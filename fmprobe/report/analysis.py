@@ -565,10 +565,11 @@ class Confusion:
     threshold: float | None = None
     note: str = ""
 
-    def rates(self) -> tuple[float, float]:
-        """Binary: (sensitivity, specificity) of class 1 at this rule (NaN when a class has no test sample)."""
+    def recalls(self) -> list[float]:
+        """Recall of each class at this rule (binary: sensitivity and specificity, whichever class is the finding);
+        NaN for a class without test samples."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return float(self.counts[1, 1] / self.counts[1].sum()), float(self.counts[0, 0] / self.counts[0].sum())
+            return [float(x) for x in np.diag(self.counts) / self.counts.sum(axis=1)]
 
 
 def confusion_counts(y_true: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:

@@ -538,20 +538,24 @@ def dataset_blocks(ctx: ReportContext) -> list[Block]:
     return blocks
 
 
+def _recalls(c: Confusion) -> str:
+    return ", ".join(f"{name} {_num(r)}" for name, r in zip(c.classes, c.recalls(), strict=True))
+
+
 def _rule_sentence(c: Confusion, argmax: Confusion | None) -> str:
-    """What decision rule the matrix shows; binary: sensitivity/specificity at it (and at the argmax to compare)."""
+    """What decision rule the matrix shows; binary: each class's recall at it (sensitivity and specificity), and at
+    the argmax to compare."""
     if c.counts.shape[0] != 2:
         return "Predicted class: the argmax of the scores (an ordinal cell: its decoded grade)."
-    sens, spec = c.rates()
     if c.threshold is None:
         text = f"Predicted class: the argmax of the scores ({c.note or 'no validation threshold'})"
     else:
-        text = f"Predicted {c.classes[1]} when its score ≥ {c.threshold:.3f}, the threshold chosen on validation by Youden's J"
-    text += f". At this rule: sensitivity ({c.classes[1]}) {_num(sens)}, specificity {_num(spec)} (test)."
-    if argmax is not None:
-        a_sens, a_spec = argmax.rates()
-        text += f" At the argmax (score ≥ 0.5) they would be {_num(a_sens)} and {_num(a_spec)}."
-    return text
+        text = (
+            f"Predicted {c.classes[1]} when its score ≥ {c.threshold:.3f}, the threshold chosen on validation by "
+            "Youden's J (sensitivity + specificity − 1)"
+        )
+    text += f". Recall per class at this rule (sensitivity and specificity; test): {_recalls(c)}."
+    return text + (f" At the argmax (score ≥ 0.5): {_recalls(argmax)}." if argmax is not None else "")
 
 
 def confusion_blocks(d: DatasetContext) -> list[Block]:

@@ -80,10 +80,9 @@ def reliability_chart(
         filled = r.count > 0
         top.plot(r.confidence[filled], r.accuracy[filled], "o-", color=color, ms=4, lw=1.4,
                  label=f"{model} (ECE {r.ece:.3f})")  # fmt: skip
-        centres = (r.edges[:-1] + r.edges[1:]) / 2
-        bottom.step(centres, r.count / max(r.count.sum(), 1), where="mid", color=color, lw=1.2)
+        bottom.stairs(r.count / max(r.count.sum(), 1), r.edges, color=color, lw=1.2)
     top.set_xlim(0, 1)
-    top.set_ylim(0, 1)
+    top.set_ylim(-0.02, 1.02)
     top.set_ylabel("accuracy in bin")
     top.set_title(f"{dataset}: reliability ({N_BINS} bins of top-class confidence)", fontsize=10)
     top.grid(alpha=0.3)

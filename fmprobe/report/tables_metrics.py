@@ -33,7 +33,7 @@ def _num(x: float) -> str:
 
 
 def _g(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 def _span(values: list[Any]) -> str:

@@ -106,7 +106,7 @@ def test_calibration_section_reads_recorded_ece_or_computes_it_for_older_tables(
 def test_older_binary_predictions_say_the_threshold_was_not_recorded(report) -> None:  # type: ignore[no-untyped-def]
     text = _section(report.markdown.read_text(), "synth_lesions", "Confusion matrix")
     assert "Predicted class: the argmax of the scores (the validation threshold was not recorded" in text
-    assert "sensitivity (malignant)" in text
+    assert "Recall per class at this rule (sensitivity and specificity; test): benign " in text
 
 
 class _Probe:
@@ -135,12 +135,11 @@ def test_binary_probe_records_the_validation_threshold_and_the_report_uses_it(tm
     paths = write_report(tmp_path / "r", tmp_path / "report", n_resamples=50)
     text = _section(paths.markdown.read_text(), "toyset", "Confusion matrix")
     positive = pred.y_score[:, 1] >= t
-    sens = positive[pred.y_true == 1].mean()
-    spec = (~positive[pred.y_true == 0]).mean()
+    recall_1, recall_0 = positive[pred.y_true == 1].mean(), (~positive[pred.y_true == 0]).mean()
     assert f"Predicted 1 when its score ≥ {t:.3f}, the threshold chosen on validation by Youden's J" in text
-    assert f"sensitivity (1) {sens:.3f}, specificity {spec:.3f} (test)" in text
+    assert f"at this rule (sensitivity and specificity; test): 0 {recall_0:.3f}, 1 {recall_1:.3f}." in text
     argmax = pred.y_score.argmax(axis=1) == 1
-    assert f"At the argmax (score ≥ 0.5) they would be {argmax[pred.y_true == 1].mean():.3f}" in text
+    assert f"At the argmax (score ≥ 0.5): 0 {(~argmax[pred.y_true == 0]).mean():.3f}, 1 " in text
 
 
 def test_multiclass_probe_records_no_threshold(tmp_path: Path) -> None:
