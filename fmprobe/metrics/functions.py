@@ -17,6 +17,8 @@ Conventions (shared with probes/ and the results table):
   ``score > 0.5`` (a score of exactly 0.5 is negative, matching the argmax tie rule for binary).
 * A value that cannot be computed raises :class:`MetricUndefined` with the reason; nothing returns a
   placeholder such as 0.5.
+* ``ece`` (expected calibration error, lower is better) bins the top-class confidence of the scores, never the
+  decoded grades; its definition is in :mod:`fmprobe.metrics.calibration`.
 
 Missing labels (multilabel only). Let ``known[i, j]`` be ``y_true[i, j] != -1``.
 

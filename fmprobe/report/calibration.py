@@ -32,8 +32,8 @@ CALIBRATION_NOTE = (
     f"Expected calibration error (`ece`): the test samples are put in {N_BINS} equal-width bins of their top-class "
     "confidence (the highest class probability); ECE is the sample-weighted mean gap |accuracy − mean confidence| "
     "over the bins (multilabel: each label's binary ECE on its known entries, averaged over labels). 0 is perfectly "
-    "calibrated; lower is better. ECE is biased upwards on small test sets, so compare configurations on one test "
-    "set. The reliability diagram plots, per bin, accuracy against mean confidence (the diagonal is perfect "
+    "calibrated; lower is better. ECE is biased upwards on small test sets (and its bootstrap interval with it, so the "
+    "value often sits near the interval's lower end): compare configurations on one test set. The reliability diagram plots, per bin, accuracy against mean confidence (the diagonal is perfect "
     "calibration); multilabel: every known label entry pooled."
 )
 

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_probing import synthetic_features
 
 from fmprobe.metrics import ece
@@ -147,3 +148,18 @@ def test_multiclass_probe_records_no_threshold(tmp_path: Path) -> None:
     probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
     row = read_results(tmp_path / "r").query("is_primary").iloc[0]
     assert "threshold" not in load_predictions(row.predictions).meta and "youden_threshold" not in row.params
+
+
+def test_multilabel_report_has_ece_and_calibration_but_no_per_class_table(tmp_path: Path) -> None:
+    from test_probing_multilabel import multilabel_features
+
+    probe_features([multilabel_features(tmp_path / "x.h5")], probes=["logreg"], out=tmp_path / "r", n_resamples=50,
+                   progress=False)  # fmt: skip
+    df = read_results(tmp_path / "r").set_index("metric")
+    pred = load_predictions(df.loc["roc_auc", "predictions"])
+    assert df.loc["ece", "value"] == pytest.approx(ece(pred.y_true, pred.y_score))
+    md = write_report(tmp_path / "r", tmp_path / "report", n_resamples=50).markdown.read_text()
+    header = next(x for x in _section(md, "chestset", "All metrics").splitlines() if x.startswith("| backbone"))
+    assert "| ece |" in header + " |" and "roc_auc[" not in header  # per-label rows stay in the per-label table
+    assert "### Per class" not in md and "### Per label" in md
+    assert f"| {df.loc['ece', 'value']:.3f} [" in _section(md, "chestset", "Calibration")
