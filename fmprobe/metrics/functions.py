@@ -17,6 +17,8 @@ Conventions (shared with probes/ and the results table):
   ``score > 0.5`` (a score of exactly 0.5 is negative, matching the argmax tie rule for binary).
 * A value that cannot be computed raises :class:`MetricUndefined` with the reason; nothing returns a
   placeholder such as 0.5.
+* ``ece`` (expected calibration error, lower is better) bins the top-class confidence of the scores, never the
+  decoded grades; its definition is in :mod:`fmprobe.metrics.calibration`.
 
 Missing labels (multilabel only). Let ``known[i, j]`` be ``y_true[i, j] != -1``.
 
@@ -54,6 +56,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from fmprobe.errors import FmprobeError
+from fmprobe.metrics.calibration import N_BINS, bin_index, top_class
 from fmprobe.registry import Registry
 from fmprobe.tasks import MISSING, TASK_TYPES
 
@@ -196,6 +199,23 @@ class Prepared:
         return cells.reshape(W.shape[0], self.k, self.k)
 
     @cached_property
+    def _calibration_codes(self) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+        """Sparse ``[N, cells]`` maps of each entry to its confidence bin (multilabel: ``label * N_BINS + bin``,
+        missing entries in none), holding 1, the entry's correctness and its confidence: the ECE's bin sums."""
+        conf, correct = top_class(self.y, self.score)
+        if self.multilabel:
+            rows, labels = np.nonzero(self.known)
+            cols = labels * N_BINS + bin_index(conf[rows, labels])
+            conf, correct = conf[rows, labels], correct[rows, labels]
+        else:
+            rows, cols = np.arange(self.n), bin_index(conf)
+        shape = (self.n, self.k * N_BINS if self.multilabel else N_BINS)
+        return tuple(
+            sp.csr_matrix((np.asarray(data, dtype=np.float64), (rows, cols)), shape=shape)
+            for data in (np.ones(len(rows)), correct, conf)
+        )
+
+    @cached_property
     def auc_columns(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Per score column: (sort order, is-positive in that order, start of each tie group).
 
@@ -299,6 +319,16 @@ def _quadratic_kappa(p: Prepared, W: np.ndarray) -> np.ndarray:
     observed = np.einsum("bij,ij->b", cm, w)
     expected = _safe_div(np.einsum("bi,ij,bj->b", cm.sum(axis=2), w, cm.sum(axis=1)), n)
     return 1.0 - _safe_div(observed, expected)
+
+
+def _ece(p: Prepared, W: np.ndarray) -> np.ndarray:
+    """Expected calibration error (:mod:`.calibration`): per bin |sum correct - sum confidence| over the weight."""
+    count, correct, conf = (np.asarray((codes.T @ W.T).T) for codes in p._calibration_codes)
+    if not p.multilabel:
+        return _safe_div(np.abs(correct - conf).sum(axis=1), count.sum(axis=1))
+    shape = (W.shape[0], p.k, N_BINS)  # per label: its bins' gaps over its known weight; mean over scored labels
+    gaps = np.abs(correct - conf).reshape(shape).sum(axis=2)
+    return _mean_defined(_safe_div(gaps, count.reshape(shape).sum(axis=2)))
 
 
 def _auc_weighted(order: np.ndarray, pos: np.ndarray, starts: np.ndarray, W: np.ndarray) -> np.ndarray:
@@ -497,6 +527,17 @@ quadratic_kappa = _register(
         _quadratic_kappa,
         _kappa_reason,
         "Cohen's kappa with quadratic weights over class indices (ordinal agreement)",
+    )
+)
+
+ece = _register(
+    Metric(
+        "ece",
+        _ece,
+        _generic_reason,
+        f"expected calibration error, {N_BINS} equal-width bins of the top-class confidence (multilabel: mean over "
+        "labels of each label's binary ECE on its known entries); lower is better, see fmprobe.metrics.calibration",
+        higher_is_better=False,
     )
 )
 

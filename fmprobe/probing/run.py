@@ -27,7 +27,7 @@ from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid
 from fmprobe.probing.plan import ProbeCell, ProbePlan, amount_label, plan_probing
 from fmprobe.probing.sampling import training_rows, validation_rows
-from fmprobe.probing.scoring import argmax_metric, score_test
+from fmprobe.probing.scoring import argmax_metric, score_test, validation_threshold
 from fmprobe.results import (
     CellInfo,
     append_rows,
@@ -167,10 +167,15 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
             "backbone": info.backbone, "readout": info.readout, "probe": info.probe, "feature_file": str(features.path)}  # fmt: skip
     if scored.y_pred is not None:  # the decoded grades the label metrics used (y_score's argmax is not them)
         meta["y_pred"] = scored.y_pred.tolist()
+    params = dict(probe.best_params_)
+    if info.task == "binary":  # the decision cut the report's confusion matrix uses, chosen on validation
+        meta["threshold"] = validation_threshold(probe, val.features[val_index], val.labels[val_index])
+        if meta["threshold"]["youden_val"] is not None:
+            params["youden_threshold"] = meta["threshold"]["youden_val"]
     ids, y_true = (test.ids, test.labels) if scored.ids is None else (scored.ids, scored.y_true)
     rows = write_cell(
         out, info, scored.metrics, ids=ids, y_true=y_true, y_score=scored.scores, meta=meta,
-        primary=features.primary_metric or PRIMARY_METRIC[info.task], params=probe.best_params_,
+        primary=features.primary_metric or PRIMARY_METRIC[info.task], params=params,
         n_train=len(index), val_score=probe.val_score_, n_val=len(val_index), flags=scored.flags,
     )  # fmt: skip
     return len(rows)

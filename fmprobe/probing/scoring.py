@@ -10,8 +10,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from fmprobe.errors import FmprobeError
-from fmprobe.metrics import compute_all
+from fmprobe.metrics import MetricUndefined, compute_all
 from fmprobe.metrics.aggregate import evaluation_rows
+from fmprobe.metrics.perclass import youden_threshold
 from fmprobe.probes import ProbeBase
 from fmprobe.probing.grid import ProbeGrid
 from fmprobe.results import CellInfo
@@ -90,3 +91,15 @@ def score_test(probe: ProbeBase, test: SplitFeatures, info: CellInfo, features: 
     shown = scored.scores.argmax(axis=1) if y_pred is None and scored.scores.ndim == 2 else y_pred
     flags = degenerate_flag(np.asarray(scored.y_true), scored.scores, shown, features.class_names)
     return replace(scored, flags=flags, y_pred=y_pred)
+
+
+def validation_threshold(probe: ProbeBase, X_val: np.ndarray, y_val: np.ndarray) -> dict[str, object]:
+    """Binary cells: the Youden-J cut on the chosen model's *validation* positive-class scores (the rows the
+    choice saw), ``{"youden_val": t, "n_val": n}``, or ``{"youden_val": None, "reason": ...}``. The report draws the
+    test confusion matrix at it; the test split is never looked at."""
+    if len(y_val) == 0:
+        return {"youden_val": None, "reason": "no validation rows"}
+    try:
+        return {"youden_val": youden_threshold(y_val, probe.predict_proba(X_val)[:, 1]), "n_val": len(y_val)}
+    except MetricUndefined as e:
+        return {"youden_val": None, "reason": e.reason}

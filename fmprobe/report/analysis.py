@@ -546,12 +546,51 @@ def efficiency_curves(view: DatasetView, axis: Axis | str = Axis.fraction) -> di
     return curves
 
 
-def confusion(choice: Choice) -> tuple[np.ndarray, list[str]]:
-    """Confusion counts (rows = truth) of the configuration's first repeat, and the class names."""
+THRESHOLD_NOT_RECORDED = (
+    "the validation threshold was not recorded: predictions written before fmprobe stored Youden's J on "
+    "validation, or by fine-tuning"
+)
+
+
+@dataclass(frozen=True)
+class Confusion:
+    """Test confusion counts (rows = truth) of a configuration's first repeat and the decision rule behind them.
+
+    Binary cells use the positive-class cut chosen on validation by Youden's J (``threshold``) when their
+    predictions file records it (``meta["threshold"]["youden_val"]``); everything else uses the argmax (an ordinal
+    cell: its decoded grades), and ``note`` says why for a binary cell."""
+
+    counts: np.ndarray
+    classes: list[str]
+    threshold: float | None = None
+    note: str = ""
+
+    def recalls(self) -> list[float]:
+        """Recall of each class at this rule (binary: sensitivity and specificity, whichever class is the finding);
+        NaN for a class without test samples."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return [float(x) for x in np.diag(self.counts) / self.counts.sum(axis=1)]
+
+
+def confusion_counts(y_true: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return cm
+
+
+def confusion(choice: Choice, use_threshold: bool = True) -> Confusion:
+    """The configuration's first-repeat test confusion matrix; binary at the validation Youden threshold when it
+    was recorded and ``use_threshold``, else at the argmax."""
     pred = _load(choice.first["predictions"])
     k = pred.y_score.shape[1]
-    cm = np.zeros((k, k), dtype=np.int64)
     decoded = pred.y_pred  # an ordinal cell's decoded grades, when they are not the argmax
-    predicted = np.asarray(decoded, dtype=np.int64) if decoded is not None else pred.y_score.argmax(axis=1)
-    np.add.at(cm, (pred.y_true.astype(np.int64), predicted), 1)
-    return cm, pred.class_names
+    argmax = np.asarray(decoded, dtype=np.int64) if decoded is not None else pred.y_score.argmax(axis=1)
+    if k != 2 or not use_threshold:
+        return Confusion(confusion_counts(pred.y_true, argmax, k), pred.class_names)
+    recorded = pred.meta.get("threshold") or {}
+    t = recorded.get("youden_val")
+    if t is None:
+        why = f"no validation threshold: {recorded['reason']}" if recorded.get("reason") else THRESHOLD_NOT_RECORDED
+        return Confusion(confusion_counts(pred.y_true, argmax, k), pred.class_names, note=why)
+    predicted = (pred.y_score[:, 1] >= float(t)).astype(np.int64)
+    return Confusion(confusion_counts(pred.y_true, predicted, k), pred.class_names, float(t))

@@ -17,6 +17,7 @@ from fmprobe.report import plots
 from fmprobe.report.analysis import (
     Axis,
     Choice,
+    Confusion,
     DatasetView,
     Headline,
     choose_on_val,
@@ -28,10 +29,12 @@ from fmprobe.report.analysis import (
     model_label,
     suggest,
 )
+from fmprobe.report.calibration import calibration_blocks
 from fmprobe.report.cost import cost_blocks
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
 from fmprobe.report.recommend import recommend
+from fmprobe.report.tables_metrics import all_metrics_blocks, per_class_blocks
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
@@ -536,7 +539,29 @@ def dataset_blocks(ctx: ReportContext) -> list[Block]:
     return blocks
 
 
+def _recalls(c: Confusion) -> str:
+    return ", ".join(f"{name} {_num(r)}" for name, r in zip(c.classes, c.recalls(), strict=True))
+
+
+def _rule_sentence(c: Confusion, argmax: Confusion | None) -> str:
+    """What decision rule the matrix shows; binary: each class's recall at it (sensitivity and specificity), and at
+    the argmax to compare."""
+    if c.counts.shape[0] != 2:
+        return "Predicted class: the argmax of the scores (an ordinal cell: its decoded grade)."
+    if c.threshold is None:
+        text = f"Predicted class: the argmax of the scores ({c.note or 'no validation threshold'})"
+    else:
+        text = (
+            f"Predicted {c.classes[1]} when its score ≥ {c.threshold:.3f}, the threshold chosen on validation by "
+            "Youden's J (sensitivity + specificity − 1)"
+        )
+    text += f". Recall per class at this rule (sensitivity and specificity; test): {_recalls(c)}."
+    return text + (f" At the argmax (score ≥ 0.5): {_recalls(argmax)}." if argmax is not None else "")
+
+
 def confusion_blocks(d: DatasetContext) -> list[Block]:
+    """The best configuration's test confusion matrix: binary at the Youden threshold chosen on validation (when
+    recorded), else at the argmax; the sentence says which."""
     v, figures = d.view, d.report.figures
     head = Heading("Confusion matrix", 3)
     if v.task == "multilabel":
@@ -546,20 +571,24 @@ def confusion_blocks(d: DatasetContext) -> list[Block]:
         return [head, Para("No configuration has a validation score, so none can be selected.")]
     title = f"{best.model}, {best.describe()}"
     try:
-        cm, classes = confusion(best)
+        cm = confusion(best)
+        argmax = confusion(best, use_threshold=False) if cm.threshold is not None else None
     except ResultsError as e:
         return [head, Para(f"Best configuration ({title}): no confusion matrix — {e}")]
     value = best.first["value"]
     shown = _num(value) if pd.notna(value) else f"{MISSING} ({best.first['missing_reason']})"
+    if cm.threshold is not None:
+        title += f"\nthreshold {cm.threshold:.3f} (Youden's J on validation)"
+    path = figures.file(f"confusion_{slug(v.name)}.png")
     return [
         head,
         Para(
             f"Best configuration by validation score: `{best.model}`, {best.describe()} (val "
             f"{_num(best.val_score)}, test {v.metric} {shown}, repeat {int(best.first['repeat'])}). Cells show "
-            "counts; colours are normalised per true class."
+            "counts; colours are normalised per true class. " + _rule_sentence(cm, argmax)
         ),
         figures.image(
-            plots.confusion_chart(v.name, title, cm, classes, figures.file(f"confusion_{slug(v.name)}.png")),
+            plots.confusion_chart(v.name, title, cm.counts, cm.classes, path),
             f"confusion matrix {v.name}",
         ),
     ]
@@ -570,9 +599,12 @@ def confusion_blocks(d: DatasetContext) -> list[Block]:
 DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     dataset_header,
     dataset_table_blocks,
+    all_metrics_blocks,
     per_label_blocks,
+    per_class_blocks,
     efficiency_blocks,
     confusion_blocks,
+    calibration_blocks,
 ]
 REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
     title_blocks,
