@@ -366,7 +366,7 @@ def provenance_blocks(ctx: ReportContext) -> list[Block]:
 
 
 class Figures:
-    """The report's PNGs: where they go, the model colours they share, and the list written so far."""
+    """The report's plots (PNG + SVG): where they go, the model colours they share, and the list written so far."""
 
     def __init__(self, out: Path, colors: dict[str, tuple[float, ...]]) -> None:
         self.out, self.dir, self.colors = out, out / "plots", colors
@@ -377,8 +377,11 @@ class Figures:
         return self.dir / name
 
     def image(self, path: Path, alt: str) -> Image:
-        self.paths.append(path)
-        return Image(path, path.relative_to(self.out).as_posix(), alt)
+        """The PNG's block, the SVG beside it (:func:`plots.vector_of`) listed with it; both in :attr:`paths`."""
+        svg = plots.vector_of(path)
+        self.paths += [path, svg] if svg.exists() else [path]
+        rel = svg.relative_to(self.out).as_posix() if svg.exists() else ""
+        return Image(path, path.relative_to(self.out).as_posix(), alt, rel)
 
 
 def write_report(
