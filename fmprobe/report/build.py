@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -28,9 +29,10 @@ from fmprobe.report.analysis import (
     model_label,
     suggest,
 )
+from fmprobe.report.curves import curve_blocks
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
-from fmprobe.report.recommend import recommend
+from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
@@ -63,6 +65,14 @@ class ReportContext:
     figures: Figures
     n_resamples: int
     seed: int
+
+    @functools.cached_property
+    def recommendation(self) -> Recommendation:
+        """The recommendation (:func:`recommend`), computed once for every section that reads it."""
+        return recommend(
+            self.df, baseline=self.headline.baseline, n_resamples=self.n_resamples, seed=self.seed,
+            allow_different_test_sets=any(v.mixed_test_sets for v in self.views),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -433,10 +443,7 @@ def title_blocks(ctx: ReportContext) -> list[Block]:
 
 def recommendation_blocks(ctx: ReportContext) -> list[Block]:
     """The answer first: what to use per dataset, with the comparisons behind it (:mod:`fmprobe.report.recommend`)."""
-    return recommend(
-        ctx.df, baseline=ctx.headline.baseline, n_resamples=ctx.n_resamples, seed=ctx.seed,
-        allow_different_test_sets=any(v.mixed_test_sets for v in ctx.views),
-    ).blocks()  # fmt: skip
+    return ctx.recommendation.blocks()
 
 
 def headline_blocks(ctx: ReportContext) -> list[Block]:
@@ -574,6 +581,7 @@ DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     dataset_table_blocks,
     per_label_blocks,
     efficiency_blocks,
+    curve_blocks,
     confusion_blocks,
 ]
 REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
