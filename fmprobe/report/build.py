@@ -29,8 +29,10 @@ from fmprobe.report.analysis import (
     model_label,
     suggest,
 )
+from fmprobe.report.critical_difference import cd_blocks
 from fmprobe.report.curves import curve_blocks
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
+from fmprobe.report.embedding import embedding_blocks
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
 from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
@@ -583,10 +585,12 @@ DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     efficiency_blocks,
     curve_blocks,
     confusion_blocks,
+    embedding_blocks,
 ]
 REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
     title_blocks,
     recommendation_blocks,
+    cd_blocks,
     headline_blocks,
     dataset_blocks,
     provenance_blocks,

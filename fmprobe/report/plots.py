@@ -29,11 +29,12 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     return fig, fig.subplots()
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     """Write the PNG (``path``, at :data:`DPI`) and the same figure as SVG beside it (``path`` with suffix .svg),
     each atomically (a reader never sees half a plot), without version or date: the same numbers give the same
-    bytes. Returns the PNG's path; :func:`vector_of` gives the SVG's."""
-    if fig.get_layout_engine() is None:
+    bytes. Returns the PNG's path; :func:`vector_of` gives the SVG's. ``tight``: apply tight layout first,
+    unless a layout was already applied (:func:`fit_title`) or the plot placed its axes itself (False)."""
+    if tight and fig.get_layout_engine() is None:
         fig.tight_layout()
     png = path.with_suffix(".png")
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None}))
