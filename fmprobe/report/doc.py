@@ -161,7 +161,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             out.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
             if b.vector:
-                out.append(f'<p class="caption">Vector: <a href="{html.escape(b.vector)}">{html.escape(b.vector)}</a></p>')
+                link = html.escape(b.vector)
+                out.append(f'<p class="caption">Vector: <a href="{link}">{link}</a></p>')
         elif isinstance(b, Table):
             if b.caption:
                 out.append(f'<div class="caption">{_inline_html(b.caption)}</div>')

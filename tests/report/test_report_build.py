@@ -21,7 +21,8 @@ def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[n
     md, html = report.markdown.read_text(), report.html.read_text()
     links = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", md)
     vectors = re.findall(r"Vector: \[([^\]]+)\]", md)
-    assert sorted(report.out_dir / rel for rel in [r for _, r in links] + vectors) == sorted(report.plots)  # listed = linked
+    listed = [report.out_dir / rel for rel in [r for _, r in links] + vectors]
+    assert sorted(listed) == sorted(report.plots)  # listed = linked
     pngs = [p for p in report.plots if p.suffix == ".png"]
     assert [p.with_suffix(".svg") for p in pngs] == [p for p in report.plots if p.suffix == ".svg"]  # one SVG each
     for p in pngs:
