@@ -26,7 +26,9 @@ def test_the_diagram_puts_methods_on_the_rank_axis_and_cliques_as_bars(
                 [("alpha_net", "beta_net"), ("beta_net", "gamma_net")])  # fmt: skip
     saved = []
     real = plots._save
-    monkeypatch.setattr("fmprobe.report.critical_difference._save", lambda f, p: (saved.append(f), real(f, p))[1])
+    monkeypatch.setattr(
+        "fmprobe.report.critical_difference._save", lambda f, p, **kw: (saved.append(f), real(f, p, **kw))[1]
+    )
     png = cd_chart(r, "title", tmp_path / "cd.png")
     assert png.exists() and png.with_suffix(".svg").exists()
     (fig,) = saved
