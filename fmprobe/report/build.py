@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -31,9 +32,12 @@ from fmprobe.report.analysis import (
 )
 from fmprobe.report.calibration import calibration_blocks
 from fmprobe.report.cost import cost_blocks
+from fmprobe.report.critical_difference import cd_blocks
+from fmprobe.report.curves import curve_blocks
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
+from fmprobe.report.embedding import embedding_blocks
 from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
-from fmprobe.report.recommend import recommend
+from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.report.tables_metrics import all_metrics_blocks, per_class_blocks
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
@@ -67,6 +71,14 @@ class ReportContext:
     figures: Figures
     n_resamples: int
     seed: int
+
+    @functools.cached_property
+    def recommendation(self) -> Recommendation:
+        """The recommendation (:func:`recommend`), computed once for every section that reads it."""
+        return recommend(
+            self.df, baseline=self.headline.baseline, n_resamples=self.n_resamples, seed=self.seed,
+            allow_different_test_sets=any(v.mixed_test_sets for v in self.views),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -370,7 +382,7 @@ def provenance_blocks(ctx: ReportContext) -> list[Block]:
 
 
 class Figures:
-    """The report's PNGs: where they go, the model colours they share, and the list written so far."""
+    """The report's plots (PNG + SVG): where they go, the model colours they share, and the list written so far."""
 
     def __init__(self, out: Path, colors: dict[str, tuple[float, ...]]) -> None:
         self.out, self.dir, self.colors = out, out / "plots", colors
@@ -381,8 +393,11 @@ class Figures:
         return self.dir / name
 
     def image(self, path: Path, alt: str) -> Image:
-        self.paths.append(path)
-        return Image(path, path.relative_to(self.out).as_posix(), alt)
+        """The PNG's block, the SVG beside it (:func:`plots.vector_of`) listed with it; both in :attr:`paths`."""
+        svg = plots.vector_of(path)
+        self.paths += [path, svg] if svg.exists() else [path]
+        rel = svg.relative_to(self.out).as_posix() if svg.exists() else ""
+        return Image(path, path.relative_to(self.out).as_posix(), alt, rel)
 
 
 def write_report(
@@ -434,10 +449,7 @@ def title_blocks(ctx: ReportContext) -> list[Block]:
 
 def recommendation_blocks(ctx: ReportContext) -> list[Block]:
     """The answer first: what to use per dataset, with the comparisons behind it (:mod:`fmprobe.report.recommend`)."""
-    return recommend(
-        ctx.df, baseline=ctx.headline.baseline, n_resamples=ctx.n_resamples, seed=ctx.seed,
-        allow_different_test_sets=any(v.mixed_test_sets for v in ctx.views),
-    ).blocks()  # fmt: skip
+    return ctx.recommendation.blocks()
 
 
 def headline_blocks(ctx: ReportContext) -> list[Block]:
@@ -603,12 +615,15 @@ DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     per_label_blocks,
     per_class_blocks,
     efficiency_blocks,
+    curve_blocks,
     confusion_blocks,
     calibration_blocks,
+    embedding_blocks,
 ]
 REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [
     title_blocks,
     recommendation_blocks,
+    cd_blocks,
     headline_blocks,
     dataset_blocks,
     cost_blocks,

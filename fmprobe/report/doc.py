@@ -64,6 +64,7 @@ class Image:
     path: Path  # the PNG on disk
     rel: str  # path relative to the report, for Markdown
     alt: str
+    vector: str = ""  # the same plot as SVG, relative to the report ('' when there is none), listed beside it
 
 
 Block = Heading | Para | Table | Image
@@ -89,7 +90,7 @@ def to_markdown(blocks: list[Block]) -> str:
         elif isinstance(b, Para):
             out.append(b.text)
         elif isinstance(b, Image):
-            out.append(f"![{b.alt}]({b.rel})")
+            out.append(f"![{b.alt}]({b.rel})" + (f"\n\nVector: [{b.vector}]({b.vector})" if b.vector else ""))
         elif isinstance(b, Table):
             lines = []
             if b.caption:
@@ -159,6 +160,9 @@ def to_html(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Image):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
             out.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
+            if b.vector:
+                link = html.escape(b.vector)
+                out.append(f'<p class="caption">Vector: <a href="{link}">{link}</a></p>')
         elif isinstance(b, Table):
             if b.caption:
                 out.append(f'<div class="caption">{_inline_html(b.caption)}</div>')

@@ -1,4 +1,4 @@
-"""The report's PNG plots.
+"""The report's plots, each as a PNG (for the report to embed) and an SVG beside it (for papers).
 
 Figures are built with matplotlib's object API on an explicit Agg canvas, never through pyplot: nothing
 opens a window, nothing depends on (or changes) the user's global backend, e.g. inside a notebook.
@@ -6,6 +6,7 @@ opens a window, nothing depends on (or changes) the user's global backend, e.g. 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from matplotlib.figure import Figure
 from fmprobe._io import atomic_write
 from fmprobe.report.analysis import Axis, CurvePoint, Headline
 
-DPI = 110
+DPI = 200  # PNG resolution: print quality (the SVG is resolution-free)
 PALETTE = matplotlib.colormaps["tab10"].colors
 
 
@@ -28,11 +29,39 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     return fig, fig.subplots()
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Write the PNG atomically (a reader never sees half a plot); no version or date in it: reproducible bytes."""
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None}))
-    return path
+def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
+    """Write the PNG (``path``, at :data:`DPI`) and the same figure as SVG beside it (``path`` with suffix .svg),
+    each atomically (a reader never sees half a plot), without version or date: the same numbers give the same
+    bytes. Returns the PNG's path; :func:`vector_of` gives the SVG's. ``tight``: apply tight layout first,
+    unless a layout was already applied (:func:`fit_title`) or the plot placed its axes itself (False)."""
+    if tight and fig.get_layout_engine() is None:
+        fig.tight_layout()
+    png = path.with_suffix(".png")
+    atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=DPI, format="png", metadata={"Software": None}))
+    with matplotlib.rc_context({"svg.hashsalt": "fmprobe", "svg.fonttype": "none"}):  # stable ids, editable text
+        atomic_write(
+            vector_of(png),
+            lambda tmp: fig.savefig(tmp, format="svg", metadata={"Date": None, "Creator": None, "Format": None}),
+        )
+    return png
+
+
+def vector_of(png: Path) -> Path:
+    """The SVG written beside a plot's PNG by :func:`_save`."""
+    return png.with_suffix(".svg")
+
+
+def fit_title(fig: Figure, ax: Axes, text: str, fontsize: float = 10) -> None:
+    """Set ``ax``'s title wrapped to the figure's width, shrinking the font until it lies inside the figure."""
+    width_pt = fig.get_figwidth() * 72
+    for size in (fontsize, fontsize - 1, fontsize - 2, fontsize - 3):
+        chars = max(20, int(width_pt * 0.9 / (0.55 * size)))  # ~0.55 em per character in the default font
+        title = ax.set_title("\n".join(textwrap.wrap(text, chars, break_long_words=True)), fontsize=size)
+        fig.tight_layout()  # room above the axes for the lines the title takes
+        fig.canvas.draw()
+        box, frame = title.get_window_extent(), fig.bbox
+        if box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1:
+            return
 
 
 def model_colors(models: list[str]) -> dict[str, tuple[float, ...]]:
@@ -40,43 +69,42 @@ def model_colors(models: list[str]) -> dict[str, tuple[float, ...]]:
     return {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(models)}
 
 
+MEAN_GROUP = "mean over datasets"
+
+
+def _gain_series(h: Headline, datasets: list[str], model: str, with_mean: bool) -> np.ndarray:
+    """[3, groups] of gain, CI low, CI high (%) of ``model`` per dataset (and the mean); NaN where missing."""
+    out = []
+    for d in datasets:
+        g = next((g for g in h.gains if g.dataset == d and g.model == model and not g.reason), None)
+        out.append((np.nan,) * 3 if g is None else (g.rel, g.rel_low, g.rel_high))
+    if with_mean:
+        mg = next((mg for mg in h.means if mg.model == model), None)
+        out.append((np.nan,) * 3 if mg is None else (mg.rel, mg.low, mg.high))
+    return 100 * np.array(out, dtype=float).T.reshape(3, -1)
+
+
 def gain_chart(h: Headline, datasets: list[str], colors: dict[str, tuple[float, ...]], path: Path) -> Path:
-    """Grouped bars: relative gain (%) of each model over the baseline per dataset and averaged, 95% CI."""
-    groups = datasets + ["mean over datasets"]
+    """Grouped bars: relative gain (%) of each model over the baseline per dataset and, with two or more datasets,
+    averaged; 95% CI. A marker on every bar's end, so a gain of exactly 0 still shows; legend right of the axes."""
+    with_mean = len(datasets) > 1  # with one dataset its mean is the dataset itself
+    groups = datasets + ([MEAN_GROUP] if with_mean else [])
     models = h.models
-    fig, ax = _figure(max(6.0, 1.3 * len(groups) * max(1, len(models)) ** 0.5 + 2), 4.2)
+    fig, ax = _figure(max(6.0, 1.3 * len(groups) * max(1, len(models)) ** 0.5 + 3.5), 4.2)
     width = 0.8 / max(1, len(models))
     x = np.arange(len(groups))
     for i, m in enumerate(models):
-        vals, lo, hi = [], [], []
-        for d in datasets:
-            g = next((g for g in h.gains if g.dataset == d and g.model == m and not g.reason), None)
-            vals.append(np.nan if g is None else 100 * g.rel)
-            lo.append(np.nan if g is None else 100 * g.rel_low)
-            hi.append(np.nan if g is None else 100 * g.rel_high)
-        mg = next((mg for mg in h.means if mg.model == m), None)
-        vals.append(np.nan if mg is None else 100 * mg.rel)
-        lo.append(np.nan if mg is None else 100 * mg.low)
-        hi.append(np.nan if mg is None else 100 * mg.high)
-        v, lo_a, hi_a = np.array(vals), np.array(lo), np.array(hi)
-        err = np.vstack([v - lo_a, hi_a - v])
+        v, lo, hi = _gain_series(h, datasets, m, with_mean)
         pos = x - 0.4 + width * (i + 0.5)
-        ax.bar(
-            pos,
-            v,
-            width * 0.92,
-            color=colors[m],
-            label=m,
-            yerr=err,
-            capsize=3,
-            error_kw={"elinewidth": 1, "ecolor": "#333333"},
-        )
+        ax.bar(pos, v, width * 0.92, color=colors[m], label=m, yerr=np.vstack([v - lo, hi - v]), capsize=3,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})  # fmt: skip
+        ax.plot(pos, v, "D", color=colors[m], mec="#222222", mew=0.7, ms=4, label="_nolegend_", gid=f"end:{m}")
     ax.axhline(0, color="#444444", lw=0.8)
     ax.set_xticks(x, groups, rotation=15 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
-    ax.set_ylabel(f"relative gain over {h.baseline} (%)")
-    ax.set_title(f"Gain over baseline {h.baseline} (primary metric, 95% paired-bootstrap CI)", fontsize=10)
+    ax.set_ylabel("\n".join(textwrap.wrap(f"relative gain over {h.baseline} (%)", 40)))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fit_title(fig, ax, f"Gain over baseline {h.baseline} (primary metric, 95% paired-bootstrap CI)")
     return _save(fig, path)
 
 

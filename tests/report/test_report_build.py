@@ -20,9 +20,14 @@ from fmprobe.results import compact_results, read_results
 def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[no-untyped-def]
     md, html = report.markdown.read_text(), report.html.read_text()
     links = re.findall(r"!\[([^\]]*)\]\(([^)]+)\)", md)
-    assert sorted(report.out_dir / rel for _, rel in links) == sorted(report.plots)  # listed = linked
-    for p in report.plots:
+    vectors = re.findall(r"Vector: \[([^\]]+)\]", md)
+    listed = [report.out_dir / rel for rel in [r for _, r in links] + vectors]
+    assert sorted(listed) == sorted(report.plots)  # listed = linked
+    pngs = [p for p in report.plots if p.suffix == ".png"]
+    assert [p.with_suffix(".svg") for p in pngs] == [p for p in report.plots if p.suffix == ".svg"]  # one SVG each
+    for p in pngs:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+        assert p.with_suffix(".svg").read_text().lstrip().startswith("<?xml")
     alts = {alt for alt, _ in links}
     assert "gain over baseline" in alts  # several datasets and fractions, single-label tasks: all three kinds
     assert all({f"data efficiency {d}", f"confusion matrix {d}"} <= alts for d in DATASETS)
