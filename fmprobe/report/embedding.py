@@ -73,13 +73,32 @@ def subsample(groups: np.ndarray, max_points: int = MAX_POINTS, seed: int = SEED
     return np.sort(np.concatenate(picked))
 
 
+class NoMap(FmprobeError):
+    """The features cannot be mapped (too few distinct points): the section says so for that backbone."""
+
+
+MIN_DISTINCT = 5  # fewer distinct feature vectors than this: no map (t-SNE needs neighbours)
+
+
 def embed_2d(x: np.ndarray, method: MapMethod | str = MapMethod.tsne, seed: int = SEED) -> np.ndarray:
-    """[n, 2] coordinates of ``x`` [n, d]: PCA to :data:`PCA_DIMS` dimensions, then t-SNE or UMAP, seeded."""
+    """[n, 2] coordinates of ``x`` [n, d]: PCA to :data:`PCA_DIMS` dimensions, then t-SNE or UMAP, seeded.
+
+    Identical feature vectors are mapped once and share their point: scikit-learn's Barnes-Hut t-SNE crashes the
+    interpreter (a segmentation fault, measured) on repeated points, and identical features belong in one place
+    anyway. Fewer than :data:`MIN_DISTINCT` distinct vectors (constant features, e.g. a collapsed backbone) raise
+    :class:`NoMap`."""
     from sklearn.decomposition import PCA
 
-    x = np.asarray(x, dtype=np.float32)
-    dims = min(PCA_DIMS, x.shape[0] - 1, x.shape[1])
-    z = PCA(dims, random_state=seed).fit_transform(x) if dims < x.shape[1] else x - x.mean(axis=0)
+    x = np.asarray(x, dtype=np.float64)
+    distinct, inverse = np.unique(x, axis=0, return_inverse=True)
+    if len(distinct) < MIN_DISTINCT:
+        raise NoMap(f"only {len(distinct)} distinct feature vector(s) among {len(x)} points: nothing to map")
+    dims = min(PCA_DIMS, distinct.shape[0] - 1, distinct.shape[1])
+    z = PCA(dims, random_state=seed).fit_transform(distinct) if dims < distinct.shape[1] else distinct - distinct.mean(axis=0)
+    return _embed_distinct(z, method, seed)[inverse.ravel()]
+
+
+def _embed_distinct(z: np.ndarray, method: MapMethod | str, seed: int) -> np.ndarray:
     if resolve(method) is MapMethod.umap:
         import umap  # optional: only when importable (resolve)
 

@@ -83,3 +83,15 @@ def test_the_report_maps_every_backbone_and_names_an_unreachable_feature_file(
     section = md[md.index("### Embedding maps") :]
     assert "No map for `weak_net`: feature file" in section and "is not reachable on this machine" in section
     assert "plots/embedding_mapset.png" in section  # the reachable backbone is still mapped
+
+
+def test_repeated_and_constant_features_never_reach_barnes_hut() -> None:
+    """Repeated vectors crash scikit-learn's Barnes-Hut t-SNE (a segfault, seen on constant features): they are
+    mapped once and share their point; too few distinct vectors are no map, said by name."""
+    from fmprobe.report.embedding import NoMap, embed_2d
+
+    distinct = np.random.default_rng(0).normal(size=(60, 8))
+    xy = embed_2d(np.repeat(distinct, 3, axis=0))
+    assert xy.shape == (180, 2) and np.allclose(xy[0::3], xy[1::3]) and np.allclose(xy[0::3], xy[2::3])
+    with pytest.raises(NoMap, match="only 1 distinct feature vector"):
+        embed_2d(np.zeros((40, 8)))
