@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 
 from fmprobe._io import (
     __version__,
+    command_line,
+    cpu_model,
     atomic_write_text,
     default_workers,
     exclusive,
@@ -541,6 +543,10 @@ def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        # provenance only, never part of the key: who made the file, on what
+        "command_line": command_line(),
+        "cpu_model": cpu_model(),
+        "gpu": torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else plan.device.type,
     }
 
 
