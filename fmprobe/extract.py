@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 
 from fmprobe._io import (
     __version__,
+    atomic_write_text,
     command_line,
     cpu_model,
-    atomic_write_text,
     default_workers,
     exclusive,
     prove_writable,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmprobe._io import __version__, atomic_write_text, command_line, cpu_model, slug
+from fmprobe._io import atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
 from fmprobe.report.analysis import (

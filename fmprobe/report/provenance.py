@@ -76,7 +76,8 @@ def feature_file_table(df: pd.DataFrame) -> list[Block]:
             body.append(label + [Cell(attrs)] + [Cell(NOT_RECORDED)] * 4)
             continue
         versions = " / ".join(_field(attrs, k) for k in ("fmprobe_version", "torch_version", "timm_version"))
-        machine = f"{_field(attrs, 'cpu_model')}; device: {_field(attrs, 'gpu')}"
+        cpu, gpu = _field(attrs, "cpu_model"), _field(attrs, "gpu")
+        machine = NOT_RECORDED if cpu == gpu == NOT_RECORDED else f"{cpu}; device: {gpu}"
         body.append(label + [Cell(versions)] + [Cell(_field(attrs, k)) for k in ("compute_dtype", "created_utc")]
                     + [Cell(machine), Cell(_field(attrs, "command_line"))])  # fmt: skip
     if not body:
