@@ -496,6 +496,13 @@ def recommendation_blocks(ctx: ReportContext) -> list[Block]:
     ).blocks()  # fmt: skip
 
 
+MEAN_NOTE = (
+    " The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent test sets, so "
+    "the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI is the 2.5–97.5 "
+    "percentile of those means."
+)
+
+
 def headline_blocks(ctx: ReportContext) -> list[Block]:
     """The gain of each backbone over the baseline, per dataset and averaged (tables and chart)."""
     h, views, figures = ctx.headline, ctx.views, ctx.figures
@@ -515,9 +522,7 @@ def headline_blocks(ctx: ReportContext) -> list[Block]:
             "For each dataset and backbone the configuration with the best validation score is compared with the "
             "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
             f"({ctx.n_resamples} resamples, seed {ctx.seed}): relative gain = (metric − baseline metric) / baseline "
-            "metric. The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent "
-            "test sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI "
-            "is the 2.5–97.5 percentile of those means."
+            "metric." + (MEAN_NOTE if len(views) > 1 else "")
         ),
         *_headline_tables(h, views),
     ]

@@ -162,3 +162,38 @@ def test_a_class_name_that_is_not_utf8_reaches_the_report_escaped(study: Path, t
     df["dataset"] = pd.Series([name if d == first else d for d in df["dataset"]], dtype=object)  # as a notebook might
     paths = write_report(df, tmp_path / "report", n_resamples=20)
     assert "site\\xff" in paths.markdown.read_text() and "site\\xff" in paths.html.read_text()
+
+
+def _headline(md: str) -> str:
+    return md.split("## Headline")[1].split("## Dataset")[0]
+
+
+def test_one_backbone_says_there_is_nothing_to_compare_and_marks_no_best(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    one = df[(df["backbone"] == "toy_fm") & (df["weights"] == "pretrained")]
+    md = write_report(one, tmp_path, n_resamples=20).markdown.read_text()
+    head = _headline(md)
+    assert "Nothing to compare: only one backbone (`toy_fm`)" in head and "| backbone |" not in head  # no empty table
+    datasets = md.split("## Dataset")[1].split("## Provenance")[0]
+    tables = [line for line in datasets.splitlines() if line.startswith("| toy_fm |")]
+    assert tables and not any("**" in line for line in tables)  # one candidate per column: no "best"
+    assert "best in column" not in datasets
+
+
+def test_one_dataset_has_no_mean_column_and_a_missing_comparison_reads_n_a(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    md = write_report(df[df["dataset"] == "synth_tissue"], tmp_path / "one", n_resamples=20).markdown.read_text()
+    assert "mean over datasets" not in _headline(md).lower()  # it would repeat the dataset's column
+    gains = next(line for line in _headline(md).splitlines() if line.startswith("| toy_fm |"))
+    assert len(re.findall(r"[+-]\d+\.\d% \[", gains)) == 1
+    partial = df[~((df["dataset"] == "synth_tissue") & (df["weights"] == "random"))]  # the control ran on one dataset
+    md = write_report(partial, tmp_path / "partial", n_resamples=20).markdown.read_text()
+    row = next(line for line in _headline(md).splitlines() if line.startswith("| toy_fm:random |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]  # backbone | synth_lesions | synth_tissue | mean
+    assert re.fullmatch(r"n/a<sup>\d</sup>", cells[2]) and "(n=1)" in cells[3]
+    assert "toy_fm:random on synth_tissue: `toy_fm:random` was not run on this dataset" in md
+
+
+def test_the_validation_note_is_said_once(report) -> None:  # type: ignore[no-untyped-def]
+    md = report.markdown.read_text()
+    assert md.count("were chosen on validation") == 1 and md.index("were chosen on validation") < md.index("## Headline")
