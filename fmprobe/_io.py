@@ -277,7 +277,12 @@ def cpu_model() -> str:
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command that is running, shell-quoted so it can be pasted back into a shell."""
+    """The command that is running, shell-quoted so it can be pasted back into a shell (``python -m fmprobe`` and
+    the installed script read as ``fmprobe``, not as the path of the file Python was started with)."""
     import shlex
 
-    return shlex.join(sys.argv if argv is None else argv)
+    args = list(sys.argv if argv is None else argv) or [""]
+    first = Path(args[0])
+    if first.name == "fmprobe" or (first.name == "__main__.py" and first.parent.name == "fmprobe"):
+        args[0] = "fmprobe"
+    return shlex.join(args)

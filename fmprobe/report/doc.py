@@ -118,7 +118,7 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px soli
 margin-top:2em}h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.35em .7em;text-align:left;white-space:nowrap}
-th{background:#f6f8fa}.num{text-align:right}
+th{background:#f6f8fa}.num{text-align:right}td.wrap{white-space:normal;min-width:18em;word-break:break-word}
 tr:nth-child(even) td{background:#fbfcfd}td strong{color:#0a3069}
 .caption{color:#57606a;font-style:italic;margin-bottom:.2em}
 .notes{font-size:.85em;color:#57606a;margin-top:-.3em}
@@ -138,6 +138,9 @@ def _inline_html(text: str) -> str:
     return "".join(f"<strong>{b}</strong>" if i % 2 else b for i, b in enumerate(bits))
 
 
+WRAP_AT = 60  # characters: a longer cell wraps instead of pushing the table off the page
+
+
 def _html_cell(c: Cell, numeric: bool) -> str:
     text = html.escape(c.text)
     if c.bold and c.text:
@@ -145,7 +148,8 @@ def _html_cell(c: Cell, numeric: bool) -> str:
     text += html.escape(c.tail) + html.escape(c.mark)
     if c.note is not None:
         text += f"<sup>{c.note}</sup>"
-    return f"<td{' class=num' if numeric else ''}>{text}</td>"
+    cls = " class=num" if numeric else " class=wrap" if len(c.plain) > WRAP_AT else ""  # a command line, a long path
+    return f"<td{cls}>{text}</td>"
 
 
 def to_html(blocks: list[Block], title: str) -> str:

@@ -60,11 +60,12 @@ def _field(attrs: dict[str, object], key: str) -> str:
 
 
 def feature_file_table(df: pd.DataFrame) -> list[Block]:
-    """One row per feature file behind the probe cells: versions, compute dtype, date, machine, command line."""
+    """Per feature file behind the probe cells: versions, compute dtype and date; then machine and command line (two
+    tables, so neither runs off the page)."""
     first = df.drop_duplicates(["dataset", "backbone", "weights", "resolution", "fingerprint"]).sort_values(
         ["dataset", "backbone", "weights", "resolution"]
     )
-    body, seen = [], set()
+    versions, made, seen = [], [], set()
     for r in first.itertuples():
         path = _feature_file(r.predictions)
         if not path or path in seen:
@@ -72,23 +73,25 @@ def feature_file_table(df: pd.DataFrame) -> list[Block]:
         seen.add(path)
         attrs = _attrs(path)
         label = [Cell(r.dataset), Cell(model_label(r.backbone, r.weights)), Cell(str(r.resolution))]
-        if isinstance(attrs, str):
-            body.append(label + [Cell(attrs)] + [Cell(NOT_RECORDED)] * 4)
+        if isinstance(attrs, str):  # unreadable: the reason, once
+            versions.append(label + [Cell(attrs), Cell(NOT_RECORDED), Cell(NOT_RECORDED)])
+            made.append(label[:2] + [Cell(NOT_RECORDED), Cell(NOT_RECORDED)])
             continue
-        versions = " / ".join(_field(attrs, k) for k in ("fmprobe_version", "torch_version", "timm_version"))
+        stack = " / ".join(_field(attrs, k) for k in ("fmprobe_version", "torch_version", "timm_version"))
+        versions.append(label + [Cell(stack), Cell(_field(attrs, "compute_dtype")), Cell(_field(attrs, "created_utc"))])
         cpu, gpu = _field(attrs, "cpu_model"), _field(attrs, "gpu")
         machine = NOT_RECORDED if cpu == gpu == NOT_RECORDED else f"{cpu}; device: {gpu}"
-        body.append(label + [Cell(versions)] + [Cell(_field(attrs, k)) for k in ("compute_dtype", "created_utc")]
-                    + [Cell(machine), Cell(_field(attrs, "command_line"))])  # fmt: skip
-    if not body:
+        made.append(label[:2] + [Cell(machine), Cell(_field(attrs, "command_line"))])
+    if not versions:
         return []
     return [
         Table(
-            ["dataset", "backbone", "resolution", "fmprobe / torch / timm", "compute dtype", "created (UTC)",
-             "machine", "command line"],
-            body,
+            ["dataset", "backbone", "resolution", "fmprobe / torch / timm", "compute dtype", "created (UTC)"],
+            versions,
             "The feature files behind the probe cells, as stored in each file when it was extracted "
             f"(\"{NOT_RECORDED}\": a file written before fmprobe stored that field; fine-tuned cells have none).",
             name="feature_files",
-        )
+        ),
+        Table(["dataset", "backbone", "machine (CPU; device)", "command line"], made,
+              "Where and how each feature file was extracted.", name="feature_file_commands"),
     ]  # fmt: skip

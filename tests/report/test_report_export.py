@@ -14,6 +14,7 @@ from _helpers import make_images, write_manifest
 from _report_study import DATASETS
 
 from fmprobe import cli
+from fmprobe._io import command_line
 from fmprobe import extract_features as extract
 from fmprobe.report import write_report
 from fmprobe.report.doc import Cell, Heading, Table, latex_escape, table_names, to_csv, to_latex
@@ -85,6 +86,7 @@ def test_provenance_reads_each_feature_file_and_says_what_older_files_lack(study
     new = _features(tmp_path)
     attrs = FeatureFile(new).attrs
     assert attrs["command_line"] == "fmprobe extract 'csv:my data.csv'" and attrs["gpu"] == "cpu" and attrs["cpu_model"]
+    assert command_line(["/venv/lib/fmprobe/__main__.py", "report", "a b"]) == "fmprobe report 'a b'"  # python -m
     monkeypatch.setattr(sys, "argv", ["other", "command"])
     again = extract(f"csv:{tmp_path / 'manifest.csv'}", out=tmp_path / "features", backbone="efficientnet_lite0_imagenet:random",
                     resolution=32, batch_size=8, num_workers=0, dtype="fp32", progress=False)  # fmt: skip
@@ -100,11 +102,12 @@ def test_provenance_reads_each_feature_file_and_says_what_older_files_lack(study
     md = write_report(df, tmp_path / "report", n_resamples=20).markdown.read_text()
     prov = md.split("## Provenance")[1]
     fm = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm | 224 |") and " / " in line)
-    assert f"{attrs['fmprobe_version']} / {attrs['torch_version']} / {attrs['timm_version']}" in fm
-    assert f"{attrs['cpu_model']}; device: cpu" in fm and "fmprobe extract 'csv:my data.csv'" in fm
+    assert f"| {attrs['fmprobe_version']} / {attrs['torch_version']} / {attrs['timm_version']} | fp32 |" in fm
+    made = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm | ") and "device" in line)
+    assert f"| {attrs['cpu_model']}; device: cpu | fmprobe extract 'csv:my data.csv' |" in made
     imagenet = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_imagenet | 224 | 0.3.0"))
-    assert imagenet.count("not recorded") == 2  # machine (cpu and device) and command line
     assert "| 2025-01-01T00:00:00+00:00 |" in imagenet
+    assert "| synth_lesions | toy_imagenet | not recorded | not recorded |" in prov  # machine and command line
     files = prov.split("| fmprobe / torch / timm |")[1].split("\n\n")[0]
     assert "toy_fm:random" not in files  # its cells name no feature file: no row, rather than a guess
     assert f"by `{shlex.join(sys.argv)}`" in prov and "This report: fmprobe " in prov  # the report's own
