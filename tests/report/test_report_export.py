@@ -14,8 +14,8 @@ from _helpers import make_images, write_manifest
 from _report_study import DATASETS
 
 from fmprobe import cli
-from fmprobe._io import command_line
 from fmprobe import extract_features as extract
+from fmprobe._io import command_line
 from fmprobe.report import write_report
 from fmprobe.report.doc import Cell, Heading, Table, latex_escape, table_names, to_csv, to_latex
 from fmprobe.report.options import ALPHA, ReportOptions
