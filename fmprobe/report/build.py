@@ -490,10 +490,12 @@ def title_blocks(ctx: ReportContext) -> list[Block]:
 
 def recommendation_blocks(ctx: ReportContext) -> list[Block]:
     """The answer first: what to use per dataset, with the comparisons behind it (:mod:`fmprobe.report.recommend`)."""
-    return recommend(
+    answer = recommend(
         ctx.df, alpha=ctx.alpha, baseline=ctx.headline.baseline, n_resamples=ctx.n_resamples, seed=ctx.seed,
         allow_different_test_sets=any(v.mixed_test_sets for v in ctx.views),
-    ).blocks()  # fmt: skip
+    )  # fmt: skip
+    names = iter([d.dataset for d in answer.datasets if d.chosen is not None])  # one table each, in that order
+    return [dataclasses.replace(b, name=next(names, "")) if isinstance(b, Table) else b for b in answer.blocks()]
 
 
 MEAN_NOTE = (

@@ -30,6 +30,7 @@ def test_every_table_is_exported_as_csv_and_booktabs_latex_and_listed(report) ->
     for ds, (task, _) in DATASETS.items():  # dataset + table kind, stable and readable
         assert {f"{ds}_{PRIMARY_METRIC[task]}.csv", f"{ds}_{PRIMARY_METRIC[task]}_mean-over-repeats.tex"} <= names
     assert {"headline_gains.csv", "headline_gains.tex", "provenance_datasets.csv"} <= names
+    assert {f"recommendation_{ds}.csv" for ds in DATASETS} <= names
     csvs = sorted(p for p in report.tables if p.suffix == ".csv")
     assert sorted(p.with_suffix(".csv") for p in report.tables if p.suffix == ".tex") == csvs  # one pair per table
     md = report.markdown.read_text()
