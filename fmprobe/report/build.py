@@ -192,10 +192,12 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
                     continue
                 cells[i, j], scores[i, j] = (_ci_cell if kind == "ci" else _mean_cell)(sub, mark, notes)
                 cells[i, j] = _flagged(cells[i, j], sub, notes)
+                if FLAG_MARK in cells[i, j].mark:  # a flagged cell (e.g. a degenerate probe) is never "best"
+                    del scores[i, j]
         _mark_best(cells, scores, high)
         body = [[Cell(label)] + [cells[i, j] for j in range(len(probes))] for i, (_, label) in enumerate(labels)]
         n_test = _span(rows["n_test"])
-        best = "**Bold**: best in column. " if len(labels) > 1 else ""  # one backbone: no column has a best
+        best = "**Bold**: best unflagged value in column. " if len(labels) > 1 else ""  # one backbone: no best
         if kind == "ci":
             rep = int(rows["repeat"].min())
             caption = (

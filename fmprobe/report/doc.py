@@ -118,12 +118,12 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px soli
 margin-top:2em}h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.35em .7em;text-align:left;white-space:nowrap}
-th{background:#f6f8fa}.num{text-align:right}td.wrap{white-space:normal;min-width:18em;word-break:break-word}
+th{background:#f6f8fa;white-space:normal;overflow-wrap:anywhere}.num{text-align:right}td.wrap{white-space:normal;min-width:18em;word-break:break-word}
 tr:nth-child(even) td{background:#fbfcfd}td strong{color:#0a3069}
 .caption{color:#57606a;font-style:italic;margin-bottom:.2em}
 .notes{font-size:.85em;color:#57606a;margin-top:-.3em}
 img{max-width:100%;height:auto;display:block;margin:.8em 0}
-code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em}
+code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em;overflow-wrap:anywhere}
 .scroll{overflow-x:auto}
 """
 

@@ -177,7 +177,20 @@ def test_one_backbone_says_there_is_nothing_to_compare_and_marks_no_best(study: 
     datasets = md.split("## Dataset")[1].split("## Provenance")[0]
     tables = [line for line in datasets.splitlines() if line.startswith("| toy_fm |")]
     assert tables and not any("**" in line for line in tables)  # one candidate per column: no "best"
-    assert "best in column" not in datasets
+    assert "Bold" not in datasets
+
+
+def test_a_flagged_cell_is_never_marked_best(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    df = df[df["dataset"] == "synth_tissue"].copy()
+    best = (df["backbone"] == "toy_fm") & (df["weights"] == "pretrained") & (df["probe"] == "knn")
+    df.loc[best, "flags"] = "degenerate: every test prediction is class fat (synthetic)"
+    text = format_table(df, "synth_tissue")
+    fm = next(line for line in text.splitlines() if line.startswith("toy_fm "))
+    imagenet = next(line for line in text.splitlines() if line.startswith("toy_imagenet "))
+    knn_fm, knn_imagenet = fm.split()[1], imagenet.split()[1]  # columns: backbone, knn [CI], logreg [CI]
+    assert "*" not in knn_fm and knn_imagenet.endswith("*")  # the flagged best goes to the next, unflagged one
+    assert "‡" in fm and "degenerate: every test prediction is class fat" in text
 
 
 def test_one_dataset_has_no_mean_column_and_a_missing_comparison_reads_n_a(study: Path, tmp_path: Path) -> None:
