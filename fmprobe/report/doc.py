@@ -118,7 +118,7 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px soli
 margin-top:2em}h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.35em .7em;text-align:left;white-space:nowrap}
-th{background:#f6f8fa;white-space:normal;overflow-wrap:anywhere}.num{text-align:right}td.wrap{white-space:normal;min-width:18em;word-break:break-word}
+th{background:#f6f8fa;white-space:normal}.num{text-align:right}td.wrap{white-space:normal;min-width:10em}
 tr:nth-child(even) td{background:#fbfcfd}td strong{color:#0a3069}
 .caption{color:#57606a;font-style:italic;margin-bottom:.2em}
 .notes{font-size:.85em;color:#57606a;margin-top:-.3em}
@@ -138,18 +138,25 @@ def _inline_html(text: str) -> str:
     return "".join(f"<strong>{b}</strong>" if i % 2 else b for i, b in enumerate(bits))
 
 
-WRAP_AT = 60  # characters: a longer cell wraps instead of pushing the table off the page
+WRAP_AT = 30  # characters: a longer text cell may wrap instead of pushing the table off the page
 
 
 def _html_cell(c: Cell, numeric: bool) -> str:
-    text = html.escape(c.text)
+    wrap = not numeric and len(c.plain) > WRAP_AT  # a command line, a long dataset or configuration name
+    text = _breakable(c.text) if wrap else html.escape(c.text)
     if c.bold and c.text:
         text = f"<strong>{text}</strong>"
     text += html.escape(c.tail) + html.escape(c.mark)
     if c.note is not None:
         text += f"<sup>{c.note}</sup>"
-    cls = " class=num" if numeric else " class=wrap" if len(c.plain) > WRAP_AT else ""  # a command line, a long path
+    cls = " class=num" if numeric else " class=wrap" if wrap else ""
     return f"<td{cls}>{text}</td>"
+
+
+def _breakable(text: str) -> str:
+    """A header that may wrap after ``_ - = ] /`` too: a long dataset name such as ``breastmnist[max_images=200]-98``
+    would otherwise push the table off the page."""
+    return re.sub(r"([_\-=\]/])", r"\1<wbr>", html.escape(text))
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -173,7 +180,7 @@ def to_html(blocks: list[Block], title: str) -> str:
                 out.append(f'<div class="caption">{_inline_html(b.caption)}</div>')
             num = [b.numeric(i) for i in range(len(b.header))]
             head = "".join(
-                f"<th{' class=num' if n else ''}>{html.escape(h)}</th>" for h, n in zip(b.header, num, strict=True)
+                f"<th{' class=num' if n else ''}>{_breakable(h)}</th>" for h, n in zip(b.header, num, strict=True)
             )
             body = "".join(
                 "<tr>" + "".join(_html_cell(c, n) for c, n in zip(row, num, strict=True)) + "</tr>" for row in b.rows

@@ -59,6 +59,11 @@ def _field(attrs: dict[str, object], key: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _when(attrs: dict[str, object]) -> str:
+    """The creation time as ``2026-12-02 01:27:21`` (UTC, said in the header)."""
+    return _field(attrs, "created_utc").replace("T", " ").removesuffix("+00:00")
+
+
 def feature_file_table(df: pd.DataFrame) -> list[Block]:
     """Per feature file behind the probe cells: versions, compute dtype and date; then machine and command line (two
     tables, so neither runs off the page)."""
@@ -72,26 +77,26 @@ def feature_file_table(df: pd.DataFrame) -> list[Block]:
             continue
         seen.add(path)
         attrs = _attrs(path)
-        label = [Cell(r.dataset), Cell(model_label(r.backbone, r.weights)), Cell(str(r.resolution))]
+        label = [Cell(r.dataset), Cell(f"{model_label(r.backbone, r.weights)} @{r.resolution}")]
         if isinstance(attrs, str):  # unreadable: the reason, once
             versions.append(label + [Cell(attrs), Cell(NOT_RECORDED), Cell(NOT_RECORDED)])
-            made.append(label[:2] + [Cell(NOT_RECORDED), Cell(NOT_RECORDED)])
+            made.append(label + [Cell(NOT_RECORDED), Cell(NOT_RECORDED)])
             continue
         stack = " / ".join(_field(attrs, k) for k in ("fmprobe_version", "torch_version", "timm_version"))
-        versions.append(label + [Cell(stack), Cell(_field(attrs, "compute_dtype")), Cell(_field(attrs, "created_utc"))])
+        versions.append(label + [Cell(stack), Cell(_field(attrs, "compute_dtype")), Cell(_when(attrs))])
         cpu, gpu = _field(attrs, "cpu_model"), _field(attrs, "gpu")
         machine = NOT_RECORDED if cpu == gpu == NOT_RECORDED else f"{cpu}; device: {gpu}"
-        made.append(label[:2] + [Cell(machine), Cell(_field(attrs, "command_line"))])
+        made.append(label + [Cell(machine), Cell(_field(attrs, "command_line"))])
     if not versions:
         return []
     return [
         Table(
-            ["dataset", "backbone", "resolution", "fmprobe / torch / timm", "compute dtype", "created (UTC)"],
+            ["dataset", "backbone @ resolution", "fmprobe / torch / timm", "compute dtype", "created (UTC)"],
             versions,
             "The feature files behind the probe cells, as stored in each file when it was extracted "
             f"(\"{NOT_RECORDED}\": a file written before fmprobe stored that field; fine-tuned cells have none).",
             name="feature_files",
         ),
-        Table(["dataset", "backbone", "machine (CPU; device)", "command line"], made,
+        Table(["dataset", "backbone @ resolution", "machine (CPU; device)", "command line"], made,
               "Where and how each feature file was extracted.", name="feature_file_commands"),
     ]  # fmt: skip

@@ -102,13 +102,13 @@ def test_provenance_reads_each_feature_file_and_says_what_older_files_lack(study
     monkeypatch.setattr(sys, "argv", ["fmprobe", "report", "results", "--out", "my report"])
     md = write_report(df, tmp_path / "report", n_resamples=20).markdown.read_text()
     prov = md.split("## Provenance")[1]
-    fm = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm | 224 |") and " / " in line)
+    fm = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm @224 |") and " / " in line)
     assert f"| {attrs['fmprobe_version']} / {attrs['torch_version']} / {attrs['timm_version']} | fp32 |" in fm
-    made = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm | ") and "device" in line)
+    made = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_fm @224 | ") and "device" in line)
     assert f"| {attrs['cpu_model']}; device: cpu | fmprobe extract 'csv:my data.csv' |" in made
-    imagenet = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_imagenet | 224 | 0.3.0"))
-    assert "| 2025-01-01T00:00:00+00:00 |" in imagenet
-    assert "| synth_lesions | toy_imagenet | not recorded | not recorded |" in prov  # machine and command line
+    imagenet = next(line for line in prov.splitlines() if line.startswith("| synth_lesions | toy_imagenet @224 | 0.3.0"))
+    assert "| 2025-01-01 00:00:00 |" in imagenet
+    assert "| synth_lesions | toy_imagenet @224 | not recorded | not recorded |" in prov  # machine and command line
     files = prov.split("| fmprobe / torch / timm |")[1].split("\n\n")[0]
     assert "toy_fm:random" not in files  # its cells name no feature file: no row, rather than a guess
     assert f"by `{shlex.join(sys.argv)}`" in prov and "This report: fmprobe " in prov  # the report's own
