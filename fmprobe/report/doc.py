@@ -138,7 +138,7 @@ def _inline_html(text: str) -> str:
     return "".join(f"<strong>{b}</strong>" if i % 2 else b for i, b in enumerate(bits))
 
 
-WRAP_AT = 30  # characters: a longer text cell may wrap instead of pushing the table off the page
+WRAP_AT = 40  # characters: a longer text cell may wrap instead of pushing the table off the page
 
 
 def _html_cell(c: Cell, numeric: bool) -> str:
