@@ -35,11 +35,13 @@ def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[n
     assert not list(report.out_dir.rglob("*.tmp"))  # written atomically: no temporary file left behind
 
 
-def test_rewriting_a_report_is_reproducible(study: Path, tmp_path: Path) -> None:
+def test_rewriting_a_report_is_reproducible(study: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")  # the report's date: 2025-12-02, whenever this runs
     first = write_report(study, tmp_path, n_resamples=50)
-    before = {p: p.read_bytes() for p in (first.markdown, first.html, *first.plots)}
+    before = {p: p.read_bytes() for p in (first.markdown, first.html, *first.plots, *first.tables)}
     second = write_report(study, tmp_path, n_resamples=50)  # replaces every file in place, byte for byte
-    assert {p: p.read_bytes() for p in (second.markdown, second.html, *second.plots)} == before
+    assert {p: p.read_bytes() for p in (second.markdown, second.html, *second.plots, *second.tables)} == before
+    assert "written 2025-12-02 (UTC)" in second.markdown.read_text()
     assert not list(tmp_path.rglob("*.tmp"))
 
 
