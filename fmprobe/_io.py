@@ -263,3 +263,26 @@ def _write_pid(fd: int, lock_path: Path) -> None:
             f"{lock_path}: cannot write the lock file ({os.strerror(err.errno) if err.errno else err}). Free space "
             "on that disk (or fix the folder's permissions) and run the same command again."
         ) from None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; else what :mod:`platform` knows), for provenance records."""
+    import platform
+
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that is running, shell-quoted so it can be pasted back into a shell (``python -m fmprobe`` and
+    the installed script read as ``fmprobe``, not as the path of the file Python was started with)."""
+    import shlex
+
+    args = list(sys.argv if argv is None else argv) or [""]
+    first = Path(args[0])
+    if first.name == "fmprobe" or (first.name == "__main__.py" and first.parent.name == "fmprobe"):
+        args[0] = "fmprobe"
+    return shlex.join(args)

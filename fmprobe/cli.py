@@ -197,9 +197,11 @@ def report(
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of the paired bootstrap behind the gains (default: {_REPORT_DEFAULTS['n_resamples']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Seed of those resamples (default: {_REPORT_DEFAULTS['seed']}).")] = None,
     allow_different_test_sets: Annotated[Optional[bool], typer.Option("--allow-different-test-sets", help="Compare rows of a dataset scored on different test sets, on the test ids they share (the report says so); refused without it.", show_default=str(_REPORT_DEFAULTS["allow_different_test_sets"]))] = None,
+    alpha: Annotated[Optional[float], typer.Option("--alpha", help=f"Significance level of the recommendation's Holm-corrected paired comparisons (default: {_REPORT_DEFAULTS['alpha']}).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="CSV of published numbers (columns dataset, method, metric, value, source) shown beside ours, marked as not measured here (default: none).")] = None,
 ) -> None:
-    """Write report.md, a self-contained report.html and the PNG plots from a results table."""
-    given = {"n_resamples": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets}
+    """Write report.md, a self-contained report.html, the PNG plots and every table as CSV and LaTeX from a results table."""
+    given = {"n_resamples": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets, "alpha": alpha, "reference": reference}
     given = {k: v for k, v in given.items() if v is not None}  # else the library's
     paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline, **given)
     typer.echo(f"{paths.html}\n{paths.markdown}")

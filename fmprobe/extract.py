@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 from fmprobe._io import (
     __version__,
     atomic_write_text,
+    command_line,
+    cpu_model,
     default_workers,
     exclusive,
     prove_writable,
@@ -555,6 +557,10 @@ def _file_attrs(plan: ExtractionPlan) -> dict[str, object]:
         "torch_version": torch.__version__,
         "timm_version": timm.__version__,
         "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        # provenance only, never part of the key: who made the file, on what
+        "command_line": command_line(),
+        "cpu_model": cpu_model(),
+        "gpu": torch.cuda.get_device_name(plan.device) if plan.device.type == "cuda" else plan.device.type,
     }
 
 

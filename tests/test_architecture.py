@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": BASE,
     "probes": BASE | {"metrics"},
     "results": {"errors", "tasks", "_io"},
-    "report": BASE | {"results", "metrics", "store"},  # store: embedding maps read the feature cache
+    "report": BASE | {"results", "metrics", "store"},  # store: embedding maps and provenance read feature files
     "extract": BASE | {"datasets", "backbones", "store", "runtime"},
     "probing": BASE | {"store", "probes", "metrics", "results"},
     "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime"},

@@ -34,10 +34,26 @@ from fmprobe.report.calibration import calibration_blocks
 from fmprobe.report.cost import cost_blocks
 from fmprobe.report.critical_difference import cd_blocks
 from fmprobe.report.curves import curve_blocks
-from fmprobe.report.doc import MISSING, Block, Cell, Heading, Image, Para, Table, to_html, to_markdown, to_text
+from fmprobe.report.doc import (
+    MISSING,
+    Block,
+    Cell,
+    Heading,
+    Image,
+    Para,
+    Table,
+    table_names,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+    to_text,
+)
 from fmprobe.report.embedding import embedding_blocks
-from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, N_RESAMPLES, SEED
+from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, ALPHA, N_RESAMPLES, SEED
+from fmprobe.report.provenance import feature_file_table, report_provenance
 from fmprobe.report.recommend import Recommendation, recommend
+from fmprobe.report.reference import ReferenceRow, read_reference, reference_table
 from fmprobe.report.tables_metrics import all_metrics_blocks, per_class_blocks
 from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
 
@@ -71,12 +87,14 @@ class ReportContext:
     figures: Figures
     n_resamples: int
     seed: int
+    alpha: float = ALPHA
+    reference: tuple[ReferenceRow, ...] = ()  # published numbers (--reference), shown, never compared
 
     @functools.cached_property
     def recommendation(self) -> Recommendation:
         """The recommendation (:func:`recommend`), computed once for every section that reads it."""
         return recommend(
-            self.df, baseline=self.headline.baseline, n_resamples=self.n_resamples, seed=self.seed,
+            self.df, alpha=self.alpha, baseline=self.headline.baseline, n_resamples=self.n_resamples, seed=self.seed,
             allow_different_test_sets=any(v.mixed_test_sets for v in self.views),
         )  # fmt: skip
 
@@ -98,6 +116,7 @@ class ReportPaths:
     markdown: Path
     html: Path
     plots: tuple[Path, ...]
+    tables: tuple[Path, ...] = ()  # tables/<name>.csv and tables/<name>.tex, a pair per table of the report
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -135,10 +154,10 @@ class _Notes:
 
 
 def _mark_best(cells: dict[tuple[int, int], Cell], scores: dict[tuple[int, int], float], better_high: bool) -> None:
-    """Bold the best score of each column (ties at the displayed precision all count as best)."""
+    """Bold the best score of each column with more than one score (ties at the displayed precision all count)."""
     for col in {c for _, c in scores}:
         col_scores = {k: round(v, 3) for k, v in scores.items() if k[1] == col and math.isfinite(v)}
-        if not col_scores:
+        if len(col_scores) < 2:  # one candidate is best of nothing
             continue
         best = max(col_scores.values()) if better_high else min(col_scores.values())
         for k, v in col_scores.items():
@@ -189,25 +208,28 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
                     continue
                 cells[i, j], scores[i, j] = (_ci_cell if kind == "ci" else _mean_cell)(sub, mark, notes)
                 cells[i, j] = _flagged(cells[i, j], sub, notes)
+                if FLAG_MARK in cells[i, j].mark:  # a flagged cell (e.g. a degenerate probe) is never "best"
+                    del scores[i, j]
         _mark_best(cells, scores, high)
         body = [[Cell(label)] + [cells[i, j] for j in range(len(probes))] for i, (_, label) in enumerate(labels)]
         n_test = _span(rows["n_test"])
+        best = "**Bold**: best unflagged value in column. " if len(labels) > 1 else ""  # one backbone: no best
         if kind == "ci":
             rep = int(rows["repeat"].min())
             caption = (
                 f"{view.metric} on the test set (n = {n_test}"
                 f"{''.join(f'; {d}' for d in sorted(set(rows['detail']) - {''}))}), {frac}"
                 f"{f', repeat {rep}' if n_rep > 1 else ''}; 95% bootstrap CI in brackets. "
-                f"**Bold**: best in column. †: configuration selected on validation for that backbone."
+                f"{best}†: configuration selected on validation for that backbone."
             )
         else:
             caption = (
-                f"{view.metric}, mean ± sd over {n_rep} repeats, {frac}. **Bold**: best in column. "
-                "†: selected on validation."
+                f"{view.metric}, mean ± sd over {n_rep} repeats, {frac}. {best}†: selected on validation."
             )
         if any(FLAG_MARK in c.mark for c in cells.values()):
             caption += f" {FLAG_MARK}: a warning on that cell (footnote), e.g. a degenerate probe."
-        tables.append(Table(["backbone"] + probes, body, caption, notes.footnotes))
+        name = view.metric if kind == "ci" else f"{view.metric}_mean-over-repeats"
+        tables.append(Table(["backbone"] + probes, body, caption, notes.footnotes, name=name))
     return tables
 
 
@@ -253,22 +275,25 @@ def _gain_summary(h: Headline, datasets: list[str]) -> Table:
         row = [Cell(m)]
         for d in datasets:
             g = gains.get((d, m))
-            if g is None:
-                row.append(Cell(""))
+            if g is None:  # the model was not run on this dataset: nothing to compare, said so
+                row.append(Cell("n/a", note=notes(f"{m} on {d}: `{m}` was not run on this dataset")))
             elif g.reason:
                 row.append(Cell(MISSING, note=notes(f"{m} on {d}: {g.reason}")))
             else:
                 subset = notes(f"{m} on {d}: {g.subset}") if g.subset else None  # a pairing on shared test ids only
                 row.append(Cell(f"{_pct(g.rel)} [{_pct(g.rel_low)}, {_pct(g.rel_high)}]", note=subset))
         mg = means.get(m)
-        if mg is None:
+        if len(datasets) < 2:  # one dataset: its mean is its own column again
+            pass
+        elif mg is None:
             row.append(Cell(MISSING, note=notes(f"{m}: no dataset with a paired comparison")))
         else:
             n = f" (n={len(mg.datasets)})" if len(mg.datasets) != len(datasets) else ""
             row.append(Cell(f"{_pct(mg.rel)} [{_pct(mg.low)}, {_pct(mg.high)}]{n}"))
         body.append(row)
     caption = f"Relative gain of the primary metric over `{h.baseline}`, with 95% paired-bootstrap CI."
-    return Table(["backbone", *datasets, "mean over datasets"], body, caption, notes.footnotes)
+    header = ["backbone", *datasets] + (["mean over datasets"] if len(datasets) > 1 else [])
+    return Table(header, body, caption, notes.footnotes, name="gains")
 
 
 def _gain_detail(h: Headline, views: list[DatasetView]) -> Table | None:
@@ -291,6 +316,7 @@ def _gain_detail(h: Headline, views: list[DatasetView]) -> Table | None:
         [[Cell(text) for text in row] for row in rows],
         "The configurations behind the gains: primary metric on validation (mean over repeats) and test "
         "(the compared repeat), difference to the baseline and two-sided paired-bootstrap p-value.",
+        name="gain_detail",
     )
 
 
@@ -368,16 +394,19 @@ def provenance_blocks(ctx: ReportContext) -> list[Block]:
     ]
     return [
         Heading("Provenance"),
-        Para(VAL_NOTE),
+        Para(report_provenance()),
         Table(
             ["dataset", "task", "primary metric", "n test", "n train (full)", "train fractions", "repeats", "cells"],
             overview,
+            name="datasets",
         ),
         Table(
             ["dataset", "backbone", "resolution", "feature-cache fingerprint"],
             fp_rows,
             "Fingerprints identify the exact cached features (backbone, weights, preprocessing, data).",
+            name="fingerprints",
         ),
+        *feature_file_table(df),
     ]
 
 
@@ -408,29 +437,62 @@ def write_report(
     n_resamples: int = N_RESAMPLES,
     seed: int = SEED,
     allow_different_test_sets: bool = ALLOW_DIFFERENT_TEST_SETS,
+    alpha: float = ALPHA,
+    reference: str | os.PathLike[str] | None = None,
 ) -> ReportPaths:
-    """Write report.md, a self-contained report.html and the PNG plots into ``out_dir`` (each file atomically).
+    """Write report.md, a self-contained report.html, the PNG plots and every table as CSV and LaTeX (under
+    ``tables/``) into ``out_dir`` (each file atomically).
 
     ``results`` is a results DataFrame (predictions paths absolute or relative to the working directory) or
     anything :func:`fmprobe.results.read_results` accepts. ``baseline`` names the model gains are measured
     against; None picks the ImageNet model (or the first alphabetically) and the report says so. Rows of one
     dataset scored on different test sets are refused unless ``allow_different_test_sets`` (then compared on the
-    test ids they share, said in the report).
+    test ids they share, said in the report). ``alpha``: the recommendation's significance level. ``reference``:
+    a CSV of published numbers (dataset, method, metric, value, source) shown beside ours, marked as not measured
+    here (:mod:`fmprobe.report.reference`).
     """
     df = _load(results)
     if df.empty:
         raise ResultsError("the results table is empty; run a study first.")
+    published = read_reference(reference, sorted(df["dataset"].unique())) if reference is not None else ()
     out = check_writable(out_dir, "report folder")  # before the bootstrap, whose work a read-only folder would lose
     with writing_into(out, "report folder"):  # a full disk mid-way: a named error, no partial file (atomic writes)
         views = dataset_views(df, allow_different_test_sets)
         h = headline(views, baseline, n_resamples, seed)
         figures = Figures(out, plots.model_colors([h.baseline] + h.models))
-        ctx = ReportContext(df, views, h, figures, n_resamples, seed)
+        ctx = ReportContext(df, views, h, figures, n_resamples, seed, alpha, published)
         blocks = [block for section in REPORT_SECTIONS for block in section(ctx)]
+        listing, tables = _export_tables(blocks, out)
         md_path, html_path = out / "report.md", out / "report.html"
-        atomic_write_text(md_path, to_markdown(blocks))
-        atomic_write_text(html_path, to_html(blocks, "fmprobe report"))
-    return ReportPaths(out, md_path, html_path, tuple(figures.paths))
+        atomic_write_text(md_path, to_markdown(blocks + listing))
+        atomic_write_text(html_path, to_html(blocks + listing, "fmprobe report"))
+    return ReportPaths(out, md_path, html_path, tuple(figures.paths), tables)
+
+
+def _export_tables(blocks: list[Block], out: Path) -> tuple[list[Block], tuple[Path, ...]]:
+    """Every table of the report as ``tables/<name>.csv`` and ``.tex`` (booktabs), and the section listing them."""
+    named = table_names(blocks)
+    if not named:
+        return [], ()
+    folder = out / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    rows = []
+    for name, where, table in named:
+        csv_path, tex_path = folder / f"{name}.csv", folder / f"{name}.tex"
+        atomic_write_text(csv_path, to_csv(table))
+        atomic_write_text(tex_path, to_latex(table))
+        paths += [csv_path, tex_path]
+        rows.append([Cell(where), Cell(f"tables/{name}.csv"), Cell(f"tables/{name}.tex")])
+    listing: list[Block] = [
+        Heading("Tables as CSV and LaTeX"),
+        Para(
+            "Every table above is also written as CSV (cells as shown, e.g. `0.845 [0.769, 0.911]`) and as LaTeX "
+            "(booktabs: needs `\\usepackage{booktabs}`; bold = best, footnotes under the rule) next to this report."
+        ),
+        Table(["table", "CSV", "LaTeX"], rows),
+    ]
+    return listing, tuple(paths)
 
 
 def title_blocks(ctx: ReportContext) -> list[Block]:
@@ -449,12 +511,28 @@ def title_blocks(ctx: ReportContext) -> list[Block]:
 
 def recommendation_blocks(ctx: ReportContext) -> list[Block]:
     """The answer first: what to use per dataset, with the comparisons behind it (:mod:`fmprobe.report.recommend`)."""
-    return ctx.recommendation.blocks()
+    names = iter([d.dataset for d in ctx.recommendation.datasets if d.chosen is not None])  # one table each, in order
+    return [dataclasses.replace(b, name=next(names, "")) if isinstance(b, Table) else b for b in ctx.recommendation.blocks()]
+
+
+MEAN_NOTE = (
+    " The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent test sets, so "
+    "the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI is the 2.5–97.5 "
+    "percentile of those means."
+)
 
 
 def headline_blocks(ctx: ReportContext) -> list[Block]:
     """The gain of each backbone over the baseline, per dataset and averaged (tables and chart)."""
     h, views, figures = ctx.headline, ctx.views, ctx.figures
+    if not h.models:  # one backbone: a gain table would be a header with no row
+        return [
+            Heading("Headline: gain over the baseline"),
+            Para(
+                f"Nothing to compare: only one backbone (`{h.baseline}`) was run, so there is no gain over a "
+                "baseline to show. Add a second backbone (e.g. an ImageNet one, or the `:random` control) to the run."
+            ),
+        ]
     blocks: list[Block] = [
         Heading("Headline: gain over the baseline"),
         Para(h.baseline_note),
@@ -463,9 +541,7 @@ def headline_blocks(ctx: ReportContext) -> list[Block]:
             "For each dataset and backbone the configuration with the best validation score is compared with the "
             "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
             f"({ctx.n_resamples} resamples, seed {ctx.seed}): relative gain = (metric − baseline metric) / baseline "
-            "metric. The mean over datasets combines the per-dataset bootstrap replicates: datasets are independent "
-            "test sets, so the b-th replicate of the mean is the mean of every dataset's b-th replicate, and its CI "
-            "is the 2.5–97.5 percentile of those means."
+            "metric." + (MEAN_NOTE if len(views) > 1 else "")
         ),
         *_headline_tables(h, views),
     ]
@@ -518,6 +594,11 @@ def dataset_header(d: DatasetContext) -> list[Block]:
 
 def dataset_table_blocks(d: DatasetContext) -> list[Block]:
     return list(dataset_tables(d.view, d.chosen))
+
+
+def reference_blocks(d: DatasetContext) -> list[Block]:
+    """Published numbers for this dataset (``--reference``), beside ours, marked as not measured here."""
+    return reference_table(d.report.reference, d.rows, d.view)
 
 
 def per_label_blocks(d: DatasetContext) -> list[Block]:
@@ -612,6 +693,7 @@ DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     dataset_header,
     dataset_table_blocks,
     all_metrics_blocks,
+    reference_blocks,
     per_label_blocks,
     per_class_blocks,
     efficiency_blocks,

@@ -7,10 +7,14 @@ and the terminal table can never disagree about a number.
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fmprobe._io import slug
 
 MISSING = "—"
 
@@ -36,6 +40,7 @@ class Table:
     rows: list[list[Cell]]
     caption: str = ""
     footnotes: dict[int, str] = field(default_factory=dict)  # note number -> text
+    name: str = ""  # what the exported files are called after the section's name (e.g. "gains"); "" = the heading's
 
     def numeric(self, col: int) -> bool:
         """Right-align a column when every filled cell reads as a number (or a missing-value dash)."""
@@ -114,12 +119,12 @@ h1{border-bottom:2px solid #d0d7de;padding-bottom:.3em}h2{border-bottom:1px soli
 margin-top:2em}h3{margin-top:1.5em}
 table{border-collapse:collapse;margin:.8em 0;font-size:.92em;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d0d7de;padding:.35em .7em;text-align:left;white-space:nowrap}
-th{background:#f6f8fa}.num{text-align:right}
+th{background:#f6f8fa;white-space:normal}.num{text-align:right}td.wrap{white-space:normal;min-width:10em}
 tr:nth-child(even) td{background:#fbfcfd}td strong{color:#0a3069}
 .caption{color:#57606a;font-style:italic;margin-bottom:.2em}
 .notes{font-size:.85em;color:#57606a;margin-top:-.3em}
 img{max-width:100%;height:auto;display:block;margin:.8em 0}
-code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em}
+code{background:#f6f8fa;padding:.1em .3em;border-radius:4px;font-size:.9em;overflow-wrap:anywhere}
 .scroll{overflow-x:auto}
 """
 
@@ -134,14 +139,25 @@ def _inline_html(text: str) -> str:
     return "".join(f"<strong>{b}</strong>" if i % 2 else b for i, b in enumerate(bits))
 
 
+WRAP_AT = 40  # characters: a longer text cell may wrap instead of pushing the table off the page
+
+
 def _html_cell(c: Cell, numeric: bool) -> str:
-    text = html.escape(c.text)
+    wrap = not numeric and len(c.plain) > WRAP_AT  # a command line, a long dataset or configuration name
+    text = _breakable(c.text) if wrap else html.escape(c.text)
     if c.bold and c.text:
         text = f"<strong>{text}</strong>"
     text += html.escape(c.tail) + html.escape(c.mark)
     if c.note is not None:
         text += f"<sup>{c.note}</sup>"
-    return f"<td{' class=num' if numeric else ''}>{text}</td>"
+    cls = " class=num" if numeric else " class=wrap" if wrap else ""
+    return f"<td{cls}>{text}</td>"
+
+
+def _breakable(text: str) -> str:
+    """A header that may wrap after ``_ - = ] /`` too: a long dataset name such as ``breastmnist[max_images=200]-98``
+    would otherwise push the table off the page."""
+    return re.sub(r"([_\-=\]/])", r"\1<wbr>", html.escape(text))
 
 
 def to_html(blocks: list[Block], title: str) -> str:
@@ -168,7 +184,7 @@ def to_html(blocks: list[Block], title: str) -> str:
                 out.append(f'<div class="caption">{_inline_html(b.caption)}</div>')
             num = [b.numeric(i) for i in range(len(b.header))]
             head = "".join(
-                f"<th{' class=num' if n else ''}>{html.escape(h)}</th>" for h, n in zip(b.header, num, strict=True)
+                f"<th{' class=num' if n else ''}>{_breakable(h)}</th>" for h, n in zip(b.header, num, strict=True)
             )
             body = "".join(
                 "<tr>" + "".join(_html_cell(c, n) for c, n in zip(row, num, strict=True)) + "</tr>" for row in b.rows
@@ -206,3 +222,105 @@ def to_text(table: Table) -> str:
     out += [line(r) for r in rows[1:]]
     out += [f"[{n}] {t}" for n, t in sorted(table.footnotes.items())]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------------------- export (CSV, LaTeX)
+
+
+def _export_cell(c: Cell) -> str:
+    """A cell as one string for a spreadsheet or a paper: value, CI, mark and footnote number, no markup."""
+    return c.plain + c.mark + (f"[{c.note}]" if c.note is not None else "")
+
+
+def to_csv(table: Table) -> str:
+    """The table as CSV: the header, then one line per row; cells read as in the report (``0.845 [0.769, 0.911]``)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(table.header)
+    writer.writerows([_export_cell(c) for c in row] for row in table.rows)
+    return buf.getvalue()
+
+
+# LaTeX's special characters, then the non-ASCII symbols the report uses that pdflatex's default fonts lack
+_LATEX = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+    "—": "---", "–": "--", "−": "$-$", "±": r"$\pm$", "·": r"$\cdot$", "×": r"$\times$", "Δ": r"$\Delta$",
+    "α": r"$\alpha$", "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "≥": r"$\geq$", "≤": r"$\leq$",
+    "→": r"$\rightarrow$", "…": r"\ldots{}",
+}  # fmt: skip
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX))
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with every LaTeX special character escaped (and the report's symbols spelled for pdflatex)."""
+    return _LATEX_RE.sub(lambda m: _LATEX[m.group(0)], text)
+
+
+def _latex_inline(text: str) -> str:
+    """A caption's ``**bold**`` and backtick spans as \\textbf and \\texttt, the rest escaped."""
+    out = []
+    for i, part in enumerate(text.split("`")):
+        if i % 2:
+            out.append(rf"\texttt{{{latex_escape(part)}}}")
+        else:
+            bits = part.split("**")
+            out.append("".join(rf"\textbf{{{latex_escape(b)}}}" if j % 2 else latex_escape(b) for j, b in enumerate(bits)))
+    return "".join(out)
+
+
+def _latex_cell(c: Cell) -> str:
+    text = latex_escape(c.text)
+    if c.bold and c.text:
+        text = rf"\textbf{{{text}}}"
+    text += latex_escape(c.tail + c.mark)
+    return text + (rf"\textsuperscript{{{c.note}}}" if c.note is not None else "")
+
+
+def to_latex(table: Table) -> str:
+    """The table as a booktabs ``table`` environment (\\toprule, \\midrule, \\bottomrule; needs
+    ``\\usepackage{booktabs}``): numeric columns right-aligned, the best bold, footnotes under the rule."""
+    spec = "".join("r" if table.numeric(i) else "l" for i in range(len(table.header)))
+    lines = [r"\begin{table}[ht]", r"\centering"]
+    if table.caption:
+        lines.append(rf"\caption{{{_latex_inline(table.caption)}}}")
+    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in table.header) + r" \\",
+              r"\midrule"]  # fmt: skip
+    lines += [" & ".join(_latex_cell(c) for c in row) + r" \\" for row in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.footnotes:
+        notes = [rf"\textsuperscript{{{n}}} {latex_escape(t)}" for n, t in sorted(table.footnotes.items())]
+        lines.append(r"\par\smallskip\footnotesize " + r" \\ ".join(notes))
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _slug_lower(text: str) -> str:
+    return slug(text.lower())
+
+
+def _heading_key(text: str) -> str:
+    """A heading as a file-name part: its backticked name (a dataset's), else its words before any colon."""
+    named = re.findall(r"`([^`]+)`", text)
+    return (named[0] if named else text.split(":")[0]).strip()
+
+
+def table_names(blocks: list[Block]) -> list[tuple[str, str, Table]]:
+    """(file name, where it is in the report, table) for every table: ``<section>_<kind>`` where the section is
+    the dataset (or the report section) and the kind the table's ``name`` or its sub-heading, so the same report
+    gives the same names; a second table of the same kind gets ``-2``."""
+    section, sub, seen, out = "report", "", set(), []
+    for b in blocks:
+        if isinstance(b, Heading) and b.level <= 2:
+            section, sub = (_heading_key(b.text), "") if b.level == 2 else ("report", "")
+        elif isinstance(b, Heading):
+            sub = _heading_key(b.text)
+        elif isinstance(b, Table):
+            base = f"{_slug_lower(section)}_{_slug_lower(b.name or sub or 'table')}"
+            name, n = base, 1
+            while name in seen:
+                n += 1
+                name = f"{base}-{n}"
+            seen.add(name)
+            out.append((name, section + (f" · {b.name or sub}" if b.name or sub else ""), b))
+    return out

@@ -9,28 +9,6 @@ from fmprobe.metrics import N_BOOTSTRAP
 
 
 @dataclass(frozen=True)
-class ReportOptions:
-    """The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed
-    (`--seed`); whether rows of one dataset scored on different test sets may be compared
-    (`--allow-different-test-sets`: on the test ids they share, and the report says so; refused otherwise).
-    :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
-
-    n_resamples: int = N_BOOTSTRAP
-    seed: int = 0
-    allow_different_test_sets: bool = False
-
-    @classmethod
-    def defaults(cls) -> dict[str, object]:
-        """Field name -> default: what ``--help`` shows."""
-        return {f.name: f.default for f in fields(cls)}
-
-
-N_RESAMPLES: int = ReportOptions.n_resamples
-SEED: int = ReportOptions.seed
-ALLOW_DIFFERENT_TEST_SETS: bool = ReportOptions.allow_different_test_sets
-
-
-@dataclass(frozen=True)
 class RecommendOptions:
     """The recommendation's significance level (`fmprobe leaderboard --alpha`): a difference counts when its
     Holm-corrected p-value is below it. :func:`fmprobe.report.recommend.recommend`'s ``alpha`` defaults to this."""
@@ -43,3 +21,29 @@ class RecommendOptions:
 
 
 ALPHA: float = RecommendOptions.alpha
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed
+    (`--seed`); whether rows of one dataset scored on different test sets may be compared
+    (`--allow-different-test-sets`: on the test ids they share, and the report says so; refused otherwise); the
+    recommendation's significance level (`--alpha`, the recommendation's own default); a CSV of published numbers
+    shown beside the measured ones, marked as not measured here (`--reference FILE`; None: none).
+    :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
+
+    n_resamples: int = N_BOOTSTRAP
+    seed: int = 0
+    allow_different_test_sets: bool = False
+    alpha: float = RecommendOptions.alpha
+    reference: str | None = None
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default: what ``--help`` shows."""
+        return {f.name: f.default for f in fields(cls)}
+
+
+N_RESAMPLES: int = ReportOptions.n_resamples
+SEED: int = ReportOptions.seed
+ALLOW_DIFFERENT_TEST_SETS: bool = ReportOptions.allow_different_test_sets

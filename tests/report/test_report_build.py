@@ -40,11 +40,13 @@ def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[n
     assert not list(report.out_dir.rglob("*.tmp"))  # written atomically: no temporary file left behind
 
 
-def test_rewriting_a_report_is_reproducible(study: Path, tmp_path: Path) -> None:
+def test_rewriting_a_report_is_reproducible(study: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764633600")  # the report's date: 2025-12-02, whenever this runs
     first = write_report(study, tmp_path, n_resamples=50)
-    before = {p: p.read_bytes() for p in (first.markdown, first.html, *first.plots)}
+    before = {p: p.read_bytes() for p in (first.markdown, first.html, *first.plots, *first.tables)}
     second = write_report(study, tmp_path, n_resamples=50)  # replaces every file in place, byte for byte
-    assert {p: p.read_bytes() for p in (second.markdown, second.html, *second.plots)} == before
+    assert {p: p.read_bytes() for p in (second.markdown, second.html, *second.plots, *second.tables)} == before
+    assert "written 2025-12-02 (UTC)" in second.markdown.read_text()
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -120,7 +122,7 @@ def test_minimal_table_without_predictions_still_renders(study: Path, tmp_path: 
     md = paths.markdown.read_text()
     assert [p.name for p in paths.plots] == []  # one fraction, no predictions: nothing to plot
     assert "mean ± sd" not in md and "Data efficiency" not in md
-    assert "| toy_fm | —<sup>1</sup> | —<sup>2</sup> |" in md
+    assert "| toy_fm | —<sup>1</sup> |\n" in md  # one dataset: no "mean over datasets" column repeating it
     assert "<sup>1</sup> toy_fm on synth_lesions: this cell has no predictions file" in md
     assert "no confusion matrix — this cell has no predictions file" in md
 
@@ -167,3 +169,51 @@ def test_a_class_name_that_is_not_utf8_reaches_the_report_escaped(study: Path, t
     df["dataset"] = pd.Series([name if d == first else d for d in df["dataset"]], dtype=object)  # as a notebook might
     paths = write_report(df, tmp_path / "report", n_resamples=20)
     assert "site\\xff" in paths.markdown.read_text() and "site\\xff" in paths.html.read_text()
+
+
+def _headline(md: str) -> str:
+    return md.split("## Headline")[1].split("## Dataset")[0]
+
+
+def test_one_backbone_says_there_is_nothing_to_compare_and_marks_no_best(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    one = df[(df["backbone"] == "toy_fm") & (df["weights"] == "pretrained")]
+    md = write_report(one, tmp_path, n_resamples=20).markdown.read_text()
+    head = _headline(md)
+    assert "Nothing to compare: only one backbone (`toy_fm`)" in head and "| backbone |" not in head  # no empty table
+    datasets = md.split("## Dataset")[1].split("## Provenance")[0]
+    tables = [line for line in datasets.splitlines() if line.startswith("| toy_fm |")]
+    assert tables and not any("**" in line for line in tables)  # one candidate per column: no "best"
+    assert "Bold" not in datasets
+
+
+def test_a_flagged_cell_is_never_marked_best(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    df = df[df["dataset"] == "synth_tissue"].copy()
+    best = (df["backbone"] == "toy_fm") & (df["weights"] == "pretrained") & (df["probe"] == "knn")
+    df.loc[best, "flags"] = "degenerate: every test prediction is class fat (synthetic)"
+    text = format_table(df, "synth_tissue")
+    fm = next(line for line in text.splitlines() if line.startswith("toy_fm "))
+    imagenet = next(line for line in text.splitlines() if line.startswith("toy_imagenet "))
+    knn_fm, knn_imagenet = fm.split()[1], imagenet.split()[1]  # columns: backbone, knn [CI], logreg [CI]
+    assert "*" not in knn_fm and knn_imagenet.endswith("*")  # the flagged best goes to the next, unflagged one
+    assert "‡" in fm and "degenerate: every test prediction is class fat" in text
+
+
+def test_one_dataset_has_no_mean_column_and_a_missing_comparison_reads_n_a(study: Path, tmp_path: Path) -> None:
+    df = read_results(study)
+    md = write_report(df[df["dataset"] == "synth_tissue"], tmp_path / "one", n_resamples=20).markdown.read_text()
+    assert "mean over datasets" not in _headline(md).lower()  # it would repeat the dataset's column
+    gains = next(line for line in _headline(md).splitlines() if line.startswith("| toy_fm |"))
+    assert len(re.findall(r"[+-]\d+\.\d% \[", gains)) == 1
+    partial = df[~((df["dataset"] == "synth_tissue") & (df["weights"] == "random"))]  # the control ran on one dataset
+    md = write_report(partial, tmp_path / "partial", n_resamples=20).markdown.read_text()
+    row = next(line for line in _headline(md).splitlines() if line.startswith("| toy_fm:random |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]  # backbone | synth_lesions | synth_tissue | mean
+    assert re.fullmatch(r"n/a<sup>\d</sup>", cells[2]) and "(n=1)" in cells[3]
+    assert "toy_fm:random on synth_tissue: `toy_fm:random` was not run on this dataset" in md
+
+
+def test_the_validation_note_is_said_once(report) -> None:  # type: ignore[no-untyped-def]
+    md = report.markdown.read_text()
+    assert md.count("were chosen on validation") == 1 and md.index("were chosen on validation") < md.index("## Headline")
