@@ -426,7 +426,7 @@ class Figures:
         svg = plots.vector_of(path)
         self.paths += [path, svg] if svg.exists() else [path]
         rel = svg.relative_to(self.out).as_posix() if svg.exists() else ""
-        return Image(path, path.relative_to(self.out).as_posix(), alt, rel)
+        return Image(path, path.relative_to(self.out).as_posix(), alt, rel, plots.display_width(path))
 
 
 def write_report(

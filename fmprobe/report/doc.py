@@ -70,6 +70,7 @@ class Image:
     rel: str  # path relative to the report, for Markdown
     alt: str
     vector: str = ""  # the same plot as SVG, relative to the report ('' when there is none), listed beside it
+    width: int = 0  # display width in CSS pixels (a high-dpi PNG shown at its natural size would be twice as big)
 
 
 Block = Heading | Para | Table | Image
@@ -175,7 +176,8 @@ def to_html(blocks: list[Block], title: str) -> str:
             out.append(f"<p>{_inline_html(b.text)}</p>")
         elif isinstance(b, Image):
             data = base64.b64encode(b.path.read_bytes()).decode("ascii")
-            out.append(f'<img alt="{html.escape(b.alt)}" src="data:image/png;base64,{data}">')
+            size = f' width="{b.width}"' if b.width else ""
+            out.append(f'<img alt="{html.escape(b.alt)}"{size} src="data:image/png;base64,{data}">')
             if b.vector:
                 link = html.escape(b.vector)
                 out.append(f'<p class="caption">Vector: <a href="{link}">{link}</a></p>')

@@ -46,6 +46,18 @@ def _save(fig: Figure, path: Path, tight: bool = True) -> Path:
     return png
 
 
+DISPLAY_DPI = 100  # a plot is shown at the size it would have at this resolution (its PNG holds DPI / 100 x more)
+
+
+def display_width(png: Path) -> int:
+    """CSS pixels to show a plot's PNG at: its pixel width scaled from :data:`DPI` to :data:`DISPLAY_DPI`, so the
+    extra resolution sharpens it instead of doubling its size on the page."""
+    from PIL import Image as PILImage  # matplotlib's own dependency
+
+    with PILImage.open(png) as image:
+        return round(image.width * DISPLAY_DPI / DPI)
+
+
 def vector_of(png: Path) -> Path:
     """The SVG written beside a plot's PNG by :func:`_save`."""
     return png.with_suffix(".svg")

@@ -33,6 +33,11 @@ def test_every_plot_is_a_png_the_report_shows(report) -> None:  # type: ignore[n
     assert all({f"data efficiency {d}", f"confusion matrix {d}"} <= alts for d in DATASETS)
     srcs = re.findall(r'src="([^"]*)"', html)
     assert len(srcs) == len(links) and all(s.startswith("data:image/png;base64,") for s in srcs)  # embedded
+    from PIL import Image as PILImage
+
+    widths = [int(w) for w in re.findall(r'<img alt="[^"]*" width="(\d+)"', html)]
+    natural = [PILImage.open(report.out_dir / rel).width for _, rel in links]
+    assert widths == [round(n / 2) for n in natural]  # 200-dpi PNGs shown at 100-dpi size: sharp, not doubled
     assert "<link" not in html and "<script" not in html and "http://" not in html and "https://" not in html
     assert "<strong>" in html and "<style>" in html
     assert "chosen on validation" in md and "fp-toy_fm-random-synth_tissue" in md
