@@ -281,6 +281,16 @@ def write_cell(
     return rows
 
 
+DEGENERATE = "degenerate:"  # a flag that starts so: the cell's scores carry no information (never best, never recommended)
+
+
+def disqualifying(flags: str) -> bool:
+    """Whether a row's ``flags`` say its scores carry no information at all (constant across samples). Other flags
+    (e.g. every argmax prediction one class, while the scores still rank the samples) are warnings: the row stays
+    comparable on threshold-free metrics such as ROC-AUC."""
+    return isinstance(flags, str) and any(part.strip().startswith(DEGENERATE) for part in flags.split(";"))
+
+
 def test_set_digest(ids: Sequence[Any] | np.ndarray) -> str:
     """12 hex digits naming a set of test sample ids (order-free): two rows compare only on equal digests."""
     blob = "\0".join(sorted(str(i) for i in ids)).encode()

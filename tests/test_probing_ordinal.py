@@ -124,13 +124,11 @@ def test_constant_predictions_are_flagged_in_rows_and_report(tmp_path: Path, thr
     probe_features([features], probes=["constant", "logreg"], n_resamples=0, out=tmp_path / "r", progress=False)
     df = read_results(tmp_path / "r")
     flags = df.groupby("probe")["flags"].agg(set)
-    assert flags["constant"] == {
-        "degenerate: every test prediction is class grade0 (accuracy 0.750, majority rate 0.750)"
-    }
+    assert flags["constant"] == {"degenerate: every test score is the same for every sample (the probe learned nothing)"}
     assert flags["logreg"] == {""}
     report = write_report(tmp_path / "r", tmp_path / "report")
     text = report.markdown.read_text()
-    assert "degenerate: every test prediction is class grade0" in text
+    assert "degenerate: every test score is the same for every sample" in text
     rows = [line for line in text.splitlines() if line.startswith("| toy")]
     assert any("‡" in line for line in rows)  # the flagged cell is marked in the dataset's table
 
@@ -155,17 +153,22 @@ def test_a_probe_that_cannot_fit_is_recorded_missing_and_reported(tmp_path: Path
 
 
 def test_degenerate_flags_for_every_task_kind() -> None:
+    """Constant scores are degenerate (no information); a constant argmax over scores that still rank is a warning:
+    on imbalanced data a well-ranking probe often predicts the majority class at the argmax."""
     from fmprobe.probing.scoring import degenerate_flag
+    from fmprobe.results import disqualifying
 
     y = np.array([0, 0, 0, 1])
-    scores = np.tile([0.6, 0.4], (4, 1))
     names = ["benign", "malignant"]
-    assert degenerate_flag(y, scores, np.zeros(4, np.int64), names) == (
-        "degenerate: every test prediction is class benign (accuracy 0.750, majority rate 0.750)"
-    )
+    flat = np.tile([0.6, 0.4], (4, 1))
+    assert degenerate_flag(y, flat, np.zeros(4, np.int64), names).startswith("degenerate: every test score is the same")
+    ranking = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])  # AUC 1.0, argmax always benign
+    warning = degenerate_flag(y, ranking, np.zeros(4, np.int64), names)
+    assert warning.startswith("constant predictions: every test prediction is class benign (accuracy 0.750")
+    assert disqualifying(degenerate_flag(y, flat, np.zeros(4, np.int64), names)) and not disqualifying(warning)
     varied = np.array([0, 0, 1, 1])  # not constant, but no better than always saying "benign"
-    assert degenerate_flag(y, scores, varied, names) == "degenerate: test accuracy equals the majority-class rate 0.750"
-    assert degenerate_flag(y, scores, np.array([0, 0, 0, 1]), names) == ""
+    assert degenerate_flag(y, ranking, varied, names) == "test accuracy equals the majority-class rate 0.750"
+    assert degenerate_flag(y, ranking, np.array([0, 0, 0, 1]), names) == ""
     labels = np.array([[0, 1], [1, 0], [1, 1]])
     constant = np.tile([0.3, 0.7], (3, 1))
     assert degenerate_flag(labels, constant, None, names).startswith("degenerate: every label's test score")

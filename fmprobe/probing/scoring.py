@@ -15,7 +15,7 @@ from fmprobe.metrics.aggregate import evaluation_rows
 from fmprobe.metrics.perclass import youden_threshold
 from fmprobe.probes import ProbeBase
 from fmprobe.probing.grid import ProbeGrid
-from fmprobe.results import CellInfo
+from fmprobe.results import DEGENERATE, CellInfo
 from fmprobe.store import FeatureFile, SplitFeatures
 from fmprobe.tasks import PRIMARY_METRIC
 
@@ -41,20 +41,28 @@ def argmax_metric(primary: str) -> str:
 
 
 def degenerate_flag(y_true: np.ndarray, scores: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> str:
-    """A warning when the test predictions carry no information: constant predictions (multilabel: every label's
-    score constant across samples), or single-label accuracy equal to the test set's majority-class rate."""
+    """A warning when the test predictions carry little or no information.
+
+    ``degenerate: ...`` (:data:`fmprobe.results.DEGENERATE`): the scores are the same for every sample (multilabel:
+    every label's), so nothing is ranked or predicted: the row is never best and never recommended. Otherwise,
+    single-label: every argmax prediction one class, or accuracy at the majority-class rate, is a warning only:
+    the scores may still rank the samples (a well-ranking, badly thresholded probe is common on imbalanced data),
+    so threshold-free metrics such as ROC-AUC stay meaningful."""
+    if np.all(np.ptp(scores, axis=0) <= 1e-12):
+        what = "every label's test score" if y_true.ndim == 2 else "every test score"
+        return f"{DEGENERATE} {what} is the same for every sample (the probe learned nothing)"
     if y_true.ndim == 2:
-        constant = bool(np.all(np.ptp(scores, axis=0) <= 1e-12))
-        return "degenerate: every label's test score is the same for every sample" if constant else ""
+        return ""
     accuracy = float(np.mean(y_pred == y_true))
     majority = float(np.bincount(y_true, minlength=scores.shape[1]).max() / len(y_true))
     if len(np.unique(y_pred)) == 1:
         name = class_names[int(y_pred[0])] if int(y_pred[0]) < len(class_names) else str(int(y_pred[0]))
         return (
-            f"degenerate: every test prediction is class {name} (accuracy {accuracy:.3f}, majority rate {majority:.3f})"
+            f"constant predictions: every test prediction is class {name} (accuracy {accuracy:.3f}, majority rate "
+            f"{majority:.3f}); the scores still rank the samples, so threshold-free metrics (ROC-AUC) stay meaningful"
         )
     if np.isclose(accuracy, majority):
-        return f"degenerate: test accuracy equals the majority-class rate {majority:.3f}"
+        return f"test accuracy equals the majority-class rate {majority:.3f}"
     return ""
 
 

@@ -55,7 +55,7 @@ from fmprobe.report.provenance import feature_file_table, report_provenance
 from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.report.reference import ReferenceRow, read_reference, reference_table
 from fmprobe.report.tables_metrics import all_metrics_blocks, per_class_blocks
-from fmprobe.results import check_writable, read_results, to_frame, validate, writing_into
+from fmprobe.results import check_writable, disqualifying, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
@@ -208,7 +208,7 @@ def dataset_tables(view: DatasetView, chosen: dict[str, Choice]) -> list[Table]:
                     continue
                 cells[i, j], scores[i, j] = (_ci_cell if kind == "ci" else _mean_cell)(sub, mark, notes)
                 cells[i, j] = _flagged(cells[i, j], sub, notes)
-                if FLAG_MARK in cells[i, j].mark:  # a flagged cell (e.g. a degenerate probe) is never "best"
+                if any(disqualifying(f) for f in sub["flags"]):  # a degenerate probe is never "best"
                     del scores[i, j]
         _mark_best(cells, scores, high)
         body = [[Cell(label)] + [cells[i, j] for j in range(len(probes))] for i, (_, label) in enumerate(labels)]

@@ -42,7 +42,7 @@ from fmprobe.report.analysis import (
 from fmprobe.report.cost import CostKey, FeatureCost, choose_measure, feature_costs
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
 from fmprobe.report.options import ALPHA
-from fmprobe.results import read_results, to_frame, validate
+from fmprobe.results import disqualifying, read_results, to_frame, validate
 
 Results = pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -249,7 +249,7 @@ def _seed_note(c: Comparison) -> str:
 def _exclusion(rows: pd.DataFrame, metric: str) -> str:
     """Why a configuration (its rows, one per repeat) cannot be recommended; '' when it can."""
     flags = sorted({str(f) for f in rows.get("flags", pd.Series(dtype=str)) if isinstance(f, str) and f})
-    if flags:
+    if any(disqualifying(f) for f in flags):
         return f"flagged: {'; '.join(flags)}"
     missing = rows[rows["value"].isna()]
     if not missing.empty:
@@ -371,6 +371,8 @@ def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: 
     ans.comparisons = _compare(view, best_any, eligible, alpha, n_resamples, seed)
     if curse := _winners_curse(view.metric, ans.chosen):
         ans.notes.append(curse)
+    if warnings := sorted({str(f) for f in best_any.rows.get("flags", pd.Series(dtype=str)) if isinstance(f, str) and f}):
+        ans.notes.append(f"Note on the chosen configuration: {'; '.join(warnings)}.")
     ans.cheapest, ans.cheapest_sentence = _cheapest_tied(ans, costs or {})
     ans.sentence = " ".join(s for s in (_sentence(ans, imagenet), ans.cheapest_sentence) if s)
     return ans

@@ -151,18 +151,27 @@ def test_rank_tests_across_datasets_with_the_power_caveat(tmp_path: Path) -> Non
 
 
 def test_flagged_and_missing_rows_are_never_recommended(tmp_path: Path) -> None:
-    cells = [Cell("fm_a", "logreg", 2.0, 0.99, flags="constant test predictions"),
+    cells = [Cell("fm_a", "logreg", 2.0, 0.99, flags="degenerate: every test score is the same for every sample"),
              Cell("fm_b", "logreg", 2.0, 0.98, noise=1, missing=True),
              Cell("fm_c", "logreg", 1.5, 0.90, noise=2), Cell("fm_d", "logreg", 0.2, 0.85, noise=3),
              Cell("fm_e", "logreg", 3.0, np.nan, noise=4)]  # fmt: skip
     (d,) = recommend(write_study(tmp_path, cells), n_resamples=B).datasets
     assert d.chosen.model == "fm_c" and [c.other.model for c in d.comparisons] == ["fm_d"]
     assert {e.label: e.reason for e in d.excluded} == {
-        "fm_a (cls, 224 px) + logreg": "flagged: constant test predictions",
+        "fm_a (cls, 224 px) + logreg": "flagged: degenerate: every test score is the same for every sample",
         "fm_b (cls, 224 px) + logreg": "test roc_auc missing (one class predicted)",
         "fm_e (cls, 224 px) + logreg": "no validation score, so it cannot be chosen"}  # fmt: skip
     assert ("The best validation score (fm_a (cls, 224 px) + logreg, val 0.990) is not recommended: flagged: "
-            "constant test predictions.") in d.sentence  # fmt: skip
+            "degenerate: every test score is the same for every sample.") in d.sentence  # fmt: skip
+
+
+def test_a_warning_flag_is_said_but_does_not_exclude(tmp_path: Path) -> None:
+    """Scores that rank well with a constant argmax (common on imbalanced data) keep their ROC-AUC: said, not hidden."""
+    warning = "constant predictions: every test prediction is class a; the scores still rank the samples"
+    cells = [Cell("fm_a", "logreg", 2.0, 0.99, flags=warning), Cell("fm_b", "logreg", 0.2, 0.80, noise=1)]
+    (d,) = recommend(write_study(tmp_path, cells), n_resamples=B).datasets
+    assert d.chosen.model == "fm_a" and not d.excluded
+    assert f"Note on the chosen configuration: {warning}." in d.sentence
 
 
 def test_winners_curse_is_flagged(tmp_path: Path) -> None:
