@@ -8,16 +8,18 @@ score over repeats; test numbers are only ever reported, never used to choose.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
-from fmprobe.errors import ResultsError
+from fmprobe.errors import FmprobeError, ResultsError
 from fmprobe.metrics import CI_LEVEL, MetricUndefined, Prepared, get_metric, paired_bootstrap
 from fmprobe.metrics.bootstrap import replicate
 from fmprobe.registry import closest
@@ -312,7 +314,31 @@ class MeanGain:
 def _load(path: str) -> Predictions:
     if not path:
         raise ResultsError("this cell has no predictions file")
+    return cell_predictions(path)
+
+
+def cell_predictions(path: str | Path) -> Predictions:
+    """A cell's predictions file, read once however many report sections use it: cached by path, size and
+    modification time, so a file rewritten since (a rerun with --force) is read again."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return load_predictions(path)  # its own message names the file and the fix
+    return _read_predictions(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_predictions(path: str, size: int, mtime_ns: int) -> Predictions:
     return load_predictions(path)
+
+
+def feature_file_of(predictions: str | Path) -> str:
+    """The feature file a probe cell read (recorded in its predictions); '' for fine-tuned cells and unreadable
+    predictions."""
+    try:
+        return str(cell_predictions(str(predictions)).meta.get("feature_file", "")) if str(predictions) else ""
+    except FmprobeError:
+        return ""
 
 
 def _common_ids(a: Predictions, b: Predictions) -> tuple[Predictions, Predictions, str]:

@@ -21,8 +21,9 @@ from fmprobe.errors import ResultsError
 from fmprobe.metrics import MetricUndefined, bootstrap_ci, ece
 from fmprobe.metrics.calibration import N_BINS, Reliability, reliability, top_class
 from fmprobe.report import plots
+from fmprobe.report.analysis import cell_predictions
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table
-from fmprobe.results import Predictions, load_predictions
+from fmprobe.results import Predictions
 
 if TYPE_CHECKING:
     from fmprobe.report.analysis import Choice
@@ -101,7 +102,7 @@ def calibration_blocks(d: DatasetContext) -> list[Block]:
     body, curves, sources = [], {}, set()
     for model, c in sorted(d.chosen.items()):
         try:
-            pred = load_predictions(c.first["predictions"]) if c.first["predictions"] else None
+            pred = cell_predictions(c.first["predictions"]) if c.first["predictions"] else None
         except ResultsError as e:
             body.append([Cell(model), Cell(c.describe()), Cell(f"{MISSING} ({e})")])
             continue

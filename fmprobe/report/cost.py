@@ -22,10 +22,8 @@ import numpy as np
 import pandas as pd
 
 from fmprobe._io import slug
-from fmprobe.errors import ResultsError
-from fmprobe.report.analysis import Choice, choose_on_val, higher_is_better, with_models
+from fmprobe.report.analysis import Choice, choose_on_val, feature_file_of, higher_is_better, with_models
 from fmprobe.report.doc import Block, Cell, Heading, Para, Table
-from fmprobe.results import load_predictions
 
 if TYPE_CHECKING:
     from fmprobe.report.build import ReportContext
@@ -78,14 +76,6 @@ def read_feature_cost(path: str | Path) -> FeatureCost | None:
                        _number(attrs, "extraction_seconds"), str(attrs.get("extraction_device", "")), n_images)  # fmt: skip
 
 
-def _feature_file(predictions: str) -> str:
-    """The feature file a probe cell's predictions name; '' for fine-tuning cells and unreadable files."""
-    try:
-        return str(load_predictions(predictions).meta.get("feature_file", ""))
-    except ResultsError:
-        return ""
-
-
 def feature_costs(rows: pd.DataFrame) -> dict[CostKey, FeatureCost]:
     """(dataset, model, resolution) -> the cost of its feature file, for the probe rows of ``rows`` (with a
     ``model`` column); one predictions file is read per key."""
@@ -93,7 +83,7 @@ def feature_costs(rows: pd.DataFrame) -> dict[CostKey, FeatureCost]:
     probe_rows = rows[rows["predictions"].astype(str) != ""]
     for (dataset, model, resolution), g in probe_rows.groupby(["dataset", "model", "resolution"], sort=True):
         for predictions in dict.fromkeys(g["predictions"].astype(str)):
-            path = _feature_file(predictions)
+            path = feature_file_of(predictions)
             if path and (cost := read_feature_cost(path)) is not None:
                 out[(str(dataset), str(model), int(resolution))] = cost
                 break

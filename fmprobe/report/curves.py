@@ -21,10 +21,10 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 from fmprobe._io import slug
 from fmprobe.errors import ResultsError
-from fmprobe.report.analysis import Choice, choose_on_val
+from fmprobe.report.analysis import Choice, cell_predictions, choose_on_val
 from fmprobe.report.doc import Block, Heading, Para
 from fmprobe.report.plots import _save
-from fmprobe.results import Predictions, load_predictions
+from fmprobe.results import Predictions
 
 if TYPE_CHECKING:
     from fmprobe.report.build import DatasetContext
@@ -174,7 +174,7 @@ def curve_blocks(d: DatasetContext) -> list[Block]:
     missing = []
     for name, choice in _configurations(d).items():
         try:
-            loaded[name] = load_predictions(str(choice.first["predictions"]))
+            loaded[name] = cell_predictions(str(choice.first["predictions"]))
         except ResultsError as e:
             missing.append(f"{name}: {e}")
     note = [Para("No curves for " + "; ".join(missing))] if missing else []

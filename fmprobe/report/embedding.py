@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 
 from fmprobe._io import slug
 from fmprobe.errors import FmprobeError
+from fmprobe.report.analysis import cell_predictions
 from fmprobe.report.doc import Block, Heading, Para
 from fmprobe.report.plots import PALETTE, _save
-from fmprobe.results import load_predictions
 from fmprobe.tasks import TEST, TRAIN
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def map_chart(dataset: str, maps: list[Map], class_names: list[str], method: str
 def _feature_file(choice: Choice) -> tuple[Path | None, str]:
     """The chosen cell's feature file, or None and why it cannot be read here."""
     try:
-        meta = load_predictions(str(choice.first["predictions"])).meta
+        meta = cell_predictions(str(choice.first["predictions"])).meta
     except FmprobeError as e:
         return None, str(e)
     recorded = meta.get("feature_file")
@@ -200,7 +200,7 @@ def embedding_blocks(d: DatasetContext, method: MapMethod | str = MapMethod.tsne
             continue
         try:
             maps.append(map_of(model, path, choice.readout, method))
-            class_names = class_names or load_predictions(str(choice.first["predictions"])).class_names
+            class_names = class_names or cell_predictions(str(choice.first["predictions"])).class_names
         except FmprobeError as e:
             missing.append(f"`{model}`: {e}")
     if not maps and all(m.endswith(NOT_PROBED) for m in missing):  # no probe cell (fine-tuning): nothing to map

@@ -12,9 +12,8 @@ import pandas as pd
 
 from fmprobe._io import __version__, command_line, cpu_model
 from fmprobe.errors import FmprobeError
-from fmprobe.report.analysis import model_label
+from fmprobe.report.analysis import feature_file_of, model_label
 from fmprobe.report.doc import Block, Cell, Table
-from fmprobe.results import load_predictions
 from fmprobe.store import FeatureFile
 
 NOT_RECORDED = "not recorded"
@@ -34,14 +33,6 @@ def report_provenance() -> str:
         f"This report: fmprobe {__version__}, written {report_date()} (UTC) on {cpu_model()} "
         f"({platform.system() or 'unknown OS'}), by `{command_line()}`."
     )
-
-
-def _feature_file(predictions: object) -> str:
-    """The feature file a probe cell read (from its predictions' metadata); '' for fine-tuned cells."""
-    try:
-        return str(load_predictions(str(predictions)).meta.get("feature_file", ""))
-    except FmprobeError:
-        return ""
 
 
 def _attrs(path: str) -> dict[str, object] | str:
@@ -72,7 +63,7 @@ def feature_file_table(df: pd.DataFrame) -> list[Block]:
     )
     versions, made, seen = [], [], set()
     for r in first.itertuples():
-        path = _feature_file(r.predictions)
+        path = feature_file_of(r.predictions)
         if not path or path in seen:
             continue
         seen.add(path)

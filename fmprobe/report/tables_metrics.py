@@ -20,9 +20,8 @@ import pandas as pd
 from fmprobe.errors import ResultsError
 from fmprobe.metrics import METRICS, MetricInputError, MetricUndefined
 from fmprobe.metrics.perclass import CLASS_METRICS, ClassValue, per_class
-from fmprobe.report.analysis import Choice, choose_on_val
+from fmprobe.report.analysis import Choice, cell_predictions, choose_on_val
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table
-from fmprobe.results import load_predictions
 
 if TYPE_CHECKING:
     from fmprobe.report.build import DatasetContext
@@ -146,7 +145,7 @@ def per_class_blocks(d: DatasetContext) -> list[Block]:
     blocks: list[Block] = [Heading("Per class", 3)]
     for model, c in sorted(d.chosen.items()):
         try:
-            pred = load_predictions(c.first["predictions"]) if c.first["predictions"] else None
+            pred = cell_predictions(c.first["predictions"]) if c.first["predictions"] else None
             if pred is None:
                 raise ResultsError("this cell has no predictions file")
             rows = per_class(pred.y_true, pred.y_score, pred.class_names, y_pred=pred.y_pred, n_resamples=n, seed=seed)

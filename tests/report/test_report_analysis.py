@@ -73,3 +73,20 @@ def test_default_baseline_comes_from_the_registry_never_from_the_name() -> None:
         assert pick_baseline(models, name, registered={"deit_base_imagenet"})[0] == name  # colons are not excluded
     with pytest.raises(ResultsError, match="Closest: deit_base_imagenet"):
         pick_baseline(models, "deit_base_imagenett")
+
+
+def test_predictions_are_read_once_per_report_and_again_when_rewritten(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from fmprobe.report.analysis import cell_predictions, feature_file_of
+    from fmprobe.results import save_predictions
+
+    y = np.array([0, 1, 1, 0])
+    scores = np.tile([0.4, 0.6], (4, 1))
+    rel = save_predictions(tmp_path, "cell", ["a", "b", "c", "d"], y, scores, {"feature_file": "/x/f.h5"})
+    path = tmp_path / rel
+    assert cell_predictions(path) is cell_predictions(path) and feature_file_of(path) == "/x/f.h5"
+    stat = path.stat()
+    save_predictions(tmp_path, "cell", ["a", "b", "c", "d"], y, scores, {"feature_file": "/y/g.h5"})  # a rerun
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a later write, even on a coarse clock
+    assert feature_file_of(path) == "/y/g.h5" and feature_file_of("") == "" and feature_file_of(tmp_path / "no") == ""
