@@ -11,7 +11,7 @@ for people and spreadsheets), ``pending/`` (one small part file per appended cel
 ``predictions/<cell_id>.npz`` (per-sample test scores, for paired tests) and ``.lock``. Appending a cell writes
 one part file, so writing N cells costs N small writes instead of N rewrites of a growing table;
 :func:`compact_results` folds the parts into the two tables once (``fmprobe probe`` does it when it finishes).
-Readers see the compacted table plus any pending parts, in append order, the newest row per (cell_id, metric)
+Readers see the compacted table plus any pending parts, in append order, the newest row per (cell_id, metric, subgroup)
 winning, so a crash between an append and the compaction loses nothing. Every file is replaced atomically and
 appends and compactions serialise on the lock, so two studies writing into one directory never lose rows.
 """
@@ -46,7 +46,8 @@ PARQUET_NAME = "results.parquet"
 PENDING_DIR = "pending"
 PREDICTIONS_DIR = "predictions"
 LOCK_NAME = ".lock"
-DEDUPE_KEY = ["cell_id", "metric"]
+DEDUPE_KEY = ["cell_id", "metric", "subgroup"]
+OVERALL = ""  # the ``subgroup`` of a row computed over the whole test set
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ class ResultRow:
     flags: str = ""  # warnings about the cell a reader must see (e.g. constant test predictions); "" when none
     test_set: str = ""  # digest of the sorted test sample ids: rows with different digests were scored on other samples
     val_subsample: str = ""  # "proportional": chosen on a subsample of validation in proportion; "": on all of it
+    # The slice of the test set a row is computed on: "" the whole test set (OVERALL); "ATTR=VALUE" one subgroup
+    # (n_test is its size); "ATTR" a summary over that attribute's groups (worst group, largest gap).
+    subgroup: str = OVERALL
+    p_value: float = math.nan  # a row that is a test (a subgroup gap): its p-value, Holm-adjusted where the detail says so
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ResultRow))
@@ -289,6 +294,12 @@ def disqualifying(flags: str) -> bool:
     (e.g. every argmax prediction one class, while the scores still rank the samples) are warnings: the row stays
     comparable on threshold-free metrics such as ROC-AUC."""
     return isinstance(flags, str) and any(part.strip().startswith(DEGENERATE) for part in flags.split(";"))
+
+
+def overall(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows computed over the whole test set (``subgroup == ""``): what rankings, tables and recommendations read.
+    Subgroup rows share their cell's ``cell_id`` and ``metric``, so every reader that compares cells starts here."""
+    return df[df["subgroup"] == OVERALL] if "subgroup" in df.columns else df
 
 
 def test_set_digest(ids: Sequence[Any] | np.ndarray) -> str:
@@ -514,7 +525,7 @@ def _resolve_predictions(df: pd.DataFrame, base: Path) -> pd.DataFrame:
 
 
 def _dedupe(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate in order; the last row per (cell_id, metric) wins."""
+    """Concatenate in order; the last row per (cell_id, metric, subgroup) wins."""
     if not frames:
         return _normalise(pd.DataFrame({c: [] for c in COLUMNS}))
     df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
@@ -555,7 +566,7 @@ def read_results(paths: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     """Read one or several results directories / files into one validated DataFrame.
 
     A directory's compacted table and its pending parts are read together. Several sources merge by
-    concatenation (later sources win on a repeated (cell_id, metric)). The ``predictions`` column comes back as
+    concatenation (later sources win on a repeated (cell_id, metric, subgroup)). The ``predictions`` column comes back as
     absolute paths, resolved against each source's directory, so a merged table still finds every predictions
     file.
     """
@@ -667,7 +678,7 @@ def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow |
 def compact_results(results_dir: PathLike) -> int:
     """Fold the pending parts into results.parquet and results.csv; return how many parts were folded.
 
-    Under the directory's lock: read the table and the parts, keep the newest row per (cell_id, metric), replace
+    Under the directory's lock: read the table and the parts, keep the newest row per (cell_id, metric, subgroup), replace
     both tables atomically, and only then delete the parts (a crash before that leaves parts whose rows are
     already in the table: folding them again gives the same table).
     """

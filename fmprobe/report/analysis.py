@@ -23,7 +23,7 @@ from fmprobe.errors import FmprobeError, ResultsError
 from fmprobe.metrics import CI_LEVEL, MetricUndefined, Prepared, get_metric, paired_bootstrap
 from fmprobe.metrics.bootstrap import replicate
 from fmprobe.registry import closest
-from fmprobe.results import Predictions, load_predictions, test_set_digest, with_added_columns
+from fmprobe.results import Predictions, load_predictions, overall, test_set_digest, with_added_columns
 
 DEFAULT_WEIGHTS = frozenset({"", "pretrained", "default"})  # weights tags not worth printing
 CONFIG = ["backbone", "weights", "readout", "resolution", "probe"]
@@ -87,8 +87,9 @@ class DatasetView:
 
 def dataset_views(df: pd.DataFrame, allow_different_test_sets: bool = False) -> list[DatasetView]:
     """One view per dataset; refuses a dataset whose rows were scored on different test sets (unless allowed:
-    see :func:`check_test_sets`) or whose table cells would pool several feature caches (:func:`check_fingerprints`)."""
-    df = with_models(with_added_columns(df))
+    see :func:`check_test_sets`) or whose table cells would pool several feature caches (:func:`check_fingerprints`).
+    Views hold the whole-test-set rows only (:func:`fmprobe.results.overall`); subgroup rows are read on their own."""
+    df = with_models(overall(with_added_columns(df)))
     views = []
     for name in sorted(df["dataset"].unique()):
         d = df[df["dataset"] == name]
