@@ -91,6 +91,19 @@ def merge(
 
 
 @app.command()
+def export(
+    features: Annotated[Path, typer.Argument(help="A feature file written by `fmprobe extract`.")],
+    format: Annotated[str, typer.Option("--format", help="parquet (one row per sample) or npz (one array per split and field).")] = "parquet",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the feature file with the format's suffix).")] = None,
+) -> None:
+    """Write a feature file's features, labels, ids and metadata for other tools (prints the written path).
+
+    Example: fmprobe export features/demo/demo__resnet50__1a2b.h5 --format parquet
+    """
+    typer.echo(str(fmprobe.export_features(features, format, out)))  # type: ignore[arg-type]
+
+
+@app.command()
 def models() -> None:
     """List the registered backbones (any timm model name works too)."""
     rows = fmprobe.list_models()

@@ -312,6 +312,46 @@ class FeatureFile:
             )
         return SplitFeatures(features, labels, ids, metadata)
 
+    def sizes(self) -> dict[str, int]:
+        """Stored rows per split (skipped images excluded)."""
+        with h5py.File(self.path, "r") as h5:
+            return {split: int(h5[f"{split}/labels"].shape[0]) for split in self.splits}
+
+    def dims(self) -> dict[str, int]:
+        """Embedding width per readout."""
+        with h5py.File(self.path, "r") as h5:
+            return {r: int(h5[f"{self.splits[0]}/features/{r}"].shape[1]) for r in self.readouts}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={n}" for s, n in self.sizes().items())
+        dims = ", ".join(f"{r}={d}" for r, d in self.dims().items())
+        return (
+            f"FeatureFile({str(self.path)!r}, dataset={self.dataset!r}, backbone={self.backbone!r}, task={self.task!r}, "
+            f"classes={len(self.class_names)}, splits=({sizes}), readouts=({dims}), resolution={self.resolution}, key={self.key!r})"
+        )
+
+    def to_numpy(self, split: str, readout: str | None = None, dtype: str | None = "float32") -> tuple[np.ndarray, np.ndarray]:
+        """``X, y`` of one split, as scikit-learn takes them (features as float32 unless ``dtype`` says otherwise)."""
+        part = self.load(split, readout, dtype)
+        return part.features, part.labels
+
+    def to_pandas(self, split: str, readout: str | None = None) -> Any:
+        """One split as a DataFrame indexed by sample id: the label (one ``label[<class>]`` column per label of a
+        multilabel task, -1 unknown), the per-sample metadata, then one ``<readout>[i]`` column per dimension."""
+        import pandas as pd
+
+        part = self.load(split, readout, "float32")
+        readout = readout or self.readouts[0]
+        if part.labels.ndim == 2:
+            labels = {f"label[{name}]": part.labels[:, i] for i, name in enumerate(self.class_names)}
+        else:
+            labels = {"label": part.labels}
+        columns = {**labels, **part.metadata}
+        features = pd.DataFrame(part.features, columns=[f"{readout}[{i}]" for i in range(part.features.shape[1])])
+        frame = pd.concat([pd.DataFrame(columns), features], axis=1)
+        frame.index = pd.Index(part.ids.tolist(), name="id")
+        return frame
+
     def skipped(self, split: str) -> list[tuple[str, str]]:
         try:
             with h5py.File(self.path, "r") as h5:
