@@ -40,6 +40,7 @@ _LAZY = {
     "run_demo": "fmprobe.demo",
     "run_study": "fmprobe.study",
     "load_study": "fmprobe.study",
+    "init_study": "fmprobe.study",
     "run_finetune": "fmprobe.finetune",
     "plot_training_curves": "fmprobe.finetune",
     "Recipe": "fmprobe.finetune",
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards
     from fmprobe.store.export import export_features
-    from fmprobe.study import load_study, run_study
+    from fmprobe.study import init_study, load_study, run_study
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
