@@ -272,6 +272,9 @@ def study(
     if file is None:
         raise FmprobeError("name a study file (fmprobe study FILE.toml), or write one with `fmprobe study --init FILE.toml`.")
     run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet, keep_going=keep_going)
+    if run.missing:
+        typer.echo(f"fmprobe: {len(run.missing)} thing(s) this study needs are missing (listed above with their fix).", err=True)
+        raise typer.Exit(1)
     if run.report is not None:
         _echo_recommendation(run.study.out / "results", run.study.baseline)
         typer.echo(str(run.report.html))

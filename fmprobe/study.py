@@ -48,6 +48,7 @@ from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
+from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probes import PROBES
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
 from fmprobe.registry import closest
@@ -399,6 +400,7 @@ class StudyRun:
     feature_files: tuple[Path, ...] = ()
     report: ReportPaths | None = None
     failures: tuple[str, ...] = ()
+    missing: tuple[Missing, ...] = ()  # what the preflight found absent (datasets, weight files)
 
 
 class _Failures:
@@ -439,15 +441,24 @@ def run_study(
     keep_going: bool = False,
 ) -> StudyRun:
     """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
-    reused. ``out`` overrides the study's output folder. ``keep_going`` goes on past a failed extraction, probing
+    reused. ``out`` overrides the study's output folder. Every dataset and weight file is checked first (offline):
+    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed extraction, probing
     or fine-tuning job and lists the failures in the returned run (and the log) at the end."""
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:
         study = load_study(study, out)
     log.info("%s", format_plan(study, estimate_cost(study, max_images)))
+    missing = tuple(check_datasets(study.datasets, max_images) + check_weights(study.backbones, study.weights, study.path))
+    for item in missing:
+        log.warning("missing: %s", item)
     if dry_run:
-        return StudyRun(study)
+        return StudyRun(study, missing=missing)
+    if missing and not keep_going:
+        raise FmprobeError(
+            f"{study.path}: {len(missing)} thing(s) this study needs are missing (nothing was run):\n  "
+            + "\n  ".join(map(str, missing)) + "\nFix them, or run with --keep-going to do what can be done."
+        )  # fmt: skip
     failures = _Failures(keep_going)
     feature_files = tuple(_extract(study, max_images, progress, failures))
     _probe(study, feature_files, progress, failures)
