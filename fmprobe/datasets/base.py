@@ -363,6 +363,17 @@ def subset_split(split: Split, limit: int, seed: int = 0) -> Split:
     return Split(split.name, tuple(split.ids[i] for i in index), split.labels[index], source, take_metadata(split.metadata, index))
 
 
+UNKNOWN_METADATA = ("", "unknown")  # spellings of "not recorded" in the published tables; stored as ""
+
+
+def metadata_value(text: str) -> str:
+    """A published table's cell as a paper adapter stores it: stripped and lower-case (``Male`` and ``male`` are one
+    subgroup), a whole number without its ``.0`` (``55.0`` -> ``55``, as pandas writes ages), and ``""`` for unknown."""
+    value = text.strip().lower()
+    value = re.sub(r"^(-?\d+)\.0*$", r"\1", value)
+    return "" if value in UNKNOWN_METADATA else value
+
+
 def take_metadata(metadata: dict[str, Sequence[str]], index: Sequence[int] | np.ndarray) -> dict[str, tuple[str, ...]]:
     """The metadata of the samples at ``index``, in that order."""
     return {key: tuple(str(values[i]) for i in index) for key, values in metadata.items()}
