@@ -115,7 +115,9 @@ CARVE = (0.85, 0.15, 0.0)
 # the calc CSVs 'breast density'; normalising makes such spellings equal)
 COLUMNS = {"patient": "patient id", "pathology": "pathology", "full": "image file path", "crop": "cropped image file path"}
 # per-sample metadata keys (``Split.metadata``) and the normalised column each is read from
-META_COLUMNS = {"density": "breast density", "abnormality": "abnormality type", "view": "image view", "side": "left or right breast"}
+META_COLUMNS = {
+    "density": "breast density", "abnormality": "abnormality type", "view": "image view", "side": "left or right breast",
+}  # fmt: skip
 LAYOUT = (
     "CBIS-DDSM comes as the TCIA download (the four {mass,calc}_case_description_{train,test}_set.csv files beside "
     "the CBIS-DDSM/ folder of DICOM case folders) or as the Kaggle JPEG conversion (csv/ with those four files and "
@@ -488,7 +490,7 @@ def load_cbis_ddsm(
     splits = assign_splits(
         ids, labels, found.paths, assignment,
         lambda name: f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.", found.make_source,
-        metadata={GROUP: [s.patient for s in samples], **{k: [s.metadata[k] for s in samples] for k in META_COLUMNS}},
+        metadata={GROUP: [s.patient for s in samples], **{key: [s.metadata[key] for s in samples] for key in META_COLUMNS}},
     )  # fmt: skip
     digest = digest_parts(
         "cbis-ddsm", image, abnormality, overlap, "jpeg" if found.layout == "jpeg" else found.conversion,
