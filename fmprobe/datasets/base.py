@@ -7,6 +7,7 @@ backbone's weights (``fmprobe.backbones.preprocess``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -366,6 +367,7 @@ def subset_split(split: Split, limit: int, seed: int = 0) -> Split:
 UNKNOWN_METADATA = ("", "unknown")  # spellings of "not recorded" in the published tables; stored as ""
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a column has few distinct values, a table many rows
 def metadata_value(text: str) -> str:
     """A published table's cell as a paper adapter stores it: stripped and lower-case (``Male`` and ``male`` are one
     subgroup), a whole number without its ``.0`` (``55.0`` -> ``55``, as pandas writes ages), and ``""`` for unknown."""

@@ -154,7 +154,7 @@ def read_metadata(root: Path, ids: list[str], grouping: str = "lesion") -> dict[
 def read_labels(root: Path, grouping: str = "lesion") -> tuple[list[str], np.ndarray, list[str] | None]:
     """(image names, class indices into CLASS_NAMES, lesion groups or None); touches no image."""
     ids, labels = _ground_truth(root, grouping)
-    return ids, labels, read_metadata(root, ids, grouping).get(GROUP)
+    return ids, labels, read_metadata(root, ids, grouping)[GROUP] if grouping == "lesion" else None
 
 
 def _image_folder(root: Path) -> Path:

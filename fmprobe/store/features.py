@@ -2,10 +2,14 @@
 
 Layout (readable with plain h5py; see README):
 ``/<split>/features/<readout>`` [N, D] float16|float32, ``/<split>/labels`` [N] or [N, L] int64,
-``/<split>/ids`` [N] UTF-8 strings, ``/<split>/meta/<key>`` [N] UTF-8 per-sample metadata (``group``, ``study``, ...),
-``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
+``/<split>/ids`` [N] UTF-8 strings, ``/<split>/meta/<key>`` [N] UTF-8 per-sample metadata (``group``, ``study``,
+``age``, ``sex``, ...; one value per stored row, aligned with ``ids``: skipped rows have none; "" = unknown; absent in
+files written before it existed), ``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
 root attributes ``fingerprint`` (JSON), ``key``, ``complete``, ``task``, ``class_names`` (JSON), versions, time.
 The first 512 bytes are an HDF5 user block holding the file's seal (:mod:`fmprobe.store.integrity`).
+
+Metadata is the one part not in the key (it changes no embedding): :func:`refresh_metadata` replaces a file's
+``meta/`` with a dataset's current one, features, ids and attributes copied as they are.
 """
 
 from __future__ import annotations
