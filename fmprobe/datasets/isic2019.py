@@ -66,7 +66,7 @@ FRACTIONS = (0.8, 0.1, 0.1)
 META_COLUMNS = {"age": "age_approx", "sex": "sex", "site": "anatom_site_general"}
 ARCHIVE = "archive"
 # the archive a lesion_id's prefix names: BCN_ (BCN20000, Hospital Clinic Barcelona), HAM_ (HAM10000, Vienna),
-# MSK4_ (the ISIC Archive's MSK-4 collection, credited to the challenge's "MSK Dataset")
+# MSK4_ (a Memorial Sloan Kettering collection of the ISIC Archive: the challenge's "MSK Dataset")
 ARCHIVES = {"BCN": "bcn20000", "HAM": "ham10000", "MSK4": "msk"}
 LESION_PREFIX = re.compile(r"^(BCN|HAM|MSK4)_\d+$")
 LAYOUT = (
