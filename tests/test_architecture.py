@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "extract": BASE | {"datasets", "backbones", "store", "runtime"},
     "probing": BASE | {"store", "probes", "metrics", "results"},
     "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime"},
+    "preflight": BASE | {"datasets", "backbones"},  # before a study: is every dataset and weight file here (offline)
     "study": None,  # type: ignore[dict-item]  # the grid runner may use everything
     "demo": None,  # type: ignore[dict-item]
     "cli": {"errors"},  # plus the public API in fmprobe/__init__.py
