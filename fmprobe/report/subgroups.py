@@ -30,10 +30,12 @@ from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table
 from fmprobe.results import OVERALL
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
     from fmprobe.report.build import DatasetContext
 
 TOO_SMALL = "group too small"  # how a too-small group's missing_reason starts (the prober's --subgroup-min-size)
-SIGNIFICANT_MARK = "*"
+SIGNIFICANT_MARK = "*"  # after a significant p (named in words in captions: a bare * would start Markdown emphasis)
 
 
 def worst_metric(metric: str) -> str:
@@ -228,22 +230,21 @@ def forest_chart(title: str, metric: str, attribute: str, series: Sequence[Serie
     return plots._save(fig, path)
 
 
-def _missing_labels(ax: object, series: Sequence[Series], index: dict[str, int], offsets: np.ndarray) -> None:
+def _missing_labels(ax: Axes, series: Sequence[Series], index: dict[str, int], offsets: np.ndarray) -> None:
     """Text instead of a point for groups without a number: once per row when every series says the same."""
     by_row: dict[int, list[tuple[int, GroupValue]]] = {}
     for j, s in enumerate(series):
         for g in s.groups:
             if not math.isfinite(g.value):
                 by_row.setdefault(index[g.group], []).append((j, g))
-    transform = ax.get_yaxis_transform()  # type: ignore[attr-defined]  # x in axes fraction, y in data
+    transform = ax.get_yaxis_transform()  # x in axes fraction, y in data
     for i, missing in by_row.items():
         texts = {g.short() for _, g in missing}
         if len(missing) == len(series) and len(texts) == 1:
-            ax.text(0.02, i, texts.pop(), transform=transform, va="center", fontsize=8, color="#555555",  # type: ignore[attr-defined]
-                    style="italic")  # fmt: skip
+            ax.text(0.02, i, texts.pop(), transform=transform, va="center", fontsize=8, color="#555555", style="italic")
             continue
         for j, g in missing:
-            ax.text(0.02, i + offsets[j], g.short(), transform=transform, va="center", fontsize=7,  # type: ignore[attr-defined]
+            ax.text(0.02, i + offsets[j], g.short(), transform=transform, va="center", fontsize=7,
                     color=series[j].color, style="italic")  # fmt: skip
 
 
@@ -255,7 +256,8 @@ SUBGROUP_NOTE = (
     "bootstrap CI and n; a group under the minimum size is reported as too small, never as a number. Per attribute: "
     "the worst eligible group, and the gap between the best and the worst group with a paired-bootstrap 95% CI "
     "(both groups' values from the same resamples) and its p-value Holm-adjusted across the attributes; "
-    "{mark}: significant at alpha = {alpha:g}. Samples whose attribute is unknown are left out of that attribute."
+    "a p-value followed by an asterisk is significant at alpha = {alpha:g}. Samples whose attribute is unknown are "
+    "left out of that attribute."
 )
 
 
@@ -366,7 +368,7 @@ def worst_gap_table(d: DatasetContext, attrs: Sequence[str]) -> Table:
     caption = (
         f"{metric} of each backbone's configuration chosen on validation (lowest repeat): whole test set, worst "
         "subgroup (95% bootstrap CI) and the gap best − worst group (95% paired-bootstrap CI); p: Holm-adjusted "
-        f"across attributes; {SIGNIFICANT_MARK}: significant at alpha = {alpha:g}."
+        f"across attributes, followed by an asterisk when significant at alpha = {alpha:g}."
     )
     header = ["backbone", "configuration", "attribute", "whole test set", "worst group", "worst", "best group",
               "gap (best − worst)", "p (Holm)"]  # fmt: skip
@@ -387,7 +389,7 @@ def subgroup_blocks(d: DatasetContext) -> list[Block]:
     figures = d.report.figures
     blocks: list[Block] = [
         Heading("Subgroups", 3),
-        Para(SUBGROUP_NOTE.format(mark=SIGNIFICANT_MARK, alpha=d.report.alpha)),
+        Para(SUBGROUP_NOTE.format(alpha=d.report.alpha)),
     ]
     for attribute in attrs:
         series = [Series(s.label, s.color, group_values(df, s.cell_id, d.view.metric).get(attribute, []), s.overall)
