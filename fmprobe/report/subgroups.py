@@ -16,6 +16,7 @@ rows (older tables included) get no section at all.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -102,17 +103,19 @@ class AttributeSummary:
     detail: str  # the gap row's detail: "WORST vs BEST; Holm over 3 attributes; ..."
     reason: str = ""  # why there is no gap (fewer than two eligible groups); '' when there is one
 
+    def _parts(self) -> list[str]:
+        return [p.strip() for p in self.detail.split(";") if p.strip()]
+
     @property
     def best_group(self) -> str:
-        head = self.detail.split(";", 1)[0]
-        worst, sep, best = head.partition(" vs ")
-        return best.strip() if sep else ""
+        """The right side of the gap detail's "WORST vs BEST" part ('' when it has none)."""
+        versus = [p for p in self._parts() if " vs " in p]
+        return versus[0].partition(" vs ")[2].strip() if versus else ""
 
     @property
     def notes(self) -> str:
-        """The gap detail after its "WORST vs BEST" part (Holm family, unknowns excluded)."""
-        parts = [p.strip() for p in self.detail.split(";")]
-        return "; ".join(p for p in (parts[1:] if " vs " in parts[0] else parts) if p)
+        """The gap detail without its "WORST vs BEST" part (Holm family, unknowns excluded, aggregation)."""
+        return "; ".join(p for p in self._parts() if " vs " not in p)
 
     def significant(self, alpha: float) -> bool:
         return math.isfinite(self.p_holm) and self.p_holm < alpha
@@ -124,9 +127,31 @@ def _cell_rows(df: pd.DataFrame, cell_id: str) -> pd.DataFrame:
     return df[(df["cell_id"] == cell_id) & (df["subgroup"].astype(str) != OVERALL)]
 
 
+_BAND = re.compile(r"^(?:<(?P<below>-?[\d.]+)|(?P<low>-?[\d.]+)–-?[\d.]+|≥(?P<above>-?[\d.]+))$")
+
+
+def _band_start(group: str) -> float | None:
+    """Where a derived band (``<40``, ``40–60``, ``≥80``, as the prober names them) starts; None for other values."""
+    m = _BAND.match(group)
+    if m is None:
+        return None
+    if m["below"] is not None:
+        return -math.inf
+    return float(m["low"] if m["low"] is not None else m["above"])
+
+
+def _in_order(groups: list[GroupValue]) -> list[GroupValue]:
+    """An attribute's groups as a reader expects them: bands from low to high (their names sort ``40–60`` before
+    ``<40``), anything else in the order of its rows."""
+    starts = [s for g in groups if (s := _band_start(g.group)) is not None]
+    if len(starts) != len(groups):
+        return groups
+    return [groups[i] for i in np.argsort(starts, kind="stable")]
+
+
 def group_values(df: pd.DataFrame, cell_id: str, metric: str) -> dict[str, list[GroupValue]]:
-    """Attribute -> its groups' values of ``metric`` for one cell, attributes and groups in the order the rows
-    came (the prober writes a derived attribute's bands in their order, e.g. ``<40, 40–60, 60–80, ≥80``)."""
+    """Attribute -> its groups' values of ``metric`` for one cell: attributes in the order of the rows, groups too
+    except a derived attribute's bands, which go from low to high (``<40, 40–60, 60–80, ≥80``)."""
     rows = _cell_rows(df, cell_id)
     rows = rows[(rows["metric"] == metric) & rows["subgroup"].astype(str).str.contains("=", regex=False)]
     out: dict[str, list[GroupValue]] = {}
@@ -136,7 +161,12 @@ def group_values(df: pd.DataFrame, cell_id: str, metric: str) -> dict[str, list[
             GroupValue(attribute, group, int(r.n_test), _finite(r.value), _finite(r.ci_low), _finite(r.ci_high),
                        str(r.missing_reason))  # fmt: skip
         )
-    return out
+    return {attribute: _in_order(groups) for attribute, groups in out.items()}
+
+
+def _group_named(attribute: str, detail: str) -> str:
+    """The ``ATTR=VALUE`` part of a worst row's detail ("age_band=≥80; 14 unknown excluded")."""
+    return next((p.strip() for p in detail.split(";") if p.strip().startswith(f"{attribute}=")), detail)
 
 
 def summaries(df: pd.DataFrame, cell_id: str, metric: str) -> dict[str, AttributeSummary]:
@@ -154,7 +184,7 @@ def summaries(df: pd.DataFrame, cell_id: str, metric: str) -> dict[str, Attribut
             _finite(w["value"]) if w is not None else math.nan,
             _finite(w["ci_low"]) if w is not None else math.nan,
             _finite(w["ci_high"]) if w is not None else math.nan,
-            str(w["detail"]) if w is not None and pd.notna(w["value"]) else "",
+            _group_named(attribute, str(w["detail"])) if w is not None and pd.notna(w["value"]) else "",
             _finite(g.value), _finite(g.ci_low), _finite(g.ci_high), _finite(g.p_value), str(g.detail), reason,
         )  # fmt: skip
     return out

@@ -25,15 +25,15 @@ TOO_SMALL = "group too small: n=12 < 30 (--subgroup-min-size)"
 GROUPS = [
     ("sex=female", 104, 0.912, 0.871, 0.948),
     ("sex=male", 96, 0.897, 0.850, 0.940),
-    ("age_band=<40", 70, 0.951, 0.910, 0.985),
-    ("age_band=40–60", 60, 0.920, 0.866, 0.962),
+    ("age_band=40–60", 60, 0.920, 0.866, 0.962),  # sorted as text, as the prober writes them
     ("age_band=60–80", 58, 0.881, 0.820, 0.935),
+    ("age_band=<40", 70, 0.951, 0.910, 0.985),
     ("age_band=≥80", 12, math.nan, math.nan, math.nan),
 ]
 # attribute -> (worst group, worst [CI], gap [CI], Holm p, detail) of the recommended model
 SUMMARIES = {
     "sex": ("sex=male", (0.897, 0.850, 0.940), (0.015, -0.040, 0.070), 0.62, "sex=male vs sex=female; Holm over 2 attributes"),
-    "age_band": ("age_band=60–80", (0.881, 0.820, 0.935), (0.070, 0.030, 0.110), 0.003,
+    "age_band": ("age_band=60–80; 14 unknown excluded", (0.881, 0.820, 0.935), (0.070, 0.030, 0.110), 0.003,
                  "age_band=60–80 vs age_band=<40; Holm over 2 attributes; 14 unknown excluded"),
 }  # fmt: skip
 
@@ -107,7 +107,7 @@ def test_rows_read_back_as_recorded(study: Path) -> None:
     fm = df.loc[(df["backbone"] == "fm") & (df["subgroup"] == ""), "cell_id"].iloc[0]
     groups = group_values(df, fm, "roc_auc")
     assert list(groups) == ["sex", "age_band"]  # order of the rows, not alphabetical
-    assert [g.group for g in groups["age_band"]] == ["<40", "40–60", "60–80", "≥80"]
+    assert [g.group for g in groups["age_band"]] == ["<40", "40–60", "60–80", "≥80"]  # bands from low to high
     small = groups["age_band"][-1]
     assert small.too_small and small.n == 12 and math.isnan(small.value) and small.short() == "too small (n=12)"
     age = summaries(df, fm, "roc_auc")["age_band"]
@@ -132,6 +132,7 @@ def test_worst_gap_table_equals_the_rows(report) -> None:  # type: ignore[no-unt
 def test_group_table_shows_too_small_groups_as_such(report) -> None:  # type: ignore[no-untyped-def]
     header, *body = _table(report, "ds_subgroups_groups")
     assert header == ["attribute", "group", "n", "recommended", "baseline"]
+    assert [r[1] for r in body] == ["female", "male", "<40", "40–60", "60–80", "≥80"]
     by_group = {(r[0], r[1]): r for r in body}
     assert by_group["sex", "female"] == ["sex", "female", "104", "0.912 [0.871, 0.948]", "0.812 [0.771, 0.848]"]
     assert by_group["age_band", "≥80"][2:] == ["12", "too small (n=12)", "too small (n=12)"]
@@ -175,6 +176,12 @@ def test_no_caveat_at_or_above_alpha(tmp_path: Path, study: Path) -> None:
     assert d.subgroup_caveat == ""
     paths = write_report(study, tmp_path / "report", n_resamples=B, alpha=0.001)
     assert "lower for age_band" not in paths.markdown.read_text(encoding="utf-8")
+
+
+def test_detail_parts_found_wherever_they_are() -> None:
+    g = AttributeSummary("sex", 0.8, 0.7, 0.9, "sex=male", 0.05, 0.01, 0.09, 0.02,
+                         "per lesion; sex=male vs sex=female; Holm over 2 attributes")  # fmt: skip
+    assert (g.best_group, g.notes) == ("sex=female", "per lesion; Holm over 2 attributes")
 
 
 def test_caveat_direction_for_a_lower_is_better_metric() -> None:
