@@ -210,6 +210,7 @@ class Series:
     color: tuple[float, ...] | str
     groups: list[GroupValue]
     overall: float  # the cell's whole-test-set value (a dashed line); NaN: none
+    gap: str = ""  # the attribute's gap, as the legend says it ('' when there is none)
 
 
 def _row_labels(series: Sequence[Series]) -> list[tuple[str, int]]:
@@ -244,9 +245,10 @@ def forest_chart(title: str, metric: str, attribute: str, series: Sequence[Serie
         v = np.array([g.value for g in ok])
         lo = np.array([g.ci_low if math.isfinite(g.ci_low) else g.value for g in ok])
         hi = np.array([g.ci_high if math.isfinite(g.ci_high) else g.value for g in ok])
-        whole = f" (whole test set {s.overall:.3f}, dashed)" if math.isfinite(s.overall) else ""
+        said = [f"whole test set {s.overall:.3f} (dashed)"] * math.isfinite(s.overall) + [s.gap] * bool(s.gap)
+        label = "\n".join(textwrap.wrap(s.label, 40) + textwrap.wrap("; ".join(said), 40))
         ax.errorbar(v, y, xerr=np.vstack([v - lo, hi - v]) if len(ok) else None, fmt=marker, color=s.color, ms=5,
-                    capsize=2.5, elinewidth=1.2, label="\n".join(textwrap.wrap(s.label + whole, 40)))  # fmt: skip
+                    capsize=2.5, elinewidth=1.2, label=label)  # fmt: skip
         if math.isfinite(s.overall):
             ax.axvline(s.overall, color=s.color, ls="--", lw=0.9, alpha=0.7)
     _missing_labels(ax, series, index, offsets)
@@ -362,21 +364,35 @@ def _note(notes: dict[str, int], text: str) -> int | None:
     return notes.setdefault(text, len(notes) + 1) if text else None
 
 
+def _value_of(attribute: str, label: str) -> str:
+    """``60–80`` of ``age_band=60–80`` (the table's attribute column says the rest)."""
+    return label.removeprefix(f"{attribute}=")
+
+
 def _summary_cells(s: AttributeSummary | None, alpha: float, notes: dict[str, int]) -> list[Cell]:
-    """worst group, worst value [CI], best group, gap [CI], Holm p (marked when significant)."""
+    """worst group, worst value [CI], gap [CI], best group, Holm p (marked when significant)."""
     if s is None:
         return [Cell(MISSING, note=_note(notes, "no subgroup summary rows recorded for this cell and attribute"))]
     worst = _value_cell(s.worst, s.worst_low, s.worst_high)
+    groups = Cell(_value_of(s.attribute, s.worst_group)), Cell(_value_of(s.attribute, s.best_group))
     if not math.isfinite(s.gap):
         gap = Cell(MISSING, note=_note(notes, f"{s.attribute}: {s.reason or 'no gap recorded'}"))
-        return [Cell(s.worst_group), worst, Cell(s.best_group), gap, Cell("")]
+        return [groups[0], worst, gap, groups[1], Cell("")]
     mark = SIGNIFICANT_MARK if s.significant(alpha) else ""
     p = Cell(_p_text(s.p_holm), mark=mark) if math.isfinite(s.p_holm) else Cell(MISSING)
-    return [Cell(s.worst_group), worst, Cell(s.best_group), _value_cell(s.gap, s.gap_low, s.gap_high), p]
+    return [groups[0], worst, _value_cell(s.gap, s.gap_low, s.gap_high), groups[1], p]
 
 
 def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _gap_text(s: AttributeSummary | None) -> str:
+    """``gap 0.070 [0.030, 0.110], Holm p 0.003``: what a forest plot's legend says of the attribute's gap."""
+    if s is None or not math.isfinite(s.gap):
+        return ""
+    ci = f" [{s.gap_low:.3f}, {s.gap_high:.3f}]" if math.isfinite(s.gap_low) and math.isfinite(s.gap_high) else ""
+    return f"gap {s.gap:.3f}{ci}" + (f", Holm p {_p_text(s.p_holm)}" if math.isfinite(s.p_holm) else "")
 
 
 def worst_gap_table(d: DatasetContext, attrs: Sequence[str]) -> Table:
@@ -393,15 +409,16 @@ def worst_gap_table(d: DatasetContext, attrs: Sequence[str]) -> Table:
             s = found.get(attribute)
             cells = _summary_cells(s, alpha, notes)
             cells += [Cell("")] * (5 - len(cells))
-            body.append([Cell(model), Cell(c.describe()), Cell(attribute, note=_note(notes, s.notes if s else "")),
+            body.append([Cell(f"{model} + {c.probe}"), Cell(attribute, note=_note(notes, s.notes if s else "")),
                          Cell(f"{overall:.3f}" if math.isfinite(overall) else MISSING), *cells])  # fmt: skip
+    configs = "; ".join(f"{model}: {c.describe()}" for model, c in sorted(d.chosen.items()))
     caption = (
-        f"{metric} of each backbone's configuration chosen on validation (lowest repeat): whole test set, worst "
-        "subgroup (95% bootstrap CI) and the gap best − worst group (95% paired-bootstrap CI); p: Holm-adjusted "
-        f"across attributes, followed by an asterisk when significant at alpha = {alpha:g}."
+        f"{metric} of each backbone's configuration chosen on validation ({configs}; lowest repeat): whole test set, "
+        "worst subgroup (95% bootstrap CI) and the gap between the best and the worst group (95% paired-bootstrap "
+        f"CI); p: Holm-adjusted across attributes, followed by an asterisk when significant at alpha = {alpha:g}."
     )
-    header = ["backbone", "configuration", "attribute", "whole test set", "worst group", "worst", "best group",
-              "gap (best − worst)", "p (Holm)"]  # fmt: skip
+    header = ["backbone", "attribute", "whole test set", "worst group", "worst", "gap (best − worst)", "best group",
+              "p (Holm)"]  # fmt: skip
     return Table(header, body, caption, {n: t for t, n in notes.items()}, name="subgroups_worst_gap")
 
 
@@ -422,8 +439,8 @@ def subgroup_blocks(d: DatasetContext) -> list[Block]:
         Para(SUBGROUP_NOTE.format(alpha=d.report.alpha)),
     ]
     for attribute in attrs:
-        series = [Series(s.label, s.color, group_values(df, s.cell_id, d.view.metric).get(attribute, []), s.overall)
-                  for s in shown]  # fmt: skip
+        series = [Series(s.label, s.color, group_values(df, s.cell_id, d.view.metric).get(attribute, []), s.overall,
+                         _gap_text(summaries(df, s.cell_id, d.view.metric).get(attribute))) for s in shown]  # fmt: skip
         if not any(s.groups for s in series):
             continue
         path = figures.file(f"subgroups_{slug(d.view.name)}_{slug(attribute)}.png")

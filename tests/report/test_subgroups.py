@@ -118,13 +118,14 @@ def test_rows_read_back_as_recorded(study: Path) -> None:
 
 def test_worst_gap_table_equals_the_rows(report) -> None:  # type: ignore[no-untyped-def]
     header, *body = _table(report, "ds_subgroups_worst_gap")
-    assert header[:4] == ["backbone", "configuration", "attribute", "whole test set"]
-    rows = {(r[0], r[2]): r for r in body}
-    assert set(rows) == {("fm", "sex"), ("fm", "age_band"), ("imnet", "sex"), ("imnet", "age_band")}
-    fm_age = rows["fm", "age_band"]
-    assert fm_age[4:9] == ["age_band=60–80", "0.881 [0.820, 0.935]", "age_band=<40", "0.070 [0.030, 0.110]", "0.003*"]
-    assert rows["fm", "sex"][8] == "0.620"  # not significant: no mark
-    assert rows["imnet", "age_band"][5] == "0.781 [0.720, 0.835]"  # the baseline's own rows
+    assert header == ["backbone", "attribute", "whole test set", "worst group", "worst", "gap (best − worst)",
+                      "best group", "p (Holm)"]  # fmt: skip
+    rows = {(r[0], r[1]): r for r in body}
+    assert set(rows) == {(f"{m} + logreg", a) for m in ("fm", "imnet") for a in ("sex", "age_band")}
+    fm_age = rows["fm + logreg", "age_band"]
+    assert fm_age[3:] == ["60–80", "0.881 [0.820, 0.935]", "0.070 [0.030, 0.110]", "<40", "0.003*"]
+    assert rows["fm + logreg", "sex"][7] == "0.620"  # not significant: no mark
+    assert rows["imnet + logreg", "age_band"][4] == "0.781 [0.720, 0.835]"  # the baseline's own rows
     md = report.markdown.read_text(encoding="utf-8")
     assert "### Subgroups" in md and "Holm over 2 attributes; 14 unknown excluded" in md
 
@@ -146,6 +147,7 @@ def test_forest_plots_written_as_png_and_svg(report) -> None:  # type: ignore[no
         assert png.stat().st_size > 5000
     svg = (report.out_dir / "plots" / "subgroups_ds_age_band.svg").read_text(encoding="utf-8")
     assert "too small (n=12)" in svg and "≥80 (n=12)" in svg  # said instead of a point, n in the label
+    assert "gap 0.070" in svg and "Holm p 0.003" in svg  # the legend says the gap (wrapped over lines)
 
 
 def test_other_sections_read_whole_test_set_rows_only(report, study: Path) -> None:  # type: ignore[no-untyped-def]
