@@ -212,7 +212,7 @@ def test_report_opens_with_the_recommendation(report) -> None:  # type: ignore[n
 def test_study_command_ends_with_the_sentences(tmp_path: Path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     write_study(tmp_path / "results", HOLM_CELLS[:2])
     html = tmp_path / "report" / "report.html"
-    done = SimpleNamespace(study=SimpleNamespace(out=tmp_path, baseline=None), report=SimpleNamespace(html=html))
+    done = SimpleNamespace(study=SimpleNamespace(out=tmp_path, baseline=None), report=SimpleNamespace(html=html), missing=(), failures=())
     monkeypatch.setattr(fmprobe, "run_study", lambda *args, **kwargs: done)  # the grid itself is test_study's
     monkeypatch.setattr(sys, "argv", ["fmprobe", "study", str(tmp_path / "study.toml"), "-q"])
     cli.main()
