@@ -27,19 +27,18 @@ from fmprobe.datasets.sources import SEED, SPLIT_FILE, TASK, DatasetSource, Opti
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
+    carve_from_train,
     chosen_split_file,
     group_conflict,
     load_or_create_split,
     refuse_duplicates,
 )
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import GROUP, SPLIT_NAMES, TEST, TRAIN, VAL, SplitName, TaskType
+from fmprobe.tasks import GROUP, SPLIT_NAMES, TRAIN, SplitName, TaskType
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Folder names that mean a split (compared lower-case); only SPLIT_NAMES themselves are read as splits.
 SPLIT_LIKE = frozenset(SPLIT_NAMES) | {"training", "valid", "validation", "dev", "testing"}
-# The share of train/ that becomes a missing val/ or test/ (the rest stays train).
-CARVE_SHARE = 0.15
 # The Hugging Face imagefolder layout's table; a folder that has one is read by imagefolder: (see imagefolder.py).
 HF_METADATA = "metadata.csv"
 log = logging.getLogger(__name__)
@@ -184,22 +183,6 @@ def groups_from_names(root: Path, listing: Listing, pattern: str) -> list[str]:
     return groups
 
 
-def _carve(root: Path, present: list[SplitName], listing: Listing, assignment: np.ndarray, groups: list[str] | None,
-           seed: int, fractions: tuple[float, float, float], split_file: str | None, grouping: str) -> None:  # fmt: skip
-    """Draw the splits missing from ``present`` out of train (seeded, stratified, grouped by ``groups``, saved in
-    ``train/`` or at ``split_file``)."""
-    missing = [s for s in (VAL, TEST) if s not in present]
-    if not missing:
-        if split_file is not None:
-            raise DatasetError(f"{root}: split_file={split_file} but train/, val/ and test/ are all given: nothing is drawn.")
-        return
-    carve = fractions if len(missing) == 2 else (1 - CARVE_SHARE, CARVE_SHARE * (VAL in missing), CARVE_SHARE * (TEST in missing))
-    in_train = np.flatnonzero(assignment == 0)
-    path = chosen_split_file(root / TRAIN, seed, carve, split_file, root, grouping)
-    sub_groups = [groups[i] for i in in_train] if groups is not None else None
-    assignment[in_train] = load_or_create_split(path, [listing.ids[i] for i in in_train], listing.labels[in_train], sub_groups, carve, seed)
-
-
 def _assignment(root: Path, present: list[SplitName], listing: Listing, groups: list[str] | None,
                 seed: int, fractions: tuple[float, float, float], split_file: str | None, grouping: str) -> np.ndarray:  # fmt: skip
     """Each image's split: drawn (flat layout), or given by the split folders with the missing ones carved."""
@@ -213,7 +196,12 @@ def _assignment(root: Path, present: list[SplitName], listing: Listing, groups: 
             f"{root}: patient {groups[at]!r} (group={grouping!r}) has images in both {first}/ and {second}/ (e.g. "
             f"{listing.ids[at]}); one patient in two splits leaks information. Move them into one split folder."
         )
-    _carve(root, present, listing, assignment, groups, seed, fractions, split_file, grouping)
+    carved = carve_from_train(
+        assignment, listing.ids, listing.labels, groups,
+        lambda carve: chosen_split_file(root / TRAIN, seed, carve, split_file, root, grouping), seed, fractions,
+    )  # fmt: skip
+    if split_file is not None and not carved:
+        raise DatasetError(f"{root}: split_file={split_file} but train/, val/ and test/ are all given: nothing is drawn.")
     return assignment
 
 

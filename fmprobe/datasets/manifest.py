@@ -29,6 +29,7 @@ from fmprobe.datasets.sources import SEED, SPLIT_FILE, TASK, DatasetSource, Opti
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
+    carve_from_train,
     chosen_split_file,
     group_conflict,
     load_or_create_split,
@@ -354,7 +355,8 @@ def _groups(table: Table, roles: Roles, ids: list[str]) -> list[str] | None:
 class SplitPlan:
     """How a table's split is drawn when it has no split column: the persisted file's default place (the data
     path it is named after), the user's ``split_file``, the data folder relative paths start from, the seed and
-    fractions, and the grouping the user chose (tags the default file name)."""
+    fractions, and the grouping the user chose (tags the default file name). With ``carve_at`` a split column
+    (split folders) may leave out val or test: they are carved from train, persisted as named after ``carve_at``."""
 
     data_path: Path
     root: Path
@@ -362,6 +364,7 @@ class SplitPlan:
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
     split_file: str | None = None
     grouping: str = ""
+    carve_at: Path | None = None
 
 
 def _assignment(
@@ -369,17 +372,32 @@ def _assignment(
 ) -> tuple[np.ndarray, Path | None]:
     """Each row's split (0 train, 1 val, 2 test) and the split file it came from (None: the split column)."""
     if roles.split is not None:
-        if plan.split_file is not None:
+        bad = sorted({row[roles.split] for row in table.rows} - set(SPLIT_NAMES))
+        if bad:
+            raise DatasetError(f"{table.where}: unknown split names {bad} in {roles.split!r}; use train, val or test.")
+        given = np.asarray([SPLIT_NAMES.index(row[roles.split]) for row in table.rows], dtype=np.int8)  # type: ignore[arg-type]
+        _refuse_group_conflict(table, roles, groups, given, None)  # before carving: the fix is the given splits
+        carved: list[Path] = []
+
+        def carve_file(fractions: tuple[float, float, float]) -> Path:
+            carved.append(_carve_file(plan, fractions))
+            return carved[-1]
+
+        if plan.carve_at is not None and (given == 0).any():
+            carve_from_train(given, ids, labels, groups, carve_file, plan.seed, plan.fractions)
+        if plan.split_file is not None and not carved:
             raise DatasetError(
                 f"{table.where}: split_file={plan.split_file} but the split comes from the {roles.split!r} column; "
                 "drop one of the two."
             )
-        bad = sorted({row[roles.split] for row in table.rows} - set(SPLIT_NAMES))
-        if bad:
-            raise DatasetError(f"{table.where}: unknown split names {bad} in {roles.split!r}; use train, val or test.")
-        return np.asarray([SPLIT_NAMES.index(row[roles.split]) for row in table.rows]), None  # type: ignore[arg-type]
+        return given, (carved[0] if carved else None)
     split_path = chosen_split_file(plan.data_path, plan.seed, plan.fractions, plan.split_file, plan.root, plan.grouping)
     return load_or_create_split(split_path, ids, labels, groups, plan.fractions, plan.seed), split_path
+
+
+def _carve_file(plan: SplitPlan, fractions: tuple[float, float, float]) -> Path:
+    assert plan.carve_at is not None
+    return chosen_split_file(plan.carve_at, plan.seed, fractions, plan.split_file, plan.root, plan.grouping)
 
 
 def _refuse_group_conflict(table: Table, roles: Roles, groups: list[str] | None, assignment: np.ndarray, split_path: Path | None) -> None:

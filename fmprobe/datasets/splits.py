@@ -196,6 +196,28 @@ def chosen_split_file(
     return resolved(root / Path(split_file).expanduser())
 
 
+CARVE_SHARE = 0.15
+"""The share of train that becomes a missing val or test split when only one is missing (the rest stays train)."""
+
+
+def carve_from_train(
+    assignment: np.ndarray, ids: Sequence[str], labels: np.ndarray, groups: Sequence[str] | None,
+    split_path: Callable[[tuple[float, float, float]], Path], seed: int, fractions: tuple[float, float, float],
+) -> bool:  # fmt: skip
+    """Draw the splits missing from ``assignment`` (0 train, 1 val, 2 test) out of train, in place: seeded,
+    stratified, grouped, persisted at ``split_path(fractions of train)``. Both missing: train is split by
+    ``fractions``; one: ``CARVE_SHARE`` of train becomes it. False when nothing was missing."""
+    missing = [s for s in (1, 2) if not (assignment == s).any()]
+    if not missing:
+        return False
+    carve = fractions if len(missing) == 2 else (1 - CARVE_SHARE, CARVE_SHARE * (1 in missing), CARVE_SHARE * (2 in missing))
+    in_train = np.flatnonzero(assignment == 0)
+    sub_groups = [groups[i] for i in in_train] if groups is not None else None
+    drawn = load_or_create_split(split_path(carve), [ids[i] for i in in_train], labels[in_train], sub_groups, carve, seed)
+    assignment[in_train] = drawn
+    return True
+
+
 def _split_places(data_path: Path, tag: str, fractions: tuple[float, float, float]) -> tuple[Path, Path]:
     """The split file's name beside the data and in the user cache, for one version/seed ``tag``."""
     tag += "_" + "-".join(f"{round(f * 100)}" for f in fractions)
