@@ -152,8 +152,10 @@ def _scalar_rows(parts: dict[str, Any]) -> tuple[list[str], list[dict[str, str]]
     features = parts["train"].features
     columns = [c for c, f in features.items() if type(f).__name__ in ("Value", "ClassLabel")]
     rows: list[dict[str, str]] = []
+    names = {c: f.names for c, f in features.items() if type(f).__name__ == "ClassLabel"}  # class labels as names
     for part in parts.values():
         values = [list(part[c]) if c in part.features else [None] * len(part) for c in columns]
+        values = [[names[c][v] if c in names and v is not None and v >= 0 else v for v in vs] for c, vs in zip(columns, values, strict=True)]
         rows += [{c: "" if v is None else str(v) for c, v in zip(columns, row, strict=True)} for row in zip(*values)] if columns else [{}] * len(part)
     return columns, rows
 
