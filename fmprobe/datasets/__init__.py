@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, demo, folder, isic2019, manifest, medmnist
+from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, demo, folder, hf, imagefolder, isic2019, manifest, medmnist
 from fmprobe.datasets.base import DEFAULT_IMAGE_CONVERSION, Dataset, Split, digest_parts, subset_split
 from fmprobe.datasets.sources import SOURCES, DatasetSource, OptionSpec, variant_label
 from fmprobe.datasets.splits import resolved
@@ -26,6 +26,8 @@ SOURCES.add(medmnist.MEDMNIST)
 SOURCES.add(medmnist.NPZ)
 SOURCES.add(manifest.SOURCE)
 SOURCES.add(folder.SOURCE)
+SOURCES.add(imagefolder.SOURCE)
+SOURCES.add(hf.SOURCE)
 SOURCES.add(aptos2019.SOURCE)
 SOURCES.add(isic2019.SOURCE)
 SOURCES.add(cbis_ddsm.SOURCE)

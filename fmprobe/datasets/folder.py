@@ -4,33 +4,44 @@ Without split folders fmprobe draws a seeded stratified split and saves it in ``
 ``train/`` is required and a missing ``val/`` or ``test/`` is carved from train (stratified, seeded, saved in
 ``train/``). A top folder named like a split is never read as a class: a mix of split and class folders, or a
 split folder spelled otherwise (``Validation/``), is refused with the rename that fixes it.
+
+``?group=REGEX`` reads each image's patient from its file name (its path below the class folder): the first
+capture group, or the whole match. Splits keep a patient's images together and given split folders are checked
+for a patient in two of them. Without it, file names that look like they encode a patient get one warning.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest
+from fmprobe.datasets.columns import say_once, suggest_group_pattern
 from fmprobe.datasets.manifest import ORDER, normalise_label, ordered_classes
-from fmprobe.datasets.sources import SEED, TASK, DatasetSource
+from fmprobe.datasets.sources import SEED, SPLIT_FILE, TASK, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
+    carve_from_train,
+    chosen_split_file,
+    group_conflict,
     load_or_create_split,
     refuse_duplicates,
-    split_file_for,
 )
 from fmprobe.errors import DatasetError
-from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN, VAL, SplitName, TaskType
+from fmprobe.tasks import GROUP, SPLIT_NAMES, TRAIN, SplitName, TaskType
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # Folder names that mean a split (compared lower-case); only SPLIT_NAMES themselves are read as splits.
 SPLIT_LIKE = frozenset(SPLIT_NAMES) | {"training", "valid", "validation", "dev", "testing"}
-# The share of train/ that becomes a missing val/ or test/ (the rest stays train).
-CARVE_SHARE = 0.15
+# The Hugging Face imagefolder layout's table; a folder that has one is read by imagefolder: (see imagefolder.py).
+HF_METADATA = "metadata.csv"
+log = logging.getLogger(__name__)
 
 
 def _subfolders(folder: Path) -> list[Path]:
@@ -107,17 +118,101 @@ def _file_id(root: Path, path: Path) -> str:
     return sample_id
 
 
-def _carve(root: Path, present: list[SplitName], assignment: np.ndarray, ids: list[str], labels: np.ndarray,
-           seed: int, fractions: tuple[float, float, float]) -> None:  # fmt: skip
-    """Draw the splits missing from ``present`` out of train (seeded, stratified, saved in ``train/``)."""
-    missing = [s for s in (VAL, TEST) if s not in present]
-    if not missing:
-        return
-    carve = fractions if len(missing) == 2 else (1 - CARVE_SHARE, CARVE_SHARE * (VAL in missing), CARVE_SHARE * (TEST in missing))
-    in_train = np.flatnonzero(assignment == 0)
-    split_file = split_file_for(root / TRAIN, seed, carve)
-    sub = load_or_create_split(split_file, [ids[i] for i in in_train], labels[in_train], None, carve, seed)
-    assignment[in_train] = sub
+def parse_pattern(text: str) -> str:
+    """``group=REGEX``: checked here, so a typo fails with the spec, not mid-listing."""
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise DatasetError(f"group={text!r} is not a regular expression ({err}).") from None
+    return text
+
+
+GROUP_PATTERN = OptionSpec(
+    "group", None, "regex over each file name: its first capture group (or the whole match) is the patient kept together",
+    parse_pattern, form="REGEX", digest_default=False,
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Listing:
+    """Every image of a folder tree: ids (paths below the root), files, label indices, the split folder each
+    came from (-1: none) and its name below its class folder (what ``group=`` reads)."""
+
+    ids: list[str]
+    paths: list[Path]
+    labels: np.ndarray
+    given: np.ndarray
+    names: list[str]
+
+
+def _collect(root: Path, listings: dict[str, dict[str, list[Path]]], index: dict[str, int]) -> Listing:
+    ids: list[str] = []
+    paths: list[Path] = []
+    labels: list[int] = []
+    given: list[int] = []
+    names: list[str] = []
+    for split_name, listing in listings.items():
+        split = SPLIT_NAMES.index(split_name) if split_name in SPLIT_NAMES else -1  # type: ignore[arg-type]
+        base = root / split_name if split >= 0 else root
+        for class_name, files in listing.items():
+            for f in files:
+                ids.append(_file_id(root, f))
+                paths.append(f)
+                labels.append(index[normalise_label(class_name)])
+                given.append(split)
+                names.append(f.relative_to(base / class_name).as_posix())
+    if not paths:
+        raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders.")
+    return Listing(ids, paths, np.asarray(labels, dtype=np.int64), np.asarray(given, dtype=np.int8), names)
+
+
+def groups_from_names(root: Path, listing: Listing, pattern: str) -> list[str]:
+    """Each image's patient: the first capture group (or the whole match) of ``pattern`` in its file name."""
+    regex = re.compile(pattern)
+    groups = []
+    for sample_id, name in zip(listing.ids, listing.names, strict=True):
+        found = regex.search(name)
+        value = (found.group(1) if regex.groups and found.group(1) is not None else found.group(0)) if found else ""
+        if not value:
+            raise DatasetError(
+                f"{root}: file {sample_id!r} ({name!r} below its class folder) does not match group={pattern!r}"
+                + (" (it matched an empty string)" if found else "")
+                + "; every image needs its patient in its name. Fix the regex, or rename the file."
+            )
+        groups.append(value)
+    return groups
+
+
+def _assignment(root: Path, present: list[SplitName], listing: Listing, groups: list[str] | None,
+                seed: int, fractions: tuple[float, float, float], split_file: str | None, grouping: str) -> np.ndarray:  # fmt: skip
+    """Each image's split: drawn (flat layout), or given by the split folders with the missing ones carved."""
+    if not present:
+        path = chosen_split_file(root, seed, fractions, split_file, root, grouping)
+        return load_or_create_split(path, listing.ids, listing.labels, groups, fractions, seed)
+    assignment = listing.given.copy()
+    if groups is not None and (conflict := group_conflict(groups, assignment)):
+        at, first, second = conflict
+        raise DatasetError(
+            f"{root}: patient {groups[at]!r} (group={grouping!r}) has images in both {first}/ and {second}/ (e.g. "
+            f"{listing.ids[at]}); one patient in two splits leaks information. Move them into one split folder."
+        )
+    carved = carve_from_train(
+        assignment, listing.ids, listing.labels, groups,
+        lambda carve: chosen_split_file(root / TRAIN, seed, carve, split_file, root, grouping), seed, fractions,
+    )  # fmt: skip
+    if split_file is not None and not carved:
+        raise DatasetError(f"{root}: split_file={split_file} but train/, val/ and test/ are all given: nothing is drawn.")
+    return assignment
+
+
+def _classes(root: Path, listings: dict[str, dict[str, list[Path]]], task: TaskType | None, order: tuple[str, ...] | None) -> list[str]:
+    found = {normalise_label(c) for listing in listings.values() for c in listing}
+    if len(found) < 2:
+        raise DatasetError(
+            f"{root}: found {len(found)} class folder(s) {sorted(found)}; expected one sub-folder per class "
+            "(at least two), optionally under train/, val/, test/."
+        )
+    return ordered_classes(str(root), found, task, order)
 
 
 def load_folder(
@@ -127,55 +222,34 @@ def load_folder(
     seed: int = 0,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     order: tuple[str, ...] | None = None,
+    group: str | None = None,
+    split_file: str | None = None,
 ) -> Dataset:
-    """Load an ImageFolder tree; ``order`` declares the grades (class folders) of ``task=ordinal``."""
+    """Load an ImageFolder tree; ``order`` declares the grades (class folders) of ``task=ordinal``, ``group`` the
+    file-name regex of each image's patient, ``split_file`` where a drawn split is kept."""
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder. folder:<dir> expects <dir>/<class>/<image files>.")
+    if any((root / d / HF_METADATA).is_file() for d in ("", TRAIN)):
+        say_once(log.warning, f"{root}: has a {HF_METADATA} (Hugging Face imagefolder layout); folder: reads only the "
+                 f"class folders and ignores it. Use imagefolder:{root} to read its labels and columns.")  # fmt: skip
     present = _split_folders(root)
     listings = _listings(root, present)
-    found = {normalise_label(c) for listing in listings.values() for c in listing}
-    if len(found) < 2:
-        raise DatasetError(
-            f"{root}: found {len(found)} class folder(s) {sorted(found)}; expected one sub-folder per class "
-            "(at least two), optionally under train/, val/, test/."
-        )
-    class_names = ordered_classes(str(root), found, task, order)
-    index = {name: i for i, name in enumerate(class_names)}
-    ids: list[str] = []
-    paths: list[Path] = []
-    labels: list[int] = []
-    given: list[int] = []
-    for split_name, listing in listings.items():
-        for class_name, files in listing.items():
-            for f in files:
-                ids.append(_file_id(root, f))
-                paths.append(f)
-                labels.append(index[normalise_label(class_name)])
-                given.append(SPLIT_NAMES.index(split_name) if split_name in SPLIT_NAMES else -1)  # type: ignore[arg-type]
-    if not paths:
-        raise DatasetError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in the class folders.")
-    label_array = np.asarray(labels, dtype=np.int64)
-    assignment = np.asarray(given, dtype=np.int8)
-    if not present:
-        assignment = load_or_create_split(split_file_for(root, seed, fractions), ids, label_array, None, fractions, seed)
-    else:
-        _carve(root, present, assignment, ids, label_array, seed, fractions)
-    refuse_duplicates(paths, assignment, lambda i: ids[i], str(root))
+    class_names = _classes(root, listings, task, order)
+    listing = _collect(root, listings, {name: i for i, name in enumerate(class_names)})
+    groups = groups_from_names(root, listing, group) if group is not None else None
+    if groups is None:
+        suggest_group_pattern(str(root), listing.names, class_names)
+    assignment = _assignment(root, present, listing, groups, seed, fractions, split_file, group or "")
+    refuse_duplicates(listing.paths, assignment, lambda i: listing.ids[i], str(root))
     splits = assign_splits(
-        ids, label_array, paths, assignment,
+        listing.ids, listing.labels, listing.paths, assignment,
         lambda name: f"{root}: the {name} split is empty; "
         + (f"put images in {root / name}." if name in present else "add images (a few per class) to draw it from."),
+        metadata={GROUP: groups} if groups is not None else None,
     )  # fmt: skip
     inferred: TaskType = "binary" if len(class_names) == 2 else "multiclass"
-    return Dataset(
-        name=root.name,
-        spec=spec,
-        task=task or inferred,
-        class_names=tuple(class_names),
-        splits=splits,
-        content_digest=digest_parts(file_listing_digest(paths, root), ids, labels, assignment.tolist()),
-        description=f"image folder {root}",
-    )
+    digest = digest_parts(file_listing_digest(listing.paths, root), listing.ids, listing.labels.tolist(), assignment.tolist())
+    return Dataset(root.name, spec, task or inferred, tuple(class_names), splits, digest, description=f"image folder {root}")
 
 
 SOURCE = DatasetSource(
@@ -184,5 +258,5 @@ SOURCE = DatasetSource(
     takes_path=True,
     example="folder:data/images",
     description="an ImageFolder tree: <dir>/<class>/<images>, optionally under train/, val/, test/",
-    options=(TASK, SEED, ORDER),
+    options=(TASK, SEED, ORDER, GROUP_PATTERN, SPLIT_FILE),
 )

@@ -2,34 +2,46 @@
 
 Columns: ``path`` (relative to the manifest's folder), then either ``label`` (one class name per row) or several
 0/1 label columns (multi-label); optional ``split`` (train/val/test), ``group`` (patient or lesion id) and ``id``.
-Without a ``split`` column, fmprobe draws a seeded split grouped by ``group`` and saves it beside the manifest.
+The spec maps other names to those roles (``csv:labels.csv?path=file&label=dx&group=patient_id&split=fold``);
+every other column of a single-label manifest (or of one with ``label=A,B`` 0/1 columns) is kept as per-sample
+metadata, never refused. Without a split column, fmprobe draws a seeded split grouped by the group column and
+saves it beside the manifest (or at ``?split_file=``).
+
+The core, :func:`dataset_from_table`, takes any table of rows; the Hugging Face ``imagefolder`` layout builds
+one from its ``metadata.csv`` files.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fmprobe.datasets.base import Dataset, digest_parts, file_listing_digest, not_found
-from fmprobe.datasets.sources import SEED, TASK, DatasetSource, OptionSpec
+from fmprobe.datasets.columns import metadata_columns, say_once, suggest_group_column
+from fmprobe.datasets.sources import SEED, SPLIT_FILE, TASK, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import (
     DEFAULT_FRACTIONS,
     assign_splits,
+    carve_from_train,
+    chosen_split_file,
     group_conflict,
     load_or_create_split,
     refuse_duplicates,
     resolved,
-    split_file_for,
 )
 from fmprobe.errors import DatasetError
 from fmprobe.registry import closest
 from fmprobe.tasks import GROUP, SPLIT_NAMES, TaskType
 
 RESERVED = ("path", "split", "group", "id")
+log = logging.getLogger(__name__)
 
 
 def parse_order(text: str) -> tuple[str, ...]:
@@ -97,22 +109,130 @@ def read_layout_csv(path: Path, columns: Sequence[str], missing: str, hint: str)
     return header, rows
 
 
-def _parse_multilabel(path: Path, rows: list[dict[str, str]], label_columns: list[str]) -> np.ndarray:
+def parse_columns(text: str) -> tuple[str, ...]:
+    """``label=dx`` (one class column) or ``label=effusion,edema`` (0/1 columns, multi-label)."""
+    names = tuple(c.strip() for c in text.split(","))
+    if "" in names or len(set(names)) != len(names):
+        raise DatasetError(f"label={text!r}: name the label column (label=dx), or each 0/1 column once (label=a,b).")
+    return names
+
+
+# The column-role options of the table sources (csv, imagefolder), declared once; added after names existed.
+PATH_COLUMN = OptionSpec("path", None, "the column of image paths (default: path)", digest_default=False)
+LABEL_COLUMNS = OptionSpec(
+    "label", None, "the label column, or several 0/1 columns (multi-label); default: label, else every other column",
+    parse_columns, form="COL[,COL]", digest_default=False,
+)
+GROUP_COLUMN = OptionSpec(
+    "group", None, "the patient/lesion column a split keeps together (default: group, if present)", digest_default=False
+)
+SPLIT_COLUMN = OptionSpec("split", None, "the column of train/val/test names (default: split, if present)", digest_default=False)
+ID_COLUMN = OptionSpec("id", None, "the column of sample ids (default: id if present, else the path)", digest_default=False)
+COLUMN_OPTIONS = (PATH_COLUMN, LABEL_COLUMNS, GROUP_COLUMN, SPLIT_COLUMN, ID_COLUMN)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of text cells and where each came from: ``where`` names the table in errors, ``lines[i]`` row i
+    (``line 5``, or ``train/metadata.csv line 5`` for a table read from several files)."""
+
+    where: str
+    header: list[str]
+    rows: list[dict[str, str]]
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The columns the spec named for each role (``None``: the role's default column, see the options)."""
+
+    path: str | None = None
+    label: tuple[str, ...] | None = None
+    group: str | None = None
+    split: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Roles:
+    """The columns found for each role in one table; ``labels`` are one class column unless ``multilabel``."""
+
+    path: str
+    labels: tuple[str, ...]
+    multilabel: bool
+    group: str | None
+    split: str | None
+    id: str | None
+
+    @property
+    def used(self) -> tuple[str, ...]:
+        return tuple(c for c in (self.path, *self.labels, self.group, self.split, self.id) if c)
+
+
+def _column(table: Table, role: str, given: str | None, default: str, required: bool = False) -> str | None:
+    """The column playing ``role``: the one the spec named (it must exist), else ``default`` if present."""
+    if given is None:
+        if default in table.header:
+            return default
+        if required:
+            near = closest(default, table.header, 1) or [
+                h for h in table.header if re.search(r"\.(png|jpe?g|bmp|tiff?|webp|dcm)$", table.rows[0][h], re.I)
+            ]
+            raise DatasetError(
+                f"{table.where}: no {default!r} column (found {table.header}). Name the column of image paths with "
+                f"?{role}=COLUMN" + (f" (e.g. ?{role}={near[0]})." if near else ".")
+            )
+        return None
+    if given not in table.header:
+        near = closest(given, table.header, 1)
+        raise DatasetError(
+            f"{table.where}: {role}={given!r} is not a column" + (f" (closest: {near[0]!r})" if near else "")
+            + f"; found {table.header}."
+        )
+    return given
+
+
+def resolve_roles(table: Table, columns: Columns) -> Roles:
+    """Which column plays which role in ``table``: the spec's mapping, else the default names. Without a label
+    column every column that plays no other role is a 0/1 label (multi-label), as before metadata existed."""
+    path = _column(table, "path", columns.path, "path", required=True)
+    group = _column(table, "group", columns.group, "group")
+    split = _column(table, "split", columns.split, "split")
+    sample_id = _column(table, "id", columns.id, "id")
+    taken = {c for c in (path, group, split, sample_id) if c}
+    if columns.label is not None:
+        for name in columns.label:
+            _column(table, "label", name, name)
+        labels, multilabel = columns.label, len(columns.label) > 1
+    elif "label" in table.header:
+        labels, multilabel = ("label",), False
+    else:
+        labels, multilabel = tuple(h for h in table.header if h not in taken), True
+        if not labels:
+            raise DatasetError(f"{table.where}: no label columns; add a 'label' column (or ?label=COLUMN) or 0/1 columns.")
+    both = sorted(taken & set(labels))
+    if both:
+        raise DatasetError(f"{table.where}: column(s) {both} named both as a label and as path/group/split/id.")
+    return Roles(path, labels, multilabel, group, split, sample_id)  # type: ignore[arg-type]
+
+
+def _parse_multilabel(table: Table, label_columns: Sequence[str]) -> np.ndarray:
     values = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}
-    labels = np.zeros((len(rows), len(label_columns)), dtype=np.int64)
-    for r, row in enumerate(rows):
+    labels = np.zeros((len(table.rows), len(label_columns)), dtype=np.int64)
+    for r, row in enumerate(table.rows):
         for c, column in enumerate(label_columns):
             value = row[column]
             if value.lower() in MISSING_LABELS:
                 raise DatasetError(
-                    f"{path}, line {r + 2}: missing value ({value!r}) in label column {column!r}. Give 0 or 1, or "
-                    "drop the row."
+                    f"{table.where}, {table.lines[r]}: missing value ({value!r}) in label column {column!r}. Give 0 or "
+                    "1, or drop the row."
                 )
             if value not in values:
                 raise DatasetError(
-                    f"{path}, line {r + 2}: label column {column!r} has value {value!r}; multi-label columns must "
-                    f"be 0 or 1. Columns other than {', '.join(RESERVED)} are read as 0/1 labels: rename the "
-                    "column if it is not a label."
+                    f"{table.where}, {table.lines[r]}: label column {column!r} has value {value!r}; multi-label columns "
+                    "must be 0 or 1. Without a 'label' column every other column is read as a 0/1 label: name the "
+                    "label columns with ?label=A,B (the others are kept as metadata), or ?label=COLUMN for one class "
+                    "column."
                 )
             labels[r, c] = values[value]
     return labels
@@ -164,127 +284,197 @@ def ordered_classes(where: str, names: set[str], task: TaskType | None, order: t
 
 
 def _single_label(
-    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None,
-    task: TaskType | None, order: tuple[str, ...] | None,
-) -> tuple[np.ndarray, list[str]]:  # fmt: skip
-    """A ``label`` column: one class name per row, in the declared ``classes`` order or :func:`ordered_classes`."""
-    unknown = [h for h in header if h not in RESERVED + ("label",)]
-    if unknown:
-        raise DatasetError(
-            f"{path}: unknown columns {unknown}. With a 'label' column the allowed columns are "
-            f"{', '.join(RESERVED + ('label',))}; remove the others, or drop 'label' and use 0/1 columns "
-            "for a multi-label task."
-        )
-    for line, row in enumerate(rows, start=2):
-        if row["label"].lower() in MISSING_LABELS:
+    table: Table, column: str, classes: list[str] | None, task: TaskType | None, order: tuple[str, ...] | None
+) -> tuple[np.ndarray, list[str]]:
+    """One class name per row, in the declared ``classes`` order or :func:`ordered_classes`."""
+    for r, row in enumerate(table.rows):
+        if row[column].lower() in MISSING_LABELS:
             raise DatasetError(
-                f"{path}, line {line}: missing label ({row['label']!r}) for {row['path']!r}; "
+                f"{table.where}, {table.lines[r]}: missing label ({row[column]!r}) in {column!r}; "
                 f"{', '.join(repr(m) for m in MISSING_LABELS)} mean 'no label'. Give the label or drop the row."
             )
-    given = [normalise_label(row["label"]) for row in rows]
+    given = [normalise_label(row[column]) for row in table.rows]
     values = set(given)
     if classes is not None:
         unknown_labels = sorted(values - set(classes))
         if unknown_labels:
-            raise DatasetError(f"{path}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}.")
+            raise DatasetError(f"{table.where}: unknown labels {unknown_labels[:5]}; the declared classes are {classes}.")
         class_names = list(classes)
     else:
-        class_names = ordered_classes(str(path), values, task, order)
+        class_names = ordered_classes(table.where, values, task, order)
     if len(class_names) < 2:
-        raise DatasetError(f"{path}: only one class ({class_names}); a classifier needs at least two.")
+        raise DatasetError(f"{table.where}: only one class ({class_names}); a classifier needs at least two.")
     index = {name: i for i, name in enumerate(class_names)}
     return np.asarray([index[label] for label in given], dtype=np.int64), class_names
 
 
 def _labels(
-    path: Path, rows: list[dict[str, str]], header: list[str], classes: list[str] | None, task: TaskType | None,
-    order: tuple[str, ...] | None = None,
-) -> tuple[np.ndarray, list[str], TaskType]:  # fmt: skip
-    """(labels, class names, task type) from either a ``label`` column or 0/1 columns (multi-label)."""
+    table: Table, roles: Roles, classes: list[str] | None, task: TaskType | None, order: tuple[str, ...] | None
+) -> tuple[np.ndarray, list[str], TaskType]:
+    """(labels, class names, task type) from a class column or 0/1 columns (multi-label)."""
     inferred: TaskType
-    if "label" in header:
-        labels, class_names = _single_label(path, rows, header, classes, task, order)
+    if not roles.multilabel:
+        labels, class_names = _single_label(table, roles.labels[0], classes, task, order)
         inferred = "binary" if len(class_names) == 2 else "multiclass"
     else:
-        label_columns = [h for h in header if h not in RESERVED]
-        if not label_columns:
-            raise DatasetError(f"{path}: no label columns; add a 'label' column or 0/1 columns, one per label.")
-        labels, class_names, inferred = _parse_multilabel(path, rows, label_columns), label_columns, "multilabel"
+        labels, class_names, inferred = _parse_multilabel(table, roles.labels), list(roles.labels), "multilabel"
     if task is not None and task != inferred and not (task == "ordinal" and inferred in ("binary", "multiclass")):
-        raise DatasetError(f"{path}: the labels describe a {inferred} task; task={task} does not fit them.")
+        raise DatasetError(f"{table.where}: the labels describe a {inferred} task; task={task} does not fit them.")
     return labels, class_names, task or inferred
 
 
-def _sample_ids(path: Path, rows: list[dict[str, str]]) -> list[str]:
-    """The ``id`` column, else the ``path``: unique, one per row."""
-    for line, row in enumerate(rows, start=2):
-        if not row["path"]:
-            raise DatasetError(f"{path}, line {line}: empty 'path'.")
-    ids = [row.get("id") or row["path"] for row in rows]
+def _sample_ids(table: Table, roles: Roles) -> list[str]:
+    """The id column, else the path: unique, one per row."""
+    for r, row in enumerate(table.rows):
+        if not row[roles.path]:
+            raise DatasetError(f"{table.where}, {table.lines[r]}: empty {roles.path!r}.")
+    ids = [(row[roles.id] if roles.id else "") or row[roles.path] for row in table.rows]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})[:3] if len(ids) < 5000 else _first_dupes(ids)
-        raise DatasetError(f"{path}: duplicate sample ids {dupes}; each image may appear once.")
+        raise DatasetError(f"{table.where}: duplicate sample ids {dupes}; each image may appear once.")
     return ids
 
 
+def _groups(table: Table, roles: Roles, ids: list[str]) -> list[str] | None:
+    """The group column's values; a row with an empty cell is its own group (its id), said once."""
+    if roles.group is None:
+        suggest_group_column(table.where, table.header, table.rows, roles.used)
+        return None
+    groups = [row[roles.group] or ids[r] for r, row in enumerate(table.rows)]
+    empty = [r for r, row in enumerate(table.rows) if not row[roles.group]]
+    if empty:
+        say_once(
+            log.warning,
+            f"{table.where}: {len(empty)} row(s) with an empty {roles.group!r} (first: {table.lines[empty[0]]}); each "
+            "is kept as its own group. Fill the column if some of them share a patient.",
+        )
+    return groups
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """How a table's split is drawn when it has no split column: the persisted file's default place (the data
+    path it is named after), the user's ``split_file``, the data folder relative paths start from, the seed and
+    fractions, and the grouping the user chose (tags the default file name). With ``carve_at`` a split column
+    (split folders) may leave out val or test: they are carved from train, persisted as named after ``carve_at``."""
+
+    data_path: Path
+    root: Path
+    seed: int = 0
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
+    split_file: str | None = None
+    grouping: str = ""
+    carve_at: Path | None = None
+
+
 def _assignment(
-    path: Path, rows: list[dict[str, str]], header: list[str], ids: list[str], labels: np.ndarray,
-    groups: list[str] | None, seed: int, fractions: tuple[float, float, float],
-) -> tuple[np.ndarray, str]:  # fmt: skip
-    """Each row's split (0 train, 1 val, 2 test) and where it came from: the ``split`` column, else the saved
-    (or newly drawn) split file beside the manifest."""
-    if "split" in header:
-        bad = sorted({row["split"] for row in rows} - set(SPLIT_NAMES))
+    table: Table, roles: Roles, ids: list[str], labels: np.ndarray, groups: list[str] | None, plan: SplitPlan
+) -> tuple[np.ndarray, Path | None]:
+    """Each row's split (0 train, 1 val, 2 test) and the split file it came from (None: the split column)."""
+    if roles.split is not None:
+        bad = sorted({row[roles.split] for row in table.rows} - set(SPLIT_NAMES))
         if bad:
-            raise DatasetError(f"{path}: unknown split names {bad}; use train, val or test.")
-        return np.asarray([SPLIT_NAMES.index(row["split"]) for row in rows]), "manifest"  # type: ignore[arg-type]
-    split_path = split_file_for(path, seed, fractions)
-    return load_or_create_split(split_path, ids, labels, groups, fractions, seed), str(split_path)
+            raise DatasetError(f"{table.where}: unknown split names {bad} in {roles.split!r}; use train, val or test.")
+        given = np.asarray([SPLIT_NAMES.index(row[roles.split]) for row in table.rows], dtype=np.int8)  # type: ignore[arg-type]
+        _refuse_group_conflict(table, roles, groups, given, None)  # before carving: the fix is the given splits
+        carved: list[Path] = []
+
+        def carve_file(fractions: tuple[float, float, float]) -> Path:
+            carved.append(_carve_file(plan, fractions))
+            return carved[-1]
+
+        if plan.carve_at is not None and (given == 0).any():
+            carve_from_train(given, ids, labels, groups, carve_file, plan.seed, plan.fractions)
+        if plan.split_file is not None and not carved:
+            raise DatasetError(
+                f"{table.where}: split_file={plan.split_file} but the split comes from the {roles.split!r} column; "
+                "drop one of the two."
+            )
+        return given, (carved[0] if carved else None)
+    split_path = chosen_split_file(plan.data_path, plan.seed, plan.fractions, plan.split_file, plan.root, plan.grouping)
+    return load_or_create_split(split_path, ids, labels, groups, plan.fractions, plan.seed), split_path
+
+
+def _carve_file(plan: SplitPlan, fractions: tuple[float, float, float]) -> Path:
+    assert plan.carve_at is not None
+    return chosen_split_file(plan.carve_at, plan.seed, fractions, plan.split_file, plan.root, plan.grouping)
+
+
+def _refuse_group_conflict(table: Table, roles: Roles, groups: list[str] | None, assignment: np.ndarray, split_path: Path | None) -> None:
+    if groups is None or not (conflict := group_conflict(groups, assignment)):
+        return
+    at, first, second = conflict
+    fix = (
+        f"Fix the {roles.split!r} column, or remove it to let fmprobe split by group."
+        if split_path is None
+        else f"The saved split {split_path} was not drawn by this grouping: delete it (or give ?split_file=NEW.csv) "
+        "to draw a grouped one."
+    )
+    raise DatasetError(
+        f"{table.where}: group {groups[at]!r} appears in both {first} and {second}; one patient in two splits leaks "
+        f"information. {fix}"
+    )
+
+
+def dataset_from_table(
+    table: Table, spec: str, columns: Columns, plan: SplitPlan, name: str, description: str,
+    task: TaskType | None = None, classes: list[str] | None = None, order: tuple[str, ...] | None = None,
+) -> Dataset:  # fmt: skip
+    """A dataset from a table of image paths (relative to ``plan.root``), labels and anything else: the spec's
+    column roles, labels, ids, the split (column or persisted file), group checks, and the other columns as
+    metadata. The content digest covers files, ids, labels, split and classes, never the metadata: editing an
+    age column must not re-extract features (the group enters through the split it draws)."""
+    roles = resolve_roles(table, columns)
+    labels, class_names, task = _labels(table, roles, classes, task, order)
+    ids = _sample_ids(table, roles)
+    paths = [resolved(plan.root / row[roles.path]) for row in table.rows]
+    groups = _groups(table, roles, ids)
+    assignment, split_path = _assignment(table, roles, ids, labels, groups, plan)
+    _refuse_group_conflict(table, roles, groups, assignment, split_path)
+    refuse_duplicates(paths, assignment, lambda i: f"{table.lines[i]} ({table.rows[i][roles.path]!r})", table.where)
+    metadata = metadata_columns(table.where, table.header, table.rows, roles.used)
+    if groups is not None:
+        metadata = {GROUP: tuple(groups), **metadata}
+    splits = assign_splits(
+        ids, labels, paths, assignment, lambda split: f"{table.where}: the {split} split is empty; every split needs samples.",
+        metadata=metadata,
+    )
+    digest = digest_parts(file_listing_digest(paths, plan.root), ids, labels.tolist(), assignment.tolist(), class_names)
+    note = f"split from {split_path or 'the ' + repr(roles.split) + ' column'}"
+    return Dataset(name, spec, task, tuple(class_names), splits, digest, description=f"{description} ({note})")
+
+
+def read_manifest(path: Path) -> Table:
+    """A CSV manifest as a :class:`Table` (rows named by their line)."""
+    header, rows = read_csv_rows(path)
+    if not rows:
+        raise DatasetError(f"{path}: the manifest has a header but no rows.")
+    return Table(str(path), header, rows, [f"line {i + 2}" for i in range(len(rows))])
 
 
 def load_manifest(
-    path: Path,
+    manifest: Path,
     spec: str,
     task: TaskType | None = None,
     seed: int = 0,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     classes: list[str] | None = None,
     order: tuple[str, ...] | None = None,
+    path: str | None = None,
+    label: tuple[str, ...] | None = None,
+    group: str | None = None,
+    split: str | None = None,
+    id: str | None = None,  # noqa: A002 - the option's name
+    split_file: str | None = None,
 ) -> Dataset:
     """Load a CSV manifest; ``classes`` (optional) declares the allowed labels and their order, ``order`` the
-    grades of an ordinal task."""
-    header, rows = read_csv_rows(path)
-    if "path" not in header:
-        raise DatasetError(f"{path}: no 'path' column (found {header}). The first column should be 'path'.")
-    if not rows:
-        raise DatasetError(f"{path}: the manifest has a header but no rows.")
-    root = path.parent
-    labels, class_names, task = _labels(path, rows, header, classes, task, order)
-    ids = _sample_ids(path, rows)
-    paths = [resolved(root / row["path"]) for row in rows]
-    groups = [row["group"] for row in rows] if "group" in header else None
-    assignment, split_note = _assignment(path, rows, header, ids, labels, groups, seed, fractions)
-    if groups is not None and (conflict := group_conflict(groups, assignment)):
-        at, first, second = conflict
-        raise DatasetError(
-            f"{path}: group {groups[at]!r} appears in both {first} and {second}; one patient "
-            "in two splits leaks information. Fix the 'split' column, or remove it to let fmprobe split by group."
-        )
-    refuse_duplicates(paths, assignment, lambda i: f"line {i + 2} ({rows[i]['path']!r})", str(path))
-    splits = assign_splits(
-        ids, labels, paths, assignment, lambda name: f"{path}: the {name} split is empty; every split needs samples.",
-        metadata={GROUP: groups} if groups is not None else None,
-    )
-    digest = digest_parts(file_listing_digest(paths, root), ids, labels.tolist(), assignment.tolist(), class_names)
-    return Dataset(
-        name=path.parent.name if path.stem == "manifest" else path.stem,
-        spec=spec,
-        task=task,
-        class_names=tuple(class_names),
-        splits=splits,
-        content_digest=digest,
-        description=f"CSV manifest {path} (split from {split_note})",
-    )
+    grades of an ordinal task, ``path``/``label``/``group``/``split``/``id`` the columns of those roles."""
+    table = read_manifest(manifest)
+    columns = Columns(path, label, group, split, id)
+    grouping = group if group not in (None, "group") else ""
+    plan = SplitPlan(manifest, manifest.parent, seed, fractions, split_file, grouping or "")
+    name = manifest.parent.name if manifest.stem == "manifest" else manifest.stem
+    return dataset_from_table(table, spec, columns, plan, name, f"CSV manifest {manifest}", task, classes, order)
 
 
 def _first_dupes(ids: list[str]) -> list[str]:
@@ -304,7 +494,7 @@ SOURCE = DatasetSource(
     loader=load_manifest,
     takes_path=True,
     example="csv:data/manifest.csv",
-    description="a CSV manifest: path, label (or 0/1 columns), optional split, group (patient) and id",
-    options=(TASK, SEED, ORDER),
+    description="a CSV manifest: path, label (or 0/1 columns), optional split, group (patient), id; other columns: metadata",
+    options=(TASK, SEED, ORDER, *COLUMN_OPTIONS, SPLIT_FILE),
     suffixes=(".csv",),
 )

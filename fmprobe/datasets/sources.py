@@ -106,9 +106,20 @@ class OptionSpec:
         return text if self.kind is str else self.kind(text)  # type: ignore[operator]
 
 
+def parse_query(query: str) -> dict[str, str]:
+    """``key=value&...`` as a dict. ``%XX`` escapes are decoded (``%26`` is a literal ``&``) but ``+`` stays a
+    plus, not a space: option values are regexes (``group=^(patient\\d+)_``) and lists, never form-encoded text."""
+    return dict(parse_qsl(query.replace("+", "%2B"), keep_blank_values=True, strict_parsing=bool(query)))
+
+
 # Options several sources share, declared once.
 SEED = OptionSpec("seed", 0, "seed of the drawn split (saved beside the data, so every run sees the same one)", int)
 TASK = OptionSpec("task", None, "task type instead of the inferred one (e.g. ordinal for graded labels)", choices=TASK_TYPES)
+# Where a drawn split is saved (a default in the data folder travels with the data); added after names existed.
+SPLIT_FILE = OptionSpec(
+    "split_file", None, "where the drawn split is saved and read (relative: to the data folder); default: beside the data",
+    digest_default=False,
+)
 # Every path source takes it; applied to the loaded dataset (never passed to the loader).
 VERIFY_CONTENT = OptionSpec(
     "verify_content", False, "hash every image file's bytes into the cache key, not only size and mtime (reads all)", bool,
@@ -161,7 +172,7 @@ class DatasetSource:
         if self.takes_path and not (argument or bare):
             raise ValueError(f"dataset source {self.name!r}: example {self.example!r} gives no path")
         try:
-            self.read_options(self.example, dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))))
+            self.read_options(self.example, parse_query(query))
         except (DatasetError, ValueError) as err:
             raise ValueError(f"dataset source {self.name!r}: example {self.example!r}: {err}") from None
 
@@ -261,7 +272,7 @@ class SourceRegistry(Registry[DatasetSource]):
             raise DatasetError(f"empty dataset spec; use e.g. {self._examples(3)}. {LIST_HINT}")
         body, _, query = spec.partition("?")
         try:
-            options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+            options = parse_query(query)
         except ValueError:
             raise DatasetError(f"dataset spec {spec!r}: cannot read the options after '?'; write key=value&key=value.") from None
         source, sep, argument = body.partition(":")

@@ -142,9 +142,15 @@ def load_or_create_split(
     except OSError as err:
         raise DatasetError(
             f"cannot save the drawn split to {split_file} ({err.strerror or err}): the data folder is read-only and "
-            f"so is {split_file.parent}. Make the data folder or {split_file.parent} writable, or set "
-            "FMPROBE_CACHE to a writable folder (the split is saved so that every run sees the same one)."
+            f"so is {split_file.parent}. Make the data folder or {split_file.parent} writable, give "
+            "?split_file=PATH in a writable place, or set FMPROBE_CACHE to a writable folder (the split is saved so "
+            "that every run sees the same one)."
         ) from None
+    shares = "/".join(f"{round(f * 100)}" for f in fractions)
+    log.info(
+        f"drew a {shares} split of {len(ids)} samples (seed {seed}, {'grouped' if groups is not None else 'per image'})"
+        f" and saved it to {split_file}; every run reuses it (delete it to draw again)."
+    )
     return assignment
 
 
@@ -156,12 +162,15 @@ def _read_split_file(split_file: Path) -> list[dict[str, str]]:
         raise DatasetError(f"{split_file}: cannot read the saved split ({err}). Delete it to draw a new split.") from None
 
 
-def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float]) -> Path:
+def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, float], grouping: str = "") -> Path:
     """Where the persisted split of a dataset lives: beside its data, or in the user cache if that is read-only.
 
     The name carries ``SPLIT_VERSION``, so a split drawn by an earlier algorithm is not reused; when one is found
-    where that version saved it, a warning names it (results computed on it have a different test set)."""
-    candidate, fallback = _split_places(data_path, f"v{SPLIT_VERSION}_seed{seed}", fractions)
+    where that version saved it, a warning names it (results computed on it have a different test set). A
+    ``grouping`` the user chose (a column, a file-name regex) tags the name too: a split drawn image by image is
+    never read back as a grouped one."""
+    tag = f"v{SPLIT_VERSION}_seed{seed}" + (f"_group-{hashlib.sha256(grouping.encode()).hexdigest()[:6]}" if grouping else "")
+    candidate, fallback = _split_places(data_path, tag, fractions)
     chosen = candidate if candidate.exists() or os.access(candidate.parent, os.W_OK) else fallback
     if not chosen.exists():
         earlier = [p for p in _split_places(data_path, f"seed{seed}", fractions) if p.exists()]
@@ -172,6 +181,41 @@ def split_file_for(data_path: Path, seed: int, fractions: tuple[float, float, fl
                 "on the earlier file used another test set."
             )
     return chosen
+
+
+def chosen_split_file(
+    data_path: Path, seed: int, fractions: tuple[float, float, float], split_file: str | None, root: Path,
+    grouping: str = "",
+) -> Path:  # fmt: skip
+    """The user's ``?split_file=`` (a relative path is relative to the data folder ``root``), else
+    :func:`split_file_for`."""
+    if split_file is None:
+        return split_file_for(data_path, seed, fractions, grouping)
+    if not split_file.strip():
+        raise DatasetError("split_file= is empty; give a path (relative to the data folder), or drop the option.")
+    return resolved(root / Path(split_file).expanduser())
+
+
+CARVE_SHARE = 0.15
+"""The share of train that becomes a missing val or test split when only one is missing (the rest stays train)."""
+
+
+def carve_from_train(
+    assignment: np.ndarray, ids: Sequence[str], labels: np.ndarray, groups: Sequence[str] | None,
+    split_path: Callable[[tuple[float, float, float]], Path], seed: int, fractions: tuple[float, float, float],
+) -> bool:  # fmt: skip
+    """Draw the splits missing from ``assignment`` (0 train, 1 val, 2 test) out of train, in place: seeded,
+    stratified, grouped, persisted at ``split_path(fractions of train)``. Both missing: train is split by
+    ``fractions``; one: ``CARVE_SHARE`` of train becomes it. False when nothing was missing."""
+    missing = [s for s in (1, 2) if not (assignment == s).any()]
+    if not missing:
+        return False
+    carve = fractions if len(missing) == 2 else (1 - CARVE_SHARE, CARVE_SHARE * (1 in missing), CARVE_SHARE * (2 in missing))
+    in_train = np.flatnonzero(assignment == 0)
+    sub_groups = [groups[i] for i in in_train] if groups is not None else None
+    drawn = load_or_create_split(split_path(carve), [ids[i] for i in in_train], labels[in_train], sub_groups, carve, seed)
+    assignment[in_train] = drawn
+    return True
 
 
 def _split_places(data_path: Path, tag: str, fractions: tuple[float, float, float]) -> tuple[Path, Path]:
