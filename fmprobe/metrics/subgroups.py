@@ -208,7 +208,8 @@ def gap(
     except MetricUndefined as e:
         return TestedValue(value, ci_reason=e.reason, n_undefined=int((~np.isfinite(d)).sum()))
     low, high = percentile_interval(valid, level)
-    return TestedValue(value, ci_low=low, ci_high=high, n_undefined=len(d) - len(valid), p_value=bootstrap_p_value(valid))
+    n_undefined, p = len(d) - len(valid), bootstrap_p_value(valid)
+    return TestedValue(value, ci_low=low, ci_high=high, n_undefined=n_undefined, p_value=p)
 
 
 def _unknown_note(n_unknown: int) -> str:
@@ -284,3 +285,14 @@ def subgroup_results(
         summary = _summary(attribute, groups, n_unknown, primary, y_true, y_score, y_pred, values, n_resamples, seed)
         results.append(AttributeResult(attribute, tuple(groups), n_unknown, summary))
     return _holm_adjusted(results, primary)
+
+
+def parse_bands(specs: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """``["age=40,60,80", "bmi=18.5,25,30"]`` (the ``--bands`` option, once per key) -> key -> edges."""
+    out = {}
+    for spec in specs:
+        key, sep, edges = spec.partition("=")
+        if not sep or not key.strip():
+            raise MetricInputError(f"--bands {spec!r}: write KEY=EDGES, e.g. --bands age=40,60,80")
+        out[key.strip()] = check_edges(key.strip(), [e for e in edges.split(",") if e.strip()])
+    return out

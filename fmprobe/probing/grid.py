@@ -99,9 +99,11 @@ class ProbeGrid:
         object.__setattr__(self, "subgroups", names)
         size = self.subgroup_min_size
         if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
-            raise FmprobeError(f"{MIN_SIZE_OPTION} {size!r}: give a whole number of test rows >= 1 (default {MIN_GROUP_SIZE}).")
+            raise FmprobeError(
+                f"{MIN_SIZE_OPTION} {size!r}: give a whole number of test rows >= 1 (default {MIN_GROUP_SIZE})."
+            )
         try:
-            given = {**DEFAULT_BANDS, **dict(self.bands)}  # edges given replace a key's defaults; other keys keep theirs
+            given = {**DEFAULT_BANDS, **dict(self.bands)}  # edges given replace a key's defaults, others stay
             bands = {str(k): check_edges(str(k), v) for k, v in given.items()}
         except (TypeError, ValueError, FmprobeError) as err:
             raise FmprobeError(str(err)) from None

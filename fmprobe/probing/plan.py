@@ -184,7 +184,7 @@ def check_subgroups(features: FeatureFile, grid: ProbeGrid) -> None:
             base = name.removesuffix(BAND_SUFFIX)
             hint = (
                 f"pass --bands {base}=EDGES to cut it into bands" if base != name and base in keys
-                else "extract the features again with an fmprobe whose dataset adapter stores it, or drop it from --subgroups"
+                else "extract the features again with an fmprobe whose adapter stores it, or drop it from --subgroups"
             )  # fmt: skip
             raise FmprobeError(
                 f"--subgroups {name!r}: not in the test metadata of {features.path} (stored keys: "

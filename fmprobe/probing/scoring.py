@@ -180,7 +180,8 @@ def subgroup_slices(
 def missing_slices(grid: ProbeGrid, primary: str, reason: str) -> list[Slice]:
     """The summary rows of every requested attribute for a cell with no predictions to slice (its probe could not
     fit): missing, with the reason, so the cell still holds a row per attribute."""
-    return [(a, 0, {name: value}) for a in grid.subgroups for name, (_, value) in missing_summary(primary, reason).items()]
+    summary = missing_summary(primary, reason)
+    return [(a, 0, {name: value}) for a in grid.subgroups for name, (_, value) in summary.items()]
 
 
 def validation_threshold(probe: ProbeBase, X_val: np.ndarray, y_val: np.ndarray) -> dict[str, object]:
