@@ -172,3 +172,43 @@ def test_study_files_pass_subgroups_to_the_grid(tmp_path: Path) -> None:
     path.write_text(head + "bands = { age = [70, 50] }\n")
     with pytest.raises(FmprobeError, match=r"s\.toml: 'bands': --bands age=70,50: give increasing numbers"):
         load_study(path)
+
+
+def test_per_study_scoring_gives_a_study_the_value_its_views_share(tmp_path: Path) -> None:
+    """CheXpert-like: scored per study (max over views); sex is the study's, view differs between a study's views."""
+    from fmprobe.tasks import STUDY
+
+    rng = np.random.default_rng(0)
+    views = [1, 2, 3] * 20  # 60 studies, 120 images
+    layouts, batches = {}, []
+    for split, per_study in (("train", [1] * 80), ("val", [1] * 40), ("test", views)):
+        study_labels = (rng.random((len(per_study), 3)) < 0.5).astype(np.int64)
+        labels = np.repeat(study_labels, per_study, axis=0)
+        studies = np.repeat([f"{split}{i}" for i in range(len(per_study))], per_study)
+        sex = np.repeat(np.where(np.arange(len(per_study)) % 4 == 0, "female", "male"), per_study)
+        view = np.concatenate([["frontal"] + ["lateral"] * (k - 1) for k in per_study])
+        x = rng.normal(size=(len(labels), 6)).astype(np.float16)
+        x[:, :3] += 1.5 * labels
+        meta = {STUDY: tuple(studies), "sex": tuple(sex), "view": tuple(view)}
+        layouts[split] = SplitLayout(tuple(f"{split}/{i}" for i in range(len(labels))), labels, meta)
+        batches.append(Batch(split, 0, len(labels), {}, {"pooled": x}))
+    fp = Fingerprint("chest", "dig", "toy", "sha256:x", {}, 32, ("pooled",), "fp32", "float16")
+    attrs = {"fingerprint": fp.to_json(), "key": fp.key, "schema_version": 1, "task": "multilabel",
+             "class_names": json.dumps(["a", "b", "c"]), "readouts": json.dumps(["pooled"]), "primary_metric": "roc_auc",
+             "evaluation": json.dumps({"aggregate": "study"})}  # fmt: skip
+    path = tmp_path / "chest.h5"
+    write_feature_file(path, attrs, layouts, ("pooled",), {"pooled": 6}, "float16", batches, {})
+    out = tmp_path / "r"
+    probe_features([path], probes=["logreg"], n_resamples=50, subgroups=["sex", "view"], subgroup_min_size=5, out=out,
+                   progress=False)  # fmt: skip
+    df = read_results(out)
+    n = df[df.metric == "roc_auc"].set_index("subgroup").n_test.to_dict()
+    assert n == {"": 60, "sex=female": 15, "sex=male": 45, "view=frontal": 20}
+    summary = df[df.subgroup == "sex"].set_index("metric")
+    assert summary.n_test["worst[roc_auc]"] == n[summary.detail["worst[roc_auc]"]] and summary.n_test["gap[roc_auc]"] == 60
+    assert "fewer than 2 groups" in df[(df.subgroup == "view")].missing_reason.iloc[0]
+    assert df[df.subgroup == "view"].missing_reason.iloc[0].endswith("40 unknown excluded")  # multi-view studies
+    female = df[(df.subgroup == "sex=female") & (df.metric == "roc_auc[a]")].iloc[0]
+    pred = load_predictions(female.predictions)
+    rows = np.isin(pred.ids, [f"test{i}" for i in range(0, 60, 4)])
+    assert female.value == pytest.approx(roc_auc_score(pred.y_true[rows, 0], pred.y_score[rows, 0]))
