@@ -15,7 +15,6 @@ import typer
 
 import fmprobe
 from fmprobe.errors import FmprobeError
-from fmprobe.metrics.subgroups import DEFAULT_BANDS, parse_bands
 
 app = typer.Typer(
     name="fmprobe",
@@ -149,7 +148,7 @@ def probe(
     val_subsample: Annotated[Optional[fmprobe.probing.ValSubsample], typer.Option("--val-subsample", help=f"Validation rows that choose a fraction cell's hyper-parameters: proportional (a stratified subsample of the same fraction) or full (default: {PROBE_DEFAULTS['val_subsample'].value}).")] = None,
     subgroups: Annotated[Optional[str], typer.Option("--subgroups", help="Comma-separated test-metadata attributes to score every cell on per value, e.g. sex,age_band,site (the same fit; worst group and gap per attribute; default: none).")] = None,
     subgroup_min_size: Annotated[Optional[int], typer.Option("--subgroup-min-size", help=f"Test rows a subgroup needs for a number; smaller ones are reported as too small (default: {PROBE_DEFAULTS['subgroup_min_size']}).")] = None,
-    bands: Annotated[Optional[list[str]], typer.Option("--bands", metavar="KEY=EDGES", help=f"Edges of a derived <key>_band subgroup, KEY=EDGES, once per key, e.g. --bands age=40,60,80 (default: {'; '.join(f'{k}=' + ','.join(f'{e:g}' for e in v) for k, v in DEFAULT_BANDS.items())}).")] = None,
+    bands: Annotated[Optional[list[str]], typer.Option("--bands", metavar="KEY=EDGES", help=f"Edges of a derived <key>_band subgroup, KEY=EDGES, once per key, e.g. --bands age=40,60,80 (default: {'; '.join(f'{k}=' + ','.join(f'{e:g}' for e in v) for k, v in fmprobe.probing.DEFAULT_BANDS.items())}).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -175,7 +174,7 @@ def probe(
         val_subsample=val_subsample,
         subgroups=_split_list(subgroups),
         subgroup_min_size=subgroup_min_size,
-        bands=parse_bands(bands) if bands else None,
+        bands=fmprobe.probing.parse_bands(bands) if bands else None,
         out=out,
         force=force,
         progress=not quiet,

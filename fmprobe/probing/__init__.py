@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fmprobe._io import lazy_attributes
-from fmprobe.probing.grid import DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats
+from fmprobe.probing.grid import DEFAULT_BANDS, DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats, parse_bands
 
 _LAZY = {
     **dict.fromkeys(("ProbeRun", "probe_features", "run_probing"), "fmprobe.probing.run"),
@@ -28,10 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
 __getattr__ = lazy_attributes(__name__, _LAZY)
 
 __all__ = [
+    "DEFAULT_BANDS",
     "DEFAULT_PROBES",
     "ProbeGrid",
     "ValSubsample",
     "cell_repeats",
+    "parse_bands",
     "ProbeCell",
     "ProbePlan",
     "ProbeRun",

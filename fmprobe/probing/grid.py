@@ -15,9 +15,10 @@ from numbers import Integral
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
-from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges
+from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges, parse_bands
 
 DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
+__all__ = ["DEFAULT_BANDS", "DEFAULT_PROBES", "ProbeGrid", "ValSubsample", "cell_repeats", "parse_bands"]
 
 
 class ValSubsample(StrEnum):
