@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fmprobe._io import __version__, lazy_attributes
+from fmprobe._io import __version__, lazy_attributes, lazy_dir
 
 # Public names never equal a submodule's name (importing fmprobe.extract would shadow a function `extract`).
 _LAZY = {
@@ -27,6 +27,7 @@ _LAZY = {
     "create_backbone": "fmprobe.backbones",
     "FeatureFile": "fmprobe.store",
     "merge_shards": "fmprobe.store",
+    "export_features": "fmprobe.store.export",
     "probe_features": "fmprobe.probing",
     "ProbeGrid": "fmprobe.probing",
     "write_report": "fmprobe.report",
@@ -39,6 +40,7 @@ _LAZY = {
     "run_demo": "fmprobe.demo",
     "run_study": "fmprobe.study",
     "load_study": "fmprobe.study",
+    "init_study": "fmprobe.study",
     "run_finetune": "fmprobe.finetune",
     "plot_training_curves": "fmprobe.finetune",
     "Recipe": "fmprobe.finetune",
@@ -61,10 +63,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.results import read_results
     from fmprobe.runtime import ComputeDtype, Device, ExtractOptions, FeatureDtype, OnError
     from fmprobe.store import FeatureFile, merge_shards
-    from fmprobe.study import load_study, run_study
+    from fmprobe.store.export import export_features
+    from fmprobe.study import init_study, load_study, run_study
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(__name__, _LAZY)
 
 
 __all__ = ["__version__", *_LAZY]

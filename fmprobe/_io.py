@@ -17,6 +17,7 @@ import re
 import secrets
 import socket
 import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,19 @@ def lazy_attributes(module: str, names: dict[str, str]) -> Callable[[str], Any]:
         return value
 
     return __getattr__
+
+
+def lazy_dir(module: str, names: dict[str, str]) -> Callable[[], list[str]]:
+    """A module-level ``__dir__`` (PEP 562) listing the lazy public names with what is already loaded, so
+    ``dir(fmprobe)`` and tab completion in a notebook show the API before anything heavy is imported."""
+
+    def __dir__() -> list[str]:
+        namespace = vars(sys.modules[module])
+        public = namespace.get("__all__", [*names])
+        submodules = [n for n, v in namespace.items() if isinstance(v, types.ModuleType) and not n.startswith("_")]
+        return sorted({*public, *names, *submodules})
+
+    return __dir__
 
 
 def slug(text: str) -> str:

@@ -91,6 +91,19 @@ def merge(
 
 
 @app.command()
+def export(
+    features: Annotated[Path, typer.Argument(help="A feature file written by `fmprobe extract`.")],
+    format: Annotated[str, typer.Option("--format", help="parquet (one row per sample) or npz (one array per split and field).")] = "parquet",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="File to write (default: the feature file with the format's suffix).")] = None,
+) -> None:
+    """Write a feature file's features, labels, ids and metadata for other tools (prints the written path).
+
+    Example: fmprobe export features/demo/demo__resnet50__1a2b.h5 --format parquet
+    """
+    typer.echo(str(fmprobe.export_features(features, format, out)))  # type: ignore[arg-type]
+
+
+@app.command()
 def models() -> None:
     """List the registered backbones (any timm model name works too)."""
     rows = fmprobe.list_models()
@@ -247,17 +260,33 @@ def demo(
 
 @app.command()
 def study(
-    file: Annotated[Path, typer.Argument(help="Study file (TOML), e.g. studies/quick.toml.")],
+    file: Annotated[Optional[Path], typer.Argument(help="Study file (TOML), e.g. studies/medmnist.toml.")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Write a commented study template to this path and exit.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and its estimated cost, run nothing.")] = False,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past a failed job; list the failures at the end (exit 1).")] = False,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="A quick look: at most N images per split.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: the study file's 'out').")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run a study grid: extraction (cached), probes (resumable), report."""
-    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
+    """Run a study grid: extraction (cached), probes (resumable), report.
+
+    Example: fmprobe study --init my.toml && fmprobe study my.toml --dry-run && fmprobe study my.toml
+    """
+    if init is not None:
+        typer.echo(str(fmprobe.init_study(init)))
+        return
+    if file is None:
+        raise FmprobeError("name a study file (fmprobe study FILE.toml), or write one with `fmprobe study --init FILE.toml`.")
+    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet, keep_going=keep_going)
+    if run.missing:
+        typer.echo(f"fmprobe: {len(run.missing)} thing(s) this study needs are missing (listed above with their fix).", err=True)
+        raise typer.Exit(1)
     if run.report is not None:
         _echo_recommendation(run.study.out / "results", run.study.baseline)
         typer.echo(str(run.report.html))
+    if run.failures:
+        typer.echo(f"{len(run.failures)} job(s) failed:\n  " + "\n  ".join(run.failures), err=True)
+        raise typer.Exit(1)
 
 
 def _recipe_default(name: str) -> str:

@@ -77,6 +77,7 @@ from fmprobe.store import (
     parse_shard,
     plan_batches,
 )
+from fmprobe.store.features import SplitLayout, metadata_update, refresh_metadata
 from fmprobe.store.pixels import PixelCache
 from fmprobe.store.shards import PlannedBatch
 
@@ -364,7 +365,7 @@ def execute(plan: ExtractionPlan) -> ExtractResult:
     if found := _cache_hit(plan, started):
         return found
     with exclusive(plan.lock_path, remove=True):  # held through the merge: a waiter wakes to a cache hit
-        if plan.part == (0, 1) and (found := _cache_hit(plan, started)):
+        if plan.part == (0, 1) and (found := _cache_hit(plan, started, locked=True)):
             return found  # another process finished it while we waited
         if plan.options.force and plan.part == (0, 1):
             plan.path.unlink(missing_ok=True)
@@ -404,14 +405,38 @@ def _remove_leftovers(plan: ExtractionPlan) -> None:
         log.info(f"removed {', '.join(sorted(set(removed)))}: left by a killed run; {plan.path.name} is complete")
 
 
-def _cache_hit(plan: ExtractionPlan, started: float) -> ExtractResult | None:
+def _cache_hit(plan: ExtractionPlan, started: float, locked: bool = False) -> ExtractResult | None:
+    """The cached result when the feature file exists (its metadata first brought up to date); ``locked``: the
+    caller holds this part's lock."""
     if plan.options.force or not plan.path.exists():
         return None
     feature_file = FeatureFile(plan.path, expected_key=plan.key)  # raises if damaged: never served
+    _refresh_metadata(plan, feature_file, locked)
     found = _result(plan, True, sum(len(feature_file.skipped(s)) for s in feature_file.splits), started)
     skipped = f", {found.n_skipped} skipped" if found.n_skipped else ""
     log.info(f"cache hit: {plan.path} ({found.n_images} images{skipped}, {plan.compute_dtype}); use --force to recompute")
     return found
+
+
+def _refresh_metadata(plan: ExtractionPlan, feature_file: FeatureFile, locked: bool) -> None:
+    """Store the dataset's current per-sample metadata in a cached file that holds other metadata. Metadata is not
+    in the key (it changes no embedding), so an edited sex or age column is a refresh, not a re-extraction. Done
+    under the extraction lock; a file that cannot be rewritten (a read-only cache) is served as it is, with a
+    warning, since its features are still right."""
+    layouts = {name: SplitLayout(s.ids, s.labels, dict(s.metadata)) for name, s in plan.dataset.splits.items()}
+    try:
+        if not metadata_update(feature_file, layouts)[1]:
+            return
+        with contextlib.nullcontext() if locked else exclusive(plan.lock_path, remove=True):
+            change = refresh_metadata(FeatureFile(plan.path, expected_key=plan.key), layouts)  # re-read under the lock
+    except (OSError, CacheError) as err:
+        log.warning(
+            f"{plan.path.name}: its per-sample metadata differs from the dataset's but cannot be refreshed ({err}); "
+            "subgroups read from it use the stored values. Make the cache folder writable and run again."
+        )
+        return
+    if change:
+        log.info(f"metadata refreshed: {change}; features unchanged ({plan.path.name})")
 
 
 def _join_process_group() -> None:

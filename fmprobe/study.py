@@ -35,20 +35,24 @@ Study file (paths are relative to the study file's folder); its keys are the fie
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fmprobe._io import atomic_write_text
 from fmprobe.backbones import get_spec, parse_backbone, parse_name
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
 from fmprobe.metrics.subgroups import check_edges
+from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probes import PROBES
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
 from fmprobe.registry import closest
@@ -409,11 +413,42 @@ def _duration(seconds: float) -> str:
 
 @dataclass(frozen=True)
 class StudyRun:
-    """What a study run produced: the study it ran, its feature files and its report (None on a dry run)."""
+    """What a study run produced: the study it ran, its feature files, its report (None on a dry run or when
+    nothing could be probed) and, with ``keep_going``, the jobs that failed (one line each: what and why)."""
 
     study: Study
     feature_files: tuple[Path, ...] = ()
     report: ReportPaths | None = None
+    failures: tuple[str, ...] = ()
+    missing: tuple[Missing, ...] = ()  # what the preflight found absent (datasets, weight files)
+
+
+class _Failures:
+    """With ``keep_going`` a failed job is recorded and the study goes on; without it the error propagates."""
+
+    def __init__(self, keep_going: bool) -> None:
+        self.keep_going = keep_going
+        self.lines: list[str] = []
+
+    @contextlib.contextmanager
+    def job(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except FmprobeError as err:
+            if not self.keep_going:
+                raise
+            self.lines.append(f"{what}: {err}")
+            log.error("failed, going on (--keep-going): %s: %s", what, err)
+
+
+def init_study(path: str | Path, force: bool = False) -> Path:
+    """Write a commented study template to ``path`` (runs as written: the built-in demo data, offline); returns it."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise FmprobeError(f"{path} exists; choose another path, or remove it first.")
+    template = resources.files("fmprobe").joinpath("studies/template.toml").read_text(encoding="utf-8")
+    atomic_write_text(path, template)
+    return path
 
 
 def run_study(
@@ -423,56 +458,87 @@ def run_study(
     dry_run: bool = False,
     max_images: int | None = None,
     progress: bool = True,
+    keep_going: bool = False,
 ) -> StudyRun:
     """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
-    reused. ``out`` overrides the study's output folder."""
+    reused. ``out`` overrides the study's output folder. Every dataset and weight file is checked first (offline):
+    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed extraction, probing
+    or fine-tuning job and lists the failures in the returned run (and the log) at the end."""
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:
         study = load_study(study, out)
     log.info("%s", format_plan(study, estimate_cost(study, max_images)))
+    missing = tuple(check_datasets(study.datasets, max_images) + check_weights(study.backbones, study.weights, study.path))
+    for item in missing:
+        log.warning("missing: %s", item)
     if dry_run:
-        return StudyRun(study)
-    feature_files = tuple(_extract(study, max_images, progress))
-    probe_features(
-        feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
-        repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
-        val_subsample=study.val_subsample, subgroups=study.subgroups, subgroup_min_size=study.subgroup_min_size,
-        bands=study.bands or None,
-        **study.bootstrap_keywords(),
-    )  # fmt: skip
-    _finetune(study, max_images, progress)
-    report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
-    log.info("report: %s", report.html)
-    return StudyRun(study, feature_files, report)
+        return StudyRun(study, missing=missing)
+    if missing and not keep_going:
+        raise FmprobeError(
+            f"{study.path}: {len(missing)} thing(s) this study needs are missing (nothing was run):\n  "
+            + "\n  ".join(map(str, missing)) + "\nFix them, or run with --keep-going to do what can be done."
+        )  # fmt: skip
+    failures = _Failures(keep_going)
+    feature_files = tuple(_extract(study, max_images, progress, failures))
+    _probe(study, feature_files, progress, failures)
+    _finetune(study, max_images, progress, failures)
+    report = None
+    with failures.job("report"):
+        report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
+        log.info("report: %s", report.html)
+    if failures.lines:
+        log.error("%d job(s) failed:\n  %s", len(failures.lines), "\n  ".join(failures.lines))
+    return StudyRun(study, feature_files, report, tuple(failures.lines))
 
 
-def _extract(study: Study, max_images: int | None, progress: bool) -> list[Path]:
+def _extract(study: Study, max_images: int | None, progress: bool, failures: _Failures) -> list[Path]:
     paths = []
     for dataset, backbone, resolution, readouts in study.extraction_jobs():
-        result = extract_features(
-            dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
-            readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
-            **study.extract,  # type: ignore[arg-type]
-        )  # fmt: skip
-        paths.append(result.path)
+        with failures.job(f"extract {dataset} x {backbone}" + (f" @{resolution}" if resolution else "")):
+            result = extract_features(
+                dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
+                readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
+                **study.extract,  # type: ignore[arg-type]
+            )  # fmt: skip
+            paths.append(result.path)
     return paths
 
 
-def _finetune(study: Study, max_images: int | None, progress: bool) -> None:
+def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failures: _Failures) -> None:
+    """Probe the feature files: all in one run, or (keep-going) one run per file so one failure spares the rest."""
+    keywords = dict(
+        probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
+        repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
+        val_subsample=study.val_subsample, subgroups=study.subgroups, subgroup_min_size=study.subgroup_min_size,
+        bands=study.bands or None, **study.bootstrap_keywords(),
+    )  # fmt: skip
+    for batch in ([f] for f in feature_files) if failures.keep_going else [feature_files]:
+        if batch:
+            with failures.job(f"probe {batch[0].name}" if failures.keep_going else "probe"):
+                probe_features(batch, **keywords)  # type: ignore[arg-type]
+
+
+def _finetune(study: Study, max_images: int | None, progress: bool, failures: _Failures) -> None:
+    for dataset, backbone, resolution, setting in study.finetune_jobs():
+        with failures.job(f"finetune {dataset} x {backbone} ({setting})"):
+            _finetune_one(study, (dataset, backbone, resolution, setting), max_images, progress)
+
+
+def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_images: int | None, progress: bool) -> None:
     # With the recipe/options API this call is run_finetune(dataset, backbone,
     # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
     # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
+    dataset, backbone, resolution, setting = job
     grid = study.finetune
-    for dataset, backbone, resolution, setting in study.finetune_jobs():
-        run = run_finetune(
-            dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
-            resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,
-            **{**study.bootstrap_keywords(), **grid.recipe, **grid.options},  # type: ignore[arg-type]
-        )  # fmt: skip
-        if run.history and not run.skipped:
-            plot_training_curves(run.history, run.run_dir / "curves.png", title=f"{backbone} · {run.probe}")
+    run = run_finetune(
+        dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
+        resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,
+        **{**study.bootstrap_keywords(), **grid.recipe, **grid.options},  # type: ignore[arg-type]
+    )  # fmt: skip
+    if run.history and not run.skipped:
+        plot_training_curves(run.history, run.run_dir / "curves.png", title=f"{backbone} · {run.probe}")
 
 
-__all__ = ["CostLine", "FinetuneGrid", "Study", "StudyRun", "cache_path", "estimate_cost", "format_plan", "load_study",
-           "run_study"]  # fmt: skip
+__all__ = ["CostLine", "FinetuneGrid", "Study", "StudyRun", "cache_path", "estimate_cost", "format_plan", "init_study",
+           "load_study", "run_study"]  # fmt: skip

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fmprobe"
@@ -24,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "extract": BASE | {"datasets", "backbones", "store", "runtime"},
     "probing": BASE | {"store", "probes", "metrics", "results"},
     "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime"},
+    "preflight": BASE | {"datasets", "backbones"},  # before a study: is every dataset and weight file here (offline)
     "study": None,  # type: ignore[dict-item]  # the grid runner may use everything
     "demo": None,  # type: ignore[dict-item]
     "cli": {"errors"},  # plus the public API in fmprobe/__init__.py
@@ -81,3 +84,9 @@ def test_cpu_side_never_imports_torch() -> None:
         if name.split(".")[0] in {"torch", "torchvision", "timm", "transformers", "open_clip"}
     ]
     assert not offenders, "\n".join(offenders)
+
+
+def test_dir_lists_the_public_api_before_anything_heavy_is_imported() -> None:
+    code = "import fmprobe, sys; names = dir(fmprobe); print('torch' in sys.modules, 'probe_features' in names, 'FeatureFile' in names, 'TYPE_CHECKING' in names)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True", "True", "False"]

@@ -53,6 +53,7 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
                          n_resamples=200, progress=False)  # fmt: skip
     assert run.cells_run == 2 * (2 + 1)  # fraction 0.25 repeated, 1.0 once for deterministic probes
     df = read_results(out)
+    pd.testing.assert_frame_equal(run.results, df)  # the run hands back its rows as a DataFrame
     primary = df[df.is_primary]
     assert set(primary.metric) == {"roc_auc"} and len(primary) == 6
     full = primary[(primary.train_fraction == 1.0) & (primary.probe == "logreg")].iloc[0]
@@ -211,3 +212,14 @@ def test_a_truncated_results_table_is_a_named_error_in_probe(tmp_path: Path) -> 
     table.unlink()
     run = probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
     assert run.cells_run == 0 and run.cells_skipped == 1 and table.exists() is False  # nothing lost, nothing redone
+
+
+def test_a_single_path_given_as_a_string_is_one_feature_file_and_the_run_returns_its_rows(tmp_path: Path) -> None:
+    from fmprobe.probing.plan import find_feature_files
+
+    folder = tmp_path / "feats"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "a.h5").write_bytes(b"")
+    assert find_feature_files(str(folder)) == [(folder / "sub" / "a.h5").resolve()]
+    with pytest.raises(FmprobeError, match="no such feature file or folder"):
+        find_feature_files(str(tmp_path / "nope"))

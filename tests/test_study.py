@@ -146,3 +146,39 @@ def test_quick_study_end_to_end_on_the_real_files(tmp_path: Path) -> None:
     }
     assert set(df[df.is_primary].metric) == {"roc_auc"}
     assert len(df[df.is_primary]) == 2 * 2 * 3 and run.study.baseline == "efficientnet_lite0_imagenet"
+
+
+def test_init_writes_a_template_that_loads_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    from fmprobe.study import init_study
+
+    path = init_study(tmp_path / "my.toml")
+    study = load_study(path)
+    assert study.datasets == ("demo:150",) and study.baseline in study.backbones
+    assert sum(line.lstrip().startswith("#") for line in path.read_text().splitlines()) > 20  # commented
+    with pytest.raises(FmprobeError, match="exists"):
+        init_study(path)
+
+
+def test_keep_going_runs_past_a_failed_job_and_lists_it(tmp_path: Path) -> None:
+    body = ('datasets = ["demo:20", "csv:absent.csv"]\nbackbones = ["resnet18:random"]\nresolutions = [32]\n'
+            'probes = ["logreg"]\nbootstrap = 20\n[extract]\nnum_workers = 0\n')  # fmt: skip
+    path = _write(tmp_path, body)
+    with pytest.raises(FmprobeError, match="absent.csv"):
+        run_study(path, out=tmp_path / "stop", progress=False)
+    run = run_study(path, out=tmp_path / "go", progress=False, keep_going=True)
+    assert len(run.failures) == 1 and "absent.csv" in run.failures[0] and run.failures[0].startswith("extract csv:")
+    assert run.report is not None and run.report.html.exists()
+    assert len(run.feature_files) == 1
+
+
+def test_dry_run_lists_missing_data_and_weights_with_the_fix_and_a_real_run_refuses_first(tmp_path: Path) -> None:
+    body = ('datasets = ["demo:20", "csv:absent.csv"]\nbackbones = ["dinov2_vitb14", "resnet18:random", "efficientnet_lite0_imagenet"]\n'
+            '[weights]\nvit_small_imagenet = "nope.pth"\n')  # fmt: skip
+    path = _write(tmp_path, body)
+    run = run_study(path, out=tmp_path / "o", dry_run=True, progress=False)
+    found = {m.what: m for m in run.missing}
+    assert set(found) == {"dataset csv:" + str((tmp_path / "absent.csv").resolve()), "weights of dinov2_vitb14"}
+    assert "under [weights] in" in found["weights of dinov2_vitb14"].fix
+    with pytest.raises(FmprobeError, match="2 thing\\(s\\) this study needs are missing \\(nothing was run\\)"):
+        run_study(path, out=tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()

@@ -7,6 +7,7 @@ backbone's weights (``fmprobe.backbones.preprocess``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -361,6 +362,18 @@ def subset_split(split: Split, limit: int, seed: int = 0) -> Split:
     index = np.sort(np.random.default_rng(seed).choice(len(split), size=limit, replace=False))
     source = _IndexedSource(split.source, tuple(int(i) for i in index))
     return Split(split.name, tuple(split.ids[i] for i in index), split.labels[index], source, take_metadata(split.metadata, index))
+
+
+UNKNOWN_METADATA = ("", "unknown")  # spellings of "not recorded" in the published tables; stored as ""
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a column has few distinct values, a table many rows
+def metadata_value(text: str) -> str:
+    """A published table's cell as a paper adapter stores it: stripped and lower-case (``Male`` and ``male`` are one
+    subgroup), a whole number without its ``.0`` (``55.0`` -> ``55``, as pandas writes ages), and ``""`` for unknown."""
+    value = text.strip().lower()
+    value = re.sub(r"^(-?\d+)\.0*$", r"\1", value)
+    return "" if value in UNKNOWN_METADATA else value
 
 
 def take_metadata(metadata: dict[str, Sequence[str]], index: Sequence[int] | np.ndarray) -> dict[str, tuple[str, ...]]:

@@ -40,6 +40,13 @@ any abnormality in it is malignant. Pathology MALIGNANT -> 1 (``malignant``); BE
 -> 0 (``benign``). ``?abnormality=both`` (default), ``mass`` or ``calc`` selects the case type. Task binary,
 primary metric ROC AUC.
 
+Per-sample metadata (``Split.metadata``, stored in the feature file), lower-case as the CSVs spell it: ``density``
+(``breast_density`` / ``breast density``: BI-RADS ``1`` to ``4``; two rows of the published calc test file say
+``0``, kept as written), ``abnormality`` (``abnormality type``: ``mass`` / ``calcification``), ``view`` (``image
+view``: ``cc`` / ``mlo``), ``side`` (``left or right breast``: ``left`` / ``right``), and ``group`` (the patient). With
+``?image=full`` a mammogram's rows must agree on them. They are not in the cache key: editing them refreshes cached
+feature files' metadata instead of re-extracting.
+
 Split: the official train/test (the CSV's file); validation is carved from train (85/15), grouped by patient and
 stratified, over mass and calc together (so a patient's split is the same in every variant; all four CSVs are
 read, images are needed only for the selected type). Saved as ``cbis-ddsm_<image>.fmprobe_split_v2_seed0_85-15-0.csv``
@@ -57,7 +64,7 @@ import hashlib
 import io
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 
@@ -70,6 +77,7 @@ from fmprobe.datasets.base import (
     ImageSource,
     digest_parts,
     file_listing_digest,
+    metadata_value,
     not_found,
 )
 from fmprobe.datasets.dicom import (
@@ -106,6 +114,10 @@ CARVE = (0.85, 0.15, 0.0)
 # CSV columns fmprobe needs, by normalised name (lower case, '_' as space: the mass CSVs say 'breast_density',
 # the calc CSVs 'breast density'; normalising makes such spellings equal)
 COLUMNS = {"patient": "patient id", "pathology": "pathology", "full": "image file path", "crop": "cropped image file path"}
+# per-sample metadata keys (``Split.metadata``) and the normalised column each is read from
+META_COLUMNS = {
+    "density": "breast density", "abnormality": "abnormality type", "view": "image view", "side": "left or right breast",
+}  # fmt: skip
 LAYOUT = (
     "CBIS-DDSM comes as the TCIA download (the four {mass,calc}_case_description_{train,test}_set.csv files beside "
     "the CBIS-DDSM/ folder of DICOM case folders) or as the Kaggle JPEG conversion (csv/ with those four files and "
@@ -130,6 +142,7 @@ class Sample:
     label: int  # 1 malignant, 0 benign
     abnormality: str  # mass | calc
     where: str  # "<csv>, line N": the physical line its (first) record starts on
+    metadata: dict[str, str] = field(default_factory=dict)  # META_COLUMNS' keys -> lower-case values
 
 
 def csv_folder(root: Path) -> Path:
@@ -198,7 +211,7 @@ def read_rows(root: Path) -> list[tuple[Sample, str]]:
             raise not_found(path, LAYOUT)
         header, rows = read_csv_rows(path)
         by_norm = {h.lower().replace("_", " ").strip(): h for h in header}
-        absent = [c for c in COLUMNS.values() if c not in by_norm]
+        absent = [c for c in (*COLUMNS.values(), *META_COLUMNS.values()) if c not in by_norm]
         if absent:
             raise DatasetError(f"{path}: missing column(s) {absent}; found {header}. Is this a CBIS-DDSM case description?")
         col = {key: by_norm[norm] for key, norm in COLUMNS.items()}
@@ -218,7 +231,8 @@ def read_rows(root: Path) -> list[tuple[Sample, str]]:
                 raise DatasetError(f"{where}: empty patient_id.")
             crop = _case_folder(row[col["crop"]], where, col["crop"])
             full = _case_folder(row[col["full"]], where, col["full"])
-            in_file.append((Sample(crop, official, patient, PATHOLOGY[pathology], abnormality, where), full))
+            metadata = {key: metadata_value(row[by_norm[column]]) for key, column in META_COLUMNS.items()}
+            in_file.append((Sample(crop, official, patient, PATHOLOGY[pathology], abnormality, where, metadata), full))
         _check_role(path, (abnormality, official), in_file)
         out += in_file
     return out
@@ -244,6 +258,11 @@ def read_labels(root: Path, image: str = "crop", abnormality: str = "both") -> l
                 raise DatasetError(
                     f"{crop.where}: mammogram {full} belongs to patient {crop.patient} here but to {first.patient} "
                     f"at {first.where}; the CSVs disagree."
+                )
+            elif first.metadata != crop.metadata:  # density, view, side and type describe the mammogram
+                raise DatasetError(
+                    f"{crop.where}: mammogram {full} has {crop.metadata} here but {first.metadata} at {first.where}; "
+                    "the rows of one mammogram must agree on breast density, view, side and abnormality type."
                 )
             elif crop.label > first.label:
                 merged[full] = replace(first, label=crop.label)
@@ -378,7 +397,10 @@ class _Images:
     """Where the chosen samples' images are and how they are read, for one of the two layouts."""
 
     paths: list[Path]
-    label_files: list[Path]  # the CSVs the labels and file choices came from (their bytes enter the digest)
+    # files whose bytes enter the digest: dicom_info.csv (the JPEG conversion's file choices). Not the case
+    # descriptions: their ids, labels and split enter it directly, their metadata columns must not (editing those
+    # refreshes a cached feature file's metadata instead of re-extracting it)
+    label_files: list[Path]
     make_source: Callable[[tuple[Path, ...]], ImageSource]
     layout: str  # jpeg | tcia-dicom
     conversion: str  # how pixels became 8-bit RGB (a cache-key component): the DICOM windowing tag, or PIL's
@@ -432,12 +454,10 @@ def _images(
     want = "crop" if image == "crop" else "full"
     if jpeg:
         paths, info_path = _resolve_jpeg(root, samples, want)
-        csvs = [info_path] + [root / "csv" / n for n in CSV_FILES.values()]
-        return _Images(paths, csvs, FileSource, "jpeg", FILE_IMAGE_CONVERSION)
+        return _Images(paths, [info_path], FileSource, "jpeg", FILE_IMAGE_CONVERSION)
     paths = _resolve_tcia(root, samples, want)
-    csvs = [csv_folder(root) / n for n in CSV_FILES.values()]
     make = partial(DicomSource, window=window, percentiles=percentiles)
-    return _Images(paths, csvs, make, "tcia-dicom", conversion_tag(window, percentiles))
+    return _Images(paths, [], make, "tcia-dicom", conversion_tag(window, percentiles))
 
 
 def load_cbis_ddsm(
@@ -470,7 +490,7 @@ def load_cbis_ddsm(
     splits = assign_splits(
         ids, labels, found.paths, assignment,
         lambda name: f"{root}: the {name} split of cbis-ddsm ({image}, {abnormality}) is empty.", found.make_source,
-        metadata={GROUP: [s.patient for s in samples]},
+        metadata={GROUP: [s.patient for s in samples], **{key: [s.metadata[key] for s in samples] for key in META_COLUMNS}},
     )  # fmt: skip
     digest = digest_parts(
         "cbis-ddsm", image, abnormality, overlap, "jpeg" if found.layout == "jpeg" else found.conversion,

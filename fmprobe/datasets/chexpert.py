@@ -32,6 +32,12 @@ max over its views, its label the views' common label (probing refuses a study w
 the ``patientNNNNN/studyN`` part of the Path, in ``Split.metadata[STUDY]``; ``Dataset.evaluation["aggregate"]`` is
 ``"study"``. The default ``image`` scores every image.
 
+Per-sample metadata (``Split.metadata``, stored in the feature file), lower-case, "" where not recorded: ``sex``
+(``male`` / ``female``; the CSV's ``Unknown`` is ""), ``age`` (years as text, e.g. ``68``), ``view`` (``frontal`` /
+``lateral``, from ``Frontal/Lateral``) and ``projection`` (``ap``, ``pa``, ``ll``, ``rl``, ...; "" on most lateral views,
+from ``AP/PA``); a key whose column a CSV lacks is left out. The cache key sees the CSVs' Paths and labels, not
+these columns: editing them refreshes cached feature files' metadata instead of re-extracting.
+
 Split: the official ``valid.csv`` is the test set; validation is carved from ``train.csv`` (90/10), grouped by
 patient (``patientNNNNN`` from the path) and stratified on the competition labels. The carve covers every
 train row whatever the options, so all policies and the frontal-only view share one split file
@@ -40,7 +46,6 @@ train row whatever the options, so all policies and the frontal-only view share 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -48,7 +53,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fmprobe.datasets.base import Dataset, FileSource, Split, digest_parts, duplicated, file_listing_digest
+from fmprobe.datasets.base import (
+    Dataset,
+    FileSource,
+    Split,
+    digest_parts,
+    duplicated,
+    file_listing_digest,
+    labels_digest,
+    metadata_value,
+)
 from fmprobe.datasets.manifest import read_layout_csv
 from fmprobe.datasets.sources import SEED, DatasetSource, OptionSpec
 from fmprobe.datasets.splits import assign_splits, group_conflict, load_or_create_split, split_file_for
@@ -67,6 +81,8 @@ VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1, "": 0}
 PATIENT = re.compile(r"(?:^|/)(patient\d+)(?:/|$)")
 STUDY_OF = re.compile(r"(?:^|/)(patient\d+/study\d+)(?:/|$)")
 AGGREGATES = ("image", "study")
+# per-sample metadata keys (``Split.metadata``) and the CSV column each is read from (optional columns)
+META_COLUMNS = {"sex": "Sex", "age": "Age", "view": "Frontal/Lateral", "projection": "AP/PA"}
 LAYOUT = (
     "a CheXpert download (CheXpert-v1.0 or CheXpert-v1.0-small) has train.csv, valid.csv, train/ and valid/; "
     "give the unzipped folder after 'chexpert:'"
@@ -90,6 +106,7 @@ class Table:
     patients: list[str]
     rel: list[str]  # image path relative to the dataset folder, '/'-separated
     frontal: np.ndarray  # [N] bool
+    metadata: dict[str, list[str]]  # sex, age, view, projection (where the CSV has the column), lower-case
 
     def labels(self, uncertain: str) -> np.ndarray:
         """The [N, 14] labels under an uncertainty policy (ignore: -1 = missing)."""
@@ -101,9 +118,13 @@ class Table:
         pick = [int(i) for i in index]
         table = Table(
             [self.ids[i] for i in pick], self.raw[index], [self.patients[i] for i in pick], [self.rel[i] for i in pick],
-            self.frontal[index],
+            self.frontal[index], {key: [values[i] for i in pick] for key, values in self.metadata.items()},
         )
         return table, index
+
+    def digest(self) -> str:
+        """What of the CSV the features depend on (Paths and labels), not its metadata columns."""
+        return digest_parts(self.ids, labels_digest(self.raw))
 
     def strata(self) -> np.ndarray:
         """Policy-independent stratification labels: the competition labels under U-Zeros."""
@@ -148,7 +169,7 @@ def path_units(csv_path: Path, ids: list[str], pattern: re.Pattern[str], missing
 def read_table(csv_path: Path) -> Table:
     """Read and check one CheXpert CSV (columns, label values, patient ids, views, the folder its Paths name);
     touches no image."""
-    _, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
+    header, rows = read_layout_csv(csv_path, ("Path", "Frontal/Lateral") + OBSERVATIONS, LAYOUT, f"{LAYOUT}.")
     ids = [row["Path"] for row in rows]
     patients = path_units(csv_path, ids, PATIENT, "no patientNNNNN folder")
     views = [row["Frontal/Lateral"] for row in rows]
@@ -171,7 +192,8 @@ def read_table(csv_path: Path) -> Table:
     _check_folder(csv_path, ids, rel)
     if len(set(ids)) != len(ids):
         raise DatasetError(f"{csv_path}: duplicate Path(s) {duplicated(ids)}; each image may be listed once.")
-    return Table(ids, raw, patients, rel, frontal)
+    metadata = {key: [metadata_value(row[c]) for row in rows] for key, c in META_COLUMNS.items() if c in header}
+    return Table(ids, raw, patients, rel, frontal, metadata)
 
 
 def read_labels(
@@ -234,16 +256,16 @@ def load_chexpert(
     splits = assign_splits(
         train.ids, train.labels(uncertain), t_paths, carve,
         lambda name: f"{split_file}: the {name} split is empty; delete the file to carve validation again.",
-        names=(TRAIN, VAL), metadata={GROUP: train.patients},
+        names=(TRAIN, VAL), metadata={GROUP: train.patients, **train.metadata},
     )  # fmt: skip
-    test_meta = {GROUP: tuple(test.patients)}
+    test_meta = {GROUP: tuple(test.patients), **{key: tuple(values) for key, values in test.metadata.items()}}
     if aggregate == "study":
         studies = path_units(root / "valid.csv", listed.ids, STUDY_OF, "no patientNNNNN/studyN folders (?aggregate=study)")
         test_meta[STUDY] = tuple(studies[i] for i in test_kept)
     splits[TEST] = Split(TEST, tuple(test.ids), test.labels(uncertain), FileSource(tuple(s_paths)), test_meta)
     digest = digest_parts(
         "chexpert", uncertain, frontal,
-        [hashlib.sha256((root / f).read_bytes()).hexdigest() for f in ("train.csv", "valid.csv")],
+        [every.digest(), listed.digest()],  # not the CSVs' bytes: sex, age, view and projection are not in the key
         file_listing_digest(t_paths + s_paths, root), carve.tolist(),
         *([aggregate] if aggregate != "image" else []),  # per-image feature files keep their cache keys
     )

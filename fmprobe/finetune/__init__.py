@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fmprobe._io import lazy_attributes
+from fmprobe._io import lazy_attributes, lazy_dir
 from fmprobe.finetune.options import ComputeDtype, Device, RunOptions, recipe_and_options
 from fmprobe.finetune.recipe import SETTINGS, Balance, FinetuneError, Head, Recipe, Schedule, Setting, parse_setting
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(__name__, _LAZY)
 
 
 __all__ = [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fmprobe._io import lazy_attributes
+from fmprobe._io import lazy_attributes, lazy_dir
 from fmprobe.probing.grid import DEFAULT_BANDS, DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats, parse_bands
 
 _LAZY = {
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.probing.sampling import subsample
 
 __getattr__ = lazy_attributes(__name__, _LAZY)
+__dir__ = lazy_dir(__name__, _LAZY)
 
 __all__ = [
     "DEFAULT_BANDS",

@@ -38,8 +38,10 @@ class ProbePlan:
     rescore: tuple[ProbeCell, ...] = ()  # finished cells without the grid's subgroup rows: sliced from predictions
 
 
-def find_feature_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Feature files named directly, or all ``*.h5`` below the folders given (sorted, no duplicates)."""
+def find_feature_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
+    """Feature files named directly, or all ``*.h5`` below the folders given (sorted, no duplicates). One path
+    (a string or a Path) counts as one, never as the characters of its name."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
     found: list[Path] = []
     for item in paths:
         path = Path(item)
@@ -142,7 +144,7 @@ def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, fl
     return {k: k * len(features.class_names) / len(train.labels) for k in shots}
 
 
-def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
+def plan_probing(features: str | Path | Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
     """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``).
 
     Reads only the feature files' headers (and test metadata, for subgroups) and the results table; names,

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
@@ -58,10 +59,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProbeRun:
+    """What a probing run did (counts) and where its rows are; ``results`` reads them as a DataFrame."""
+
     results_dir: Path
     cells_run: int
     cells_skipped: int
     rows_written: int
+
+    @property
+    def results(self) -> pd.DataFrame:
+        """Every row in the results folder (this run's and earlier ones'), as :func:`fmprobe.read_results` gives them."""
+        return read_results(self.results_dir)
 
 
 def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:

@@ -54,8 +54,9 @@ from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, ALPHA, N_RESAMPLES
 from fmprobe.report.provenance import feature_file_table, report_provenance
 from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.report.reference import ReferenceRow, read_reference, reference_table
+from fmprobe.report.subgroups import subgroup_blocks
 from fmprobe.report.tables_metrics import all_metrics_blocks, per_class_blocks
-from fmprobe.results import check_writable, disqualifying, read_results, to_frame, validate, writing_into
+from fmprobe.results import check_writable, disqualifying, overall, read_results, to_frame, validate, writing_into
 
 VAL_NOTE = (
     "All hyper-parameters — probe, probe settings, readout and resolution — were chosen on validation "
@@ -102,7 +103,8 @@ class ReportContext:
 @dataclass(frozen=True)
 class DatasetContext:
     """What a per-dataset section reads: the report's context, the dataset's view, each model's configuration
-    chosen on validation, and every row of the dataset (all metrics)."""
+    chosen on validation, and every whole-test-set row of the dataset (all metrics; subgroup rows are in
+    ``report.df``)."""
 
     report: ReportContext
     view: DatasetView
@@ -627,7 +629,8 @@ def dataset_blocks(ctx: ReportContext) -> list[Block]:
     """Every dataset's section: :data:`DATASET_SECTIONS` in order, per dataset."""
     blocks: list[Block] = []
     for v in ctx.views:
-        d = DatasetContext(ctx, v, choose_on_val(v.at(v.table_fraction), v.metric), ctx.df[ctx.df["dataset"] == v.name])
+        rows = overall(ctx.df[ctx.df["dataset"] == v.name])  # subgroup rows: the subgroup section reads ctx.df
+        d = DatasetContext(ctx, v, choose_on_val(v.at(v.table_fraction), v.metric), rows)
         blocks += [block for section in DATASET_SECTIONS for block in section(d)]
     return blocks
 
@@ -700,6 +703,7 @@ DATASET_SECTIONS: list[Callable[[DatasetContext], list[Block]]] = [
     curve_blocks,
     confusion_blocks,
     calibration_blocks,
+    subgroup_blocks,
     embedding_blocks,
 ]
 REPORT_SECTIONS: list[Callable[[ReportContext], list[Block]]] = [

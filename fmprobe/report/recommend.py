@@ -8,7 +8,9 @@ dataset. Mixing probes would credit a backbone with its probe's merit, and the v
 a model inherits the winner's curse of a small validation set (a drop from validation to test larger than the test
 CI half-width is flagged). Configurations with ``flags`` (degenerate probes), a missing test metric or no
 predictions file are never recommended, and the sentences say so when that excludes the best on validation.
-When every comparison is inconclusive the sentence says the data cannot tell the candidates apart.
+When every comparison is inconclusive the sentence says the data cannot tell the candidates apart. When the
+results hold subgroup rows (``fmprobe probe --subgroups``), a significant gap between the chosen configuration's
+subgroups (Holm across attributes, at ``alpha``) is said last (:func:`subgroup_caveat`).
 
 Across datasets, backbones are ranked per dataset (1 = best, validation-chosen configuration per probe and over
 all probes) and the ranks averaged; with >= 3 datasets a Friedman test and Holm-corrected pairwise Wilcoxon tests
@@ -42,6 +44,7 @@ from fmprobe.report.analysis import (
 from fmprobe.report.cost import CostKey, FeatureCost, choose_measure, feature_costs
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
 from fmprobe.report.options import ALPHA
+from fmprobe.report.subgroups import AttributeSummary, summaries
 from fmprobe.results import disqualifying, read_results, to_frame, validate
 
 Results = pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -70,13 +73,14 @@ class Config:
     ci_high: float
     n_val: int
     repeat: int
+    cell_id: str = ""  # the cell of the shown repeat (its subgroup rows share it)
 
     @classmethod
     def of(cls, c: Choice) -> Config:
         r = c.first
         n_val = int(r["n_val"]) if "n_val" in r.index else -1
         return cls(c.model, c.readout, c.resolution, c.probe, c.val_score, float(r["value"]), float(r["ci_low"]),
-                   float(r["ci_high"]), n_val, int(r["repeat"]))  # fmt: skip
+                   float(r["ci_high"]), n_val, int(r["repeat"]), str(r["cell_id"]))  # fmt: skip
 
     def label(self, full: bool = False) -> str:
         """``model (readout, 224 px) + probe`` (full) or ``model + probe``."""
@@ -137,6 +141,8 @@ class DatasetAnswer:
     sentence: str = ""
     cheapest: Config | None = None  # the cheapest configuration statistically tied with the chosen one
     cheapest_sentence: str = ""
+    subgroup_gaps: list[AttributeSummary] = field(default_factory=list)  # the chosen cell's significant gaps
+    subgroup_caveat: str = ""  # the sentence saying them ('' when none)
 
     @property
     def distinguishable(self) -> bool:
@@ -177,7 +183,9 @@ class Recommendation:
         return [f"{d.dataset}: {d.sentence}" for d in self.datasets] + [r.sentence for r in self.rankings]
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per configuration looked at: the chosen one, each comparison, each exclusion."""
+        """One row per configuration looked at: the chosen one, each comparison, each exclusion; and a
+        ``subgroup gap`` row per significant gap of the chosen one (value = best − worst group, ``subgroup`` = the
+        attribute, ``reason`` = which groups)."""
         return pd.DataFrame([row for d in self.datasets for row in _frame_rows(d)], columns=FRAME_COLUMNS)
 
     def tables(self) -> list[Table]:
@@ -206,7 +214,7 @@ METHOD_NOTE = (
 )
 FRAME_COLUMNS = ["dataset", "metric", "role", "model", "readout", "resolution", "probe", "val_score", "value",
                  "ci_low", "ci_high", "diff", "rel_gain", "rel_low", "rel_high", "p_value", "p_holm", "verdict",
-                 "is_baseline", "reason"]  # fmt: skip
+                 "is_baseline", "reason", "subgroup"]  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -354,8 +362,10 @@ def _winners_curse(metric: str, c: Config) -> str:
 
 
 def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: int, seed: int,
-                   imagenet: bool = True, costs: dict[CostKey, FeatureCost] | None = None) -> DatasetAnswer:  # fmt: skip
-    """The recommendation for one dataset (see the module docstring for the rules)."""
+                   imagenet: bool = True, costs: dict[CostKey, FeatureCost] | None = None,
+                   subgroups: pd.DataFrame | None = None) -> DatasetAnswer:  # fmt: skip
+    """The recommendation for one dataset (see the module docstring for the rules); ``subgroups``: the results'
+    rows, whose subgroup summaries of the chosen cell give the caveat (:func:`subgroup_caveat`)."""
     ans = DatasetAnswer(view.name, view.task, view.metric, baseline)
     eligible, ans.excluded, reasons = _split_eligible(view)
     best_any = choose_on_val(eligible, view.metric, by=None).get("")
@@ -374,8 +384,29 @@ def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: 
     if warnings := sorted({str(f) for f in best_any.rows.get("flags", pd.Series(dtype=str)) if isinstance(f, str) and f}):
         ans.notes.append(f"Note on the chosen configuration: {'; '.join(warnings)}.")
     ans.cheapest, ans.cheapest_sentence = _cheapest_tied(ans, costs or {})
-    ans.sentence = " ".join(s for s in (_sentence(ans, imagenet), ans.cheapest_sentence) if s)
+    if subgroups is not None:
+        found = summaries(subgroups, ans.chosen.cell_id, view.metric).values()
+        ans.subgroup_gaps = sorted((g for g in found if g.significant(alpha)), key=lambda g: g.p_holm)
+        ans.subgroup_caveat = subgroup_caveat(view.metric, ans.subgroup_gaps)
+    parts = (_sentence(ans, imagenet), ans.cheapest_sentence, ans.subgroup_caveat)
+    ans.sentence = " ".join(s for s in parts if s)
     return ans
+
+
+def subgroup_caveat(metric: str, gaps: Sequence[AttributeSummary]) -> str:
+    """"But roc_auc is 0.070 [0.030, 0.110] lower for age_band=≥80 than for age_band=<40 (Holm p = 0.003)." for
+    the significant gaps between the chosen configuration's subgroups ('' when there are none)."""
+    if not gaps:
+        return ""
+    word = "lower" if higher_is_better(metric) else "higher"
+    parts = []
+    for g in gaps:
+        size, low, high = (g.gap, g.gap_low, g.gap_high) if g.gap >= 0 else (-g.gap, -g.gap_high, -g.gap_low)
+        ci = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) and math.isfinite(high) else ""
+        worst = g.worst_group or f"the worst {g.attribute} group"
+        best = g.best_group or f"the best {g.attribute} group"
+        parts.append(f"{size:.3f}{ci} {word} for {worst} than for {best} (Holm {_p(g.p_holm)})")
+    return f"But {_metric_label(metric)} is " + ", and ".join(parts) + "."
 
 
 def _cheapest_tied(ans: DatasetAnswer, costs: dict[CostKey, FeatureCost]) -> tuple[Config | None, str]:
@@ -524,6 +555,11 @@ def _frame_rows(d: DatasetAnswer) -> list[dict[str, object]]:
     for e in d.excluded:
         rows.append({"dataset": d.dataset, "metric": d.metric, "role": "excluded", "model": e.label,
                      "val_score": e.val_score, "reason": e.reason})  # fmt: skip
+    for g in d.subgroup_gaps:  # the chosen configuration's significant gaps: value = best − worst group
+        assert d.chosen is not None
+        rows.append({**_config_row(d, "subgroup gap", d.chosen), "value": g.gap, "ci_low": g.gap_low,
+                     "ci_high": g.gap_high, "p_holm": g.p_holm, "verdict": "significant gap", "subgroup": g.attribute,
+                     "reason": g.detail})  # fmt: skip
     return rows
 
 
@@ -578,13 +614,14 @@ def recommend(
     """
     if not 0 < alpha < 1:
         raise stats.StatsInputError(f"alpha must lie strictly between 0 and 1, got {alpha}; the usual choice is 0.05.")
-    views = dataset_views(_frame(results), allow_different_test_sets)
+    df = _frame(results)
+    views = dataset_views(df, allow_different_test_sets)
     models = sorted({m for v in views for m in v.rows["model"].unique()})
     registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
     base, note = pick_baseline(models, baseline, registered)
     imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
     costs = feature_costs(pd.concat([v.rows for v in views]))
-    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet, costs) for v in views]
+    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet, costs, df) for v in views]
     probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
     if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
         probes = probes[:1] if len(probes) == 1 else []

@@ -2,10 +2,14 @@
 
 Layout (readable with plain h5py; see README):
 ``/<split>/features/<readout>`` [N, D] float16|float32, ``/<split>/labels`` [N] or [N, L] int64,
-``/<split>/ids`` [N] UTF-8 strings, ``/<split>/meta/<key>`` [N] UTF-8 per-sample metadata (``group``, ``study``, ...),
-``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
+``/<split>/ids`` [N] UTF-8 strings, ``/<split>/meta/<key>`` [N] UTF-8 per-sample metadata (``group``, ``study``,
+``age``, ``sex``, ...; one value per stored row, aligned with ``ids``: skipped rows have none; "" = unknown; absent in
+files written before it existed), ``/<split>/skipped_ids`` and ``/<split>/skipped_reasons``;
 root attributes ``fingerprint`` (JSON), ``key``, ``complete``, ``task``, ``class_names`` (JSON), versions, time.
 The first 512 bytes are an HDF5 user block holding the file's seal (:mod:`fmprobe.store.integrity`).
+
+Metadata is the one part not in the key (it changes no embedding): :func:`refresh_metadata` replaces a file's
+``meta/`` with a dataset's current one, features, ids and attributes copied as they are.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,11 +116,19 @@ def _create_split(
         )
     group.create_dataset("labels", data=layout.labels[keep].astype(np.int64))
     group.create_dataset("ids", data=np.asarray([i for i, k in zip(layout.ids, keep) if k], dtype=object), dtype=STRING)
-    for key, values in layout.metadata.items():
-        group.create_dataset(f"meta/{key}", data=np.asarray([v for v, k in zip(values, keep) if k], dtype=object), dtype=STRING)
+    _store_metadata(group, {key: [v for v, k in zip(values, keep) if k] for key, values in layout.metadata.items()})
     rows = sorted(bad)
     group.create_dataset("skipped_ids", data=np.asarray([layout.ids[r] for r in rows], dtype=object), dtype=STRING)
     group.create_dataset("skipped_reasons", data=np.asarray([bad[r] for r in rows], dtype=object), dtype=STRING)
+
+
+def _store_metadata(group: h5py.Group, metadata: Mapping[str, Sequence[str]], crc: bool = False) -> None:
+    """``/<split>/meta/<key>``: one UTF-8 value per stored row (``crc``: with its checksum; the writer adds those
+    for every row dataset at the end)."""
+    for key, values in metadata.items():
+        dataset = group.create_dataset(f"meta/{key}", data=np.asarray(list(values), dtype=object), dtype=STRING)
+        if crc:
+            dataset.attrs["crc32"] = _crc_of(dataset)
 
 
 def _row_datasets(group: h5py.Group) -> tuple[str, ...]:
@@ -312,6 +324,46 @@ class FeatureFile:
             )
         return SplitFeatures(features, labels, ids, metadata)
 
+    def sizes(self) -> dict[str, int]:
+        """Stored rows per split (skipped images excluded)."""
+        with h5py.File(self.path, "r") as h5:
+            return {split: int(h5[f"{split}/labels"].shape[0]) for split in self.splits}
+
+    def dims(self) -> dict[str, int]:
+        """Embedding width per readout."""
+        with h5py.File(self.path, "r") as h5:
+            return {r: int(h5[f"{self.splits[0]}/features/{r}"].shape[1]) for r in self.readouts}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={n}" for s, n in self.sizes().items())
+        dims = ", ".join(f"{r}={d}" for r, d in self.dims().items())
+        return (
+            f"FeatureFile({str(self.path)!r}, dataset={self.dataset!r}, backbone={self.backbone!r}, task={self.task!r}, "
+            f"classes={len(self.class_names)}, splits=({sizes}), readouts=({dims}), resolution={self.resolution}, key={self.key!r})"
+        )
+
+    def to_numpy(self, split: str, readout: str | None = None, dtype: str | None = "float32") -> tuple[np.ndarray, np.ndarray]:
+        """``X, y`` of one split, as scikit-learn takes them (features as float32 unless ``dtype`` says otherwise)."""
+        part = self.load(split, readout, dtype)
+        return part.features, part.labels
+
+    def to_pandas(self, split: str, readout: str | None = None) -> Any:
+        """One split as a DataFrame indexed by sample id: the label (one ``label[<class>]`` column per label of a
+        multilabel task, -1 unknown), the per-sample metadata, then one ``<readout>[i]`` column per dimension."""
+        import pandas as pd
+
+        part = self.load(split, readout, "float32")
+        readout = readout or self.readouts[0]
+        if part.labels.ndim == 2:
+            labels = {f"label[{name}]": part.labels[:, i] for i, name in enumerate(self.class_names)}
+        else:
+            labels = {"label": part.labels}
+        columns = {**labels, **part.metadata}
+        features = pd.DataFrame(part.features, columns=[f"{readout}[{i}]" for i in range(part.features.shape[1])])
+        frame = pd.concat([pd.DataFrame(columns), features], axis=1)
+        frame.index = pd.Index(part.ids.tolist(), name="id")
+        return frame
+
     def skipped(self, split: str) -> list[tuple[str, str]]:
         try:
             with h5py.File(self.path, "r") as h5:
@@ -353,3 +405,93 @@ def _json(path: Path, text: str, name: str, kind: type) -> Any:
         what = "a JSON list of strings" if kind is list else "a JSON object"
         raise CacheError(f"{path}: attribute {name!r} is not {what}. {integrity.REBUILD}")
     return value
+
+
+# ---- metadata: stored beside the features, never part of their key ----
+
+
+def metadata_for_rows(ids: Sequence[str], layout: SplitLayout, where: str) -> dict[str, tuple[str, ...]]:
+    """``layout``'s metadata for the rows a feature file stores (``ids``: the kept rows, in file order); rows
+    skipped at extraction have none."""
+    position = {sample: n for n, sample in enumerate(layout.ids)}
+    unknown = [i for i in ids if i not in position]
+    if unknown:
+        raise CacheError(
+            f"{where}: stores {len(unknown)} sample(s) the dataset does not list (e.g. {unknown[:3]}), so its metadata "
+            f"cannot be matched to the rows. {integrity.REBUILD}"
+        )
+    index = [position[i] for i in ids]
+    return {key: tuple(str(values[n]) for n in index) for key, values in layout.metadata.items()}
+
+
+def describe_metadata_change(
+    stored: Mapping[str, Mapping[str, tuple[str, ...]]], wanted: Mapping[str, Mapping[str, tuple[str, ...]]]
+) -> str:
+    """The keys added, removed and changed over all splits (``+age,+sex,-study,~group``), or "" when equal."""
+    added: set[str] = set()
+    removed: set[str] = set()
+    changed: set[str] = set()
+    for split, new in wanted.items():
+        old = stored.get(split, {})
+        added |= new.keys() - old.keys()
+        removed |= old.keys() - new.keys()
+        changed |= {key for key in new.keys() & old.keys() if new[key] != old[key]}
+    return ",".join([*(f"+{k}" for k in sorted(added)), *(f"-{k}" for k in sorted(removed)), *(f"~{k}" for k in sorted(changed))])
+
+
+def metadata_update(
+    feature_file: FeatureFile, splits: Mapping[str, SplitLayout]
+) -> tuple[dict[str, dict[str, tuple[str, ...]]], str]:
+    """(the metadata each stored split should hold, what differs from what it holds: "" when nothing). Splits
+    the dataset does not have keep theirs. Reads ids and metadata only."""
+    stored: dict[str, dict[str, tuple[str, ...]]] = {}
+    wanted: dict[str, dict[str, tuple[str, ...]]] = {}
+    try:
+        with h5py.File(feature_file.path, "r") as h5:
+            for split in (s for s in feature_file.splits if s in splits):
+                group = h5[split]
+                stored[split] = {key: tuple(values.asstr()[()]) for key, values in group.get("meta", {}).items()}
+                ids = list(group["ids"].asstr()[()])
+                wanted[split] = metadata_for_rows(ids, splits[split], f"{feature_file.path} split {split!r}")
+    except PARSE_ERRORS as err:
+        raise CacheError(f"{feature_file.path}: cannot read the stored metadata ({err}). {integrity.REBUILD}") from err
+    return wanted, describe_metadata_change(stored, wanted)
+
+
+def refresh_metadata(feature_file: FeatureFile | Path | str, splits: Mapping[str, SplitLayout]) -> str:
+    """Make a feature file's ``/<split>/meta/*`` that of ``splits`` (a dataset's ids and metadata per split),
+    leaving features, labels, ids and attributes as they are; returns what changed ("" when nothing did).
+
+    Metadata is not part of the cache key (it changes no embedding), so a corrected sex or age column must not
+    re-extract: the file is copied beside itself with the new metadata (checksummed like the writer's), sealed,
+    opened once as a check and renamed over the old one; a failure at any point leaves the old file as it was.
+    The caller holds the extraction lock (``fmprobe.extract`` does), so no writer races the rename."""
+    if not isinstance(feature_file, FeatureFile):
+        feature_file = FeatureFile(feature_file)
+    wanted, change = metadata_update(feature_file, splits)
+    if change:
+        path, key = feature_file.path, feature_file.key
+        atomic_write(path, lambda tmp: _rewrite_metadata(path, tmp, wanted, key))
+    return change
+
+
+def _rewrite_metadata(source: Path, tmp: Path, metadata: Mapping[str, Mapping[str, tuple[str, ...]]], key: str) -> None:
+    """A sealed copy of ``source`` at ``tmp`` whose splits in ``metadata`` hold it as their ``meta/``; every other
+    object and attribute is copied as stored (HDF5's object copy: features byte for byte, their CRCs with them)."""
+    with h5py.File(source, "r") as src, h5py.File(tmp, "w", userblock_size=integrity.SEAL_SIZE) as dst:
+        _copy_attrs(src, dst)
+        for split in src:
+            group = dst.create_group(split)
+            _copy_attrs(src[split], group)
+            for child in src[split]:
+                if child != "meta" or split not in metadata:
+                    src.copy(src[split][child], group, name=child)
+            if split in metadata:
+                _store_metadata(group, metadata[split], crc=True)
+    integrity.seal(tmp)
+    FeatureFile(tmp, expected_key=key)  # the copy opens like the original: only then does it replace it
+
+
+def _copy_attrs(source: h5py.Group, target: h5py.Group) -> None:
+    for name in source.attrs:
+        target.attrs.create(name, source.attrs[name], dtype=source.attrs.get_id(name).dtype)
