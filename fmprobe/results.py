@@ -217,14 +217,16 @@ def rows_for_cell(
     n_val: int = -1,
     flags: str = "",
     test_set: str = "",
+    subgroup: str = OVERALL,
 ) -> list[ResultRow]:
     """One :class:`ResultRow` per metric of a finished cell (``primary`` marks the row the study ranks by).
 
     ``params`` are the hyper-parameters chosen on validation (probing) or the recipe (fine-tuning);
     ``val_score`` is the selection score on validation (None: NaN); ``predictions`` the path
     :func:`save_predictions` returned; ``n_val`` the validation samples the choice saw; ``flags`` warnings a reader
-    must see; ``test_set`` the :func:`test_set_digest` of the scored samples. A metric's ``detail`` (when it has one)
-    goes into its row."""
+    must see; ``test_set`` the :func:`test_set_digest` of the scored samples; ``subgroup`` the slice of the test set
+    the metrics are on (``n_test`` its size). A metric's ``detail`` and ``p_value`` (when it has them) go into its
+    row."""
     shared = {
         **{k: getattr(cell, k) for k in CELL_KEYS},
         "task": cell.task,
@@ -252,6 +254,8 @@ def rows_for_cell(
             missing_reason=m.reason or "",
             is_primary=name == primary,
             detail=getattr(m, "detail", "") or "",
+            subgroup=subgroup,
+            p_value=_nan_if_none(getattr(m, "p_value", None)),
             **shared,
         )
         for name, m in metrics.items()
@@ -273,15 +277,18 @@ def write_cell(
     val_score: float | None,
     n_val: int = -1,
     flags: str = "",
+    subgroups: Sequence[tuple[str, int, Mapping[str, MetricResult]]] = (),
 ) -> list[ResultRow]:
     """Record a finished cell: its test predictions (``ids``, ``y_true``, ``y_score``, ``meta``, see
     :func:`save_predictions`) first, then its rows as one pending part, so a crash in between leaves a cell that
-    :func:`done_cells` does not count and a rerun redoes."""
+    :func:`done_cells` does not count and a rerun redoes. ``subgroups``: (subgroup, its n, its metrics) per slice
+    of the test set, written in the same part as the whole-test-set rows."""
     path = save_predictions(results_dir, cell.cell_id, ids, y_true, y_score, meta)
-    rows = rows_for_cell(
-        cell, metrics, primary=primary, params=params, n_train=n_train, n_test=len(y_true),
-        val_score=val_score, predictions=path, n_val=n_val, flags=flags, test_set=test_set_digest(ids),
-    )  # fmt: skip
+    shared = dict(primary=primary, params=params, val_score=val_score, predictions=path, n_val=n_val, flags=flags,
+                  n_train=n_train, test_set=test_set_digest(ids))  # fmt: skip
+    rows = rows_for_cell(cell, metrics, n_test=len(y_true), **shared)  # type: ignore[arg-type]
+    for subgroup, n, values in subgroups:
+        rows += rows_for_cell(cell, values, n_test=n, subgroup=subgroup, **shared)  # type: ignore[arg-type]
     append_rows(results_dir, rows)
     return rows
 

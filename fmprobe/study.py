@@ -20,6 +20,9 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     seed = 0
     bootstrap = 1000           # optional: resamples per CI (default: the library's)
     val_subsample = "full"     # optional: validation rows of a fraction cell (default: proportional)
+    subgroups = ["sex", "age_band"]   # optional: every cell also scored per value of these test-metadata attributes
+    subgroup_min_size = 30     # optional: test rows a subgroup needs for a number (default: the library's)
+    bands = { age = [40, 60, 80] }    # optional: edges of derived <key>_band attributes (default: the library's)
     [weights]                  # offline checkpoints, per backbone name
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
@@ -48,6 +51,7 @@ from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
+from fmprobe.metrics.subgroups import check_edges
 from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probes import PROBES
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
@@ -116,6 +120,9 @@ class Study:
     val_subsample: str | None = None  # fmprobe.probing.ValSubsample; None: the library's default
     finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
     random_seeds: tuple[int, ...] = ()  # initialisations of every NAME:random control; (): NAME:random alone (seed 0)
+    subgroups: tuple[str, ...] = ()  # test-metadata attributes every cell is also scored per value of
+    subgroup_min_size: int | None = None  # None: the library's default
+    bands: dict[str, tuple[float, ...]] = field(default_factory=dict)  # derived <key>_band edges; {}: the library's
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backbones", expand_random_seeds(self.backbones, self.random_seeds))
@@ -239,11 +246,24 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         val_subsample=data.get("val_subsample"),
         finetune=_finetune_grid(data.get("finetune", {}), path),
         random_seeds=as_tuple("random_seeds", int),
+        subgroups=as_tuple("subgroups", str),
+        subgroup_min_size=int(data["subgroup_min_size"]) if "subgroup_min_size" in data else None,
+        bands=_bands_table(data.get("bands", {}), path),
     )
     _check_names(study)
     if any(k < 1 for k in study.shots):
         raise FmprobeError(f"{path}: 'shots' {list(study.shots)}: labelled images per class must be >= 1.")
     return study
+
+
+def _bands_table(table: object, path: Path) -> dict[str, tuple[float, ...]]:
+    """``bands = { age = [40, 60, 80] }``: key -> increasing edges, checked here, before any work."""
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise FmprobeError(f"{path}: 'bands' must be a table of edge lists, e.g. bands = {{ age = [40, 60, 80] }}.")
+    try:
+        return {str(k): check_edges(str(k), v) for k, v in table.items()}
+    except FmprobeError as err:
+        raise FmprobeError(f"{path}: 'bands': {err}.") from None
 
 
 def _check_names(study: Study) -> None:
@@ -490,7 +510,8 @@ def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failur
     keywords = dict(
         probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
-        val_subsample=study.val_subsample, **study.bootstrap_keywords(),
+        val_subsample=study.val_subsample, subgroups=study.subgroups, subgroup_min_size=study.subgroup_min_size,
+        bands=study.bands or None, **study.bootstrap_keywords(),
     )  # fmt: skip
     for batch in ([f] for f in feature_files) if failures.keep_going else [feature_files]:
         if batch:

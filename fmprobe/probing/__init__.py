@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fmprobe._io import lazy_attributes, lazy_dir
-from fmprobe.probing.grid import DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats
+from fmprobe.probing.grid import DEFAULT_BANDS, DEFAULT_PROBES, ProbeGrid, ValSubsample, cell_repeats, parse_bands
 
 _LAZY = {
     **dict.fromkeys(("ProbeRun", "probe_features", "run_probing"), "fmprobe.probing.run"),
@@ -29,10 +29,12 @@ __getattr__ = lazy_attributes(__name__, _LAZY)
 __dir__ = lazy_dir(__name__, _LAZY)
 
 __all__ = [
+    "DEFAULT_BANDS",
     "DEFAULT_PROBES",
     "ProbeGrid",
     "ValSubsample",
     "cell_repeats",
+    "parse_bands",
     "ProbeCell",
     "ProbePlan",
     "ProbeRun",

@@ -15,8 +15,10 @@ from numbers import Integral
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
+from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges, parse_bands
 
 DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
+__all__ = ["DEFAULT_BANDS", "DEFAULT_PROBES", "ProbeGrid", "ValSubsample", "cell_repeats", "parse_bands"]
 
 
 class ValSubsample(StrEnum):
@@ -48,6 +50,11 @@ class ProbeGrid:
     arguments for it (checked against the probe's parameter constraints when the grid is built). ``shots`` adds
     few-shot cells next to the fraction cells: k labelled training images per class for every k listed (one per
     patient/lesion where the training split records groups), each drawn ``repeats`` times.
+
+    ``subgroups`` names test-metadata attributes (``sex``, ``site``, or a derived ``<key>_band`` cut at ``bands[key]``;
+    edges given for a key replace its defaults, :data:`~fmprobe.metrics.subgroups.DEFAULT_BANDS`):
+    every cell is then also scored per value of each, on its one fit (see :mod:`fmprobe.metrics.subgroups`); groups
+    under ``subgroup_min_size`` test rows are reported as too small.
     """
 
     probes: tuple[str, ...] = DEFAULT_PROBES
@@ -59,6 +66,9 @@ class ProbeGrid:
     n_resamples: int = N_BOOTSTRAP
     val_subsample: ValSubsample = ValSubsample.proportional
     probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    subgroups: tuple[str, ...] = ()
+    subgroup_min_size: int = MIN_GROUP_SIZE
+    bands: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_BANDS))
 
     def __post_init__(self) -> None:
         from fmprobe.probes import PROBES, make_probe  # validation needs the registry; reading defaults does not
@@ -81,6 +91,24 @@ class ProbeGrid:
         if self.repeats < 1:
             raise FmprobeError(f"--repeats {self.repeats}: must be at least 1.")
         self._check_shots()
+        self._check_subgroups()
+
+    def _check_subgroups(self) -> None:
+        names = tuple(dict.fromkeys(str(a).strip() for a in self.subgroups))
+        if any(not a for a in names):
+            raise FmprobeError(f"--subgroups {list(self.subgroups)}: give attribute names, e.g. sex,age_band,site.")
+        object.__setattr__(self, "subgroups", names)
+        size = self.subgroup_min_size
+        if isinstance(size, bool) or not isinstance(size, Integral) or size < 1:
+            raise FmprobeError(
+                f"{MIN_SIZE_OPTION} {size!r}: give a whole number of test rows >= 1 (default {MIN_GROUP_SIZE})."
+            )
+        try:
+            given = {**DEFAULT_BANDS, **dict(self.bands)}  # edges given replace a key's defaults, others stay
+            bands = {str(k): check_edges(str(k), v) for k, v in given.items()}
+        except (TypeError, ValueError, FmprobeError) as err:
+            raise FmprobeError(str(err)) from None
+        object.__setattr__(self, "bands", bands)
 
     def _check_shots(self) -> None:
         shots = tuple(self.shots)

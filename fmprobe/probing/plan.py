@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from fmprobe.errors import FmprobeError
+from fmprobe.metrics.subgroups import BAND_SUFFIX, available
 from fmprobe.probing.grid import ProbeGrid, ValSubsample, cell_repeats
 from fmprobe.probing.sampling import shot_capacity
 from fmprobe.results import CellInfo, done_cells, read_results
 from fmprobe.store import FeatureFile
-from fmprobe.tasks import GROUP, TRAIN
+from fmprobe.tasks import GROUP, TEST, TRAIN
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ProbePlan:
     grid: ProbeGrid
     cells: tuple[ProbeCell, ...]
     skipped: int
+    rescore: tuple[ProbeCell, ...] = ()  # finished cells without the grid's subgroup rows: sliced from predictions
 
 
 def find_feature_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -145,15 +147,51 @@ def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, fl
 def plan_probing(features: str | Path | Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
     """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``).
 
-    Reads only the feature files' headers and the results table; names and readouts fail here, before any fit.
+    Reads only the feature files' headers (and test metadata, for subgroups) and the results table; names,
+    readouts and subgroup attributes fail here, before any fit. Finished cells that lack a requested subgroup
+    attribute's rows are listed in ``rescore``: their saved predictions are sliced, nothing is refitted.
     """
     out = Path(out)
-    cells = [cell for path in find_feature_files(features) for cell in _cells_of(FeatureFile(path), grid)]
+    files = [FeatureFile(path) for path in find_feature_files(features)]
+    for file in files:
+        check_subgroups(file, grid)
+    cells = [cell for file in files for cell in _cells_of(file, grid)]
     finished = set() if force else done_cells(out)
     todo = tuple(c for c in cells if c.info.cell_id not in finished)
+    kept = [c for c in cells if c.info.cell_id in finished]
     if not force:
-        _refuse_earlier_protocol(out, {c.info.cell_id for c in cells} & finished)
-    return ProbePlan(out, grid, todo, len(cells) - len(todo))
+        _refuse_earlier_protocol(out, {c.info.cell_id for c in kept})
+    return ProbePlan(out, grid, todo, len(cells) - len(todo), _lacking_subgroups(out, kept, grid))
+
+
+def _lacking_subgroups(out: Path, kept: Sequence[ProbeCell], grid: ProbeGrid) -> tuple[ProbeCell, ...]:
+    """The finished cells without a summary row for every requested attribute (each scored cell writes one per
+    attribute, missing or not), to be sliced from their saved predictions."""
+    if not kept or not grid.subgroups:
+        return ()
+    rows = read_results(out)
+    have = set(zip(rows["cell_id"], rows["subgroup"], strict=True))
+    return tuple(c for c in kept if any((c.info.cell_id, a) not in have for a in grid.subgroups))
+
+
+def check_subgroups(features: FeatureFile, grid: ProbeGrid) -> None:
+    """Refuse, before any fit, a requested subgroup attribute that the feature file's test metadata does not hold
+    (neither stored nor derivable), naming the file and its stored keys."""
+    if not grid.subgroups:
+        return
+    keys = sorted(features.load(TEST).metadata)
+    offered = available(keys, grid.bands)
+    for name in grid.subgroups:
+        if name not in offered:
+            base = name.removesuffix(BAND_SUFFIX)
+            hint = (
+                f"pass --bands {base}=EDGES to cut it into bands" if base != name and base in keys
+                else "extract the features again with an fmprobe whose adapter stores it, or drop it from --subgroups"
+            )  # fmt: skip
+            raise FmprobeError(
+                f"--subgroups {name!r}: not in the test metadata of {features.path} (stored keys: "
+                f"{', '.join(keys) or 'none'}; derivable: {', '.join(offered[len(keys):]) or 'none'}); {hint}."
+            )
 
 
 def _refuse_earlier_protocol(out: Path, kept: set[str]) -> None:

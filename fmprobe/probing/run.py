@@ -12,6 +12,7 @@ can be recomputed).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,19 +29,29 @@ from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
 from fmprobe.probing.grid import ProbeGrid
 from fmprobe.probing.plan import ProbeCell, ProbePlan, amount_label, plan_probing
 from fmprobe.probing.sampling import training_rows, validation_rows
-from fmprobe.probing.scoring import argmax_metric, score_test, validation_threshold
+from fmprobe.probing.scoring import (
+    Slice,
+    argmax_metric,
+    missing_slices,
+    primary_of,
+    score_test,
+    subgroup_slices,
+    validation_threshold,
+)
 from fmprobe.results import (
     CellInfo,
     append_rows,
     check_writable,
     compact_results,
+    load_predictions,
+    overall,
     read_results,
     rows_for_cell,
     test_set_digest,
     write_cell,
 )
 from fmprobe.store import FeatureFile, SplitFeatures
-from fmprobe.tasks import PRIMARY_METRIC, SPLIT_NAMES, TEST, TRAIN, VAL
+from fmprobe.tasks import SPLIT_NAMES, TEST, TRAIN, VAL
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +79,14 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
             f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
             f"running {len(plan.cells)} (use --force to redo them)"
         )
-    if plan.cells:
+    if plan.rescore:
+        log.info(
+            f"{len(plan.rescore)} finished cells lack the rows of --subgroups {','.join(plan.grid.subgroups)}: "
+            "slicing their saved test predictions (no refit)"
+        )
+    if plan.cells or plan.rescore:
         check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
-    rows_written = 0
+    rows_written = _rescore(plan)
     loaded: dict[tuple[Path, str], dict[str, SplitFeatures]] = {}
     bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     try:
@@ -106,18 +122,23 @@ def probe_features(
     n_resamples: int | None = None,
     probe_params: Mapping[str, Mapping[str, object]] | None = None,
     val_subsample: str | None = None,
+    subgroups: Sequence[str] | None = None,
+    subgroup_min_size: int | None = None,
+    bands: Mapping[str, Sequence[float]] | None = None,
     out: str | Path = "results",
     force: bool = False,
     progress: bool = True,
 ) -> ProbeRun:
     """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
 
-    The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
+    The grid options default (None) to :class:`ProbeGrid`'s fields; ``subgroups`` (e.g. ``["sex", "age_band"]``)
+    adds each cell's metrics per value of those test-metadata attributes. Messages go to the ``fmprobe.probing``
     logger.
     """
     grid = ProbeGrid.from_options(
         probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
-        n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample,
+        n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
+        subgroup_min_size=subgroup_min_size, bands=bands,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force), progress)
 
@@ -132,11 +153,13 @@ def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: in
     return probe
 
 
-def _cannot_fit(cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_train: int, n_val: int, out: Path) -> int:
+def _cannot_fit(
+    cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_train: int, n_val: int, grid: ProbeGrid, out: Path
+) -> int:
     """Record a cell whose probe learned nothing scorable: every metric missing with the reason, no predictions
     file (``predictions`` empty), so the cell counts as done and no chance-level number is ever reported."""
     info, features = cell.info, cell.features
-    primary = features.primary_metric or PRIMARY_METRIC[info.task]
+    primary = primary_of(info, features)
     width = test.labels.shape[1] if test.labels.ndim == 2 else len(features.class_names)
     uniform = np.full((len(test.labels), width), 0.5 if info.task == "multilabel" else 1.0 / width)
     named = compute_all(
@@ -148,10 +171,11 @@ def _cannot_fit(cell: ProbeCell, test: SplitFeatures, err: ProbeCannotFit, n_tra
     log.warning(
         f"{features.path} ({info.readout}, {info.probe}, fraction {info.train_fraction}): {reason}; recorded as missing"
     )
-    rows = rows_for_cell(
-        info, {name: MetricValue(None, reason) for name in names}, primary=primary, params={}, n_train=n_train,
-        n_test=len(test.labels), val_score=None, n_val=n_val, test_set=test_set_digest(test.ids),
-    )  # fmt: skip
+    shared = dict(primary=primary, params={}, n_train=n_train, val_score=None, n_val=n_val,
+                  test_set=test_set_digest(test.ids))  # fmt: skip
+    rows = rows_for_cell(info, {name: MetricValue(None, reason) for name in names}, n_test=len(test.labels), **shared)
+    for subgroup, n, values in missing_slices(grid, primary, reason):
+        rows += rows_for_cell(info, values, n_test=n, subgroup=subgroup, **shared)
     append_rows(out, rows)
     return len(rows)
 
@@ -168,7 +192,7 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     try:
         probe.fit(train.features[index], train.labels[index], eval_set=(val.features[val_index], val.labels[val_index]))
     except ProbeCannotFit as err:
-        return _cannot_fit(cell, test, err, len(index), len(val_index), out)
+        return _cannot_fit(cell, test, err, len(index), len(val_index), grid, out)
     except ProbeError as err:
         raise ProbeError(f"{features.path} ({info.readout}, {info.probe}, {amount_label(info)}): {err}") from err
     scored = score_test(probe, test, info, features, grid)
@@ -184,7 +208,41 @@ def _run_cell(cell: ProbeCell, splits: dict[str, SplitFeatures], grid: ProbeGrid
     ids, y_true = (test.ids, test.labels) if scored.ids is None else (scored.ids, scored.y_true)
     rows = write_cell(
         out, info, scored.metrics, ids=ids, y_true=y_true, y_score=scored.scores, meta=meta,
-        primary=features.primary_metric or PRIMARY_METRIC[info.task], params=params,
-        n_train=len(index), val_score=probe.val_score_, n_val=len(val_index), flags=scored.flags,
+        primary=primary_of(info, features), params=params, n_train=len(index), val_score=probe.val_score_,
+        n_val=len(val_index), flags=scored.flags, subgroups=scored.subgroups,
     )  # fmt: skip
     return len(rows)
+
+
+def _rescore(plan: ProbePlan) -> int:
+    """Write the subgroup rows of finished cells that lack them (``plan.rescore``) from their saved predictions and
+    the feature file's test metadata: nothing is refitted; the other fields are the cell's own rows'. Returns the
+    rows written."""
+    if not plan.rescore:
+        return 0
+    table = overall(read_results(plan.results_dir))
+    written, tests = 0, {}
+    for cell in plan.rescore:
+        info, features = cell.info, cell.features
+        own = table[table["cell_id"] == info.cell_id]
+        row = own.iloc[0]
+        primary = primary_of(info, features)
+        if row["predictions"]:
+            if features.path not in tests:
+                tests = {features.path: features.load(TEST)}  # one file's test split in memory at a time
+            slices = _saved_slices(cell, tests[features.path], row["predictions"], list(own["metric"]), plan.grid)
+        else:  # the probe could not fit: every metric is missing, and so is every attribute's summary
+            slices = missing_slices(plan.grid, primary, str(row["missing_reason"]))
+        shared = dict(primary=primary, params=json.loads(row["params"]), n_train=int(row["n_train"]),
+                      val_score=float(row["val_score"]), predictions=row["predictions"], n_val=int(row["n_val"]),
+                      flags=row["flags"], test_set=row["test_set"])  # fmt: skip
+        rows = [r for sub, n, values in slices for r in rows_for_cell(info, values, n_test=n, subgroup=sub, **shared)]
+        written += len(append_rows(plan.results_dir, rows))
+    return written
+
+
+def _saved_slices(cell: ProbeCell, test: SplitFeatures, path: str, names: list[str], grid: ProbeGrid) -> list[Slice]:
+    pred = load_predictions(path)
+    return subgroup_slices(
+        test, pred.ids, pred.y_true, pred.y_score, pred.y_pred, names, cell.info, cell.features, grid
+    )  # fmt: skip
