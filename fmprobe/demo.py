@@ -23,6 +23,20 @@ DEMO_STUDY = "studies/demo.toml"  # inside the fmprobe package (package data)
 
 @dataclass(frozen=True)
 class DemoRun:
+    """What :func:`run_demo` wrote, and the table it prints.
+
+    Attributes
+    ----------
+    feature_files : tuple of Path
+        The feature files extracted (one per backbone and resolution).
+    results_dir : Path
+        The results directory (``out/results``).
+    report_html, report_markdown : Path
+        The report (``out/report``).
+    table : str
+        The backbone x probe table (:func:`fmprobe.format_table`).
+    """
+
     feature_files: tuple[Path, ...]
     results_dir: Path
     report_html: Path
@@ -31,8 +45,29 @@ class DemoRun:
 
 
 def demo_study(out: str | Path = ".", images_per_class: int | None = None, resolution: int | None = None) -> Study:
-    """The shipped demo study writing under ``out``; ``images_per_class`` and ``resolution`` shrink it for a quick
-    look (None keeps the study file's)."""
+    """The shipped demo study (``fmprobe/studies/demo.toml``) writing under ``out``, optionally shrunk.
+
+    Parameters
+    ----------
+    out : str or Path, optional
+        The folder the study writes features/, results/ and report/ into.
+    images_per_class : int or None, optional
+        Synthetic images per class (``demo:N``); None keeps the study file's.
+    resolution : int or None, optional
+        Input size in pixels; None keeps the study file's.
+
+    Returns
+    -------
+    Study
+        The study, ready for :func:`fmprobe.study.run_study`.
+
+    Examples
+    --------
+    >>> from fmprobe.demo import demo_study
+    >>> study = demo_study("runs/demo", images_per_class=20)  # doctest: +SKIP
+    >>> study.datasets  # doctest: +SKIP
+    ('demo:20',)
+    """
     from fmprobe.study import load_study
 
     with resources.as_file(resources.files("fmprobe").joinpath(DEMO_STUDY)) as path:
@@ -53,9 +88,40 @@ def run_demo(
     n_resamples: int | None = None,
     progress: bool = True,
 ) -> DemoRun:
-    """Run the demo study under ``out`` (features/, results/, report/) and return its terminal table.
+    """Run the whole loop offline on the built-in synthetic data: extract, probe, report (``fmprobe demo``).
 
-    None keeps the study file's (or the library's) setting."""
+    The demo study (EfficientNet-Lite0 with ImageNet weights against its random-init control, probed with
+    logistic regression, kNN and LightGBM) writes features/, results/ and report/ under ``out``. For every
+    option, None keeps the study file's (or the library's) setting.
+
+    Parameters
+    ----------
+    out : str or Path, optional
+        The output folder.
+    images_per_class : int or None, optional
+        Synthetic images per class (fewer: faster).
+    resolution : int or None, optional
+        Input size in pixels.
+    probes : sequence of str or None, optional
+        Probe names to run instead of the study's (``fmprobe probes`` lists them).
+    n_resamples : int or None, optional
+        Bootstrap resamples per confidence interval (``--bootstrap``).
+    progress : bool, optional
+        Show progress bars (``--quiet`` turns them off).
+
+    Returns
+    -------
+    DemoRun
+        The feature files, results directory, report paths and the terminal table.
+
+    Examples
+    --------
+    >>> from fmprobe import run_demo
+    >>> run = run_demo("runs/demo", images_per_class=20, probes=["logistic"], n_resamples=100)  # doctest: +SKIP
+    >>> print(run.table)  # doctest: +SKIP
+    >>> run.report_html  # doctest: +SKIP
+    PosixPath('runs/demo/report/report.html')
+    """
     from fmprobe.report import format_table
     from fmprobe.store import FeatureFile
     from fmprobe.study import run_study

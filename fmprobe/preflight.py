@@ -18,7 +18,23 @@ from fmprobe.errors import FmprobeError
 
 @dataclass(frozen=True)
 class Missing:
-    """One thing a run needs that is not here: what, why, and how to fix it."""
+    """One thing a run needs that is not here: what, why, and how to fix it (``str()`` says all three).
+
+    Attributes
+    ----------
+    what : str
+        The missing thing (``dataset SPEC``, ``weights of NAME``).
+    why : str
+        What is wrong with it.
+    fix : str
+        What to do.
+
+    Examples
+    --------
+    >>> from fmprobe.preflight import Missing
+    >>> str(Missing("weights of dinov2_vitb14", "no local checkpoint.", "download it."))
+    'weights of dinov2_vitb14: no local checkpoint. Fix: download it.'
+    """
 
     what: str
     why: str
@@ -29,7 +45,26 @@ class Missing:
 
 
 def check_datasets(datasets: Iterable[str], max_images: int | None = None) -> list[Missing]:
-    """Each dataset spec that cannot be read, or whose listed image files are absent."""
+    """Each dataset spec that cannot be read, or whose listed image files are absent (offline, nothing decoded).
+
+    Parameters
+    ----------
+    datasets : iterable of str
+        Dataset specs (repeats are checked once).
+    max_images : int or None, optional
+        Check only the seeded subset a run with ``max_images_per_split`` would read.
+
+    Returns
+    -------
+    list of Missing
+        One entry per unreadable dataset; empty when every one is here.
+
+    Examples
+    --------
+    >>> from fmprobe.preflight import check_datasets
+    >>> [str(m) for m in check_datasets(["demo", "csv:no/such/labels.csv"])]  # doctest: +SKIP
+    ["dataset csv:no/such/labels.csv: ... Fix: fix the path or the spec in the study's 'datasets'."]
+    """
     from fmprobe.datasets import load_dataset
     from fmprobe.datasets.base import FileSource
 
@@ -50,7 +85,32 @@ def check_datasets(datasets: Iterable[str], max_images: int | None = None) -> li
 
 
 def check_weights(backbones: Iterable[str], weights: Mapping[str, str], study: Path | None = None) -> list[Missing]:
-    """Each pretrained backbone whose checkpoint a run could not load offline (random controls need none)."""
+    """Each pretrained backbone whose checkpoint a run could not load offline (random controls need none).
+
+    Nothing is downloaded: a published checkpoint counts only when it is already in the local cache.
+
+    Parameters
+    ----------
+    backbones : iterable of str
+        Backbone names as a study lists them (``NAME:random`` needs no weights).
+    weights : Mapping of str to str
+        Backbone name -> local checkpoint path (a study's ``[weights]`` table, or ``--weights``).
+    study : Path or None, optional
+        The study file, named in the fixes (None: the fixes point to ``--weights``).
+
+    Returns
+    -------
+    list of Missing
+        One entry per backbone whose checkpoint is absent; empty when every one is here.
+
+    Examples
+    --------
+    >>> from fmprobe.preflight import check_weights
+    >>> check_weights(["efficientnet_lite0_imagenet:random"], {})
+    []
+    >>> check_weights(["dinov2_vitb14"], {"dinov2_vitb14": "no/such.pth"})  # doctest: +SKIP
+    [Missing(what='weights of dinov2_vitb14', why='no/such.pth does not exist.', fix='correct its path with --weights.')]
+    """
     from fmprobe.backbones import get_spec, parse_backbone
 
     where = f"under [weights] in {study}" if study is not None else "with --weights"

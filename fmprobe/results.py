@@ -123,10 +123,40 @@ def cell_id(
 ) -> str:
     """Stable 16-hex-digit name of a cell (keyword-only, so a reordered call cannot silently change it).
 
-    Numbers are normalised (``224`` == ``224.0``, ``0.1`` == ``np.float32(0.1)`` rounded to 12 digits) so the
-    same cell hashes the same on every machine and Python version. ``shots`` and ``val_subsample`` enter the hash
-    only when set, so the cells of tables written before they existed keep their ids (and a cell chosen on all of
-    validation, as every earlier version did, is never taken for one chosen on a proportional subsample).
+    Reruns skip cells whose id is already done, and tables from several machines merge by it. Numbers are
+    normalised (``224`` == ``224.0``, ``0.1`` == ``np.float32(0.1)`` rounded to 12 digits) so the same cell hashes
+    the same on every machine and Python version. ``shots`` and ``val_subsample`` enter the hash only when set, so
+    the cells of tables written before they existed keep their ids (and a cell chosen on all of validation, as
+    every earlier version did, is never taken for one chosen on a proportional subsample).
+
+    Parameters
+    ----------
+    dataset, backbone, weights, readout, probe : str
+        The cell's dataset, backbone (as run, ``:random`` included), weights label, readout and probe.
+    resolution : int
+        Input size in pixels.
+    train_fraction : float
+        Fraction of the training set used, in (0, 1].
+    repeat, seed : int
+        The repeat index and its seed.
+    fingerprint : str
+        The feature cache's key.
+    shots : int, optional
+        Labelled training images per class (0: ``train_fraction`` was used).
+    val_subsample : str, optional
+        How validation was subsampled for the choice (``"proportional"``; ``""``: all of it).
+
+    Returns
+    -------
+    str
+        16 hex digits.
+
+    Examples
+    --------
+    >>> from fmprobe.results import cell_id
+    >>> cell_id(dataset="demo", backbone="efficientnet_lite0_imagenet", weights="imagenet", readout="pooled",
+    ...         resolution=224, probe="logistic", train_fraction=1.0, repeat=0, seed=0, fingerprint="3f2a9c")
+    '91f9045315f822ab'
     """
     key = {
         "dataset": str(dataset),
@@ -219,14 +249,46 @@ def rows_for_cell(
     test_set: str = "",
     subgroup: str = OVERALL,
 ) -> list[ResultRow]:
-    """One :class:`ResultRow` per metric of a finished cell (``primary`` marks the row the study ranks by).
+    """One :class:`ResultRow` per metric of a finished cell, for probing and fine-tuning alike.
 
-    ``params`` are the hyper-parameters chosen on validation (probing) or the recipe (fine-tuning);
-    ``val_score`` is the selection score on validation (None: NaN); ``predictions`` the path
-    :func:`save_predictions` returned; ``n_val`` the validation samples the choice saw; ``flags`` warnings a reader
-    must see; ``test_set`` the :func:`test_set_digest` of the scored samples; ``subgroup`` the slice of the test set
-    the metrics are on (``n_test`` its size). A metric's ``detail`` and ``p_value`` (when it has them) go into its
-    row."""
+    A metric's ``detail`` (when it has one) goes into its row.
+
+    Parameters
+    ----------
+    cell : CellInfo
+        What identifies the cell.
+    metrics : Mapping of str to MetricResult
+        Metric name -> value (or the reason it is missing) with its CI.
+    primary : str
+        The metric the study ranks by (its row gets ``is_primary``).
+    params : Mapping
+        The hyper-parameters chosen on validation (probing) or the recipe (fine-tuning).
+    n_train, n_test : int
+        Training and test samples used.
+    val_score : float or None
+        The selection score on validation (None: NaN).
+    predictions : str, optional
+        The path :func:`save_predictions` returned.
+    n_val : int, optional
+        The validation samples the choice saw (-1: not recorded).
+    flags : str, optional
+        Warnings a reader must see (``""``: none).
+    test_set : str, optional
+        The :func:`test_set_digest` of the scored samples.
+    subgroup : str, optional
+        The slice of the test set the metrics are on (``""``: all of it; ``n_test`` is the slice's size). A
+        metric's ``p_value`` (when it has one) goes into its row too.
+
+    Returns
+    -------
+    list of ResultRow
+        One row per metric, in ``metrics`` order.
+
+    Examples
+    --------
+    >>> rows = rows_for_cell(cell, {"auroc": value}, primary="auroc", params={"C": 1.0},
+    ...                      n_train=420, n_test=90, val_score=0.81)  # doctest: +SKIP
+    """
     shared = {
         **{k: getattr(cell, k) for k in CELL_KEYS},
         "task": cell.task,
@@ -279,10 +341,40 @@ def write_cell(
     flags: str = "",
     subgroups: Sequence[tuple[str, int, Mapping[str, MetricResult]]] = (),
 ) -> list[ResultRow]:
-    """Record a finished cell: its test predictions (``ids``, ``y_true``, ``y_score``, ``meta``, see
-    :func:`save_predictions`) first, then its rows as one pending part, so a crash in between leaves a cell that
-    :func:`done_cells` does not count and a rerun redoes. ``subgroups``: (subgroup, its n, its metrics) per slice
-    of the test set, written in the same part as the whole-test-set rows."""
+    """Record a finished cell: its test predictions first, then its rows as one pending part.
+
+    The order matters: a crash in between leaves a cell that :func:`done_cells` does not count and a rerun redoes.
+
+    Parameters
+    ----------
+    results_dir : str or path
+        The results directory (created if needed).
+    cell : CellInfo
+        What identifies the cell.
+    metrics : Mapping of str to MetricResult
+        Metric name -> value with its CI.
+    ids, y_true, y_score, meta
+        The test predictions, as :func:`save_predictions` takes them.
+    primary, params, n_train, val_score, n_val, flags
+        As :func:`rows_for_cell` takes them (``n_test`` and ``test_set`` come from the predictions).
+    subgroups : sequence of (str, int, Mapping), optional
+        (subgroup, its n, its metrics) per slice of the test set, written in the same part as the whole-test-set rows.
+
+    Returns
+    -------
+    list of ResultRow
+        The rows appended.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        The predictions or rows are malformed, or ``results_dir`` cannot be written.
+
+    Examples
+    --------
+    >>> write_cell("runs/results", cell, metrics, ids=ids, y_true=y, y_score=p, meta={"task": "binary"},
+    ...            primary="auroc", params={}, n_train=420, val_score=0.8)  # doctest: +SKIP
+    """
     path = save_predictions(results_dir, cell.cell_id, ids, y_true, y_score, meta)
     shared = dict(primary=primary, params=params, val_score=val_score, predictions=path, n_val=n_val, flags=flags,
                   n_train=n_train, test_set=test_set_digest(ids))  # fmt: skip
@@ -297,20 +389,73 @@ DEGENERATE = "degenerate:"  # a flag that starts so: the cell's scores carry no 
 
 
 def disqualifying(flags: str) -> bool:
-    """Whether a row's ``flags`` say its scores carry no information at all (constant across samples). Other flags
-    (e.g. every argmax prediction one class, while the scores still rank the samples) are warnings: the row stays
-    comparable on threshold-free metrics such as ROC-AUC."""
+    """Whether a row's ``flags`` say its scores carry no information at all (constant across samples).
+
+    Such a row is never best and never recommended. Other flags (e.g. every argmax prediction one class, while the
+    scores still rank the samples) are warnings: the row stays comparable on threshold-free metrics such as ROC-AUC.
+
+    Parameters
+    ----------
+    flags : str
+        A row's ``flags`` (``;``-separated); anything not a string (a missing value) is not disqualifying.
+
+    Returns
+    -------
+    bool
+        True when one flag starts with ``degenerate:``.
+
+    Examples
+    --------
+    >>> from fmprobe.results import disqualifying
+    >>> disqualifying("degenerate: constant scores"), disqualifying("one-class argmax")
+    (True, False)
+    """
     return isinstance(flags, str) and any(part.strip().startswith(DEGENERATE) for part in flags.split(";"))
 
 
 def overall(df: pd.DataFrame) -> pd.DataFrame:
     """The rows computed over the whole test set (``subgroup == ""``): what rankings, tables and recommendations read.
-    Subgroup rows share their cell's ``cell_id`` and ``metric``, so every reader that compares cells starts here."""
+
+    Subgroup rows share their cell's ``cell_id`` and ``metric``, so every reader that compares cells starts here.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A results table (one without a ``subgroup`` column is returned as is).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The whole-test-set rows.
+
+    Examples
+    --------
+    >>> from fmprobe.results import overall, to_frame
+    >>> overall(to_frame([])).empty
+    True
+    """
     return df[df["subgroup"] == OVERALL] if "subgroup" in df.columns else df
 
 
 def test_set_digest(ids: Sequence[Any] | np.ndarray) -> str:
-    """12 hex digits naming a set of test sample ids (order-free): two rows compare only on equal digests."""
+    """12 hex digits naming a set of test sample ids (order-free): two rows compare only on equal digests.
+
+    Parameters
+    ----------
+    ids : sequence or numpy.ndarray
+        The scored sample ids (any order; compared as strings).
+
+    Returns
+    -------
+    str
+        12 hex digits.
+
+    Examples
+    --------
+    >>> from fmprobe.results import test_set_digest
+    >>> test_set_digest(["b", "a"]) == test_set_digest(["a", "b"])
+    True
+    """
     blob = "\0".join(sorted(str(i) for i in ids)).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -318,7 +463,26 @@ def test_set_digest(ids: Sequence[Any] | np.ndarray) -> str:
 def printable(text: str) -> str:
     """``text`` as valid UTF-8: a lone surrogate (a file or class name that was not UTF-8, decoded with
     ``surrogateescape``) becomes its backslash escape (``\\xff``), so the row can be written (parquet, CSV and HTML
-    take valid text only) and reads back the same on every later run. Valid text is returned unchanged."""
+    take valid text only) and reads back the same on every later run. Valid text is returned unchanged.
+
+    Parameters
+    ----------
+    text : str
+        Any Python string.
+
+    Returns
+    -------
+    str
+        ``text``, encodable as UTF-8.
+
+    Examples
+    --------
+    >>> from fmprobe.results import printable
+    >>> printable("lesion_01.png")
+    'lesion_01.png'
+    >>> printable(b"scan\\xff.png".decode("utf-8", "surrogateescape"))
+    'scan\\\\xff.png'
+    """
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -334,8 +498,27 @@ def _printable_record(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows (ResultRow objects, mappings or a DataFrame) as a DataFrame in schema column order (text made
-    :func:`printable`)."""
+    """Rows (ResultRow objects, mappings or a DataFrame) as a DataFrame in schema column order.
+
+    Text is made :func:`printable`, so any row can be written to parquet and CSV. Nothing is validated here
+    (:func:`validate` does that).
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame or iterable of ResultRow or Mapping
+        The rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input row; an empty input gives an empty table with the schema's columns.
+
+    Examples
+    --------
+    >>> from fmprobe.results import COLUMNS, to_frame
+    >>> list(to_frame([]).columns) == list(COLUMNS)
+    True
+    """
     if isinstance(rows, pd.DataFrame):
         df = rows.copy()
         for c in [c for c in df.columns if pd.api.types.is_object_dtype(df[c])]:
@@ -350,7 +533,25 @@ def to_frame(rows: pd.DataFrame | Iterable[ResultRow | Mapping[str, Any]]) -> pd
 
 def with_added_columns(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with the columns added after the first release (:data:`ADDED_COLUMNS`) filled with their defaults
-    where a table written by an older fmprobe lacks them."""
+    where a table written by an older fmprobe lacks them, so old results keep reading.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A results table, possibly from an older fmprobe.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``df`` itself when nothing is missing, else a copy with the added columns in schema order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from fmprobe.results import with_added_columns
+    >>> with_added_columns(pd.DataFrame({"dataset": ["demo"]}))["shots"].tolist()
+    [0]
+    """
     absent = {c: v for c, v in ADDED_COLUMNS.items() if c not in df.columns}
     if not absent:
         return df
@@ -364,6 +565,32 @@ def validate(df: pd.DataFrame) -> pd.DataFrame:
 
     Checks column names, column types and the few invariants the report relies on (a missing value always
     carries its reason, probabilities of fractions, known task names).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        A results table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``df``, with any columns added since its version filled in.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        Not a DataFrame, missing or unexpected columns, wrong column types, or broken invariants (the rows named).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from fmprobe.errors import ResultsError
+    >>> from fmprobe.results import validate
+    >>> try:
+    ...     validate(pd.DataFrame({"dataset": ["demo"]}))
+    ... except ResultsError as err:
+    ...     print("missing columns" in str(err))
+    True
     """
     if not isinstance(df, pd.DataFrame):
         raise ResultsError(f"results must be a pandas DataFrame, got {type(df).__name__}.")
@@ -576,6 +803,29 @@ def read_results(paths: PathLike | Sequence[PathLike]) -> pd.DataFrame:
     concatenation (later sources win on a repeated (cell_id, metric, subgroup)). The ``predictions`` column comes back as
     absolute paths, resolved against each source's directory, so a merged table still finds every predictions
     file.
+
+    Parameters
+    ----------
+    paths : str or path, or sequence of them
+        Results directories (as ``fmprobe probe --out`` writes them), ``results.parquet`` or ``results.csv`` files.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (cell, metric, subgroup), in the schema's column order (:data:`COLUMNS`).
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        No source given, a path that does not exist, a directory without results, or a damaged table (the
+        message says which copy is intact and the fix).
+
+    Examples
+    --------
+    >>> from fmprobe import read_results
+    >>> df = read_results("runs/results")  # doctest: +SKIP
+    >>> df = read_results(["machineA/results", "machineB/results"])  # doctest: +SKIP
+    >>> df[df["is_primary"]].groupby("backbone")["value"].max()  # doctest: +SKIP
     """
     sources = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not sources:
@@ -597,6 +847,22 @@ def done_cells(results_dir: PathLike) -> set[str]:
 
     A cell counts as done only when its rows exist *and* its predictions file does, so a crash between the
     two writes makes the cell run again instead of leaving a row without its evidence.
+
+    Parameters
+    ----------
+    results_dir : str or path
+        A results directory (it need not exist).
+
+    Returns
+    -------
+    set of str
+        The finished cells' ids.
+
+    Examples
+    --------
+    >>> from fmprobe.results import done_cells
+    >>> done_cells("no/such/results")
+    set()
     """
     d = Path(results_dir)
     if not d.is_dir() or (_table_path(d) is None and not _pending_parts(d)):
@@ -626,7 +892,31 @@ def _unwritable(folder: Path, err: OSError, what: str) -> str:
 @contextlib.contextmanager
 def writing_into(folder: PathLike, what: str = "results folder") -> Iterator[None]:
     """Turn an ``OSError`` raised by the writes inside (read-only folder, full disk, quota) into one
-    :class:`ResultsError` naming the folder and the fix, instead of a traceback."""
+    :class:`ResultsError` naming the folder and the fix, instead of a traceback.
+
+    Parameters
+    ----------
+    folder : str or path
+        The folder written into (named in the message).
+    what : str, optional
+        What the folder is, for the message (``"report folder"``, ...).
+
+    Returns
+    -------
+    context manager
+        Use it in a ``with`` statement around the writes.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        An ``OSError`` was raised inside.
+
+    Examples
+    --------
+    >>> from fmprobe.results import writing_into
+    >>> with writing_into("runs/report", "report folder"):  # doctest: +SKIP
+    ...     Path("runs/report/report.md").write_text(text)
+    """
     try:
         yield
     except OSError as err:
@@ -635,7 +925,31 @@ def writing_into(folder: PathLike, what: str = "results folder") -> Iterator[Non
 
 def check_writable(folder: PathLike, what: str = "results folder") -> Path:
     """Prove ``folder`` takes a flushed file (:func:`fmprobe._io.prove_writable`) before any work whose output
-    would be lost; raises :class:`ResultsError` naming the folder and the fix."""
+    would be lost; raises :class:`ResultsError` naming the folder and the fix.
+
+    Parameters
+    ----------
+    folder : str or path
+        The folder to check (created if needed).
+    what : str, optional
+        What the folder is, for the message.
+
+    Returns
+    -------
+    Path
+        The folder.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        It cannot be written (read-only, full disk, quota).
+
+    Examples
+    --------
+    >>> from fmprobe.results import check_writable
+    >>> check_writable("runs/report", "report folder")  # doctest: +SKIP
+    PosixPath('runs/report')
+    """
     with writing_into(Path(folder), what):
         return prove_writable(Path(folder))
 
@@ -667,6 +981,30 @@ def append_rows(results_dir: PathLike, rows: pd.DataFrame | Iterable[ResultRow |
     Costs one small file whatever the size of the table; :func:`read_results` sees the rows at once and
     :func:`compact_results` folds them into results.parquet / results.csv. The part is written atomically under
     the directory's lock, so concurrent writers neither lose rows nor reorder them.
+
+    Parameters
+    ----------
+    results_dir : str or path
+        The results directory.
+    rows : pandas.DataFrame or iterable of ResultRow or Mapping
+        The rows to add (nothing is written when empty).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows as written (normalised dtypes, predictions paths relative to ``results_dir``).
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        The rows break the schema, or ``results_dir`` cannot be written.
+
+    Examples
+    --------
+    >>> from fmprobe.results import append_rows, compact_results
+    >>> append_rows("runs/results", rows)  # doctest: +SKIP
+    >>> compact_results("runs/results")  # doctest: +SKIP
+    1
     """
     d = Path(results_dir)
     new = to_frame(rows)
@@ -688,6 +1026,27 @@ def compact_results(results_dir: PathLike) -> int:
     Under the directory's lock: read the table and the parts, keep the newest row per (cell_id, metric, subgroup), replace
     both tables atomically, and only then delete the parts (a crash before that leaves parts whose rows are
     already in the table: folding them again gives the same table).
+
+    Parameters
+    ----------
+    results_dir : str or path
+        The results directory.
+
+    Returns
+    -------
+    int
+        The number of parts folded (0: nothing was pending, no file touched).
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        A part or table is damaged, or the directory cannot be written.
+
+    Examples
+    --------
+    >>> from fmprobe.results import compact_results
+    >>> compact_results("no/such/results")
+    0
     """
     d = Path(results_dir)
     if not _pending_parts(d):
@@ -754,7 +1113,43 @@ def save_predictions(
 ) -> str:
     """Write ``predictions/<cell_id>.npz`` atomically; return its path relative to ``results_dir``.
 
-    Ids are stored as unicode and meta as a JSON string so the file loads with ``allow_pickle=False``.
+    The per-sample test scores are what paired comparisons and confusion matrices read later. Ids are stored as
+    unicode and meta as a JSON string so the file loads with ``allow_pickle=False``.
+
+    Parameters
+    ----------
+    results_dir : str or path
+        The results directory.
+    cell_id : str
+        The cell's :func:`cell_id` (the file name).
+    ids : sequence or numpy.ndarray
+        Unique test sample ids [N].
+    y_true : numpy.ndarray
+        Integer labels [N] (or [N, L] multilabel).
+    y_score : numpy.ndarray
+        Scores [N, C] (or [N, L]).
+    meta : Mapping
+        JSON-serialisable facts (``task``, ``class_names``, ``y_pred`` for decoded ordinal grades, ...).
+
+    Returns
+    -------
+    str
+        ``predictions/<cell_id>.npz``.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        An unsafe ``cell_id``, mismatching shapes, non-integer labels, repeated ids, meta that is not JSON, or a
+        folder that cannot be written.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fmprobe.results import load_predictions, save_predictions
+    >>> rel = save_predictions("runs/results", "79ab8f3e9ab6ca8b", ["a", "b"], np.array([0, 1]),
+    ...                        np.array([[0.8, 0.2], [0.3, 0.7]]), {"task": "binary"})  # doctest: +SKIP
+    >>> rel  # doctest: +SKIP
+    'predictions/79ab8f3e9ab6ca8b.npz'
     """
     if not isinstance(cell_id, str) or not _SAFE_ID.match(cell_id):
         raise ResultsError(f"cell_id {cell_id!r} is not a safe file name; use fmprobe.results.cell_id().")
@@ -796,7 +1191,30 @@ def save_predictions(
 
 
 def load_predictions(path: PathLike) -> Predictions:
-    """Load a predictions file written by :func:`save_predictions` (never unpickles anything)."""
+    """Load a predictions file written by :func:`save_predictions` (never unpickles anything).
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.npz`` file (a results row's ``predictions``, absolute after :func:`read_results`).
+
+    Returns
+    -------
+    Predictions
+        ``ids``, ``y_true``, ``y_score`` and ``meta`` (plus ``task``, ``class_names``, ``y_pred``).
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        The file is absent or is not a predictions file.
+
+    Examples
+    --------
+    >>> from fmprobe.results import load_predictions
+    >>> preds = load_predictions(df["predictions"].iloc[0])  # doctest: +SKIP
+    >>> preds.y_score.shape  # doctest: +SKIP
+    (90, 2)
+    """
     p = Path(path)
     try:
         with np.load(p, allow_pickle=False) as z:

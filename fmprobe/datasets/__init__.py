@@ -40,8 +40,27 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
 
 
 def describe_sources() -> list[dict[str, object]]:
-    """Every registered source as plain data: name, takes_path, example, description, suffixes and its options
-    (name, values, default, help). ``fmprobe datasets`` prints it."""
+    """Every registered dataset source as plain data, for listings and notebooks.
+
+    ``fmprobe datasets`` prints it; each entry is derived from the source's record, so the listing cannot drift
+    from what :func:`load_dataset` accepts.
+
+    Returns
+    -------
+    list of dict
+        One dict per source, in registration order: ``name``, ``takes_path``, ``example`` (a spec that loads),
+        ``description``, ``suffixes`` (file endings a bare path is recognised by) and ``options`` (a list of
+        dicts with ``name``, ``values``, ``default`` and ``help``).
+
+    Examples
+    --------
+    >>> from fmprobe import describe_sources
+    >>> sources = describe_sources()
+    >>> "demo" in [s["name"] for s in sources]
+    True
+    >>> sorted(sources[0])
+    ['description', 'example', 'name', 'options', 'suffixes', 'takes_path']
+    """
     return SOURCES.describe()
 
 
@@ -50,13 +69,44 @@ MAX_IMAGES_OPTION = "max_images_per_split"
 
 
 def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
-    """Load a dataset by spec; ``max_images_per_split`` takes a seeded subset of each split (quick looks).
+    """Load a dataset by spec string, with its train/val/test splits, labels and per-sample metadata.
 
     The dataset's name says which variant it is (:func:`variant_name`): every option that changes labels,
     samples or split and differs from its default, and the subset, e.g. ``chexpert[uncertain=ignore]-3f2a9c``
     or ``demo-v2-40x4-seed0[max_images_per_split=8]``; the default variant keeps its plain name. A path source
     gets its path resolved (one location, however it is spelled) and a digest of it: see
-    :func:`dataset_identity`."""
+    :func:`dataset_identity`. Two variants thus never share a features folder or a report row.
+
+    Parameters
+    ----------
+    spec : str
+        ``source:argument?key=value&...`` (``medmnist:breastmnist@224``, ``csv:labels.csv?task=ordinal&seed=1``,
+        ``folder:images/``, ``demo``) or a bare ``.npz``/``.csv`` path; :func:`describe_sources` (or
+        ``fmprobe datasets``) lists the sources and their options.
+    max_images_per_split : int or None, optional
+        Take a seeded subset of at most this many images from each split (quick looks); None or 0 keeps all.
+
+    Returns
+    -------
+    Dataset
+        The dataset: ``name`` (the variant's name, see above), ``task``, ``class_names`` and ``splits``
+        (split name -> ids, labels, image source and metadata).
+
+    Raises
+    ------
+    fmprobe.errors.DatasetError
+        The spec, its options, or the files it names cannot be read (the message names the fix).
+    fmprobe.errors.UnknownNameError
+        The spec names no registered source (the message lists example specs).
+
+    Examples
+    --------
+    >>> from fmprobe import load_dataset
+    >>> data = load_dataset("demo", max_images_per_split=8)  # doctest: +SKIP
+    >>> data.task, list(data.splits)  # doctest: +SKIP
+    ('multiclass', ['train', 'val', 'test'])
+    >>> load_dataset("medmnist:breastmnist@224")  # doctest: +SKIP
+    """
     source, argument, options = parse_spec(spec)
     record = SOURCES.get(source)
     if record.takes_path and argument:

@@ -114,10 +114,45 @@ def run_finetune(
 ) -> FinetuneResult:
     """Train ``recipe.setting`` of ``backbone`` on ``dataset``, pick the best validation epoch, test it, append rows.
 
-    ``recipe`` says what trains and how (default: the study's :class:`Recipe`), ``options`` how the run runs
-    (:class:`RunOptions`). Flat keywords (``setting=``, ``epochs=``, ``out=``, ...: fields of either) are accepted
-    instead of the two records. Under ``torchrun`` every rank calls this; rank 0 writes checkpoints, logs and rows
-    (the others return the same result object with ``rank`` set).
+    The rows are those ``fmprobe probe`` writes, so trained settings sit next to the frozen probes in one report.
+    Resumable and skipped when already done (unless ``options.force``). Under ``torchrun`` every rank calls this;
+    rank 0 writes checkpoints, logs and rows (the others return the same result object with ``rank`` set).
+
+    Parameters
+    ----------
+    dataset : str or Dataset
+        A dataset spec (:func:`fmprobe.load_dataset`) or a loaded dataset; it needs train, val and test splits.
+    backbone : str
+        A registered backbone name (``fmprobe models``), ``NAME:random`` for its random-init control.
+    recipe : Recipe or None, optional
+        What trains and how (default: the study's :class:`Recipe`).
+    options : RunOptions or None, optional
+        How the run runs: output folder, device, dtype, seed, ... (default: :class:`RunOptions`).
+    **keywords
+        Flat fields of either record (``setting=``, ``epochs=``, ``out=``, ...), instead of the two records.
+
+    Returns
+    -------
+    FinetuneResult
+        ``run_dir``, ``results_dir``, ``cell_id``, ``probe``, the ``test`` metrics (value, CI), ``best_epoch``,
+        ``epochs_run``, ``val_score``, ``history`` and the trained ``model`` (None when ``skipped``).
+
+    Raises
+    ------
+    fmprobe.finetune.FinetuneError
+        A bad setting or option, an unsupported architecture, or out of memory (the message names the fix).
+    TypeError
+        Both records and flat keywords were given.
+    fmprobe.errors.FmprobeError
+        The dataset lacks a split, or its weights or data cannot be read.
+
+    Examples
+    --------
+    >>> from fmprobe import Recipe, RunOptions, run_finetune
+    >>> result = run_finetune("demo", "efficientnet_lite0_imagenet", Recipe(setting="linear", epochs=5),
+    ...                       RunOptions(out="runs", device="cpu"))  # doctest: +SKIP
+    >>> result.test[result.primary_metric]  # doctest: +SKIP
+    >>> run_finetune("demo", "efficientnet_lite0_imagenet", setting="partial:2", epochs=3, out="runs")  # doctest: +SKIP
     """
     started = time.perf_counter()
     recipe, options = _records(recipe, options, keywords)

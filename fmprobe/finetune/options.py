@@ -19,7 +19,50 @@ from fmprobe.runtime import ComputeDtype, Device, check_device_name
 
 @dataclass(frozen=True)
 class RunOptions:
-    """The mechanics of one run; the defaults are the library's (the CLI shows them in ``--help``)."""
+    """How one fine-tuning run runs (where, on what, how fast, what it writes), as opposed to its :class:`Recipe`.
+
+    The defaults are the library's (the CLI shows them in ``--help``). Only ``resolution``, ``seed``, ``weights``,
+    ``head_weights`` and ``dtype`` change the trained model and enter the run key; the rest are mechanics.
+
+    Attributes
+    ----------
+    out : Path
+        Output folder: rows go to ``out/results``, checkpoints and logs to ``out/finetune``.
+    resolution : int or None
+        Input size in pixels; None: the backbone's native size.
+    weights : str or Path or None
+        A local backbone checkpoint instead of the published one.
+    head_weights : str or Path or None
+        DeiT-B checkpoint for the ``deit`` head (default: the published one).
+    device : Device or str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    dtype : ComputeDtype
+        The compute dtype (``auto`` picks per device).
+    seed : int
+        Seeds the head, data order, augmentation and dropout.
+    workers : int or None
+        Image-loading processes; None: ``fmprobe._io.default_workers()``.
+    max_images_per_split : int or None
+        A seeded subset of each split (a quick look).
+    n_resamples : int
+        Bootstrap resamples per confidence interval (``--bootstrap``).
+    force : bool
+        Redo a finished run (its run folder is deleted first).
+    progress : bool
+        Show progress bars (``--quiet`` turns them off).
+
+    Raises
+    ------
+    fmprobe.finetune.FinetuneError
+        An unknown dtype or device, or a negative ``workers`` or ``n_resamples``.
+
+    Examples
+    --------
+    >>> from fmprobe import RunOptions
+    >>> options = RunOptions(out="runs", device="cpu", seed=1)
+    >>> options.out, options.device.value
+    (PosixPath('runs'), 'cpu')
+    """
 
     out: Path = Path("runs")  # rows go to out/results, checkpoints and logs to out/finetune
     resolution: int | None = None  # input size in pixels; None: the backbone's native size

@@ -9,7 +9,30 @@ from typing import Any
 
 
 def plot_training_curves(log: str | Path | Sequence[dict[str, Any]], path: str | Path, title: str = "") -> Path:
-    """Write a PNG of ``log`` (a run's ``log.json`` or its list of epoch entries) to ``path``; returns ``path``."""
+    """Write a PNG of a run's training curves: train and validation loss, and the validation metric per epoch with
+    the chosen (best) epoch marked, to see at a glance whether a run under- or over-trained.
+
+    Parameters
+    ----------
+    log : str or Path or sequence of dict
+        A run folder, its ``log.json``, or the list of epoch entries (``FinetuneResult.history``): each with
+        ``epoch``, ``train_loss``, ``val_loss``, a ``val_<metric>`` and ``best``.
+    path : str or Path
+        The PNG to write (its folder is created).
+    title : str, optional
+        A title above both panels.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Examples
+    --------
+    >>> from fmprobe import plot_training_curves
+    >>> plot_training_curves(result.run_dir, "curves.png", title="linear")  # doctest: +SKIP
+    PosixPath('curves.png')
+    """
     import matplotlib
 
     matplotlib.use("Agg")

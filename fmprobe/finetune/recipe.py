@@ -24,14 +24,44 @@ class Setting(StrEnum):
 
 
 class Schedule(StrEnum):
-    """The learning rate after warm-up."""
+    """The learning rate after warm-up (:attr:`Recipe.schedule`; a plain string is accepted too).
+
+    Attributes
+    ----------
+    constant
+        Constant after warm-up (the study's).
+    cosine
+        Cosine decay to 0.
+
+    Examples
+    --------
+    >>> from fmprobe import Schedule
+    >>> Schedule("cosine") is Schedule.cosine
+    True
+    """
 
     constant = "constant"  # the study's
     cosine = "cosine"  # cosine decay to 0
 
 
 class Balance(StrEnum):
-    """Class balance: none, loss (weights n/(C*n_c)) or sampler (balanced draws with replacement)."""
+    """How a run counters class imbalance (:attr:`Recipe.balance`; a plain string is accepted too).
+
+    Attributes
+    ----------
+    none
+        Nothing (the study's).
+    loss
+        Class weights n/(C*n_c) in the loss.
+    sampler
+        Balanced draws with replacement.
+
+    Examples
+    --------
+    >>> from fmprobe import Balance
+    >>> [b.value for b in Balance]
+    ['none', 'loss', 'sampler']
+    """
 
     none = "none"
     loss = "loss"
@@ -39,7 +69,21 @@ class Balance(StrEnum):
 
 
 class Head(StrEnum):
-    """The attention setting's head: a small random attention pool, or a DeiT-B block behind Linear+LN."""
+    """The ``attention`` setting's head (:attr:`Recipe.head`; a plain string is accepted too).
+
+    Attributes
+    ----------
+    small
+        A small random attention pool (the study's).
+    deit
+        A DeiT-B block behind Linear+LN (its published weights, or ``RunOptions.head_weights``).
+
+    Examples
+    --------
+    >>> from fmprobe import Head
+    >>> Head("deit").value
+    'deit'
+    """
 
     small = "small"
     deit = "deit"
@@ -73,8 +117,55 @@ def parse_setting(setting: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Hyper-parameters of one run; the fields' defaults are the study's (and the only copy of them: the CLI and
-    the study runner read them from here). Choice fields take the enum or its plain string."""
+    """Hyper-parameters of one fine-tuning run: what trains and how.
+
+    The fields' defaults are the study's (and the only copy of them: the CLI and the study runner read them from
+    here). Choice fields take the enum or its plain string. Every field is checked on construction, so a bad value
+    fails before torch loads.
+
+    Attributes
+    ----------
+    setting : str
+        ``linear``, ``attention``, ``partial:K`` (the top K blocks and everything after them unfrozen) or ``full``.
+    epochs : int
+        Training epochs (at least 1).
+    lr : float
+        Base learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    batch_size : int
+        Images per optimizer step (over all processes).
+    warmup_epochs : int
+        Linear warm-up length (at most half the run).
+    schedule : Schedule
+        The learning rate after warm-up.
+    grad_clip : float
+        Gradient-norm clip (0: off).
+    layer_decay : float or None
+        ViT-style layer-wise lr decay in (0, 1] (block i gets lr * decay**(depth - i)); None: off.
+    patience : int or None
+        Early stopping after this many epochs without a better validation score; None: off.
+    balance : Balance
+        Class balance: none, loss weights or a balanced sampler.
+    grad_checkpointing : bool
+        Recompute activations in the backward pass (less memory, slower).
+    head : Head
+        The ``attention`` setting's head.
+
+    Raises
+    ------
+    fmprobe.finetune.FinetuneError
+        A field outside its range or an unknown choice (the message names the option and its valid values).
+
+    Examples
+    --------
+    >>> from fmprobe import Recipe
+    >>> recipe = Recipe(setting="partial:2", epochs=20, schedule="cosine")
+    >>> recipe.setting, recipe.schedule.value, recipe.probe_name
+    ('partial:2', 'cosine', 'finetune:partial:2')
+    >>> Recipe.defaults()["epochs"]
+    100
+    """
 
     setting: str = "linear"
     epochs: int = 100

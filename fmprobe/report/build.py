@@ -358,7 +358,35 @@ def _view(views: list[DatasetView], dataset: str) -> DatasetView:
 def format_table(
     df: pd.DataFrame | str | os.PathLike[str], dataset: str, *, allow_different_test_sets: bool = ALLOW_DIFFERENT_TEST_SETS
 ) -> str:
-    """The per-dataset backbone x probe table as aligned plain text (``*`` = best in column)."""
+    """The per-dataset backbone x probe table as aligned plain text (``*`` = best in column).
+
+    What ``fmprobe probe`` and the demo print at the end; each probe's configuration is chosen on validation,
+    the numbers are test scores.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame or path
+        A results DataFrame, or a results directory or file (:func:`fmprobe.results.read_results`).
+    dataset : str
+        The dataset's name as in the results' ``dataset`` column.
+    allow_different_test_sets : bool, optional
+        Compare rows scored on different test sets on the test ids they share (refused by default).
+
+    Returns
+    -------
+    str
+        The table(s), blank-line separated.
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        The results cannot be read, do not hold ``dataset``, or mix test sets without ``allow_different_test_sets``.
+
+    Examples
+    --------
+    >>> from fmprobe import format_table
+    >>> print(format_table("runs/results", "demo-v2-150x4-seed0"))  # doctest: +SKIP
+    """
     view = _view(dataset_views(_load(df), allow_different_test_sets), dataset)
     chosen = choose_on_val(view.at(view.table_fraction), view.metric)
     return "\n\n".join(to_text(t) for t in dataset_tables(view, chosen))
@@ -442,16 +470,47 @@ def write_report(
     alpha: float = ALPHA,
     reference: str | os.PathLike[str] | None = None,
 ) -> ReportPaths:
-    """Write report.md, a self-contained report.html, the PNG plots and every table as CSV and LaTeX (under
-    ``tables/``) into ``out_dir`` (each file atomically).
+    """Write the report of a results table: report.md, a self-contained report.html, the PNG plots and every table
+    as CSV and LaTeX (under ``tables/``) into ``out_dir`` (each file atomically, ``fmprobe report``).
 
-    ``results`` is a results DataFrame (predictions paths absolute or relative to the working directory) or
-    anything :func:`fmprobe.results.read_results` accepts. ``baseline`` names the model gains are measured
-    against; None picks the ImageNet model (or the first alphabetically) and the report says so. Rows of one
-    dataset scored on different test sets are refused unless ``allow_different_test_sets`` (then compared on the
-    test ids they share, said in the report). ``alpha``: the recommendation's significance level. ``reference``:
-    a CSV of published numbers (dataset, method, metric, value, source) shown beside ours, marked as not measured
-    here (:mod:`fmprobe.report.reference`).
+    Parameters
+    ----------
+    results : pandas.DataFrame or path or sequence of paths
+        A results DataFrame (predictions paths absolute or relative to the working directory) or anything
+        :func:`fmprobe.results.read_results` accepts.
+    out_dir : str or path
+        The report folder (created; checked writable before the bootstrap runs).
+    baseline : str or None, optional
+        The model gains are measured against; None picks the ImageNet model (or the first alphabetically) and
+        the report says so.
+    n_resamples, seed : int, optional
+        The paired bootstrap's resamples per comparison and its seed (:class:`ReportOptions`).
+    allow_different_test_sets : bool, optional
+        Rows of one dataset scored on different test sets are refused unless set (then compared on the test ids
+        they share, said in the report).
+    alpha : float, optional
+        The recommendation's significance level.
+    reference : str or path or None, optional
+        A CSV of published numbers (dataset, method, metric, value, source) shown beside ours, marked as not
+        measured here (:mod:`fmprobe.report.reference`).
+
+    Returns
+    -------
+    ReportPaths
+        ``out_dir``, ``markdown``, ``html``, ``plots`` and ``tables`` (the paths written).
+
+    Raises
+    ------
+    fmprobe.errors.ResultsError
+        The table is empty or breaks the schema, ``baseline`` is not a model in it, ``out_dir`` cannot be
+        written, or test sets differ.
+
+    Examples
+    --------
+    >>> from fmprobe import write_report
+    >>> paths = write_report("runs/results", "runs/report", n_resamples=200)  # doctest: +SKIP
+    >>> paths.html  # doctest: +SKIP
+    PosixPath('runs/report/report.html')
     """
     df = _load(results)
     if df.empty:

@@ -10,8 +10,24 @@ from fmprobe.metrics import N_BOOTSTRAP
 
 @dataclass(frozen=True)
 class RecommendOptions:
-    """The recommendation's significance level (`fmprobe leaderboard --alpha`): a difference counts when its
-    Holm-corrected p-value is below it. :func:`fmprobe.report.recommend.recommend`'s ``alpha`` defaults to this."""
+    """The recommendation's options, light so the CLI reads their defaults without pandas.
+
+    :func:`fmprobe.report.recommend.recommend`'s ``alpha`` defaults to this field's default.
+
+    Attributes
+    ----------
+    alpha : float
+        The significance level (`fmprobe leaderboard --alpha`): a difference counts when its Holm-corrected
+        p-value is below it.
+
+    Examples
+    --------
+    >>> from fmprobe import RecommendOptions
+    >>> RecommendOptions().alpha
+    0.05
+    >>> RecommendOptions.defaults()
+    {'alpha': 0.05}
+    """
 
     alpha: float = 0.05
 
@@ -25,12 +41,33 @@ ALPHA: float = RecommendOptions.alpha
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """The report's paired bootstrap: resamples per comparison (`fmprobe report --bootstrap`) and their seed
-    (`--seed`); whether rows of one dataset scored on different test sets may be compared
-    (`--allow-different-test-sets`: on the test ids they share, and the report says so; refused otherwise); the
-    recommendation's significance level (`--alpha`, the recommendation's own default); a CSV of published numbers
-    shown beside the measured ones, marked as not measured here (`--reference FILE`; None: none).
-    :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults."""
+    """The report's options, light so ``fmprobe report --help`` shows their defaults without pandas.
+
+    :func:`fmprobe.report.write_report`'s keyword defaults are these fields' defaults (the one copy of them).
+
+    Attributes
+    ----------
+    n_resamples : int
+        The paired bootstrap's resamples per comparison (`fmprobe report --bootstrap`).
+    seed : int
+        The bootstrap's seed (`--seed`).
+    allow_different_test_sets : bool
+        Whether rows of one dataset scored on different test sets may be compared
+        (`--allow-different-test-sets`: on the test ids they share, and the report says so; refused otherwise).
+    alpha : float
+        The recommendation's significance level (`--alpha`, the recommendation's own default).
+    reference : str or None
+        A CSV of published numbers shown beside the measured ones, marked as not measured here
+        (`--reference FILE`; None: none).
+
+    Examples
+    --------
+    >>> from fmprobe import ReportOptions
+    >>> ReportOptions().seed, ReportOptions().alpha
+    (0, 0.05)
+    >>> sorted(ReportOptions.defaults())
+    ['allow_different_test_sets', 'alpha', 'n_resamples', 'reference', 'seed']
+    """
 
     n_resamples: int = N_BOOTSTRAP
     seed: int = 0

@@ -170,7 +170,30 @@ class Ranking:
 
 @dataclass
 class Recommendation:
-    """What to use, per dataset and across datasets, as data (:meth:`to_frame`) and as sentences."""
+    """What to use, per dataset and across datasets, as data (:meth:`to_frame`) and as sentences.
+
+    Returned by :func:`recommend`; the report's recommendation section and ``fmprobe leaderboard`` render it.
+
+    Attributes
+    ----------
+    alpha : float
+        The significance level of the Holm-corrected comparisons.
+    baseline : str
+        The model the comparisons name as the baseline.
+    baseline_note : str
+        The sentence saying how the baseline was picked (given, or chosen automatically and why).
+    datasets : list of DatasetAnswer
+        Per dataset: the chosen configuration, its comparisons, exclusions, notes and sentence.
+    rankings : list of Ranking
+        Mean ranks of the backbones across datasets, per probe and over all probes.
+
+    Examples
+    --------
+    >>> from fmprobe import recommend
+    >>> rec = recommend("runs/results")  # doctest: +SKIP
+    >>> print(rec.to_text())  # doctest: +SKIP
+    >>> rec.to_frame().query("role == 'chosen'")  # doctest: +SKIP
+    """
 
     alpha: float
     baseline: str
@@ -607,10 +630,40 @@ def recommend(
 ) -> Recommendation:
     """Which configuration to use per dataset and how the backbones rank across datasets, as data.
 
-    ``results``: a results DataFrame or anything :func:`fmprobe.results.read_results` accepts. ``alpha``: the
-    significance level of the Holm-corrected comparisons. ``baseline``: the model to compare against (default:
-    the one the backbone registry flags as an ImageNet baseline). ``n_resamples``/``seed``: the paired bootstrap.
-    ``allow_different_test_sets``: as for the report (:func:`fmprobe.report.analysis.dataset_views`).
+    Chosen on validation, tested on the test set against every other model's validation-chosen configuration with
+    the same probe (paired bootstrap, Holm-corrected); see this module's docstring for why.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame or path or sequence of paths
+        A results DataFrame or anything :func:`fmprobe.results.read_results` accepts.
+    alpha : float, optional
+        The significance level of the Holm-corrected comparisons, strictly between 0 and 1
+        (:class:`~fmprobe.report.RecommendOptions`).
+    baseline : str or None, optional
+        The model to compare against (default: the one the backbone registry flags as an ImageNet baseline).
+    n_resamples, seed : int, optional
+        The paired bootstrap's resamples and seed.
+    allow_different_test_sets : bool, optional
+        As for the report (:func:`fmprobe.report.analysis.dataset_views`).
+
+    Returns
+    -------
+    Recommendation
+        Per-dataset answers and cross-dataset rankings; ``to_text()``, ``to_frame()`` and ``sentences`` render it.
+
+    Raises
+    ------
+    fmprobe.metrics.stats.StatsInputError
+        ``alpha`` outside (0, 1).
+    fmprobe.errors.ResultsError
+        The results cannot be read or break the schema, or ``baseline`` is not a model in them.
+
+    Examples
+    --------
+    >>> from fmprobe import recommend
+    >>> rec = recommend("runs/results", alpha=0.05)  # doctest: +SKIP
+    >>> rec.sentences[0]  # doctest: +SKIP
     """
     if not 0 < alpha < 1:
         raise stats.StatsInputError(f"alpha must lie strictly between 0 and 1, got {alpha}; the usual choice is 0.05.")

@@ -28,18 +28,35 @@ FORMATS: tuple[ExportFormat, ...] = ("parquet", "npz")
 
 
 def export_features(features: str | Path, format: ExportFormat = "parquet", out: str | Path | None = None) -> Path:
-    """Write ``features`` (a feature file) as ``format``; returns the written path.
+    """Write a feature file in a format other tools read without fmprobe or HDF5 (``fmprobe export``).
+
+    Every split and readout goes out with the labels, ids, per-sample metadata, task and class names (the layout
+    of each format is in this module's docstring). The file is verified on open like every read, so a damaged
+    cache is never exported, and written atomically.
 
     Parameters
     ----------
-    features : path of a feature file written by ``fmprobe extract``.
-    format : ``"parquet"`` (one row per sample) or ``"npz"`` (one array per split and field).
-    out : the file to write (default: the feature file's path with the format's suffix).
+    features : str or Path
+        A feature file written by ``fmprobe extract``.
+    format : {"parquet", "npz"}, optional
+        ``"parquet"`` (one row per sample; needs pyarrow) or ``"npz"`` (one array per split and field).
+    out : str or Path or None, optional
+        The file to write (default: the feature file's path with the format's suffix).
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    fmprobe.errors.CacheError
+        An unknown ``format``, an ``out`` that is the feature file itself, or a feature file that fails its checks.
 
     Examples
     --------
-    >>> export_features("features/demo/x.h5", "npz")  # doctest: +SKIP
-    PosixPath('features/demo/x.npz')
+    >>> export_features("features/demo/efficientnet_lite0__3f2a9c.h5", "npz")  # doctest: +SKIP
+    PosixPath('features/demo/efficientnet_lite0__3f2a9c.npz')
     """
     if format not in FORMATS:
         raise CacheError(f"unknown export format {format!r}; use one of: {', '.join(FORMATS)}.")

@@ -180,8 +180,53 @@ class SplitFeatures:
 
 
 class FeatureFile:
-    """A verified, complete feature file. Opening checks the seal (before h5py reads a byte), completeness, schema,
-    the stored fingerprint against its key and every attribute results depend on, and (optionally) the key."""
+    """A verified, complete feature file written by ``fmprobe extract``: embeddings, labels, ids and metadata.
+
+    Opening checks the seal (before h5py reads a byte), completeness, schema, the stored fingerprint against its
+    key and every attribute results depend on, and (optionally) the key, so a damaged or stale cache is refused by
+    name instead of feeding wrong numbers to a probe.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.h5`` feature file.
+    expected_key : str or None, optional
+        Refuse the file unless its fingerprint key is this one (a file of another extraction under this name).
+
+    Attributes
+    ----------
+    path : Path
+        The file.
+    key : str
+        The hash of its fingerprint (the cache key).
+    fingerprint : dict
+        Everything the embeddings depend on (dataset, backbone, weights, resolution, readouts, ...).
+    dataset, backbone : str
+        The dataset's and the backbone's names, as in the fingerprint.
+    task : str
+        ``binary``, ``multiclass``, ``multilabel`` or ``ordinal``.
+    class_names : tuple of str
+        The label names.
+    splits : tuple of str
+        The stored splits, in ``train``, ``val``, ``test`` order.
+    readouts : tuple of str
+        The stored readouts (``pooled``, ``cls``, ``mean_patch``, ...); the first is every reader's default.
+    resolution : int
+        The input size the images were resized to.
+
+    Raises
+    ------
+    fmprobe.errors.CacheError
+        The file is absent, incomplete, damaged, of another schema version, or not the ``expected_key``.
+
+    Examples
+    --------
+    >>> from fmprobe import FeatureFile
+    >>> ff = FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5")  # doctest: +SKIP
+    >>> ff.splits, ff.readouts  # doctest: +SKIP
+    (('train', 'val', 'test'), ('pooled',))
+    >>> X, y = ff.to_numpy("train")  # doctest: +SKIP
+    """
 
     def __init__(self, path: Path | str, expected_key: str | None = None, *, _trusted: bool = False) -> None:
         self.path = Path(path)
@@ -297,7 +342,36 @@ class FeatureFile:
                     )
 
     def load(self, split: str, readout: str | None = None, dtype: str | None = None) -> SplitFeatures:
-        """Features, labels and ids of one split (``readout`` defaults to the first stored)."""
+        """Features, labels, ids and per-sample metadata of one split, read in one go.
+
+        Features are checked finite on every read: NaN/inf embeddings (broken weights) are refused, never probed.
+
+        Parameters
+        ----------
+        split : str
+            ``train``, ``val`` or ``test`` (one of :attr:`splits`).
+        readout : str or None, optional
+            One of :attr:`readouts`; None: the first stored.
+        dtype : str or None, optional
+            Cast the features (e.g. ``"float32"``); None keeps the stored dtype (float16 or float32).
+
+        Returns
+        -------
+        SplitFeatures
+            ``features`` [N, D], ``labels`` [N] (or [N, L] multilabel, -1 unknown), ``ids`` [N] (str) and
+            ``metadata`` (key -> [N] str values).
+
+        Raises
+        ------
+        fmprobe.errors.CacheError
+            The split or readout is not stored, cannot be read, or holds NaN/inf features.
+
+        Examples
+        --------
+        >>> part = FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5").load("test")  # doctest: +SKIP
+        >>> part.features.shape, part.ids[:2]  # doctest: +SKIP
+        ((90, 1280), array(['images/lesion_00003.png', 'images/lesion_00007.png'], dtype='<U23'))
+        """
         readout = readout or self.readouts[0]
         if split not in self.splits:
             raise CacheError(f"{self.path}: no split {split!r}; stored: {', '.join(self.splits)}.")
@@ -325,12 +399,34 @@ class FeatureFile:
         return SplitFeatures(features, labels, ids, metadata)
 
     def sizes(self) -> dict[str, int]:
-        """Stored rows per split (skipped images excluded)."""
+        """Stored rows per split (skipped images excluded).
+
+        Returns
+        -------
+        dict of str to int
+            Split name -> number of stored rows.
+
+        Examples
+        --------
+        >>> FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5").sizes()  # doctest: +SKIP
+        {'train': 420, 'val': 90, 'test': 90}
+        """
         with h5py.File(self.path, "r") as h5:
             return {split: int(h5[f"{split}/labels"].shape[0]) for split in self.splits}
 
     def dims(self) -> dict[str, int]:
-        """Embedding width per readout."""
+        """Embedding width per readout.
+
+        Returns
+        -------
+        dict of str to int
+            Readout name -> feature dimension D.
+
+        Examples
+        --------
+        >>> FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5").dims()  # doctest: +SKIP
+        {'pooled': 1280}
+        """
         with h5py.File(self.path, "r") as h5:
             return {r: int(h5[f"{self.splits[0]}/features/{r}"].shape[1]) for r in self.readouts}
 
@@ -343,13 +439,67 @@ class FeatureFile:
         )
 
     def to_numpy(self, split: str, readout: str | None = None, dtype: str | None = "float32") -> tuple[np.ndarray, np.ndarray]:
-        """``X, y`` of one split, as scikit-learn takes them (features as float32 unless ``dtype`` says otherwise)."""
+        """``X, y`` of one split, as scikit-learn takes them.
+
+        Parameters
+        ----------
+        split : str
+            ``train``, ``val`` or ``test``.
+        readout : str or None, optional
+            One of :attr:`readouts`; None: the first stored.
+        dtype : str or None, optional
+            The features' dtype (default float32, what scikit-learn estimators expect); None keeps the stored one.
+
+        Returns
+        -------
+        X : numpy.ndarray
+            Features [N, D].
+        y : numpy.ndarray
+            Labels [N] (int64), or [N, L] for a multilabel task (-1 unknown).
+
+        Raises
+        ------
+        fmprobe.errors.CacheError
+            As :meth:`load`.
+
+        Examples
+        --------
+        >>> from sklearn.linear_model import LogisticRegression  # doctest: +SKIP
+        >>> ff = FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5")  # doctest: +SKIP
+        >>> X, y = ff.to_numpy("train")  # doctest: +SKIP
+        >>> LogisticRegression(max_iter=1000).fit(X, y).score(*ff.to_numpy("test"))  # doctest: +SKIP
+        0.73
+        """
         part = self.load(split, readout, dtype)
         return part.features, part.labels
 
     def to_pandas(self, split: str, readout: str | None = None) -> Any:
-        """One split as a DataFrame indexed by sample id: the label (one ``label[<class>]`` column per label of a
-        multilabel task, -1 unknown), the per-sample metadata, then one ``<readout>[i]`` column per dimension."""
+        """One split as a pandas DataFrame indexed by sample id, for exploring features next to labels and metadata.
+
+        Parameters
+        ----------
+        split : str
+            ``train``, ``val`` or ``test``.
+        readout : str or None, optional
+            One of :attr:`readouts`; None: the first stored.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``id``; columns: the label (one ``label[<class>]`` column per label of a multilabel task, -1
+            unknown), the per-sample metadata, then one ``<readout>[i]`` column per dimension (float32).
+
+        Raises
+        ------
+        fmprobe.errors.CacheError
+            As :meth:`load`.
+
+        Examples
+        --------
+        >>> df = FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5").to_pandas("val")  # doctest: +SKIP
+        >>> list(df.columns[:3])  # doctest: +SKIP
+        ['label', 'group', 'pooled[0]']
+        """
         import pandas as pd
 
         part = self.load(split, readout, "float32")
@@ -365,6 +515,28 @@ class FeatureFile:
         return frame
 
     def skipped(self, split: str) -> list[tuple[str, str]]:
+        """The images of one split that extraction skipped (``--on-error skip``), with the reason for each.
+
+        Parameters
+        ----------
+        split : str
+            ``train``, ``val`` or ``test``.
+
+        Returns
+        -------
+        list of (str, str)
+            ``(sample id, reason)`` per skipped image; empty when none was skipped.
+
+        Raises
+        ------
+        fmprobe.errors.CacheError
+            The skipped rows cannot be read (the file is damaged).
+
+        Examples
+        --------
+        >>> FeatureFile("features/demo/efficientnet_lite0__3f2a9c.h5").skipped("train")  # doctest: +SKIP
+        [('images/lesion_00042.png', 'cannot decode the image')]
+        """
         try:
             with h5py.File(self.path, "r") as h5:
                 group = h5[split]

@@ -67,8 +67,34 @@ def part_counts(cache: Path) -> set[int]:
 def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, object] | None = None) -> Path:
     """Assemble the final feature file from all part journals (or the single journal) of ``cache``.
 
-    Refuses, naming the parts, while any part is missing or incomplete. Idempotent: a finished file is left as it is.
-    ``extra_attrs`` are added to the file's root attributes (the measured images/s).
+    Sharded extraction (``fmprobe extract --shard I/N``) leaves one journal per shard; this writes the one feature
+    file they make, identical to what a single process would have written (``fmprobe merge``). Refuses, naming the
+    parts, while any part is missing or incomplete. Idempotent: a finished file is left as it is.
+
+    Parameters
+    ----------
+    cache : Path
+        The feature file to assemble (its journals lie beside it).
+    shards : int or None, optional
+        The number of shards N; None: read from the journals found (refused when they disagree).
+    extra_attrs : Mapping or None, optional
+        Added to the file's root attributes (the measured images/s).
+
+    Returns
+    -------
+    Path
+        ``cache``, now a complete feature file.
+
+    Raises
+    ------
+    fmprobe.errors.CacheError
+        A part is missing, incomplete or of another extraction (the message names it and the command to run).
+
+    Examples
+    --------
+    >>> from fmprobe import merge_shards
+    >>> merge_shards("features/demo/efficientnet_lite0__3f2a9c.h5")  # doctest: +SKIP
+    PosixPath('features/demo/efficientnet_lite0__3f2a9c.h5')
     """
     cache = Path(cache)
     if shards is None:
