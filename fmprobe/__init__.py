@@ -29,6 +29,7 @@ _LAZY = {
     "merge_shards": "fmprobe.store",
     "export_features": "fmprobe.store.export",
     "probe_features": "fmprobe.probing",
+    "make_probe": "fmprobe.probes",
     "ProbeGrid": "fmprobe.probing",
     "write_report": "fmprobe.report",
     "ReportOptions": "fmprobe.report",  # light: the CLI reads the report's defaults without pandas
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fmprobe.demo import run_demo
     from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction
     from fmprobe.finetune import Balance, Head, Recipe, RunOptions, Schedule, plot_training_curves, run_finetune
+    from fmprobe.probes import make_probe
     from fmprobe.probing import ProbeGrid, probe_features
     from fmprobe.report import RecommendOptions, ReportOptions, format_table, write_report
     from fmprobe.report.recommend import Recommendation, recommend
