@@ -118,6 +118,7 @@ def add_aliases(name: str, names: tuple[str, ...]) -> None:
         if owner != name or alias in entries() and alias != name:
             raise ValueError(f"backbone alias {alias!r} of {name!r} is already taken by {owner!r}")
         _RUNTIME_ALIASES[alias] = name
+    canonical.cache_clear()  # a name resolved before this registration may now be an alias
 
 
 def _prefixes() -> tuple[str, ...]:
@@ -260,7 +261,7 @@ def _check_generic(base: str) -> None:
     for prefix in PREFIXES:
         if base.startswith(prefix) and not base[len(prefix):].strip(":/"):
             raise UnknownNameError(f"backbone {base!r}: give a name after {prefix!r}, e.g. {_EXAMPLES[prefix]}.")
-    if base.startswith(TIMM) and base[len(TIMM):] not in entries() and not is_timm_name(base[len(TIMM):]):
+    if base.startswith(TIMM) and not is_timm_name(base[len(TIMM):]):
         raise unknown_backbone(base[len(TIMM):], timm_names())
 
 

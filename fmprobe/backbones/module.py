@@ -96,8 +96,8 @@ def check_module_name(name: str | None, model: nn.Module) -> str:
     """The name the features are cached and reported under: given, plain, and not a name fmprobe resolves."""
     if not name:
         raise FmprobeError(f"model={type(model).__name__}: pass name='...' (the name its features are cached and reported under).")
-    if ":" in name or name in entries() or name in aliases() or has_prefix(name):
-        raise FmprobeError(f"name={name!r} for a module is a registered backbone name or form; choose another name.")
+    if ":" in name or "/" in name or name in entries() or name in aliases() or has_prefix(name):
+        raise FmprobeError(f"name={name!r} for a module is a registered backbone name or one of the name forms (':' and '/' are taken); choose another name.")
     return name
 
 
