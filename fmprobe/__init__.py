@@ -23,7 +23,8 @@ _LAZY = {
     "Device": "fmprobe.runtime",
     "load_dataset": "fmprobe.datasets",
     "describe_sources": "fmprobe.datasets",
-    "list_models": "fmprobe.backbones",
+    "list_models": "fmprobe.backbones.catalog",  # torch-free: reads the catalog's data
+    "check_backbone_name": "fmprobe.backbones.catalog",  # torch-free: the CLI checks names before importing torch
     "create_backbone": "fmprobe.backbones",
     "FeatureFile": "fmprobe.store",
     "merge_shards": "fmprobe.store",
@@ -53,7 +54,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from fmprobe.backbones import create_backbone, imagenet_baselines, list_models
+    from fmprobe.backbones import create_backbone, imagenet_baselines
+    from fmprobe.backbones.catalog import check_backbone_name, list_models
     from fmprobe.datasets import describe_sources, load_dataset
     from fmprobe.demo import run_demo
     from fmprobe.extract import ExtractionPlan, ExtractResult, extract_features, plan_extraction

@@ -104,17 +104,61 @@ def export(
 
 
 @app.command()
-def models() -> None:
-    """List the registered backbones (any timm model name works too)."""
-    rows = fmprobe.list_models()
-    columns = ["name", "family", "implementation", "params_m", "resolution", "readouts", "weights", "license"]
-    headers = ["name", "family", "implementation", "params (M)", "res", "readouts (* default) = dim", "weights", "licence"]
-    table = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    typer.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    for row in table:
-        typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)))
-    typer.echo("\nAny timm model name (e.g. resnet50, vit_small_patch14_dinov2.lvd142m) also works; NAME:random is its random-init control.")
+def models(
+    pattern: Annotated[Optional[str], typer.Argument(help="Glob over names and aliases, like timm.list_models ('*dino*'); a registered name or alias shows its details.")] = None,
+    family: Annotated[Optional[str], typer.Option("--family", help="Only this family (dinov2, sam, openclip, timm, ...).")] = None,
+    available: Annotated[bool, typer.Option("--available", help="Say which weights are on this machine (weights folders, torch hub and Hugging Face caches): what runs offline.")] = False,
+    weights: Annotated[Optional[list[Path]], typer.Option("--weights", help="A folder of weights files to search too (repeatable; FMPROBE_WEIGHTS names more).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Every field of every row as JSON.")] = False,
+) -> None:
+    """List the registered backbones, read from the catalog (no model is built; any timm model name works too).
+
+    Examples: fmprobe models '*dino*' --available; fmprobe models sam_vitb; fmprobe models --family openclip --json
+    """
+    rows = fmprobe.list_models(pattern, family, available=available, weights_dirs=tuple(weights or ()))
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(rows, indent=1))
+    elif len(rows) == 1 and pattern in (rows[0]["name"], *rows[0]["aliases"]):  # type: ignore[misc]
+        _model_details(rows[0])
+    else:
+        _models_table(rows, available)
+
+
+MODELS_WIDTH = 120  # the table fits a 120-column terminal; --json and `fmprobe models NAME` have the rest
+
+
+def _models_table(rows: list[dict[str, object]], available: bool) -> None:
+    """name, family, params, resolution, readouts (default starred) = width, licence[, local]: at most 120 columns,
+    the readouts column shortened with '…' where it has to be."""
+    headers = ["name", "family", "M params", "res", "readouts (* default) = dim", "licence"] + (["local"] if available else [])
+    keys = ["name", "family", "params_m", "resolution", "readouts", "license"]
+    table = [[("" if r[k] is None else str(r[k]).replace(", ", " ")) for k in keys] + (["yes" if r.get("available") else "-"] if available else []) for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    widths[4] = max(len(headers[4]), widths[4] - max(0, sum(widths) + 2 * (len(widths) - 1) - MODELS_WIDTH))
+    for row in [headers, *table]:
+        cells = [v if len(v) <= w else v[: w - 1] + "…" for v, w in zip(row, widths)]
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(cells, widths)).rstrip())
+    if not rows:
+        typer.echo("no registered backbone matches; any timm model name, timm:NAME, hf-hub:ORG/REPO, openclip:MODEL:TAG or hf:ORG/REPO also works.")
+        return
+    typer.echo("\nAlso: any timm model name (timm:NAME), hf-hub:ORG/REPO, openclip:MODEL:TAG, hf:ORG/REPO; NAME:random is the random-init")
+    typer.echo("control. `fmprobe models NAME` shows aliases, weights and how to download them; --json every field.")
+
+
+def _model_details(row: dict[str, object]) -> None:
+    """One entry, every field, one per line (what the table leaves out)."""
+    fields = ["name", "family", "implementation", "aliases", "description", "paper", "params_m", "resolution", "readouts", "weights", "license", "available", "download"]
+    for key in fields:
+        if key not in row:
+            continue
+        value = row[key]
+        if isinstance(value, list):
+            value = "\n".join(["", *(f"    {v}" for v in value)]) if key == "download" else ", ".join(map(str, value))
+        if key == "available":
+            value = value or "not on this machine (see download)"
+        typer.echo(f"{key + ':':<15} {value}")
 
 
 PROBE_DEFAULTS = fmprobe.ProbeGrid.defaults()  # the library's defaults, shown in `fmprobe probe --help` (read light)

@@ -48,6 +48,7 @@ from fmprobe.backbones import (
     LoadedBackbone,
     create_backbone,
     get_spec,
+    module_backbone,
     parse_backbone,
     resolve_weights,
     weights_label,
@@ -132,6 +133,11 @@ class ExtractionPlan:
     distributed: bool  # under torchrun: rank 0 merges after a barrier
     batches: tuple[PlannedBatch, ...]  # this part's batches (split, first row, rows)
     dtype_note: str | None = None  # why this dtype, where worth saying when it runs
+    module: LoadedBackbone | None = None  # a user's nn.Module (extract_features(model=...)), already built
+
+    def load_backbone(self) -> LoadedBackbone:
+        """The network this plan runs: the user's module, else the registry's backbone with the planned weights."""
+        return self.module or create_backbone(self.backbone, resolution=self.resolution, resolved=self.resolved)
 
     @property
     def out(self) -> Path:
@@ -224,14 +230,20 @@ class ExtractionPlan:
 # ---- planning: no model is built, nothing but the output-folder check is written ----
 
 
-def plan_extraction(dataset: str | Dataset, backbone: str, options: ExtractOptions | None = None, **overrides: object) -> ExtractionPlan:
+def plan_extraction(
+    dataset: str | Dataset, backbone: str | torch.nn.Module | None = None, options: ExtractOptions | None = None,
+    *, model: torch.nn.Module | None = None, transform: object = None, name: str | None = None, **overrides: object,
+) -> ExtractionPlan:
     """Decide what extracting ``backbone`` features of ``dataset`` will do; ``overrides`` are
-    :class:`~fmprobe.runtime.ExtractOptions` fields (the keywords of :func:`extract_features`).
+    :class:`~fmprobe.runtime.ExtractOptions` fields (the keywords of :func:`extract_features`). ``model`` (or a
+    module as ``backbone``) is any ``torch.nn.Module``, with its ``transform`` and the ``name`` it is cached under
+    (:func:`fmprobe.backbones.module_backbone`).
 
     Reads the dataset listing and hashes the weights file (both enter the cache key) and checks that the output
-    folder is writable; builds no model."""
-    name = parse_backbone(backbone)
-    backbone = name.canonical if name.random_init else backbone  # NAME:random:0 is NAME:random, its key included
+    folder is writable; builds no registry model."""
+    module = _module_backbone(backbone, model, transform, name, overrides)
+    parsed = parse_backbone(module.name if module else str(backbone))
+    backbone = parsed.canonical  # one name per backbone: an alias, and NAME:random:0 (NAME:random), key included
     opts = replace(options, **overrides) if options is not None else ExtractOptions(**overrides)  # type: ignore[arg-type]
     ranks = _torchrun_part() if opts.distributed is not False else None
     if opts.distributed and ranks is None:
@@ -241,17 +253,36 @@ def plan_extraction(dataset: str | Dataset, backbone: str, options: ExtractOptio
     part = ranks or (parse_shard(opts.shard) if isinstance(opts.shard, str) else opts.shard) or (0, 1)
     check_output_folder(Path(opts.out))
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, opts.max_images_per_split)
-    spec = get_spec(name.base)
+    spec = module.spec if module else get_spec(parsed.base)
     readouts = _checked_readouts(spec, backbone, opts.readouts)
-    resolved = resolve_weights(backbone, opts.weights)
+    resolved = (None, module.weights_digest) if module else resolve_weights(backbone, opts.weights)
     device = choose_device(opts.device, local_rank=int(os.environ["LOCAL_RANK"]) if ranks and "LOCAL_RANK" in os.environ else None)
     size = int(opts.resolution or spec.native_resolution)
     batches = plan_batches({n: len(s) for n, s in data.splits.items()}, opts.batch_size, part)
     plan = ExtractionPlan(
         data, backbone, spec, resolved, size, readouts, device, dtype_candidates(device, opts.dtype), None, opts,
-        part, ranks is not None, tuple(batches),
+        part, ranks is not None, tuple(batches), module=module,
     )  # fmt: skip
     return _choose_compute_dtype(plan)
+
+
+def _module_backbone(
+    backbone: object, model: torch.nn.Module | None, transform: object, name: str | None, overrides: dict[str, object]
+) -> LoadedBackbone | None:
+    """The user's module as a built backbone (None for a registry name); a module with ``weights`` is refused."""
+    if isinstance(backbone, torch.nn.Module):
+        backbone, model = None, backbone
+    if model is None:
+        if backbone is None:
+            raise FmprobeError("give a backbone name (`fmprobe models`) or model=<a torch.nn.Module>.")
+        if transform is not None or name is not None:
+            raise FmprobeError(f"transform= and name= go with model=<a torch.nn.Module>; {backbone!r} brings its own.")
+        return None
+    if backbone is not None:
+        raise FmprobeError(f"give a backbone name ({backbone!r}) or model=, not both.")
+    if overrides.get("weights") is not None:
+        raise FmprobeError("model= brings its weights; drop weights=.")
+    return module_backbone(model, name, transform, overrides.get("resolution"))  # type: ignore[arg-type]
 
 
 def _torchrun_part() -> tuple[int, int] | None:
@@ -320,7 +351,7 @@ def _read_dtype_memo(out: Path) -> dict[str, dict[str, object]]:
 def _time_compute_dtype(plan: ExtractionPlan) -> tuple[ExtractionPlan, LoadedBackbone]:
     """bf16 or fp32 on a CPU with native bf16: time both on this model, once per machine, and remember the answer
     in ``<out>/.fmprobe-dtype.json`` (the dtype is part of the cache key, so it must not flip between runs)."""
-    loaded = create_backbone(plan.backbone, resolution=plan.resolution, resolved=plan.resolved)
+    loaded = plan.load_backbone()
     model = loaded.model.to(plan.device)
     sample = torch.randn(2, 3, plan.resolution, plan.resolution, device=plan.device)
     if model.channels_last:
@@ -496,7 +527,7 @@ def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[
         plan.journal_path.unlink(missing_ok=True)
     if plan.options.on_error == OnError.fail.value:
         _check_files_exist(plan.dataset)
-    loaded = loaded or create_backbone(plan.backbone, resolution=plan.resolution, resolved=plan.resolved)
+    loaded = loaded or plan.load_backbone()
     model = loaded.model.to(plan.device)
     if model.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -795,8 +826,11 @@ def _keep_pixels(
 
 def extract_features(
     dataset: str | Dataset,
-    backbone: str,
+    backbone: str | torch.nn.Module | None = None,
     *,
+    model: torch.nn.Module | None = None,
+    transform: object = None,
+    name: str | None = None,
     weights: str | Path | None = DEFAULTS.weights,
     resolution: int | None = DEFAULTS.resolution,
     readouts: tuple[str, ...] | list[str] | None = DEFAULTS.readouts,
@@ -821,10 +855,15 @@ def extract_features(
     :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
     rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
     so later backbones with the same input geometry skip decoding. Messages go to the ``fmprobe`` logger.
+
+    ``model=`` takes any ``torch.nn.Module`` instead of a backbone name (returning ``[B, D]`` or a dict of named
+    embeddings), with ``transform`` (a :class:`~fmprobe.backbones.Preprocess`, a dict of its fields, or timm's
+    ``resolve_data_config`` dict) and the ``name`` its features are cached and reported under; its cache key holds a
+    digest of its class and state dict.
     """
     started = time.perf_counter()
-    options = {name: value for name, value in locals().items() if name in _OPTION_NAMES}
-    result = execute(plan_extraction(dataset, backbone, **options))
+    options = {key: value for key, value in locals().items() if key in _OPTION_NAMES}
+    result = execute(plan_extraction(dataset, backbone, model=model, transform=transform, name=name, **options))
     return replace(result, seconds=time.perf_counter() - started)
 
 

@@ -18,6 +18,17 @@ def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
     return (matches + prefix)[:n]
 
 
+def unknown_message(kind: str, name: str, choices: list[str], hint: str = "") -> str:
+    """"unknown KIND 'name'. Closest: ..." (or the first known names), then ``hint``: the one wording of it."""
+    near = closest(name, choices)
+    msg = f"unknown {kind} {name!r}."
+    if near:
+        msg += f" Closest: {', '.join(near)}."
+    else:
+        msg += f" Known: {', '.join(sorted(choices)[:12])}{' …' if len(choices) > 12 else ''}."
+    return f"{msg} {hint}" if hint else msg
+
+
 class Registry(Generic[T]):
     """Maps names to entries of one kind (``kind`` appears in error messages, e.g. 'backbone')."""
 
@@ -53,16 +64,7 @@ class Registry(Generic[T]):
             raise self.unknown(name) from None
 
     def unknown(self, name: str, extra_choices: list[str] | None = None) -> UnknownNameError:
-        choices = list(self._entries) + list(extra_choices or [])
-        near = closest(name, choices)
-        msg = f"unknown {self.kind} {name!r}."
-        if near:
-            msg += f" Closest: {', '.join(near)}."
-        else:
-            msg += f" Known: {', '.join(sorted(choices)[:12])}{' …' if len(choices) > 12 else ''}."
-        if self.list_hint:
-            msg += f" {self.list_hint}"
-        return UnknownNameError(msg)
+        return UnknownNameError(unknown_message(self.kind, name, list(self._entries) + list(extra_choices or []), self.list_hint))
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

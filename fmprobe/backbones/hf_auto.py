@@ -176,7 +176,8 @@ def _load_config(ident: str, local: Path | None, name: str) -> object:
         return AutoConfig.from_pretrained(str(local or ident), local_files_only=downloads_disabled() or local is not None)
     except Exception as err:
         where = "the folder" if local else "the local Hugging Face cache and the hub is unreachable (HF_HUB_OFFLINE=1)" if downloads_disabled() else "the hub"
-        raise WeightsError(f"{name!r}: cannot read config.json from {where} ({type(err).__name__}: {str(err).splitlines()[0][:200]}).") from None
+        fetch = "" if local else f" To get it: `hf download {ident} config.json preprocessor_config.json model.safetensors`."
+        raise WeightsError(f"{name!r}: cannot read config.json from {where} ({type(err).__name__}: {str(err).splitlines()[0][:200]}).{fetch}") from None
 
 
 @lru_cache(maxsize=64)

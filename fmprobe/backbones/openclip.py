@@ -263,7 +263,18 @@ def make_entry(
         description=description or f"open_clip {model}{':' + tag if tag else ''}",
         paper=paper,
         extra={"open_clip_model": model, "open_clip_tag": tag},
+        aliases=_upstream_names(name, model, tag),
     )
+
+
+def _upstream_names(name: str, model: str, tag: str) -> tuple[str, ...]:
+    """A registered entry's open_clip spellings: ``openclip:MODEL:TAG`` and open_clip's ``MODEL/TAG``
+    (``openclip:hf-hub:ORG/REPO`` for a Hub model); a generic entry is already named so."""
+    if name.startswith(PREFIX):
+        return ()
+    if not tag:
+        return (f"{PREFIX}{model}",)
+    return (f"{PREFIX}{model}:{tag}", f"{model}/{tag}")
 
 
 def _image_size(cfg: dict) -> int:

@@ -36,6 +36,7 @@ VARIANTS = {  # name -> (timm architecture, released file, Hugging Face repo, pa
     "sam_vitl": ("samvit_large_patch16", "sam_vit_l_0b3195.pth", "facebook/sam-vit-large", "ViT-L"),
     "sam_vith": ("samvit_huge_patch16", "sam_vit_h_4b8939.pth", "facebook/sam-vit-huge", "ViT-H"),
 }
+_UPSTREAM = {"sam_vitb": ("vit_b", "sam_vit_b"), "sam_vitl": ("vit_l", "sam_vit_l"), "sam_vith": ("vit_h", "sam_vit_h")}  # segment-anything's
 PREPROCESS = Preprocess(size=1024, crop_pct=1.0, interpolation="bilinear", resize_mode="longest_pad")
 READOUTS = ("encoder_mean", "neck_mean")
 HF_RENAMES = (
@@ -135,5 +136,5 @@ for _name, (_arch, _filename, _repo, _paper_name) in VARIANTS.items():
             build=partial(build_model, _arch), filter_state_dict=filter_state_dict,
             description=f"Segment Anything {_paper_name} image encoder, trained on SA-1B",
             paper="Kirillov et al., Segment Anything (ICCV 2023)",
-        )  # fmt: skip
+        ).with_aliases(_UPSTREAM[_name])  # fmt: skip
     )

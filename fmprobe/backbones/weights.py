@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fmprobe.backbones.base import WeightsInfo
+from fmprobe.backbones.places import cached_hf_file, download_advice, find_published, torch_hub_file  # noqa: F401
 from fmprobe.errors import WeightsError
 
 StateDict = dict[str, torch.Tensor]
@@ -120,21 +121,6 @@ def downloads_disabled() -> bool:
     return hub_offline() or os.environ.get("FMPROBE_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
-def torch_hub_file(filename: str) -> Path:
-    """Where ``torch.hub.load_state_dict_from_url`` keeps a downloaded checkpoint."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
-
-
-def cached_hf_file(repo_id: str, filename: str) -> Path | None:
-    """A Hugging Face Hub file from the local cache only (never the network), or None."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(repo_id, filename, local_files_only=True))
-    except Exception:  # not in the cache (the hub library raises several error types)
-        return None
-
-
 def locate_weights(info: WeightsInfo, backbone: str) -> Path:
     """The local path of ``backbone``'s published checkpoint, found from ``info`` alone (see :class:`WeightsInfo`
     for the lookup order), or a WeightsError naming the file, where it is published, ``--weights`` and ``:random``."""
@@ -146,13 +132,8 @@ def locate_weights(info: WeightsInfo, backbone: str) -> Path:
         raise WeightsError(
             f"{backbone!r} names no pretrained weights; pass --weights PATH{f' ({info.note})' if info.note else ''}."
         )
-    for url in info.urls:
-        cached = torch_hub_file(url.rsplit("/", 1)[-1])
-        if cached.is_file():
-            return cached
-    for repo_id, filename in info.hf:
-        if (path := cached_hf_file(repo_id, filename)) is not None:
-            return path
+    if (found := find_published(info)) is not None:
+        return found
     reason = "hub unreachable, HF_HUB_OFFLINE=1" if hub_offline() else "downloads disabled, FMPROBE_OFFLINE=1"
     if not downloads_disabled():
         path, errors = _download(info)
@@ -161,8 +142,8 @@ def locate_weights(info: WeightsInfo, backbone: str) -> Path:
         reason = "download failed: " + "; ".join(errors)
     raise WeightsError(
         f"no weights for {backbone!r} ({reason}). Download {' or '.join(info.places())} and pass "
-        f"--weights PATH{', or put it in the local Hugging Face cache (HF_HOME)' if info.hf else ''}"
-        f"{'; ' + info.note if info.note else ''}. Use {backbone}:random for a randomly initialised control."
+        f"--weights PATH (the file, or a folder holding it){'; ' + info.note if info.note else ''}. "
+        f"{download_advice(info)} Use {backbone}:random for a randomly initialised control."
     )
 
 

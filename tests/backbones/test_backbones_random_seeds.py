@@ -28,7 +28,7 @@ def test_the_seed_is_read_once_and_seed_0_is_the_plain_control() -> None:
     assert parse_backbone(f"{BACKBONE}:random:2") == BackboneName(BACKBONE, True, 2)
     assert parse_backbone(f"{BACKBONE}:random") == BackboneName(BACKBONE, True, None)
     assert parse_backbone(f"{BACKBONE}:random:0").canonical == f"{BACKBONE}:random"
-    assert parse_backbone("openclip:ViT-B-16:laion2b_s34b_b88k:random:3") == BackboneName("openclip:ViT-B-16:laion2b_s34b_b88k", True, 3)
+    assert parse_backbone("openclip:ViT-B-32:openai:random:3") == BackboneName("openclip:ViT-B-32:openai", True, 3)
     assert parse_backbone(BACKBONE) == BackboneName(BACKBONE)
     assert resolve_weights(f"{BACKBONE}:random:0") == resolve_weights(f"{BACKBONE}:random")
     assert resolve_weights(f"{BACKBONE}:random:1")[1].startswith("random-init:seed1:")

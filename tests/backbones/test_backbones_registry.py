@@ -61,8 +61,8 @@ def test_expected_widths_of_the_study_variants() -> None:
 
 def test_random_modifier_and_generic_prefixes_parse() -> None:
     assert parse_name("dinov2_vitb14:random") == ("dinov2_vitb14", True)
-    assert parse_name("openclip:ViT-B-16:laion2b_s34b_b88k") == ("openclip:ViT-B-16:laion2b_s34b_b88k", False)
-    assert parse_name("openclip:ViT-B-16:laion2b_s34b_b88k:random") == ("openclip:ViT-B-16:laion2b_s34b_b88k", True)
+    assert parse_name("openclip:ViT-B-32:openai") == ("openclip:ViT-B-32:openai", False)
+    assert parse_name("openclip:ViT-B-32:openai:random") == ("openclip:ViT-B-32:openai", True)
     assert parse_name("openclip:hf-hub:org/repo") == ("openclip:hf-hub:org/repo", False)
     assert parse_name("hf:facebook/dinov2-small:random") == ("hf:facebook/dinov2-small", True)
     with pytest.raises(UnknownNameError, match="modifier 'laion2b'"):
