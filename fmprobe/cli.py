@@ -62,13 +62,14 @@ def extract(
     shard: Annotated[Optional[str], typer.Option("--shard", help="Extract only shard I/N (job arrays); the last shard to finish merges.")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Under torchrun: one shard per rank, rank 0 merges (detected automatically).")] = False,
     pixel_cache: Annotated[bool, typer.Option("--pixel-cache", help="Keep decoded, resized images (uint8) so later backbones with the same input geometry skip decoding.")] = False,
+    decode: Annotated[Optional[str], typer.Option("--decode", help="JPEG decoding: auto (at the reduced size the resize allows; recorded in the cache key) or full.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
     chosen = dict(
         weights=weights, resolution=resolution, readouts=_split_list(readouts), batch_size=batch_size, device=device,
         dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, num_workers=workers,
-        max_images_per_split=max_images, shard=shard,
+        max_images_per_split=max_images, shard=shard, decode=decode,
     )  # fmt: skip
     result = fmprobe.extract_features(
         dataset,
