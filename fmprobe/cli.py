@@ -148,6 +148,7 @@ def probe(
     bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS['n_resamples']}).")] = None,
     val_subsample: Annotated[Optional[fmprobe.probing.ValSubsample], typer.Option("--val-subsample", help=f"Validation rows that choose a fraction cell's hyper-parameters: proportional (a stratified subsample of the same fraction) or full (default: {PROBE_DEFAULTS['val_subsample'].value}).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard I/N of the cells (dealt by cell id; N processes may share one --out, e.g. a job array).")] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -170,7 +171,7 @@ def probe(
         seed=seed,
         n_resamples=bootstrap,
         val_subsample=val_subsample,
-        out=out,
+        out=out, shard=shard,
         force=force,
         progress=not quiet,
     )
@@ -246,10 +247,11 @@ def study(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the grid and its estimated cost, run nothing.")] = False,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="A quick look: at most N images per split.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: the study file's 'out').")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Shard I/N of a job array sharing --out: every feature file extracted once, cells dealt by id; no report (run once more unsharded for it).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a study grid: extraction (cached), probes (resumable), report."""
-    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet)
+    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet, shard=shard)
     if run.report is not None:
         _echo_recommendation(run.study.out / "results", run.study.baseline)
         typer.echo(str(run.report.html))

@@ -50,6 +50,7 @@ from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_fe
 from fmprobe.registry import closest
 from fmprobe.report import ReportPaths, write_report
 from fmprobe.runtime import ExtractOptions
+from fmprobe.sharding import WHOLE, Part, as_part, dealt
 
 log = logging.getLogger(__name__)
 
@@ -403,9 +404,17 @@ def run_study(
     dry_run: bool = False,
     max_images: int | None = None,
     progress: bool = True,
+    shard: str | Part | None = None,
 ) -> StudyRun:
     """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
-    reused. ``out`` overrides the study's output folder."""
+    reused. ``out`` overrides the study's output folder.
+
+    ``shard="I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt
+    to it first, then asks for every other one, which is a cache hit, a wait on the file's cache lock while its
+    shard extracts it, or (where that shard has not reached it yet) an extraction here that the other then finds
+    in the cache: every file is extracted once, and every shard has all of them before probing. Then the probe
+    cells and finetune runs dealt to it. The report is left to one unsharded run when all are done (a cache hit
+    for everything): ``fmprobe study FILE`` again, or ``fmprobe report``."""
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:
@@ -413,37 +422,51 @@ def run_study(
     log.info("%s", format_plan(study, estimate_cost(study, max_images)))
     if dry_run:
         return StudyRun(study)
-    feature_files = tuple(_extract(study, max_images, progress))
+    part = as_part(shard)
+    feature_files = tuple(_extract(study, max_images, progress, part))
     probe_features(
         feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
-        val_subsample=study.val_subsample,
+        val_subsample=study.val_subsample, shard=part,
         **study.bootstrap_keywords(),
     )  # fmt: skip
-    _finetune(study, max_images, progress)
+    _finetune(study, max_images, progress, part)
+    if part != WHOLE:
+        log.info(f"shard {part[0]}/{part[1]} done; when every shard is, `fmprobe study {study.path}` (all cached) writes the report")
+        return StudyRun(study, feature_files)
     report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
     log.info("report: %s", report.html)
     return StudyRun(study, feature_files, report)
 
 
-def _extract(study: Study, max_images: int | None, progress: bool) -> list[Path]:
-    paths = []
-    for dataset, backbone, resolution, readouts in study.extraction_jobs():
+def _job_key(job: tuple[object, ...]) -> str:
+    """The name a study job (an extraction or finetune run) is dealt to a shard by."""
+    return "|".join(map(str, job))
+
+
+def _extract(study: Study, max_images: int | None, progress: bool, part: Part = WHOLE) -> list[Path]:
+    """Every feature file of the study, in the study's order; a shard extracts the ones dealt to it first (see
+    :func:`run_study`), then the others (cache hits, or a wait on the file's lock while their shard writes them)."""
+    jobs = study.extraction_jobs()
+    mine = [job for job in jobs if dealt(_job_key(job), part)]
+    paths: dict[tuple, Path] = {}
+    for job in mine + [job for job in jobs if job not in mine]:
+        dataset, backbone, resolution, readouts = job
         result = extract_features(
             dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
             readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
             **study.extract,  # type: ignore[arg-type]
         )  # fmt: skip
-        paths.append(result.path)
-    return paths
+        paths[job] = result.path
+    return [paths[job] for job in jobs]
 
 
-def _finetune(study: Study, max_images: int | None, progress: bool) -> None:
+def _finetune(study: Study, max_images: int | None, progress: bool, part: Part = WHOLE) -> None:
     # With the recipe/options API this call is run_finetune(dataset, backbone,
     # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
     # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
     grid = study.finetune
-    for dataset, backbone, resolution, setting in study.finetune_jobs():
+    for dataset, backbone, resolution, setting in [job for job in study.finetune_jobs() if dealt(_job_key(job), part)]:
         run = run_finetune(
             dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
             resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,

@@ -14,6 +14,7 @@ from fmprobe.errors import FmprobeError
 from fmprobe.probing.grid import ProbeGrid, ValSubsample, cell_repeats
 from fmprobe.probing.sampling import shot_capacity
 from fmprobe.results import CellInfo, done_cells, read_results
+from fmprobe.sharding import WHOLE, Part, as_part, dealt
 from fmprobe.store import FeatureFile
 from fmprobe.tasks import GROUP, TRAIN
 
@@ -34,6 +35,7 @@ class ProbePlan:
     grid: ProbeGrid
     cells: tuple[ProbeCell, ...]
     skipped: int
+    part: Part = WHOLE  # the shard whose cells these are (``--shard I/N``)
 
 
 def find_feature_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -140,18 +142,23 @@ def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, fl
     return {k: k * len(features.class_names) / len(train.labels) for k in shots}
 
 
-def plan_probing(features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
-    """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``).
+def plan_probing(
+    features: Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False, shard: str | Part | None = None
+) -> ProbePlan:
+    """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``);
+    with ``shard="I/N"`` only those dealt to shard I by their cell id (:mod:`fmprobe.sharding`), so N processes
+    appending into one ``out`` together run every cell once.
 
     Reads only the feature files' headers and the results table; names and readouts fail here, before any fit.
     """
-    out = Path(out)
-    cells = [cell for path in find_feature_files(features) for cell in _cells_of(FeatureFile(path), grid)]
+    out, part = Path(out), as_part(shard)
+    every = [cell for path in find_feature_files(features) for cell in _cells_of(FeatureFile(path), grid)]
+    cells = [cell for cell in every if dealt(cell.info.cell_id, part)]
     finished = set() if force else done_cells(out)
     todo = tuple(c for c in cells if c.info.cell_id not in finished)
     if not force:
         _refuse_earlier_protocol(out, {c.info.cell_id for c in cells} & finished)
-    return ProbePlan(out, grid, todo, len(cells) - len(todo))
+    return ProbePlan(out, grid, todo, len(cells) - len(todo), part)
 
 
 def _refuse_earlier_protocol(out: Path, kept: set[str]) -> None:

@@ -59,6 +59,8 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
             f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
             f"running {len(plan.cells)} (use --force to redo them)"
         )
+    if plan.part[1] > 1:
+        log.info(f"shard {plan.part[0]}/{plan.part[1]}: {len(plan.cells)} cell(s) to run, dealt by cell id")
     if plan.cells:
         check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
     rows_written = 0
@@ -100,8 +102,10 @@ def probe_features(
     out: str | Path = "results",
     force: bool = False,
     progress: bool = True,
+    shard: str | tuple[int, int] | None = None,
 ) -> ProbeRun:
     """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
+    ``shard="I/N"`` runs only the cells dealt to shard I (N such processes may append into one ``out`` at once).
 
     The grid options default (None) to :class:`ProbeGrid`'s fields. Messages go to the ``fmprobe.probing``
     logger.
@@ -110,7 +114,7 @@ def probe_features(
         probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
         n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample,
     )  # fmt: skip
-    return run_probing(plan_probing(features, grid, out, force), progress)
+    return run_probing(plan_probing(features, grid, out, force, shard), progress)
 
 
 def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: int) -> ProbeBase:
