@@ -29,7 +29,7 @@ def test_gpu_bench_smoke_measures_every_figure(tmp_path: Path, capsys: pytest.Ca
     ratios = _bench().main(["--smoke", "--out", str(tmp_path)])
     labels = [label for label, _ in ratios]
     assert [label.split(" ", 1)[1] for label in labels] == [
-        "end-to-end extract", "end-to-end, warm pixel cache", "GPU JPEG decode + forward (bench-only)",
+        "end-to-end extract", "end-to-end extract, whole call", "end-to-end, warm pixel cache", "GPU JPEG decode + forward (bench-only)",
     ]  # fmt: skip
     assert all(math.isfinite(r) and r > 0 for _, r in ratios)
     printed = capsys.readouterr().out
