@@ -449,16 +449,28 @@ def _extract(study: Study, max_images: int | None, progress: bool, part: Part = 
     :func:`run_study`), then the others (cache hits, or a wait on the file's lock while their shard writes them)."""
     jobs = study.extraction_jobs()
     mine = [job for job in jobs if dealt(_job_key(job), part)]
+    agreed = _agreed_dtype(study, part)
     paths: dict[tuple, Path] = {}
     for job in mine + [job for job in jobs if job not in mine]:
         dataset, backbone, resolution, readouts = job
         result = extract_features(
             dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
             readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
-            **study.extract,  # type: ignore[arg-type]
+            **{**study.extract, **agreed},  # type: ignore[arg-type]
         )  # fmt: skip
         paths[job] = result.path
     return [paths[job] for job in jobs]
+
+
+def _agreed_dtype(study: Study, part: Part) -> dict[str, str]:
+    """A shard's compute dtype where ``auto`` would time bf16 against fp32 (CPUs with native bf16): the capability's
+    choice, as sharded extractions take it, since shards timing at once could choose differently and write two
+    files (two keys) of one job. Unsharded runs, and studies whose [extract] sets ``dtype``, pass nothing."""
+    if part == WHOLE or "dtype" in study.extract:
+        return {}
+    from fmprobe.runtime import choose_device, dtype_candidates
+
+    return {"dtype": dtype_candidates(choose_device(str(study.extract.get("device", "auto"))), "auto")[0]}
 
 
 def _finetune(study: Study, max_images: int | None, progress: bool, part: Part = WHOLE) -> None:

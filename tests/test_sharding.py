@@ -118,3 +118,22 @@ def test_three_probe_shards_in_one_folder_give_the_rows_of_one_process(sharded_s
     pd.testing.assert_frame_equal(_rows(tmp_path / "three"), _rows(tmp_path / "one"))
     again = probe_features(features, out=tmp_path / "three", shard="1/2", **PROBE)  # another N: nothing left to run
     assert again.cells_run == 0
+
+
+def test_study_shards_agree_on_the_compute_dtype_instead_of_timing_it(tmp_path: Path) -> None:
+    import torch
+
+    from fmprobe.runtime import dtype_candidates
+    from fmprobe.study import _agreed_dtype
+
+    (tmp_path / "s.toml").write_text(STUDY.replace('dtype = "fp32"\n', ""))
+    study = load_study(tmp_path / "s.toml")
+    assert _agreed_dtype(study, (1, 3)) == {"dtype": dtype_candidates(torch.device("cpu"), "auto")[0]}
+    assert _agreed_dtype(study, (0, 1)) == {}  # one process: `auto` as ever
+    assert _agreed_dtype(load_study(_write_with_dtype(tmp_path)), (1, 3)) == {}  # the study's own choice stands
+
+
+def _write_with_dtype(tmp_path: Path) -> Path:
+    path = tmp_path / "d.toml"
+    path.write_text(STUDY)
+    return path
