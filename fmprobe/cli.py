@@ -62,13 +62,14 @@ def extract(
     shard: Annotated[Optional[str], typer.Option("--shard", help="Extract only shard I/N (job arrays); the last shard to finish merges.")] = None,
     distributed: Annotated[bool, typer.Option("--distributed", help="Under torchrun: one shard per rank, rank 0 merges (detected automatically).")] = False,
     pixel_cache: Annotated[bool, typer.Option("--pixel-cache", help="Keep decoded, resized images (uint8) so later backbones with the same input geometry skip decoding.")] = False,
+    decode: Annotated[Optional[str], typer.Option("--decode", help="JPEG decoding: auto (at the reduced size the resize allows; recorded in the cache key) or full.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
     chosen = dict(
         weights=weights, resolution=resolution, readouts=_split_list(readouts), batch_size=batch_size, device=device,
         dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, num_workers=workers,
-        max_images_per_split=max_images, shard=shard,
+        max_images_per_split=max_images, shard=shard, decode=decode,
     )  # fmt: skip
     result = fmprobe.extract_features(
         dataset,
@@ -207,6 +208,7 @@ def probe(
     subgroup_min_size: Annotated[Optional[int], typer.Option("--subgroup-min-size", help=f"Test rows a subgroup needs for a number; smaller ones are reported as too small (default: {PROBE_DEFAULTS['subgroup_min_size']}).")] = None,
     bands: Annotated[Optional[list[str]], typer.Option("--bands", metavar="KEY=EDGES", help=f"Edges of a derived <key>_band subgroup, KEY=EDGES, once per key, e.g. --bands age=40,60,80 (default: {'; '.join(f'{k}=' + ','.join(f'{e:g}' for e in v) for k, v in fmprobe.probing.DEFAULT_BANDS.items())}).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Results folder (results.csv, results.parquet, predictions/).")] = Path("results"),
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard I/N of the cells (dealt by cell id; N processes may share one --out, e.g. a job array).")] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -232,7 +234,7 @@ def probe(
         subgroups=_split_list(subgroups),
         subgroup_min_size=subgroup_min_size,
         bands=fmprobe.probing.parse_bands(bands) if bands else None,
-        out=out,
+        out=out, shard=shard,
         force=force,
         progress=not quiet,
     )
@@ -310,6 +312,7 @@ def study(
     keep_going: Annotated[bool, typer.Option("--keep-going", help="Go on past a failed job; list the failures at the end (exit 1).")] = False,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="A quick look: at most N images per split.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default: the study file's 'out').")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Shard I/N of a job array sharing --out: every feature file extracted once, cells dealt by id; no report (run once more unsharded for it).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run a study grid: extraction (cached), probes (resumable), report.
@@ -321,7 +324,8 @@ def study(
         return
     if file is None:
         raise FmprobeError("name a study file (fmprobe study FILE.toml), or write one with `fmprobe study --init FILE.toml`.")
-    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet, keep_going=keep_going)
+    run = fmprobe.run_study(file, out=out, dry_run=dry_run, max_images=max_images, progress=not quiet, keep_going=keep_going,
+                             shard=shard)
     if run.missing:
         typer.echo(f"fmprobe: {len(run.missing)} thing(s) this study needs are missing (listed above with their fix).", err=True)
         raise typer.Exit(1)

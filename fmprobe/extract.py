@@ -54,10 +54,11 @@ from fmprobe.backbones import (
     weights_label,
 )  # fmt: skip
 from fmprobe.datasets import Dataset, load_dataset
-from fmprobe.datasets.base import FileSource, ImageSource
+from fmprobe.datasets.base import DraftRequest, FileSource, ImageSource, load_image, reduces_jpeg
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, WeightsError
 from fmprobe.runtime import (
     ComputeDtype,
+    Decode,
     Device,
     ExtractOptions,
     FeatureDtype,
@@ -85,6 +86,7 @@ from fmprobe.store.shards import PlannedBatch
 log = logging.getLogger(__name__)
 
 ON_ERROR = tuple(m.value for m in OnError)
+JPEG_DRAFT = "jpeg-draft"  # the preprocess record's decode mode for reduced-size JPEG decoding
 FEATURE_DTYPES = tuple(m.value for m in FeatureDtype)
 TEST_KILL_AFTER_BATCHES = "FMPROBE_TEST_KILL_AFTER_BATCHES"  # test-only: see the module docstring
 DEFAULTS = ExtractOptions()
@@ -145,7 +147,15 @@ class ExtractionPlan:
 
     @property
     def preprocess(self) -> dict[str, object]:
-        return self.spec.preprocess.at(self.resolution).to_dict()
+        """The backbone's preprocessing at this size, plus ``decode: jpeg-draft`` where JPEG files are decoded at
+        reduced size (only then: the keys of every other extraction are those of files written before it existed)."""
+        record = self.spec.preprocess.at(self.resolution).to_dict()
+        return {**record, "decode": JPEG_DRAFT} if self.reduces_jpeg else record
+
+    @property
+    def reduces_jpeg(self) -> bool:
+        """Whether JPEG files are decoded at the reduced size the resize allows (``--decode auto``)."""
+        return self.options.decode == Decode.auto.value and any(reduces_jpeg(s.source) for s in self.dataset.splits.values())
 
     @property
     def is_imagenet_baseline(self) -> bool:
@@ -658,8 +668,10 @@ class _Rows(torch.utils.data.Dataset):
     normalises the whole batch, which quarters the bytes workers send.
     """
 
-    def __init__(self, sources: list[ImageSource], transform: ImageTransform, cache: PixelCache | None = None) -> None:
-        self.sources, self.transform, self.cache = sources, transform, cache
+    def __init__(
+        self, sources: list[ImageSource], transform: ImageTransform, cache: PixelCache | None = None, draft: DraftRequest | None = None
+    ) -> None:
+        self.sources, self.transform, self.cache, self.draft = sources, transform, cache, draft
         self.offsets = np.cumsum([0] + [len(s) for s in sources])
 
     def __len__(self) -> int:
@@ -675,7 +687,7 @@ class _Rows(torch.utils.data.Dataset):
             h, w = (int(v) for v in self.cache.sizes[index])  # type: ignore[index]
             return split, row, torch.from_numpy(np.array(self.cache.pixels[index])), (h, w), None
         try:
-            pixels, valid = self.transform.to_uint8(source.load(row))
+            pixels, valid = self.transform.to_uint8(load_image(source, row, self.draft))
             return split, row, pixels, valid, None
         except ImageError as err:
             return split, row, None, (0, 0), str(err)
@@ -737,7 +749,8 @@ def _run(plan: ExtractionPlan, session: _Session, todo: list[PlannedBatch], pixe
     transform = session.loaded.transform()
     names = list(plan.dataset.splits)
     reading, writing = _open_pixel_cache(pixels, whole_run)
-    rows = _Rows([plan.dataset.splits[n].source for n in names], transform, pixels if reading else None)
+    draft = transform.draft_request if plan.reduces_jpeg else None
+    rows = _Rows([plan.dataset.splits[n].source for n in names], transform, pixels if reading else None, draft)
     try:
         n_skipped, pixel_errors = _stream(plan, session, transform, rows, todo, pixels if writing else None)
     except BaseException:
@@ -760,27 +773,56 @@ def _stream(
     kill_after = _test_kill_after()
     n_skipped = n_kept = n_committed = 0
     pixel_errors: dict[int, str] = {}
-    for split_index, batch_rows, pixel_batch, valid, errors in _loader(rows, names, todo, workers, plan.device):
-        if errors and plan.options.on_error == OnError.fail.value:
-            first = errors[min(errors)]
-            raise ImageError(
-                f"{first}\n(The {n_kept} images extracted before it are kept: re-run with --on-error skip to "
-                "resume from there and record this file as skipped. Repairing the file changes the dataset's "
-                "content, and so its cache key: the extraction then starts afresh.)"
-            )
-        features = _forward(plan, session, transform, pixel_batch, valid)
-        _check_finite(plan, features, names[split_index], batch_rows, n_committed)
-        if pixels is not None:
-            _keep_pixels(pixels, int(rows.offsets[split_index]), batch_rows, pixel_batch, valid, errors, pixel_errors)
-        start = batch_rows[0]
-        for reason in errors.values():
-            session.bar.write(f"skipped: {reason.splitlines()[0]}", file=sys.stderr)  # diagnostics never on stdout
-        session.journal.append(Batch(names[split_index], start, len(batch_rows), {row - start: r for row, r in errors.items()}, features))
-        n_skipped, n_kept, n_committed = n_skipped + len(errors), n_kept + len(batch_rows), n_committed + 1
-        session.bar.update(len(batch_rows))
-        if kill_after is not None and n_committed >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)  # test-only hook: an exact kill point
+    with _model_threads(plan.device, workers):
+        for split_index, batch_rows, pixel_batch, valid, errors in _loader(rows, names, todo, workers, plan.device):
+            n_kept, n_committed = _step(plan, session, transform, rows, (split_index, batch_rows, pixel_batch, valid, errors),
+                                        pixels, pixel_errors, n_kept, n_committed)  # fmt: skip
+            n_skipped += len(errors)
+            if kill_after is not None and n_committed >= kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)  # test-only hook: an exact kill point
     return n_skipped, pixel_errors
+
+
+def _step(
+    plan: ExtractionPlan, session: _Session, transform: ImageTransform, rows: _Rows, batch: tuple, pixels: PixelCache | None,
+    pixel_errors: dict[int, str], n_kept: int, n_committed: int,
+) -> tuple[int, int]:
+    """One loaded batch: refuse or record its errors, forward it, keep its pixels, commit it; the new counts."""
+    names = list(plan.dataset.splits)
+    split_index, batch_rows, pixel_batch, valid, errors = batch
+    if errors and plan.options.on_error == OnError.fail.value:
+        first = errors[min(errors)]
+        raise ImageError(
+            f"{first}\n(The {n_kept} images extracted before it are kept: re-run with --on-error skip to "
+            "resume from there and record this file as skipped. Repairing the file changes the dataset's "
+            "content, and so its cache key: the extraction then starts afresh.)"
+        )
+    features = _forward(plan, session, transform, pixel_batch, valid)
+    _check_finite(plan, features, names[split_index], batch_rows, n_committed)
+    if pixels is not None:
+        _keep_pixels(pixels, int(rows.offsets[split_index]), batch_rows, pixel_batch, valid, errors, pixel_errors)
+    start = batch_rows[0]
+    for reason in errors.values():
+        session.bar.write(f"skipped: {reason.splitlines()[0]}", file=sys.stderr)  # diagnostics never on stdout
+    session.journal.append(Batch(names[split_index], start, len(batch_rows), {row - start: r for row, r in errors.items()}, features))
+    session.bar.update(len(batch_rows))
+    return n_kept + len(batch_rows), n_committed + 1
+
+
+@contextlib.contextmanager
+def _model_threads(device: torch.device, workers: int):
+    """On CPU with decoding workers, the model takes the cores the workers leave (``cores - workers``) for the run,
+    so the two do not fight over cores (the model's threads spin-wait for each other, a descheduled one stalls the
+    whole layer); restored after. Only where that leaves the model at least 3/4 of the cores: on a small machine
+    (2 cores, 1 worker) a core taken from the model costs far more than the decoding it would shield."""
+    before = torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    split = device.type == "cpu" and 0 < workers <= cores // 4
+    torch.set_num_threads(min(before, cores - workers) if split else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _check_finite(plan: ExtractionPlan, features: dict[str, np.ndarray], split: str, batch_rows: list[int], n_committed: int) -> None:
@@ -847,6 +889,7 @@ def extract_features(
     distributed: bool | None = DEFAULTS.distributed,
     pixel_cache: bool = DEFAULTS.pixel_cache,
     progress: bool = DEFAULTS.progress,
+    decode: str = DEFAULTS.decode,
 ) -> ExtractResult:
     """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``:
     ``execute(plan_extraction(dataset, backbone, ...))``; the defaults are :class:`ExtractOptions`'.
@@ -854,7 +897,9 @@ def extract_features(
     ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
     :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
     rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
-    so later backbones with the same input geometry skip decoding. Messages go to the ``fmprobe`` logger.
+    so later backbones with the same input geometry skip decoding. ``decode="auto"`` decodes JPEG files at the
+    reduced size the resize allows (``"full"``: always full size; the fingerprint records which). Messages go to
+    the ``fmprobe`` logger.
 
     ``model=`` takes any ``torch.nn.Module`` instead of a backbone name (returning ``[B, D]`` or a dict of named
     embeddings), with ``transform`` (a :class:`~fmprobe.backbones.Preprocess`, a dict of its fields, or timm's

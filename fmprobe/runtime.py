@@ -47,6 +47,14 @@ class ComputeDtype(StrEnum):
     fp16 = "fp16"
 
 
+class Decode(StrEnum):
+    """How JPEG files are decoded: auto at the reduced size the resize allows (``Image.draft``, recorded in the
+    fingerprint), full always at full size (the keys of files extracted before reduced decoding existed)."""
+
+    auto = "auto"
+    full = "full"
+
+
 class OnError(StrEnum):
     """What extraction does with an image that cannot be read: stop naming it, or record it and go on."""
 
@@ -105,10 +113,12 @@ class ExtractOptions:
     distributed: bool | None = None
     pixel_cache: bool = False
     progress: bool = True
+    decode: str = Decode.auto.value
 
     def __post_init__(self) -> None:
         checked = {
             "on_error": choice(OnError, self.on_error, "--on-error", "use fail or skip."),
+            "decode": choice(Decode, self.decode, "--decode", "use auto or full."),
             "feature_dtype": choice(FeatureDtype, self.feature_dtype, "--feature-dtype", "use float16 or float32."),
             "dtype": choice(ComputeDtype, self.dtype, "--dtype", f"use one of {', '.join(DTYPE_CHOICES)}."),
             "device": check_device_name(self.device),

@@ -58,6 +58,7 @@ from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_fe
 from fmprobe.registry import closest
 from fmprobe.report import ReportPaths, write_report
 from fmprobe.runtime import ExtractOptions
+from fmprobe.sharding import WHOLE, Part, as_part, dealt
 
 log = logging.getLogger(__name__)
 
@@ -459,11 +460,19 @@ def run_study(
     max_images: int | None = None,
     progress: bool = True,
     keep_going: bool = False,
+    shard: str | Part | None = None,
 ) -> StudyRun:
     """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
     reused. ``out`` overrides the study's output folder. Every dataset and weight file is checked first (offline):
-    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed extraction, probing
-    or fine-tuning job and lists the failures in the returned run (and the log) at the end."""
+    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed
+    extraction, probing or fine-tuning job and lists the failures in the returned run (and the log) at the end.
+
+    ``shard="I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt
+    to it first, then asks for every other one, which is a cache hit, a wait on the file's cache lock while its
+    shard extracts it, or (where that shard has not reached it yet) an extraction here that the other then finds
+    in the cache: every file is extracted once, and every shard has all of them before probing. Then the probe
+    cells and finetune runs dealt to it. The report is left to one unsharded run when all are done (a cache hit
+    for everything): ``fmprobe study FILE`` again, or ``fmprobe report``."""
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:
@@ -479,39 +488,66 @@ def run_study(
             f"{study.path}: {len(missing)} thing(s) this study needs are missing (nothing was run):\n  "
             + "\n  ".join(map(str, missing)) + "\nFix them, or run with --keep-going to do what can be done."
         )  # fmt: skip
-    failures = _Failures(keep_going)
-    feature_files = tuple(_extract(study, max_images, progress, failures))
-    _probe(study, feature_files, progress, failures)
-    _finetune(study, max_images, progress, failures)
+    failures, part = _Failures(keep_going), as_part(shard)
+    feature_files = tuple(_extract(study, max_images, progress, failures, part))
+    _probe(study, feature_files, progress, failures, part)
+    _finetune(study, max_images, progress, failures, part)
     report = None
-    with failures.job("report"):
-        report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
-        log.info("report: %s", report.html)
+    if part != WHOLE:
+        log.info(f"shard {part[0]}/{part[1]} done; when every shard is, `fmprobe study {study.path}` (all cached) writes the report")
+    else:
+        with failures.job("report"):
+            report = write_report(study.out / "results", study.out / "report", baseline=study.baseline)
+            log.info("report: %s", report.html)
     if failures.lines:
         log.error("%d job(s) failed:\n  %s", len(failures.lines), "\n  ".join(failures.lines))
     return StudyRun(study, feature_files, report, tuple(failures.lines))
 
 
-def _extract(study: Study, max_images: int | None, progress: bool, failures: _Failures) -> list[Path]:
-    paths = []
-    for dataset, backbone, resolution, readouts in study.extraction_jobs():
+def _job_key(job: tuple[object, ...]) -> str:
+    """The name a study job (an extraction or finetune run) is dealt to a shard by."""
+    return "|".join(map(str, job))
+
+
+def _extract(study: Study, max_images: int | None, progress: bool, failures: _Failures, part: Part = WHOLE) -> list[Path]:
+    """Every feature file of the study, in the study's order; a shard extracts the ones dealt to it first (see
+    :func:`run_study`), then the others (cache hits, or a wait on the file's lock while their shard writes them).
+    A failed job (with ``keep_going``) has no file."""
+    jobs = study.extraction_jobs()
+    mine = [job for job in jobs if dealt(_job_key(job), part)]
+    agreed = _agreed_dtype(study, part)
+    paths: dict[tuple, Path] = {}
+    for job in mine + [job for job in jobs if job not in mine]:
+        dataset, backbone, resolution, readouts = job
         with failures.job(f"extract {dataset} x {backbone}" + (f" @{resolution}" if resolution else "")):
             result = extract_features(
                 dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
                 readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
-                **study.extract,  # type: ignore[arg-type]
+                **{**study.extract, **agreed},  # type: ignore[arg-type]
             )  # fmt: skip
-            paths.append(result.path)
-    return paths
+            paths[job] = result.path
+    return [paths[job] for job in jobs if job in paths]
 
 
-def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failures: _Failures) -> None:
-    """Probe the feature files: all in one run, or (keep-going) one run per file so one failure spares the rest."""
+def _agreed_dtype(study: Study, part: Part) -> dict[str, str]:
+    """A shard's compute dtype where ``auto`` would time bf16 against fp32 (CPUs with native bf16): the capability's
+    choice, as sharded extractions take it, since shards timing at once could choose differently and write two
+    files (two keys) of one job. Unsharded runs, and studies whose [extract] sets ``dtype``, pass nothing."""
+    if part == WHOLE or "dtype" in study.extract:
+        return {}
+    from fmprobe.runtime import choose_device, dtype_candidates
+
+    return {"dtype": dtype_candidates(choose_device(str(study.extract.get("device", "auto"))), "auto")[0]}
+
+
+def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failures: _Failures, part: Part) -> None:
+    """Probe the feature files (this shard's cells): all in one run, or (keep-going) one run per file so one failure
+    spares the rest."""
     keywords = dict(
         probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
         val_subsample=study.val_subsample, subgroups=study.subgroups, subgroup_min_size=study.subgroup_min_size,
-        bands=study.bands or None, **study.bootstrap_keywords(),
+        bands=study.bands or None, shard=part, **study.bootstrap_keywords(),
     )  # fmt: skip
     for batch in ([f] for f in feature_files) if failures.keep_going else [feature_files]:
         if batch:
@@ -519,10 +555,11 @@ def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failur
                 probe_features(batch, **keywords)  # type: ignore[arg-type]
 
 
-def _finetune(study: Study, max_images: int | None, progress: bool, failures: _Failures) -> None:
-    for dataset, backbone, resolution, setting in study.finetune_jobs():
+def _finetune(study: Study, max_images: int | None, progress: bool, failures: _Failures, part: Part = WHOLE) -> None:
+    for job in [job for job in study.finetune_jobs() if dealt(_job_key(job), part)]:
+        dataset, backbone, resolution, setting = job
         with failures.job(f"finetune {dataset} x {backbone} ({setting})"):
-            _finetune_one(study, (dataset, backbone, resolution, setting), max_images, progress)
+            _finetune_one(study, job, max_images, progress)
 
 
 def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_images: int | None, progress: bool) -> None:

@@ -29,6 +29,22 @@ class ImageTransform:
         self.mean = torch.tensor(config.mean).view(3, 1, 1)
         self.std = torch.tensor(config.std).view(3, 1, 1)
 
+    def draft_request(self, width: int, height: int) -> tuple[int, int] | None:
+        """The smallest size an image of ``width`` x ``height`` may be decoded at so that :meth:`resize` still only
+        shrinks it (each side at least what the resize keeps); None where it would not shrink at all. JPEG decoders
+        scale by 1/2, 1/4 or 1/8 in the DCT domain to the smallest such size at or above this (``Image.draft``),
+        which is 3x less decode work for a 1024x768 photo resized to 224, at a difference within the resize's own
+        rounding (see tests/test_decode_draft.py for the bound)."""
+        c = self.config
+        if c.resize_mode == "squash":
+            fx, fy = c.size / width, c.size / height
+        else:
+            target = c.size if c.resize_mode == "longest_pad" else math.floor(c.size / c.crop_pct)
+            fx = fy = target / (max(width, height) if c.resize_mode == "longest_pad" else min(width, height))
+        if fx >= 0.5 and fy >= 0.5:
+            return None  # less than a factor 2 to gain: DCT scaling cannot help
+        return math.ceil(width * fx), math.ceil(height * fy)
+
     def resize(self, image: Image.Image) -> Image.Image:
         """The geometric part (resize + crop); its output is what a pixel cache may store."""
         c = self.config

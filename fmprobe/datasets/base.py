@@ -14,7 +14,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +31,11 @@ from fmprobe.tasks import METADATA_KEY, PRIMARY_METRIC, TASK_TYPES, TaskType
 # cannot carry. (Before EXIF was applied files had the array tag; the new tag re-extracts them once.)
 DEFAULT_IMAGE_CONVERSION = "pil-rgb8"
 FILE_IMAGE_CONVERSION = "pil-rgb8-exif"
+# File name endings whose images may be decoded at reduced size (DCT-domain scaling, ``Image.draft``): the feature
+# fingerprint records the decode mode for datasets holding such files, so it never depends on the files' contents.
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+# (width, height) of a stored image -> the smallest size it may be decoded at, or None (full size).
+DraftRequest = Callable[[int, int], "tuple[int, int] | None"]
 # The largest image (in pixels) fmprobe decodes when set (0: no limit); unset, PIL's decompression-bomb guard applies.
 MAX_PIXELS_ENV = "FMPROBE_MAX_IMAGE_PIXELS"
 
@@ -128,7 +133,7 @@ def _upright(image: Image.Image, where: str) -> Image.Image:
         ) from None
 
 
-def _decode(data: bytes, where: str) -> Image.Image:
+def _decode(data: bytes, where: str, draft: DraftRequest | None = None) -> Image.Image:
     limit = pixel_limit()
     if limit is not None:
         Image.MAX_IMAGE_PIXELS = None  # the user's limit replaces PIL's guard; it is checked just below
@@ -142,16 +147,18 @@ def _decode(data: bytes, where: str) -> Image.Image:
                 "each sample). Backbones take 8-bit images: window it to 8 bits first (e.g. rescale the intensity "
                 "range you care about to 0-255 per channel and save as an 8-bit PNG)."
             )
+        if draft is not None and im.format == "JPEG" and (request := draft(width, height)):
+            im.draft(im.mode, request)  # decode at 1/2, 1/4 or 1/8 scale, still at least `request`
         im.load()
         image = _upright(im, where)
     return to_rgb(image, where)
 
 
-def decode_image_bytes(data: bytes, where: str) -> Image.Image:
+def decode_image_bytes(data: bytes, where: str, draft: DraftRequest | None = None) -> Image.Image:
     """Decode and fully load one encoded image, upright (EXIF orientation) and as 8-bit RGB, turning every decoder
-    failure into an ImageError naming it."""
+    failure into an ImageError naming it. ``draft`` lets a JPEG decode at reduced size (see :data:`DraftRequest`)."""
     try:
-        return _decode(data, where)
+        return _decode(data, where, draft)
     except ImageError:
         raise
     except UnidentifiedImageError:  # PIL's message names an in-memory object address: keep reasons reproducible
@@ -202,6 +209,11 @@ class FileSource:
         return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
+        return self.load_reduced(index, None)
+
+    def load_reduced(self, index: int, draft: DraftRequest | None) -> Image.Image:
+        """:meth:`load`, a JPEG-named file decoded at the reduced size ``draft`` allows (the fingerprint records
+        it: :func:`reduces_jpeg`)."""
         path = self.paths[index]
         try:
             data = path.read_bytes()
@@ -212,7 +224,7 @@ class FileSource:
             ) from None
         except OSError as err:
             raise ImageError(f"{path}: cannot read image file ({err}).") from err
-        return decode_image_bytes(data, str(path))
+        return decode_image_bytes(data, str(path), draft if path.suffix.lower() in JPEG_SUFFIXES else None)
 
     def describe(self, index: int) -> str:
         return str(self.paths[index])
@@ -225,6 +237,17 @@ class FileSource:
 def source_conversion(source: ImageSource) -> str:
     """How ``source`` turns pixels into 8-bit RGB (its ``conversion``; sources without one convert like arrays)."""
     return str(getattr(source, "conversion", DEFAULT_IMAGE_CONVERSION))
+
+
+def load_image(source: ImageSource, index: int, draft: DraftRequest | None = None) -> Image.Image:
+    """``source.load(index)``, decoded at reduced size where ``draft`` is given and the source can (JPEG files)."""
+    reduced = getattr(source, "load_reduced", None)
+    return reduced(index, draft) if draft is not None and reduced is not None else source.load(index)
+
+
+def reduces_jpeg(source: ImageSource) -> bool:
+    """Whether :func:`load_image` with a draft request may decode some of ``source``'s images at reduced size."""
+    return hasattr(source, "load_reduced") and any(p.suffix.lower() in JPEG_SUFFIXES for p in source_paths(source))
 
 
 def source_paths(source: ImageSource) -> tuple[Path, ...]:
@@ -391,6 +414,9 @@ class _IndexedSource:
 
     def load(self, i: int) -> Image.Image:
         return self.parent.load(self.index[i])
+
+    def load_reduced(self, i: int, draft: DraftRequest | None) -> Image.Image:
+        return load_image(self.parent, self.index[i], draft)
 
     def describe(self, i: int) -> str:
         return self.parent.describe(self.index[i])

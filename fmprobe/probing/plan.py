@@ -15,6 +15,7 @@ from fmprobe.metrics.subgroups import BAND_SUFFIX, available
 from fmprobe.probing.grid import ProbeGrid, ValSubsample, cell_repeats
 from fmprobe.probing.sampling import shot_capacity
 from fmprobe.results import CellInfo, done_cells, read_results
+from fmprobe.sharding import WHOLE, Part, as_part, dealt
 from fmprobe.store import FeatureFile
 from fmprobe.tasks import GROUP, TEST, TRAIN
 
@@ -36,6 +37,7 @@ class ProbePlan:
     cells: tuple[ProbeCell, ...]
     skipped: int
     rescore: tuple[ProbeCell, ...] = ()  # finished cells without the grid's subgroup rows: sliced from predictions
+    part: Part = WHOLE  # the shard whose cells these are (``--shard I/N``)
 
 
 def find_feature_files(paths: str | Path | Iterable[str | Path]) -> list[Path]:
@@ -144,24 +146,33 @@ def _shot_fractions(features: FeatureFile, shots: Sequence[int]) -> dict[int, fl
     return {k: k * len(features.class_names) / len(train.labels) for k in shots}
 
 
-def plan_probing(features: str | Path | Sequence[str | Path], grid: ProbeGrid, out: str | Path, force: bool = False) -> ProbePlan:
-    """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``).
+def plan_probing(
+    features: str | Path | Sequence[str | Path],
+    grid: ProbeGrid,
+    out: str | Path,
+    force: bool = False,
+    shard: str | Part | None = None,
+) -> ProbePlan:
+    """The cells of ``grid`` over the feature files that ``out`` does not hold yet (all of them with ``force``);
+    with ``shard="I/N"`` only those dealt to shard I by their cell id (:mod:`fmprobe.sharding`), so N processes
+    appending into one ``out`` together run every cell once.
 
     Reads only the feature files' headers (and test metadata, for subgroups) and the results table; names,
     readouts and subgroup attributes fail here, before any fit. Finished cells that lack a requested subgroup
     attribute's rows are listed in ``rescore``: their saved predictions are sliced, nothing is refitted.
     """
-    out = Path(out)
+    out, part = Path(out), as_part(shard)
     files = [FeatureFile(path) for path in find_feature_files(features)]
     for file in files:
         check_subgroups(file, grid)
-    cells = [cell for file in files for cell in _cells_of(file, grid)]
+    every = [cell for file in files for cell in _cells_of(file, grid)]
+    cells = [cell for cell in every if dealt(cell.info.cell_id, part)]
     finished = set() if force else done_cells(out)
     todo = tuple(c for c in cells if c.info.cell_id not in finished)
     kept = [c for c in cells if c.info.cell_id in finished]
     if not force:
         _refuse_earlier_protocol(out, {c.info.cell_id for c in kept})
-    return ProbePlan(out, grid, todo, len(cells) - len(todo), _lacking_subgroups(out, kept, grid))
+    return ProbePlan(out, grid, todo, len(cells) - len(todo), _lacking_subgroups(out, kept, grid), part)
 
 
 def _lacking_subgroups(out: Path, kept: Sequence[ProbeCell], grid: ProbeGrid) -> tuple[ProbeCell, ...]:

@@ -79,6 +79,8 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
             f"{plan.skipped} of {plan.skipped + len(plan.cells)} cells already in {plan.results_dir}; "
             f"running {len(plan.cells)} (use --force to redo them)"
         )
+    if plan.part[1] > 1:
+        log.info(f"shard {plan.part[0]}/{plan.part[1]}: {len(plan.cells)} cell(s) to run, dealt by cell id")
     if plan.rescore:
         log.info(
             f"{len(plan.rescore)} finished cells lack the rows of --subgroups {','.join(plan.grid.subgroups)}: "
@@ -128,8 +130,10 @@ def probe_features(
     out: str | Path = "results",
     force: bool = False,
     progress: bool = True,
+    shard: str | tuple[int, int] | None = None,
 ) -> ProbeRun:
     """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
+    ``shard="I/N"`` runs only the cells dealt to shard I (N such processes may append into one ``out`` at once).
 
     The grid options default (None) to :class:`ProbeGrid`'s fields; ``subgroups`` (e.g. ``["sex", "age_band"]``)
     adds each cell's metrics per value of those test-metadata attributes. Messages go to the ``fmprobe.probing``
@@ -140,7 +144,7 @@ def probe_features(
         n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
         subgroup_min_size=subgroup_min_size, bands=bands,
     )  # fmt: skip
-    return run_probing(plan_probing(features, grid, out, force), progress)
+    return run_probing(plan_probing(features, grid, out, force, shard), progress)
 
 
 def _cell_probe(info: CellInfo, features: FeatureFile, grid: ProbeGrid, seed: int) -> ProbeBase:
