@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from typer.core import TyperCommand
+from typer.core import TyperCommand, TyperGroup
 
 import fmprobe
 from fmprobe import checks
 from fmprobe.errors import FmprobeError
-from fmprobe.progress import is_main_process
 
 # Singular spellings kept as hidden aliases of the plural options (one name per idea across commands).
 ALIASES = {"--readout": "--readouts", "--probe": "--probes", "--train-fraction": "--train-fractions"}
@@ -36,19 +35,15 @@ class _Command(TyperCommand):
                 param.opts.append("-o")
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)
-        for param in params:
-            if getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
-            elif getattr(getattr(param, "type_descriptor", None), "is_choice", False) and param.metavar is None:
-                param.metavar = "[" + param.display_type(ctx).strip("<>") + "]"  # typer's <a|b|c> as click's
-        return params
+        return _tidy(super().get_params(ctx), ctx)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         names = {opt for param in self.params for opt in getattr(param, "opts", ())}
         return super().parse_args(ctx, [_unalias(arg, names) for arg in args])
 
     def invoke(self, ctx: Any) -> Any:
+        from fmprobe.progress import is_main_process  # tqdm: only once a command runs
+
         logger = logging.getLogger("fmprobe")
         level = logger.level
         if not is_main_process():
@@ -59,6 +54,24 @@ class _Command(TyperCommand):
             return super().invoke(ctx)
         finally:
             logger.setLevel(level)
+
+
+class _Group(TyperGroup):
+    """The ``fmprobe`` group: its own options (``--version``, ``-h``) shown like the commands'."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx), ctx)
+
+
+def _tidy(params: list[Any], ctx: Any) -> list[Any]:
+    """How ``--help`` shows options: a flag with no value placeholder (typer shows ``<bool>``), choices as
+    ``[a|b|c]``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif getattr(getattr(param, "type_descriptor", None), "is_choice", False) and param.metavar is None:
+            param.metavar = "[" + param.display_type(ctx).strip("<>") + "]"  # typer's <a|b|c> as click's
+    return params
 
 
 def _unalias(arg: str, names: set[str]) -> str:
@@ -77,6 +90,7 @@ class _App(typer.Typer):
 
 app = _App(
     name="fmprobe",
+    cls=_Group,
     help="Which pretrained image backbone transfers best to your medical images? Extract, probe, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -105,6 +119,8 @@ def _examples(*commands: str) -> str:
 
 def _say(text: str) -> None:
     """A result line on stdout; under torchrun only rank 0 says it."""
+    from fmprobe.progress import is_main_process
+
     if is_main_process():
         typer.echo(text)
 
@@ -448,8 +464,9 @@ def finetune(
 
 @app.command(epilog=_examples("fmprobe env"))
 def env() -> None:
-    """Print what a bug report needs: versions, CPU (bf16 capability), device, the compute dtype auto picks, cache
-    folders. Loads torch, to say what it sees."""
+    """Print what a bug report needs: versions, CPU and bf16, device, auto's compute dtype, cache folders.
+
+    Loads torch, to say what it sees."""
     from fmprobe.runtime import environment
 
     rows = environment()
@@ -460,7 +477,7 @@ def env() -> None:
 def main() -> None:
     """Entry point: run the app, turning FmprobeError into a one-line message and exit code 1."""
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="fmprobe")
     except FmprobeError as err:
         if os.environ.get("FMPROBE_TRACEBACK"):
             raise
