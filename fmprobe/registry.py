@@ -58,8 +58,9 @@ class Registry(Generic[T]):
         choices = list(self._entries) + list(extra_choices or [])
         near = closest(name, choices)
         msg = f"unknown {self.kind} {name!r}."
-        if near:  # a short registry lists all its names in the same sentence (no second list in the hint)
-            msg += f" Closest: {', '.join(near)}" + (f"; known: {', '.join(sorted(choices))}." if len(choices) <= 12 else ".")
+        if near:  # a short registry without a hint of its own lists its names in the same sentence
+            short = len(choices) <= 12 and not self.list_hint
+            msg += f" Closest: {', '.join(near)}" + (f"; known: {', '.join(sorted(choices))}." if short else ".")
         else:
             msg += f" Known: {', '.join(sorted(choices)[:12])}{' …' if len(choices) > 12 else ''}."
         if self.list_hint:
