@@ -105,9 +105,10 @@ def test_error_messages_name_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_help_shows_flags_choices_examples_and_short_names() -> None:
     runner = CliRunner()
     assert runner.invoke(cli.app, ["--version"]).output.strip() == f"fmprobe {fmprobe.__version__}"
-    for command in ["extract", "merge", "datasets", "probe", "report", "leaderboard", "demo", "study", "finetune", "env"]:
+    commands = ["extract", "merge", "export", "datasets", "probe", "report", "leaderboard", "demo", "study", "finetune", "env"]
+    for command in commands:
         shown = runner.invoke(cli.app, [command, "-h"], env={"COLUMNS": "200"}).output
-        assert "<bool>" not in shown and "Examples:" in shown and f"fmprobe {command}" in shown, command
+        assert "<bool>" not in shown and "Example" in shown and f"fmprobe {command}" in shown, command
         if "--out" in shown:
             assert "-o " in shown, command
     extract = runner.invoke(cli.app, ["extract", "-h"], env={"COLUMNS": "200"}).output
