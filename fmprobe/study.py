@@ -277,13 +277,13 @@ def _bands_table(table: object, path: Path) -> dict[str, tuple[float, ...]]:
 
 def _check_names(study: Study) -> None:
     """Unknown backbones, probes and baselines fail before any work, with suggestions."""
+    check_probes(study.probes)  # an unknown probe fails naming the closest (first: this check needs no torch)
     for backbone in study.backbones:
         check_backbone(backbone)
     if study.baseline and study.baseline not in study.backbones:
         raise FmprobeError(
             f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}."
         )
-    check_probes(study.probes)  # an unknown probe fails naming the closest
     if study.val_subsample is not None and study.val_subsample not in [v.value for v in ValSubsample]:
         choices = ", ".join(v.value for v in ValSubsample)
         raise FmprobeError(f"{study.path}: val_subsample {study.val_subsample!r}: choose one of {choices}.")
