@@ -6,23 +6,124 @@ message and exit code 1; set FMPROBE_TRACEBACK=1 for the full traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 import fmprobe
+from fmprobe import checks
 from fmprobe.errors import FmprobeError
 
-app = typer.Typer(
+# Singular spellings kept as hidden aliases of the plural options (one name per idea across commands).
+ALIASES = {"--readout": "--readouts", "--probe": "--probes", "--train-fraction": "--train-fractions"}
+
+
+class _Command(TyperCommand):
+    """Every fmprobe command: ``-o`` for ``--out``, flags shown as flags (no ``<bool>``), choices as ``[a|b|c]``, the
+    singular aliases of :data:`ALIASES`, and output as asked: ``-q`` keeps results, warnings and errors; a torchrun
+    rank > 0 says only errors."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:  # every --out answers to -o too
+            if "--out" in getattr(param, "opts", ()) and "-o" not in param.opts:
+                param.opts.append("-o")
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx), ctx)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        names = {opt for param in self.params for opt in getattr(param, "opts", ())}
+        return super().parse_args(ctx, [_unalias(arg, names) for arg in args])
+
+    def invoke(self, ctx: Any) -> Any:
+        from fmprobe.progress import is_main_process  # tqdm: only once a command runs
+
+        logger = logging.getLogger("fmprobe")
+        level = logger.level
+        if not is_main_process():
+            logger.setLevel(logging.ERROR)
+        elif ctx.params.get("quiet"):
+            logger.setLevel(logging.WARNING)
+        try:
+            return super().invoke(ctx)
+        finally:
+            logger.setLevel(level)
+
+
+class _Group(TyperGroup):
+    """The ``fmprobe`` group: its own options (``--version``, ``-h``) shown like the commands'."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _tidy(super().get_params(ctx), ctx)
+
+
+def _tidy(params: list[Any], ctx: Any) -> list[Any]:
+    """How ``--help`` shows options: a flag with no value placeholder (typer shows ``<bool>``), choices as
+    ``[a|b|c]``."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif getattr(getattr(param, "type_descriptor", None), "is_choice", False) and param.metavar is None:
+            param.metavar = "[" + param.display_type(ctx).strip("<>") + "]"  # typer's <a|b|c> as click's
+    return params
+
+
+def _unalias(arg: str, names: set[str]) -> str:
+    """``--probe x`` / ``--probe=x`` as ``--probes``, where this command has the plural option."""
+    name, eq, value = arg.partition("=")
+    plural = ALIASES.get(name)
+    return plural + eq + value if plural in names else arg
+
+
+class _App(typer.Typer):
+    """The typer app whose commands are all :class:`_Command` (also those other modules add)."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(
     name="fmprobe",
+    cls=_Group,
     help="Which pretrained image backbone transfers best to your medical images? Extract, probe, report.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fmprobe {fmprobe.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True, metavar="", help="Print the version and exit.")] = False,
+) -> None:
+    """Which pretrained image backbone transfers best to your medical images? Extract, probe, report."""
+
+
+def _examples(*commands: str) -> str:
+    """The ``Examples`` block at the end of a command's ``--help``."""
+    return "Examples:\n\n" + "\n\n".join(f"  {c}" for c in commands)
+
+
+def _say(text: str) -> None:
+    """A result line on stdout; under torchrun only rank 0 says it."""
+    from fmprobe.progress import is_main_process
+
+    if is_main_process():
+        typer.echo(text)
+
 
 # Option types, declared once and shared (None means "the backbone's / dataset's default").
 DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Dataset spec, e.g. demo, medmnist:pneumoniamnist@224 or csv:<manifest.csv>; `fmprobe datasets` lists every source and its options.")]
@@ -31,9 +132,9 @@ WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="Local che
 ResolutionOpt = Annotated[Optional[int], typer.Option("--resolution", help="Input size in pixels (default: the backbone's native size).")]
 ReadoutsOpt = Annotated[Optional[str], typer.Option("--readouts", help="Comma-separated readouts (default: the backbone's).")]
 # A string, not an enum, so that cuda:N passes; the library checks it (runtime.check_device_name) before any work.
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help=f"{', '.join(d.value for d in fmprobe.Device)} or cuda:N (default: auto; under torchrun each rank takes its local GPU).")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", metavar=f"[{'|'.join(d.value for d in fmprobe.Device)}|cuda:N]", help="Where the network runs (default: auto; under torchrun each rank takes its local GPU).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Recompute even if the cache has this result.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only the result, warnings and errors: no progress, no diagnostics.")]
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -43,7 +144,7 @@ def _split_list(text: str | None) -> list[str] | None:
 _EXTRACT = fmprobe.ExtractOptions()  # the library's defaults, shown in `fmprobe extract --help`
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe extract -d demo -b efficientnet_lite0_imagenet', 'fmprobe extract -d csv:labels.csv -b dinov2_vitb14 --shard $SLURM_ARRAY_TASK_ID/8'))
 def extract(
     dataset: DatasetOpt,
     backbone: BackboneOpt,
@@ -71,24 +172,36 @@ def extract(
         dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, num_workers=workers,
         max_images_per_split=max_images, shard=shard, decode=decode,
     )  # fmt: skip
+    given = {name: value for name, value in chosen.items() if value is not None}  # None: the library's default
+    fmprobe.ExtractOptions(**given)  # bad values refused here, light
+    _check_inputs(dataset, backbone, {"--weights": weights})
     result = fmprobe.extract_features(
         dataset,
         backbone,
-        **{name: value for name, value in chosen.items() if value is not None},  # None: the library's default
+        **given,
         force=force,
         distributed=True if distributed else None,
         pixel_cache=pixel_cache,
         progress=not quiet,
     )
-    typer.echo(str(result.path))
+    _say(str(result.path))
 
 
-@app.command()
+def _check_inputs(dataset: str, backbone: str, files: dict[str, Path | None]) -> None:
+    """The dataset spec, the file options and the backbone name, refused in a second, before torch loads (the
+    backbone last: until the torch-free catalog exists its check imports torch)."""
+    checks.check_dataset(dataset)
+    for option, path in files.items():
+        checks.check_file(path, option)
+    checks.check_backbone(backbone)
+
+
+@app.command(epilog=_examples('fmprobe merge features/demo/efficientnet_lite0_imagenet-224.h5'))
 def merge(
     cache: Annotated[Path, typer.Argument(help="The cache file the shards write (printed by `fmprobe extract --shard`).")],
 ) -> None:
     """Assemble a sharded extraction's part files into the one cache file (refuses while a part is incomplete)."""
-    typer.echo(str(fmprobe.merge_shards(cache)))
+    _say(str(fmprobe.merge_shards(cache)))
 
 
 @app.command()
@@ -165,7 +278,7 @@ def _model_details(row: dict[str, object]) -> None:
 PROBE_DEFAULTS = fmprobe.ProbeGrid.defaults()  # the library's defaults, shown in `fmprobe probe --help` (read light)
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe datasets'))
 def datasets() -> None:
     """List the dataset sources: spec form, example, description, and each source's ?key=value options."""
     rows = fmprobe.describe_sources()
@@ -193,12 +306,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> None:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe probe features/ -o results', 'fmprobe probe features/ --probes logreg,knn --train-fractions 0.01,0.1,1 --repeats 5'))
 def probe(
     features: Annotated[list[Path], typer.Argument(help="Feature files (.h5) or folders of them.")],
-    probe: Annotated[Optional[str], typer.Option("--probe", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS['probes'])}).")] = None,
-    readout: Annotated[Optional[str], typer.Option("--readout", help="Comma-separated readouts (default: all stored).")] = None,
-    train_fraction: Annotated[Optional[str], typer.Option("--train-fraction", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS['train_fractions'])}).")] = None,
+    probe: Annotated[Optional[str], typer.Option("--probes", help=f"Comma-separated probes (default: {','.join(PROBE_DEFAULTS['probes'])}).")] = None,
+    readout: Annotated[Optional[str], typer.Option("--readouts", help="Comma-separated readouts (default: all stored).")] = None,
+    train_fraction: Annotated[Optional[str], typer.Option("--train-fractions", help=f"Comma-separated label fractions, e.g. 0.01,0.1,1.0 (default: {','.join(f'{f:g}' for f in PROBE_DEFAULTS['train_fractions'])}).")] = None,
     shots: Annotated[Optional[str], typer.Option("--shots", help=f"Comma-separated labelled images per class for few-shot cells, next to the fractions, e.g. 1,2,4,8,16 (one per patient where the split records groups; default: {','.join(map(str, PROBE_DEFAULTS['shots'])) or 'none'}).")] = None,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1, shots and stochastic probes (default: {PROBE_DEFAULTS['repeats']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS['seed']}).")] = None,
@@ -216,7 +329,7 @@ def probe(
     try:
         fractions = [float(f) for f in _split_list(train_fraction) or []] or None
     except ValueError:
-        raise FmprobeError(f"--train-fraction {train_fraction!r}: give numbers such as 0.01,0.1,1.0.") from None
+        raise FmprobeError(f"--train-fractions {train_fraction!r}: give numbers such as 0.01,0.1,1.0.") from None
     try:
         shot_values = [int(k) for k in _split_list(shots) or []] or None
     except ValueError:
@@ -238,7 +351,7 @@ def probe(
         force=force,
         progress=not quiet,
     )
-    typer.echo(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
+    _say(f"{run.cells_run} cells run, {run.cells_skipped} already done; results in {run.results_dir}")
     _echo_recommendation(run.results_dir)
 
 
@@ -246,7 +359,7 @@ def _echo_recommendation(results: Path, baseline: str | None = None) -> None:
     """The recommendation's sentences after a run (stdout); when the results cannot support one yet (a single
     model, rows to reconcile first), say why on stderr: the run itself succeeded."""
     try:
-        typer.echo("\n".join(fmprobe.recommend(results, baseline=baseline).sentences))
+        _say("\n".join(fmprobe.recommend(results, baseline=baseline).sentences))
     except FmprobeError as err:
         typer.echo(f"no recommendation yet: {err}", err=True)
 
@@ -254,7 +367,7 @@ def _echo_recommendation(results: Path, baseline: str | None = None) -> None:
 _REPORT_DEFAULTS = fmprobe.ReportOptions.defaults()  # the report's defaults, declared once in fmprobe.report
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe report results -o report'))
 def report(
     results: Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")],
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Reference backbone for the gain view (default: an ImageNet one).")] = None,
@@ -269,7 +382,7 @@ def report(
     given = {"n_resamples": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets, "alpha": alpha, "reference": reference}
     given = {k: v for k, v in given.items() if v is not None}  # else the library's
     paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline, **given)
-    typer.echo(f"{paths.html}\n{paths.markdown}")
+    _say(f"{paths.html}\n{paths.markdown}")
 
 
 _RECOMMEND_DEFAULTS = fmprobe.RecommendOptions.defaults()  # light: the recommendation's alpha, declared once
@@ -280,16 +393,16 @@ CompareWithOpt = Annotated[Optional[str], typer.Option("--baseline", help="Model
 PairedResamplesOpt = Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of each paired bootstrap (default: {_REPORT_DEFAULTS['n_resamples']}, seed {_REPORT_DEFAULTS['seed']}, as in the report).")]
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe leaderboard results --baseline efficientnet_lite0_imagenet'))
 def leaderboard(results: ResultsArg, alpha: AlphaOpt = None, baseline: CompareWithOpt = None, bootstrap: PairedResamplesOpt = None) -> None:
     """Print what to use: per dataset the configuration chosen on validation, what the test set can tell it from
     (same-probe paired bootstrap, Holm-corrected), and the backbones' mean ranks across datasets."""
     given = {k: v for k, v in {"alpha": alpha, "n_resamples": bootstrap}.items() if v is not None}
     answer = fmprobe.recommend([str(r) for r in results] if len(results) > 1 else results[0], baseline=baseline, **given)
-    typer.echo(answer.to_text())
+    _say(answer.to_text())
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe demo -o /tmp/fmprobe-demo'))
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for features/, results/ and report/.")] = Path("."),
     images_per_class: Annotated[Optional[int], typer.Option("--images-per-class", help="Size of the synthetic demo data (default: the shipped demo study's).")] = None,
@@ -304,7 +417,7 @@ def demo(
     typer.echo(f"\nreport: {run.report_html}")
 
 
-@app.command()
+@app.command()  # its example is in the docstring
 def study(
     file: Annotated[Optional[Path], typer.Argument(help="Study file (TOML), e.g. studies/medmnist.toml.")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", help="Write a commented study template to this path and exit.")] = None,
@@ -331,7 +444,7 @@ def study(
         raise typer.Exit(1)
     if run.report is not None:
         _echo_recommendation(run.study.out / "results", run.study.baseline)
-        typer.echo(str(run.report.html))
+        _say(str(run.report.html))
     if run.failures:
         typer.echo(f"{len(run.failures)} job(s) failed:\n  " + "\n  ".join(run.failures), err=True)
         raise typer.Exit(1)
@@ -343,7 +456,7 @@ def _recipe_default(name: str) -> str:
     return "none" if value is None else str(value)
 
 
-@app.command()
+@app.command(epilog=_examples('fmprobe finetune -d demo -b efficientnet_lite0_imagenet --setting linear --epochs 5'))
 def finetune(
     dataset: DatasetOpt,
     backbone: BackboneOpt,
@@ -387,19 +500,32 @@ def finetune(
         out=out, workers=workers, max_images_per_split=max_images, n_resamples=bootstrap,
     )  # fmt: skip
     options = fmprobe.RunOptions(**{k: v for k, v in run.items() if v is not None}, force=force, progress=not quiet)
+    _check_inputs(dataset, backbone, {"--weights": weights, "--head-weights": head_weights})
     result = fmprobe.run_finetune(dataset, backbone, recipe, options)
     if not result.is_main:
         return
     if result.history:
         png = fmprobe.plot_training_curves(result.history, result.run_dir / "curves.png", title=f"{backbone} · {result.probe}")
         typer.echo(f"curves: {png}", err=True)
-    typer.echo(str(result.run_dir))
+    _say(str(result.run_dir))
+
+
+@app.command(epilog=_examples("fmprobe env"))
+def env() -> None:
+    """Print what a bug report needs: versions, CPU and bf16, device, auto's compute dtype, cache folders.
+
+    Loads torch, to say what it sees."""
+    from fmprobe.runtime import environment
+
+    rows = environment()
+    width = max(len(k) for k, _ in rows)
+    _say("\n".join(f"{k.ljust(width)}  {v}" for k, v in rows))
 
 
 def main() -> None:
     """Entry point: run the app, turning FmprobeError into a one-line message and exit code 1."""
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="fmprobe")
     except FmprobeError as err:
         if os.environ.get("FMPROBE_TRACEBACK"):
             raise

@@ -29,7 +29,7 @@ import numpy as np
 import timm
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fmprobe._io import (
     __version__,
@@ -56,6 +56,7 @@ from fmprobe.backbones import (
 from fmprobe.datasets import Dataset, load_dataset
 from fmprobe.datasets.base import DraftRequest, FileSource, ImageSource, load_image, reduces_jpeg
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, WeightsError
+from fmprobe.progress import progress as progress_bar
 from fmprobe.runtime import (
     ComputeDtype,
     Decode,
@@ -411,8 +412,7 @@ def execute(plan: ExtractionPlan) -> ExtractResult:
         if plan.options.force and plan.part == (0, 1):
             plan.path.unlink(missing_ok=True)
         n_skipped, measured = _extract_part(plan, loaded)
-        if _assemble(plan, measured):  # measured; `fmprobe study --dry-run` and the report's cost section use it
-            log.info(f"wrote {plan.path}")
+        _assemble(plan, measured)  # measured: `fmprobe study --dry-run` and the report's cost section use it
     return _result(plan, False, n_skipped, started)
 
 
@@ -543,8 +543,8 @@ def _extract_part(plan: ExtractionPlan, loaded: LoadedBackbone | None) -> tuple[
         model = model.to(memory_format=torch.channels_last)
     journal, committed = Journal.open(plan.journal_path, _journal_header(plan, model), _layout(plan.dataset))
     progress = _resume_point(plan, journal, committed)
-    bar = tqdm(total=progress.n_mine, initial=progress.n_done, unit="img", desc=f"{plan.backbone}", disable=not plan.options.progress,
-               file=sys.stderr, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+    bar = progress_bar(total=progress.n_mine, initial=progress.n_done, unit="img", desc=f"{plan.backbone}", disable=not plan.options.progress,
+                       mininterval=0.5)  # fmt: skip
     t0 = time.perf_counter()
     try:
         pixels = _pixel_cache(plan)

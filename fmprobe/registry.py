@@ -12,9 +12,11 @@ T = TypeVar("T")
 
 
 def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """Names in ``choices`` most similar to ``name``, best first (prefix matches count as close)."""
+    """Names in ``choices`` most similar to ``name``, best first (prefix matches count as close, and so does a
+    shared first syllable: ``logistic`` -> ``logreg``)."""
     matches = difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
-    prefix = [c for c in sorted(choices) if c.startswith(name.split("_")[0]) and c not in matches]
+    stem, start = name.split("_")[0], name[:3].lower()
+    prefix = [c for c in sorted(choices) if (c.startswith(stem) or (len(start) == 3 and c[:3].lower() == start)) and c not in matches]
     return (matches + prefix)[:n]
 
 
@@ -22,8 +24,9 @@ def unknown_message(kind: str, name: str, choices: list[str], hint: str = "") ->
     """"unknown KIND 'name'. Closest: ..." (or the first known names), then ``hint``: the one wording of it."""
     near = closest(name, choices)
     msg = f"unknown {kind} {name!r}."
-    if near:
-        msg += f" Closest: {', '.join(near)}."
+    if near:  # a short registry without a hint of its own lists its names in the same sentence
+        short = len(choices) <= 12 and not hint
+        msg += f" Closest: {', '.join(near)}" + (f"; known: {', '.join(sorted(choices))}." if short else ".")
     else:
         msg += f" Known: {', '.join(sorted(choices)[:12])}{' …' if len(choices) > 12 else ''}."
     return f"{msg} {hint}" if hint else msg

@@ -226,3 +226,47 @@ def autocast(device: torch.device, dtype: DtypeName) -> Iterator[None]:
 
     with torch.autocast(device_type=device.type, dtype=torch_dtype(dtype)):
         yield
+
+
+# Packages whose versions a bug report needs (read from the installed metadata: nothing is imported).
+REPORTED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "scikit-learn", "lightgbm", "h5py", "pandas", "pillow",
+                     "safetensors", "open_clip_torch", "transformers", "huggingface_hub", "typer")  # fmt: skip
+
+
+def environment() -> list[tuple[str, str]]:
+    """What ``fmprobe env`` prints for a bug report: versions, the CPU and its bf16 capability, the device and the
+    compute dtype ``auto`` picks on it (by capability; extraction may still time bf16 against fp32), cache folders.
+
+    Imports torch (it is a diagnostic): the device and dtype rows are what torch sees."""
+    import platform
+    from importlib import metadata
+
+    from fmprobe._io import __version__, cpu_model, user_cache_dir
+
+    rows = [("fmprobe", __version__), ("python", platform.python_version()), ("platform", platform.platform())]
+    for name in REPORTED_PACKAGES:
+        try:
+            rows.append((name, metadata.version(name)))
+        except metadata.PackageNotFoundError:
+            rows.append((name, "not installed"))
+    rows += [("cpu", f"{cpu_model()} ({os.cpu_count()} cores)"),
+             ("cpu bf16", "native (avx512_bf16/amx)" if cpu_has_native_bf16() else "emulated (slow): auto uses fp32")]  # fmt: skip
+    rows += _device_rows()
+    home = Path.home() / ".cache"
+    rows += [("fmprobe cache", str(user_cache_dir())),
+             ("huggingface cache", os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or str(home / "huggingface")),
+             ("torch hub", os.environ.get("TORCH_HOME") or str(home / "torch")),
+             ("FMPROBE_DTYPE", os.environ.get("FMPROBE_DTYPE", "(unset)"))]  # fmt: skip
+    return rows
+
+
+def _device_rows() -> list[tuple[str, str]]:
+    """The device ``auto`` picks, the GPUs torch sees and the dtype ``auto`` would use on that device."""
+    try:
+        import torch
+    except ImportError:
+        return [("device", "torch is not installed")]
+    device = choose_device("auto")
+    gpus = [f"{i}: {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return [("device (auto)", str(device)), ("gpus", "; ".join(gpus) or "none visible"),
+            ("compute dtype (auto)", choose_dtype(device)), ("torch threads", str(torch.get_num_threads()))]  # fmt: skip

@@ -43,22 +43,25 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmprobe._io import atomic_write_text
-from fmprobe.backbones import get_spec, parse_backbone, parse_name
+from fmprobe.checks import check_backbone, check_probes
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
-from fmprobe.extract import cache_path, extract_features
-from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
+from fmprobe.finetune import Recipe, RunOptions, parse_setting
 from fmprobe.metrics.subgroups import check_edges
 from fmprobe.preflight import Missing, check_datasets, check_weights
-from fmprobe.probes import PROBES
-from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
+from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats
 from fmprobe.registry import closest
-from fmprobe.report import ReportPaths, write_report
 from fmprobe.runtime import ExtractOptions
 from fmprobe.sharding import WHOLE, Part, as_part, dealt
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fmprobe.report import ReportPaths
+
+# Loading and checking a study file is light (no torch): the backbones, extraction, fine-tuning, probing and report
+# stacks are imported where a study runs them.
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +138,8 @@ class Study:
 
     def extraction_jobs(self) -> list[tuple[str, str, int | None, tuple[str, ...]]]:
         """(dataset, backbone, resolution, readouts) per feature file, in the order they run."""
+        from fmprobe.backbones import get_spec, parse_name
+
         jobs = []
         for dataset in self.datasets:
             for backbone in self.backbones:
@@ -158,6 +163,10 @@ def expand_random_seeds(backbones: Iterable[str], seeds: Iterable[int]) -> tuple
     """Every ``NAME:random`` (no seed written) as one control per seed, ``NAME:random`` for seed 0 (its cache
     and rows as before) and ``NAME:random:SEED`` for the others; names that write a seed are kept as they are."""
     seeds = tuple(seeds)
+    if not seeds:  # nothing to expand (and no need to load the backbone registry)
+        return tuple(dict.fromkeys(backbones))
+    from fmprobe.backbones import parse_backbone
+
     if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
         raise FmprobeError(f"random_seeds {list(seeds)}: list non-negative integers, e.g. random_seeds = [0, 1, 2].")
     out: list[str] = []
@@ -269,14 +278,13 @@ def _bands_table(table: object, path: Path) -> dict[str, tuple[float, ...]]:
 
 def _check_names(study: Study) -> None:
     """Unknown backbones, probes and baselines fail before any work, with suggestions."""
+    check_probes(study.probes)  # an unknown probe fails naming the closest (first: this check needs no torch)
     for backbone in study.backbones:
-        get_spec(parse_name(backbone)[0])
+        check_backbone(backbone)
     if study.baseline and study.baseline not in study.backbones:
         raise FmprobeError(
             f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}."
         )
-    for probe in study.probes:
-        PROBES.get(probe)  # an unknown probe fails naming the closest
     if study.val_subsample is not None and study.val_subsample not in [v.value for v in ValSubsample]:
         choices = ", ".join(v.value for v in ValSubsample)
         raise FmprobeError(f"{study.path}: val_subsample {study.val_subsample!r}: choose one of {choices}.")
@@ -335,6 +343,7 @@ class CostLine:
 
 def estimate_cost(study: Study, max_images: int | None = None) -> list[CostLine]:
     """Images x backbones, with time from earlier measurements (feature files' images/s) or a FLOP estimate."""
+    from fmprobe.backbones import get_spec, parse_name
     from fmprobe.backbones.cost import estimated_rate
     from fmprobe.runtime import choose_device
 
@@ -488,6 +497,8 @@ def run_study(
             f"{study.path}: {len(missing)} thing(s) this study needs are missing (nothing was run):\n  "
             + "\n  ".join(map(str, missing)) + "\nFix them, or run with --keep-going to do what can be done."
         )  # fmt: skip
+    from fmprobe.report import write_report
+
     failures, part = _Failures(keep_going), as_part(shard)
     feature_files = tuple(_extract(study, max_images, progress, failures, part))
     _probe(study, feature_files, progress, failures, part)
@@ -513,6 +524,9 @@ def _extract(study: Study, max_images: int | None, progress: bool, failures: _Fa
     """Every feature file of the study, in the study's order; a shard extracts the ones dealt to it first (see
     :func:`run_study`), then the others (cache hits, or a wait on the file's lock while their shard writes them).
     A failed job (with ``keep_going``) has no file."""
+    from fmprobe.backbones import parse_name
+    from fmprobe.extract import extract_features
+
     jobs = study.extraction_jobs()
     mine = [job for job in jobs if dealt(_job_key(job), part)]
     agreed = _agreed_dtype(study, part)
@@ -543,6 +557,8 @@ def _agreed_dtype(study: Study, part: Part) -> dict[str, str]:
 def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failures: _Failures, part: Part) -> None:
     """Probe the feature files (this shard's cells): all in one run, or (keep-going) one run per file so one failure
     spares the rest."""
+    from fmprobe.probing import probe_features
+
     keywords = dict(
         probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
@@ -566,6 +582,9 @@ def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_image
     # With the recipe/options API this call is run_finetune(dataset, backbone,
     # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
     # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
+    from fmprobe.backbones import parse_name
+    from fmprobe.finetune import plot_training_curves, run_finetune
+
     dataset, backbone, resolution, setting = job
     grid = study.finetune
     run = run_finetune(
@@ -577,5 +596,5 @@ def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_image
         plot_training_curves(run.history, run.run_dir / "curves.png", title=f"{backbone} · {run.probe}")
 
 
-__all__ = ["CostLine", "FinetuneGrid", "Study", "StudyRun", "cache_path", "estimate_cost", "format_plan", "init_study",
+__all__ = ["CostLine", "FinetuneGrid", "Study", "StudyRun", "estimate_cost", "format_plan", "init_study",
            "load_study", "run_study"]  # fmt: skip

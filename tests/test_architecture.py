@@ -16,6 +16,8 @@ ALLOWED: dict[str, set[str]] = {
     "_io": {"errors"},
     "registry": {"errors"},
     "runtime": {"errors", "_io"},
+    "progress": set(),  # tqdm, drawn as the output device suits; every long loop uses it
+    "checks": BASE | {"datasets", "backbones", "probes"},  # light input checks before the heavy stack loads
     "datasets": BASE,
     "backbones": BASE,
     "store": {"errors", "tasks", "_io"},
@@ -23,17 +25,17 @@ ALLOWED: dict[str, set[str]] = {
     "probes": BASE | {"metrics"},
     "results": {"errors", "tasks", "_io"},
     "report": BASE | {"results", "metrics", "store"},  # store: embedding maps and provenance read feature files
-    "extract": BASE | {"datasets", "backbones", "store", "runtime"},
-    "probing": BASE | {"store", "probes", "metrics", "results"},
-    "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime"},
+    "extract": BASE | {"datasets", "backbones", "store", "runtime", "progress"},
+    "probing": BASE | {"store", "probes", "metrics", "results", "progress"},
+    "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime", "progress"},
     "preflight": BASE | {"datasets", "backbones"},  # before a study: is every dataset and weight file here (offline)
     "study": None,  # type: ignore[dict-item]  # the grid runner may use everything
     "demo": None,  # type: ignore[dict-item]
-    "cli": {"errors"},  # plus the public API in fmprobe/__init__.py
+    "cli": {"errors", "checks", "progress", "runtime"},  # plus the public API in fmprobe/__init__.py
     "__init__": None,  # type: ignore[dict-item]  # the public API facade (lazy imports)
     "__main__": {"cli"},
 }
-TORCH_FREE = {"errors", "registry", "store", "metrics", "probes", "results", "report", "probing"}
+TORCH_FREE = {"errors", "registry", "store", "metrics", "probes", "results", "report", "probing", "checks", "progress"}
 
 
 def _module_of(path: Path) -> str:

@@ -31,7 +31,7 @@ def test_demo_runs_the_whole_loop_from_the_cli(tmp_path: Path, monkeypatch: pyte
     """`fmprobe demo` (smaller data and resolution than the default, same code path), then probe/report commands."""
     real = demo.demo_study
     monkeypatch.setattr(demo, "demo_study", lambda out, n, res: replace(real(out, n, 64), extract={"num_workers": 0}))
-    monkeypatch.setattr(sys, "argv", ["fmprobe", "demo", "--out", str(tmp_path), "--images-per-class", "20", "-q"])
+    monkeypatch.setattr(sys, "argv", ["fmprobe", "demo", "--out", str(tmp_path), "--images-per-class", "20"])  # no -q: the plan is checked
     cli.main()
     captured = capsys.readouterr()
     assert "efficientnet_lite0_imagenet:random" in captured.out and "logreg" in captured.out

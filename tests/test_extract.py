@@ -144,7 +144,7 @@ def _cli(args: list[str]) -> list[str]:
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = ["-d", "demo:40", "-b", "efficientnet_lite0_imagenet:random", "--resolution", "64", "--batch-size", "4",
-            "--workers", "0", "--dtype", "fp32", "-q"]  # fmt: skip
+            "--workers", "0", "--dtype", "fp32"]  # fmt: skip (no -q: the resume is said in the log)
     killed_out = tmp_path / "killed"
     killed = subprocess.run(_cli([*args, "--out", str(killed_out)]), cwd=ROOT, env={**env, TEST_KILL_AFTER_BATCHES: "3"}, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr

@@ -115,7 +115,7 @@ def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
             'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip
     path = _write(tmp_path, body)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out), "-q"]
+    cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out)]  # no -q: its log is checked
     env = {**os.environ, "FMPROBE_DATA": str(tmp_path / "data")}
     killed = subprocess.run(cmd, cwd=ROOT, env={**env, KILL_HOOK: "3"}, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr  # killed after the 3rd batch of the first extraction

@@ -18,7 +18,6 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from fmprobe._io import atomic_write_text
 from fmprobe.backbones import ImageTransform
@@ -41,6 +40,7 @@ from fmprobe.finetune.ddp import Dist, all_reduce_sum, barrier, broadcast_flag, 
 from fmprobe.finetune.model import FinetuneModel
 from fmprobe.finetune.recipe import Balance, FinetuneError, Recipe, lr_factor
 from fmprobe.metrics import compute_all
+from fmprobe.progress import progress as progress_bar
 from fmprobe.runtime import autocast
 from fmprobe.tasks import SPLIT_NAMES, TRAIN, VAL
 
@@ -371,8 +371,8 @@ class Trainer:
     def _epoch(self, run: _Progress) -> None:
         """Train one epoch, validate, and update ``run`` (history, best epoch, early stopping)."""
         recipe, t0 = self.recipe, time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {run.epoch + 1}/{recipe.epochs}", unit="batch",
-                   disable=not self.progress, file=sys.stderr, dynamic_ncols=True, leave=True)  # fmt: skip
+        bar = progress_bar(total=self.steps_per_epoch, desc=f"epoch {run.epoch + 1}/{recipe.epochs}", unit="batch",
+                           disable=not self.progress, leave=True)  # fmt: skip
         with bar:
             train_loss, seen = self._train_epoch(run.epoch, bar)
             val_scores, val_loss = self.predict(VAL)

@@ -51,14 +51,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import scipy.sparse as sp
 
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics.calibration import N_BINS, bin_index, top_class
 from fmprobe.registry import Registry
 from fmprobe.tasks import MISSING, TASK_TYPES
+
+if TYPE_CHECKING:  # pragma: no cover
+    import scipy.sparse as sp
 
 # A multilabel label with fewer known positives (or negatives) than this is *rare*: bootstrap resamples are
 # stratified on it. A plain resample loses all m entries of one side with probability ~e^-m: ~37% for m = 1,
@@ -189,6 +192,8 @@ class Prepared:
             cols = self.y * self.k + self.pred
             rows = np.arange(self.n)
             shape = (self.n, self.k * self.k)
+        import scipy.sparse as sp  # here, not at import: the CLI reads fmprobe.metrics' defaults on every start
+
         return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=shape)
 
     def confusion(self, W: np.ndarray) -> np.ndarray:
@@ -210,6 +215,8 @@ class Prepared:
         else:
             rows, cols = np.arange(self.n), bin_index(conf)
         shape = (self.n, self.k * N_BINS if self.multilabel else N_BINS)
+        import scipy.sparse as sp
+
         return tuple(
             sp.csr_matrix((np.asarray(data, dtype=np.float64), (rows, cols)), shape=shape)
             for data in (np.ones(len(rows)), correct, conf)

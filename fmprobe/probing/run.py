@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import MetricValue, compute_all
@@ -38,6 +36,7 @@ from fmprobe.probing.scoring import (
     subgroup_slices,
     validation_threshold,
 )
+from fmprobe.progress import progress as progress_bar
 from fmprobe.results import (
     CellInfo,
     append_rows,
@@ -90,7 +89,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
         check_writable(plan.results_dir)  # before any fit: a read-only or full --out would lose every cell's work
     rows_written = _rescore(plan)
     loaded: dict[tuple[Path, str], dict[str, SplitFeatures]] = {}
-    bar = tqdm(plan.cells, unit="cell", desc="probing", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(plan.cells, unit="cell", desc="probing", disable=not progress)
     try:
         for cell in bar:
             info = cell.info

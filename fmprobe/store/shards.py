@@ -102,16 +102,17 @@ def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, obje
         if len(counts) > 1:
             raise CacheError(f"{cache}: part journals of different shard counts {sorted(counts)} lie beside it; delete the stale ones.")
         shards = counts.pop() if counts else 1
+    if shards == 1 and not cache.exists() and not journal_path(cache).exists():  # before the lock: no folder needed
+        raise CacheError(
+            f"{cache}: no such file, and no extraction journal beside it to assemble it from (a typo in the path, a "
+            "deleted journal, or an extraction never started). Give the path `fmprobe extract` printed, or run that "
+            "`fmprobe extract` command again (add --force to start afresh)."
+        )
     with exclusive(cache.with_name(cache.name + ".lock"), remove=True):  # removed while held: no second lock inode
         if cache.exists():
             return cache
         paths = [journal_path(cache, (i, shards)) for i in range(shards)]
         absent = [p.name for p in paths if not p.exists()]
-        if absent and shards == 1:
-            raise CacheError(
-                f"{cache.name}: nothing to assemble it from: its journal {absent[0]} is gone (deleted, or the extraction "
-                "never started). Run the same `fmprobe extract` command again (add --force to start afresh)."
-            )
         if absent:
             raise CacheError(
                 f"{cache.name}: cannot merge yet, {len(absent)} of {shards} part(s) not started: {', '.join(absent[:4])}. "
@@ -129,7 +130,8 @@ def merge(cache: Path, shards: int | None = None, extra_attrs: Mapping[str, obje
         _write(cache, journals, extra_attrs or {})
         for journal in journals:
             journal.path.unlink(missing_ok=True)
-        log.info(f"merged {shards} part(s) into {cache}")
+        if shards > 1:  # an unsharded run's one part is no news: the caller prints the file
+            log.info(f"merged {shards} part(s) into {cache}")
     return cache
 
 

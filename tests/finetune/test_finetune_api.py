@@ -189,7 +189,7 @@ def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
     args = ["-d", "demo:20", "-b", "test_efficientnet:random", "--setting", "full", "--resolution", "32", "--epochs", "5",
-            "--batch-size", "4", "--lr", "1e-3", "--workers", "1", "--bootstrap", "50", "-q"]  # fmt: skip
+            "--batch-size", "4", "--lr", "1e-3", "--workers", "1", "--bootstrap", "50"]  # fmt: skip
     env = {**_env(), "FMPROBE_DATA": os.environ["FMPROBE_DATA"]}
     steps_per_epoch = len(train_plan(len(load_dataset("demo:20").splits["train"]), 4, seed=0, epoch=0)[0])
     killed = tmp_path / "killed"
@@ -217,7 +217,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     args = ["-d", "demo:10", "-b", "test_vit:random", "--setting", "full", "--resolution", "32", "--epochs", "2",
-            "--batch-size", "8", "--lr", "1e-3", "--dtype", "fp32", "--workers", "0", "--bootstrap", "50", "-q"]  # fmt: skip
+            "--batch-size", "8", "--lr", "1e-3", "--dtype", "fp32", "--workers", "0", "--bootstrap", "50"]  # fmt: skip
     env = {**_env(), "FMPROBE_DATA": os.environ["FMPROBE_DATA"]}
     launcher = [
         sys.executable,

@@ -26,7 +26,7 @@ from reliability.faults import ROOT, assert_same_file
 
 BACKBONE = "efficientnet_lite0_imagenet:random"
 KW = dict(resolution=32, batch_size=4, num_workers=0, dtype="fp32", progress=False)
-CLI = ["-d", "demo:10", "-b", BACKBONE, "--resolution", "32", "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q"]
+CLI = ["-d", "demo:10", "-b", BACKBONE, "--resolution", "32", "--batch-size", "4", "--workers", "0", "--dtype", "fp32"]  # no -q: the log is read
 
 
 def _env() -> dict[str, str]:

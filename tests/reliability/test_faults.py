@@ -41,7 +41,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _cli(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:30", "-b", BACKBONE, "--resolution", "96",
-            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q", "--out", str(out), *extra]  # fmt: skip
+            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "--out", str(out), *extra]  # fmt: skip
 
 
 def test_kill9_at_random_points_then_complete_is_identical(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_a_killed_shard_resumes_alone_and_merge_waits_for_it(tmp_path: Path) -> 
     out = tmp_path / "f"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "fmprobe", "extract", "-d", "demo:40", "-b", BACKBONE, "--resolution", "64",
-            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "-q", "--out", str(out)]  # fmt: skip
+            "--batch-size", "4", "--workers", "0", "--dtype", "fp32", "--out", str(out)]  # fmt: skip
     killed = subprocess.run([*args, "--shard", "0/2"], cwd=ROOT, env={**env, TEST_KILL_AFTER_BATCHES: "3"}, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     other = subprocess.run([*args, "--shard", "1/2"], cwd=ROOT, env=env, capture_output=True, text=True)

@@ -55,6 +55,6 @@ def test_merge_waits_for_every_part_then_assembles_and_cleans_up(tmp_path: Path,
 
 
 def test_a_missing_unsharded_journal_gets_advice_without_shards(tmp_path: Path) -> None:
-    with pytest.raises(CacheError, match=r"x\.h5: nothing to assemble it from: its journal x\.h5\.journal is gone.*--force") as info:
+    with pytest.raises(CacheError, match=r"x\.h5: no such file, and no extraction journal beside it.*--force") as info:
         merge(tmp_path / "x.h5", 1)
     assert "--shard" not in str(info.value)
