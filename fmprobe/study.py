@@ -20,6 +20,8 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     seed = 0
     bootstrap = 1000           # optional: resamples per CI (default: the library's)
     val_subsample = "full"     # optional: validation rows of a fraction cell (default: proportional)
+    [probe_params.lgbm]        # optional: any probe parameter, per probe (as `fmprobe probe --probe-param`)
+    n_jobs = 1
     [weights]                  # offline checkpoints, per backbone name
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
@@ -45,8 +47,9 @@ from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.extract import cache_path, extract_features
 from fmprobe.finetune import Recipe, RunOptions, parse_setting, plot_training_curves, run_finetune
-from fmprobe.probes import PROBES
+from fmprobe.probes import PROBES, make_probe
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats, probe_features
+from fmprobe.probing.grid import parse_probe_params
 from fmprobe.registry import closest
 from fmprobe.report import ReportPaths, write_report
 from fmprobe.runtime import ExtractOptions
@@ -110,6 +113,7 @@ class Study:
     out: Path = Path("runs")
     bootstrap: int | None = None  # resamples per CI; None: the library's default
     val_subsample: str | None = None  # fmprobe.probing.ValSubsample; None: the library's default
+    probe_params: dict[str, dict[str, object]] = field(default_factory=dict)  # probe name -> its keyword arguments
     finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
     random_seeds: tuple[int, ...] = ()  # initialisations of every NAME:random control; (): NAME:random alone (seed 0)
 
@@ -233,6 +237,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         out=Path(out),
         bootstrap=int(data["bootstrap"]) if "bootstrap" in data else None,
         val_subsample=data.get("val_subsample"),
+        probe_params=parse_probe_params(data.get("probe_params", {})),
         finetune=_finetune_grid(data.get("finetune", {}), path),
         random_seeds=as_tuple("random_seeds", int),
     )
@@ -252,6 +257,8 @@ def _check_names(study: Study) -> None:
         )
     for probe in study.probes:
         PROBES.get(probe)  # an unknown probe fails naming the closest
+    for probe, params in study.probe_params.items():
+        make_probe(probe, **params)  # [probe_params.NAME]: unknown probes, parameters and bad values fail now
     if study.val_subsample is not None and study.val_subsample not in [v.value for v in ValSubsample]:
         choices = ", ".join(v.value for v in ValSubsample)
         raise FmprobeError(f"{study.path}: val_subsample {study.val_subsample!r}: choose one of {choices}.")
@@ -417,7 +424,7 @@ def run_study(
     probe_features(
         feature_files, probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
-        val_subsample=study.val_subsample,
+        val_subsample=study.val_subsample, probe_params=study.probe_params,
         **study.bootstrap_keywords(),
     )  # fmt: skip
     _finetune(study, max_images, progress)
