@@ -112,7 +112,7 @@ def bench_logreg(name: str, splits, threads: int) -> dict[str, float]:
     best = select_best(ref)
     test_ours, test_ref = metric(yt, probe.predict_proba(Xt)), metric(yt, fits[best].predict_proba(Xts))
     print(f"[logreg {name} {threads}t] {len(y)} x {len(yv)} x {X.shape[1]}, {len(np.unique(y))} classes, "
-          f"{len(Cs)} C values; auto would use {probe._threads(X.shape, y, len(Cs))} thread(s)")  # fmt: skip
+          f"{len(Cs)} C values; auto would use {probe.set_params(n_threads='auto')._threads(X.shape, y, len(Cs))} thread(s)")  # fmt: skip
     print(f"[logreg {name} {threads}t] path {t_ours:.2f} s ({sum(r['n_iter'] for r in probe.search_results_)} "
           f"iterations), C={probe.best_params_['C']:.4g}, test {metric.name} {test_ours:.4f}")  # fmt: skip
     print(f"[logreg {name} {threads}t] fresh-fit loop {t_loop:.2f} s ({sum(int(f.n_iter_[0]) for f in fits)} "

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from fmprobe.probes import LogisticProbe
 from fmprobe.probes.base import auto_threads, select_best
-from fmprobe.probes.logistic import THREADS_FROM
+from fmprobe.probes.logistic import DEFAULT_CS, THREADS_FROM
 from fmprobe.probes.logistic_path import diagonal_basis
 
 METRIC_TOL = 1e-3
@@ -39,8 +39,8 @@ def _projected(name: str, dims: int, n_train: int) -> list[tuple[np.ndarray, np.
     ("name", "class_weight"), [("pneumoniamnist", None), ("retinamnist", "balanced")], ids=["binary", "multinomial"]
 )
 def test_path_chooses_the_fresh_fits_c_with_the_same_test_metric(name: str, class_weight: str | None) -> None:
-    (X, y), (Xv, yv), (Xt, yt) = _projected(name, 48, 1000)
-    probe = LogisticProbe(class_weight=class_weight).fit(X, y, eval_set=(Xv, yv))
+    (X, y), (Xv, yv), (Xt, yt) = _projected(name, 32, 800)
+    probe = LogisticProbe(Cs=DEFAULT_CS[2:11:2], class_weight=class_weight).fit(X, y, eval_set=(Xv, yv))
     metric = probe._selection_metric()
     mean, scale = probe.mean_, probe.scale_
     Cs = [r["C"] for r in probe.search_results_]
