@@ -27,7 +27,7 @@ from fmprobe.metrics import roc_auc  # noqa: E402
 from fmprobe.probes import LGBMProbe  # noqa: E402
 from fmprobe.probes.lgbm import DEFAULT_PCA  # noqa: E402
 
-DATA = {"pneumoniamnist": "/work/shared/data/pneumoniamnist.npz", "breastmnist": "/work/shared/data/breastmnist.npz"}
+DATA = {"breastmnist": "/work/shared/data/breastmnist.npz", "pneumoniamnist": "/work/shared/data/pneumoniamnist.npz"}
 SETTINGS = {"raw 1280": None, "pca 256": 256, "pca 64": 64, f"default grid {DEFAULT_PCA}": DEFAULT_PCA}
 
 

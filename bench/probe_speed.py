@@ -212,6 +212,9 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "fmprobe-bench",
                         help="where the real features are extracted once")  # fmt: skip
     parser.add_argument("--skip-memory", action="store_true", help="leave out the 100k x 1024 memory rows")
+    parser.add_argument("--problems", default="synthetic,real", help="comma-separated: synthetic, real")
+    parser.add_argument("--probes", default="logreg,knn", help="comma-separated: logreg, knn")
+    parser.add_argument("--threads", default="1,2", help="comma-separated BLAS thread counts")
     parser.add_argument("--child", choices=["knn", "logreg"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=100_000, help=argparse.SUPPRESS)
     parser.add_argument("--d", type=int, default=1024, help=argparse.SUPPRESS)
@@ -219,18 +222,20 @@ def main() -> None:
     if args.child:
         child(args.child, args.n, args.d)
         return
-    sizes, threads, mem_size = ((2000, 500, 128), (1,), (20_000, 256)) if args.quick else (
-        (20_000, 5000, 768), (1, 2), (100_000, 1024))  # fmt: skip
-    problems = {"synthetic": synthetic(*sizes)}
-    real = None if args.quick else real_features(REAL, args.cache)
+    sizes, mem_size = ((2000, 500, 128), (20_000, 256)) if args.quick else ((20_000, 5000, 768), (100_000, 1024))
+    threads = (1,) if args.quick else tuple(int(t) for t in args.threads.split(","))
+    benches = {"logreg": bench_logreg, "knn": bench_knn}
+    wanted = args.problems.split(",")
+    problems = {"synthetic": synthetic(*sizes)} if "synthetic" in wanted else {}
+    real = None if args.quick or "real" not in wanted else real_features(REAL, args.cache)
     if real is not None:
         problems["pneumoniamnist-lite0"] = real
     print(f"cores: {os.cpu_count()}; numpy {np.__version__}")
     ratios = {}
     for name, splits in problems.items():
         for t in threads:
-            ratios[("logreg", name, t)] = bench_logreg(name, splits, t)
-            ratios[("knn", name, t)] = bench_knn(name, splits, t)
+            for probe in args.probes.split(","):
+                ratios[(probe, name, t)] = benches[probe](name, splits, t)
     peaks = {} if args.skip_memory else {name: bench_memory(name, *mem_size) for name in ("knn", "logreg")}
     print(f"CPU: {cpu_model()} ({os.cpu_count()} cores)")
     for (probe, name, t), r in ratios.items():

@@ -24,7 +24,9 @@ real MedMNIST features for each setting. ``pca_components=None`` boosts on the r
 Threads: ``n_jobs="auto"`` (the default) uses one thread below :data:`THREADS_FROM` training cells (rows x
 features after the projection) and every core above. On a 2-core machine one BreastMNIST cell (546 rows) took
 312 s with all cores and 19 s with one (identical rounds and scores): LightGBM's OpenMP threads spin between the
-short steps of a small booster; see ``bench/lgbm_tradeoff.py`` for the threshold's measurement.
+short steps of a small booster. ``bench/lgbm_tradeoff.py`` on a shared 2-core AMD EPYC: BreastMNIST Lite0
+features, PCA 256, 10.4 s with one thread and 42.4 s with two; no size measured there gained from a second
+thread, so the threshold lies above them (lower it, or pass ``n_jobs``, where idle cores do pay).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from fmprobe.tasks import MISSING
 _AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
 _FRACTION = Interval(Real, 0, 1, closed="right")
 DEFAULT_PCA = (64, 256)  # principal components tried on validation (fewest first); see the module docstring
-THREADS_FROM = 4_000_000  # training cells (rows x features) from which n_jobs="auto" uses every core
+THREADS_FROM = 1_000_000_000  # training cells (rows x features) from which n_jobs="auto" uses every core
 STOPPED_ON_SLICE = "train slice"  # best_params_["early_stopping"] when the rounds were stopped on the slice
 
 

@@ -8,10 +8,11 @@ measures the path against a loop of fresh scikit-learn fits and against ``Logist
 same chosen C; ``tests/probes/test_probes_logistic_path.py`` checks the test metrics at that C on real features.
 
 Threads: ``n_threads="auto"`` (the default) uses one BLAS thread below :data:`THREADS_FROM` multiply-adds per
-iteration and every core above it. Measured on a 2-core AMD EPYC (``bench/probe_speed.py``): small problems lose
-with a second thread (idle pool threads busy-wait between short products, and numpy and scipy each load an
-OpenBLAS pool), while a 20k x 768 10-class path is faster with two. Pass an integer to fix it, or None to leave
-the thread pools as they are.
+iteration and every core above it. Measured on a shared 2-core AMD EPYC (``bench/probe_speed.py``), a second
+thread paid at no size: the PneumoniaMNIST path (4708 x 1280, 17 columns) took 16.7 s with one thread and 18.5 s
+with two (scikit-learn's fresh-fit loop: 30 s and 89 s), and one 20k x 768 x 170-column product pair 0.50 s
+against 0.64 s. The threshold therefore lies above every size measured; lower it where idle cores do pay. Pass an
+integer to fix it, or None to leave the thread pools as they are.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from fmprobe.probes.logistic_path import Basis, Problems, diagonal_basis, solve_
 from fmprobe.tasks import MISSING
 
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 4, 17))  # what ``Cs=None`` searches
-THREADS_FROM = 2e9  # multiply-adds per iteration (N x r x columns) from which "auto" uses every core
+THREADS_FROM = 1e11  # multiply-adds per iteration (N x r x columns) from which "auto" uses every core
 _POSITIVE = Interval(Real, 0, None, closed="neither")
 
 
@@ -161,7 +162,7 @@ class LogisticProbe(ProbeBase):
         Cs = sorted(Cs) if val is not None else [float(self.C)]
         self.present_ = np.arange(Y.shape[1]) if self.task_ == "multilabel" else np.unique(Y)
         with threadpool_limits(limits=self._threads(Xs.shape, Y, len(Cs))):
-            basis = diagonal_basis(Xs, owned or Xs is not X)
+            basis = diagonal_basis(Xs)
             del Xs
             per_c = self._path(basis, Y, Cs)
         del basis

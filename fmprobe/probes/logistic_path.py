@@ -2,8 +2,9 @@
 
 Why it is fast (``bench/probe_speed.py`` measures it against fresh scikit-learn fits):
 
-1. **A diagonal basis.** The standardised features are rotated once onto the eigenvectors of their Gram matrix
-   (``N >= D``), or replaced by ``U sqrt(e)`` from the ``N x N`` Gram matrix when ``D > N`` (the representer
+1. **A diagonal basis.** The weights are expressed on the eigenvectors of the standardised features' Gram
+   matrix (``N >= D``; the features stay as they are, the ``D x D`` basis is applied to the weights), or the
+   features are replaced by ``U sqrt(e)`` from the ``N x N`` Gram matrix when ``D > N`` (the representer
    theorem: the optimal weights lie in the span of the training rows, so the problem shrinks to ``N``
    dimensions). An orthonormal change of basis leaves the L2 penalty ``||w||^2`` and every margin unchanged, so
    the optimum is the same problem's optimum, mapped back exactly.
@@ -43,33 +44,46 @@ RANK_TOL = 1e-10  # eigenvalues below this fraction of the largest are dropped f
 
 @dataclass(frozen=True)
 class Basis:
-    """Features ``F = Xs @ B`` with a diagonal Gram matrix ``diag(e)``; weights map back as ``w = B z``."""
+    """Coordinates ``z`` for the weights, ``w = B z`` with orthonormal ``B``, in which the features' Gram matrix is
+    ``diag(e)``. The margins are ``F @ B @ z`` when ``rotate`` (``F`` the standardised features: applying ``B`` to
+    the weights costs ``D^2`` per column instead of rotating ``N x D`` features once), else ``F @ z`` (``F`` already
+    in the basis: the ``N``-space representation)."""
 
-    F: np.ndarray  # [N, r], the features' dtype
+    F: np.ndarray  # [N, D] (rotate) or [N, r], the features' dtype
     B: np.ndarray  # [D, r] orthonormal columns, float64
-    e: np.ndarray  # [r] eigenvalues of F^T F, float64
+    e: np.ndarray  # [r] eigenvalues of the features' Gram matrix in the basis, float64
+    rotate: bool
+
+    def margins(self, W: np.ndarray) -> np.ndarray:
+        """``F B W`` for stacked weight columns ``W [r, P K]``."""
+        W = self.B.astype(self.F.dtype) @ W.astype(self.F.dtype) if self.rotate else W.astype(self.F.dtype)
+        return self.F @ W
+
+    def back(self, G: np.ndarray) -> np.ndarray:
+        """``B^T F^T G``: a gradient with respect to the margins mapped to the basis coordinates (float64)."""
+        out = self.F.T @ G
+        return (self.B.T.astype(self.F.dtype) @ out if self.rotate else out).astype(np.float64)
 
 
-def diagonal_basis(Xs: np.ndarray, owned: bool) -> Basis:
-    """The reduced representation of standardised features ``Xs`` (rotated in place when ``owned``)."""
+def diagonal_basis(Xs: np.ndarray) -> Basis:
+    """The eigenbasis of standardised features ``Xs`` (``N >= D``), or their ``N``-space representation (``D > N``).
+
+    Only the preconditioner depends on the eigenvectors' accuracy, so the ``D x D`` eigenproblem is solved in
+    float32 (twice as fast); the columns are orthonormal to float32 precision."""
     n, d = Xs.shape
     if n >= d:
         gram = np.zeros((d, d))
         for i in range(0, n, ROW_BLOCK):
             block = Xs[i : i + ROW_BLOCK]
             gram += (block.T @ block).astype(np.float64)
-        e, V = np.linalg.eigh(gram)
-        F = Xs if owned else np.empty_like(Xs)
-        Vt = V.astype(Xs.dtype)
-        for i in range(0, n, ROW_BLOCK):
-            F[i : i + ROW_BLOCK] = Xs[i : i + ROW_BLOCK] @ Vt
-        return Basis(F, V, np.maximum(e, 0.0))
+        e, V = np.linalg.eigh(gram.astype(np.float32))
+        return Basis(Xs, V.astype(np.float64), np.maximum(e.astype(np.float64), 0.0), rotate=True)
     X64 = Xs.astype(np.float64)
     e, U = np.linalg.eigh(X64 @ X64.T)
     keep = e > RANK_TOL * max(float(e.max()), 1e-300)
     e, U = e[keep], U[:, keep]
     root = np.sqrt(e)
-    return Basis((U * root).astype(Xs.dtype), (X64.T @ U) / root, e)
+    return Basis((U * root).astype(Xs.dtype), (X64.T @ U) / root, e, rotate=False)
 
 
 @dataclass
@@ -89,15 +103,16 @@ class Problems:
         self.S = self.sw.sum(axis=0)[self.col]  # per problem: the sum of its sample weights
 
 
-def _loss_grad(F: np.ndarray, pr: Problems, idx: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple:
+def _loss_grad(basis: Basis, pr: Problems, idx: np.ndarray, W: np.ndarray, b: np.ndarray) -> tuple:
     """Objective, weight gradient, intercept gradient and mean curvature per class ``[P, K]`` (the diagonal of the
     loss's Hessian per unit of feature variance) of problems ``idx`` at ``W [P, r, K]``, ``b [P, K]``.
 
     The margins and their element-wise work stay in the features' dtype (float32 from the cache): the products
     dominate and float32 halves their cost; sums over rows accumulate in float64."""
-    n, r = F.shape
+    F = basis.F
+    n, r = F.shape[0], W.shape[1]
     P, K = len(idx), pr.K
-    Z = (F @ W.transpose(1, 0, 2).reshape(r, P * K).astype(F.dtype)).reshape(n, P, K)
+    Z = basis.margins(W.transpose(1, 0, 2).reshape(r, P * K)).reshape(n, P, K)
     Z += b.astype(F.dtype)[None]
     sw = pr.sw[:, pr.col[idx]].astype(F.dtype)  # [N, P]
     if K == 1:
@@ -118,7 +133,7 @@ def _loss_grad(F: np.ndarray, pr: Problems, idx: np.ndarray, W: np.ndarray, b: n
         G *= sw[:, :, None]
     S, C = pr.S[idx], pr.C[idx]
     f = (sw * loss).sum(axis=0, dtype=np.float64) / S + 0.5 * np.einsum("prk,prk->p", W, W) / (C * S)
-    gW = (F.T @ G.reshape(n, P * K)).astype(np.float64).reshape(r, P, K).transpose(1, 0, 2)
+    gW = basis.back(G.reshape(n, P * K)).reshape(r, P, K).transpose(1, 0, 2)
     gW = gW / S[:, None, None] + W / (C * S)[:, None, None]
     return f, gW, G.sum(axis=0, dtype=np.float64) / S[:, None], curv / S[:, None]
 
@@ -160,8 +175,8 @@ class _Batch:
     """The problems in preconditioned coordinates ``u`` (``[w, b] = scale * u``), flattened per problem."""
 
     def __init__(self, basis: Basis, pr: Problems) -> None:
-        self.F, self.pr, self.e = basis.F, pr, basis.e
-        self.r, self.K = basis.F.shape[1], pr.K
+        self.basis, self.F, self.pr, self.e = basis, basis.F, pr, basis.e
+        self.r, self.K = len(basis.e), pr.K
         h = 0.25 if pr.K == 1 else (1.0 / pr.K) * (1.0 - 1.0 / pr.K)  # the loss's curvature at the start (p = 1/K)
         everyone = np.arange(len(pr.C))
         self.scale = np.empty((len(pr.C), (self.r + 1) * self.K))
@@ -190,7 +205,7 @@ class _Batch:
 
     def evaluate(self, u: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Objective and gradient in ``u`` (and the curvature, kept for :meth:`rescale`)."""
-        f, gW, gb, curv = _loss_grad(self.F, self.pr, idx, *self.split(u, idx))
+        f, gW, gb, curv = _loss_grad(self.basis, self.pr, idx, *self.split(u, idx))
         self.curv[idx] = curv
         return f, np.concatenate([gW.reshape(len(idx), -1), gb], axis=1) * self.scale[idx]
 
