@@ -9,8 +9,8 @@ same chosen C; ``tests/probes/test_probes_logistic_path.py`` checks the test met
 
 Threads: ``n_threads="auto"`` (the default) uses one BLAS thread below :data:`THREADS_FROM` multiply-adds per
 iteration and every core above it. Measured on a shared 2-core AMD EPYC (``bench/probe_speed.py``), a second
-thread paid at no size: the PneumoniaMNIST path (4708 x 1280, 17 columns) took 16.7 s with one thread and 18.5 s
-with two (scikit-learn's fresh-fit loop: 30 s and 89 s), and one 20k x 768 x 170-column product pair 0.50 s
+thread paid at no size: the PneumoniaMNIST path (4708 x 1280, 17 columns) took 11.2 s with one thread and 22.9 s
+with two (scikit-learn's fresh-fit loop: 23.5 s and 74.8 s), and one 20k x 768 x 170-column product pair 0.50 s
 against 0.64 s. The threshold therefore lies above every size measured; lower it where idle cores do pay. Pass an
 integer to fix it, or None to leave the thread pools as they are.
 """
