@@ -4,7 +4,7 @@ For logreg and kNN, on synthetic 20k x 5k x 768 features (train x val x dim, 10 
 PneumoniaMNIST features (EfficientNet-Lite0 ImageNet, 64 px, 1280 dims; extracted once into ``--cache``), at 1
 and at 2 BLAS threads (threadpoolctl), both sides measured in the same run:
 
-- logreg: LogisticProbe's batched C path (17 values) against (a) a loop of fresh scikit-learn
+- logreg: LogisticProbe's warm-started C path (17 values) against (a) a loop of fresh scikit-learn
   ``LogisticRegression`` fits, one per C, and (b) ``LogisticRegressionCV`` with the validation rows as its one
   predefined fold (``PredefinedSplit``, ``refit=False``: fitted on train only, like the probe). Asserted: the same
   chosen C as the loop, and test metrics equal to the scikit-learn fit at that C within 1e-3.
@@ -13,8 +13,7 @@ and at 2 BLAS threads (threadpoolctl), both sides measured in the same run:
   choice and validation scores.
 - memory: kNN and logreg on 100k x 1024 float16 features in a child process each (peak RSS against 4 GiB).
 
-Each probe also runs with its ``n_threads="auto"`` rule, whose thread count is printed next to the measured 1- and
-2-thread times. The CPU model and the ratios are printed last.
+The CPU model and the ratios are printed last.
 """
 
 from __future__ import annotations
@@ -112,12 +111,12 @@ def bench_logreg(name: str, splits, threads: int) -> dict[str, float]:
     best = select_best(ref)
     test_ours, test_ref = metric(yt, probe.predict_proba(Xt)), metric(yt, fits[best].predict_proba(Xts))
     print(f"[logreg {name} {threads}t] {len(y)} x {len(yv)} x {X.shape[1]}, {len(np.unique(y))} classes, "
-          f"{len(Cs)} C values; auto would use {probe.set_params(n_threads='auto')._threads(X.shape, y, len(Cs))} thread(s)")  # fmt: skip
+          f"{len(Cs)} C values")  # fmt: skip
     print(f"[logreg {name} {threads}t] path {t_ours:.2f} s ({sum(r['n_iter'] for r in probe.search_results_)} "
           f"iterations), C={probe.best_params_['C']:.4g}, test {metric.name} {test_ours:.4f}")  # fmt: skip
     print(f"[logreg {name} {threads}t] fresh-fit loop {t_loop:.2f} s ({sum(int(f.n_iter_[0]) for f in fits)} "
           f"iterations), C={Cs[best]:.4g}, test {test_ref:.4f}; LogisticRegressionCV {t_cv:.2f} s, C={cv.C_[0]:.4g}")  # fmt: skip
-    assert probe.best_params_["C"] == Cs[best], "the batched path chose another C than the fresh fits"
+    assert probe.best_params_["C"] == Cs[best], "the warm-started path chose another C than the fresh fits"
     assert abs(test_ours - test_ref) <= METRIC_TOL, f"test {metric.name} {test_ours} vs scikit-learn {test_ref}"
     return {"loop": t_loop / t_ours, "cv": t_cv / t_ours, "ours": t_ours}
 
