@@ -23,6 +23,8 @@ Study file (paths are relative to the study file's folder); its keys are the fie
     subgroups = ["sex", "age_band"]   # optional: every cell also scored per value of these test-metadata attributes
     subgroup_min_size = 30     # optional: test rows a subgroup needs for a number (default: the library's)
     bands = { age = [40, 60, 80] }    # optional: edges of derived <key>_band attributes (default: the library's)
+    [probe_params.lgbm]        # optional: any probe parameter, per probe (as `fmprobe probe --probe-param`)
+    n_jobs = 1
     [weights]                  # offline checkpoints, per backbone name
     dinov2_vitb14 = "weights/dinov2_vitb14_pretrain.pth"
     [extract]                  # any fmprobe.extract_features keyword
@@ -53,6 +55,7 @@ from fmprobe.finetune import Recipe, RunOptions, parse_setting
 from fmprobe.metrics.subgroups import check_edges
 from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats
+from fmprobe.probing.grid import parse_probe_params
 from fmprobe.registry import closest
 from fmprobe.runtime import ExtractOptions
 from fmprobe.sharding import WHOLE, Part, as_part, dealt
@@ -122,6 +125,7 @@ class Study:
     out: Path = Path("runs")
     bootstrap: int | None = None  # resamples per CI; None: the library's default
     val_subsample: str | None = None  # fmprobe.probing.ValSubsample; None: the library's default
+    probe_params: dict[str, dict[str, object]] = field(default_factory=dict)  # probe name -> its keyword arguments
     finetune: FinetuneGrid = field(default_factory=FinetuneGrid)
     random_seeds: tuple[int, ...] = ()  # initialisations of every NAME:random control; (): NAME:random alone (seed 0)
     subgroups: tuple[str, ...] = ()  # test-metadata attributes every cell is also scored per value of
@@ -254,6 +258,7 @@ def load_study(path: str | Path, out: str | Path | None = None) -> Study:
         out=Path(out),
         bootstrap=int(data["bootstrap"]) if "bootstrap" in data else None,
         val_subsample=data.get("val_subsample"),
+        probe_params=parse_probe_params(data.get("probe_params", {})),
         finetune=_finetune_grid(data.get("finetune", {}), path),
         random_seeds=as_tuple("random_seeds", int),
         subgroups=as_tuple("subgroups", str),
@@ -285,6 +290,10 @@ def _check_names(study: Study) -> None:
         raise FmprobeError(
             f"{study.path}: baseline {study.baseline!r} is not among the backbones {list(study.backbones)}."
         )
+    from fmprobe.probes import make_probe
+
+    for probe, params in study.probe_params.items():
+        make_probe(probe, **params)  # [probe_params.NAME]: unknown probes, parameters and bad values fail now
     if study.val_subsample is not None and study.val_subsample not in [v.value for v in ValSubsample]:
         choices = ", ".join(v.value for v in ValSubsample)
         raise FmprobeError(f"{study.path}: val_subsample {study.val_subsample!r}: choose one of {choices}.")
@@ -563,7 +572,7 @@ def _probe(study: Study, feature_files: tuple[Path, ...], progress: bool, failur
         probes=study.probes, readouts=None, train_fractions=study.train_fractions, shots=study.shots,
         repeats=study.repeats, seed=study.seed, out=study.out / "results", progress=progress,
         val_subsample=study.val_subsample, subgroups=study.subgroups, subgroup_min_size=study.subgroup_min_size,
-        bands=study.bands or None, shard=part, **study.bootstrap_keywords(),
+        bands=study.bands or None, shard=part, probe_params=study.probe_params, **study.bootstrap_keywords(),
     )  # fmt: skip
     for batch in ([f] for f in feature_files) if failures.keep_going else [feature_files]:
         if batch:

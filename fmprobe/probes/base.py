@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -391,6 +392,15 @@ def is_stochastic(probe: str | ProbeBase | type[ProbeBase]) -> bool:
     entry = PROBES.get(probe) if isinstance(probe, str) else probe
     instance = entry() if isinstance(entry, type) else entry
     return "random_state" in instance.get_params()
+
+
+def auto_threads(work: float, threshold: float, cores: int | None = None) -> int:
+    """Threads for a fit: every core once its work per step (multiply-adds, rows x features, ...) reaches
+    ``threshold``, one below it. Each probe measures its own threshold (see its module docstring): on small problems
+    a second thread costs more than it brings (pool threads spin-wait between short steps, and on a shared machine
+    they compete with other processes)."""
+    cores = cores or os.cpu_count() or 1
+    return cores if work >= threshold else 1
 
 
 def standardize_inplace_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -14,8 +14,18 @@ from typing import Any
 
 import numpy as np
 from sklearn.utils._param_validation import Interval, StrOptions
+from threadpoolctl import threadpool_limits
 
-from fmprobe.probes.base import PROBES, ProbeBase, SequenceOf, l2_normalize, label_prior, select_best, transform_rows
+from fmprobe.probes.base import (
+    PROBES,
+    ProbeBase,
+    SequenceOf,
+    auto_threads,
+    l2_normalize,
+    label_prior,
+    select_best,
+    transform_rows,
+)
 from fmprobe.tasks import MISSING
 
 DEFAULT_KS = (1, 3, 5, 10, 20, 50, 100, 200)
@@ -23,6 +33,10 @@ VOTINGS = ("majority", "weighted")  # listed simplest first: majority wins a val
 _AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
 SIM_BLOCK_BYTES = 1 << 28  # ~256 MiB for one block's similarities + partition indices
 VOTE_BLOCK_CELLS = 1 << 23  # queries x neighbours x classes per block of prefix-sum votes
+# Multiply-adds of one similarity search (queries x train x dims) from which n_threads="auto" uses every core. On a
+# shared 2-core AMD EPYC (bench/probe_speed.py) a second thread never paid: the PneumoniaMNIST sweep (524 x 4708 x
+# 1280, 3e9) took 1.14 s with one BLAS thread and 2.15 s with two; the threshold is above every size measured.
+THREADS_FROM = 1e12
 
 
 def topk(Q: np.ndarray, ref: np.ndarray, k: int, block_size: int) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
@@ -96,6 +110,8 @@ class KNNProbe(ProbeBase):
     k, voting : what is used without ``eval_set``.
     temperature : T of the weighted vote (0.07 as in DINOv2).
     block_size : queries per similarity block (lowered automatically for large training sets).
+    n_threads : BLAS threads of the search: "auto" (by size, :data:`THREADS_FROM`), a number, or None (leave the
+        thread pools as they are).
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
 
     ``predict_proba`` returns the (weighted) vote fractions; a majority tie goes to the first class,
@@ -112,6 +128,7 @@ class KNNProbe(ProbeBase):
         "voting": [StrOptions(set(VOTINGS))],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "block_size": [_AT_LEAST_ONE],
+        "n_threads": [_AT_LEAST_ONE, StrOptions({"auto"}), None],
     }
 
     def __init__(
@@ -123,6 +140,7 @@ class KNNProbe(ProbeBase):
         voting: str = "weighted",
         temperature: float = 0.07,
         block_size: int = 1024,
+        n_threads: int | str | None = "auto",
         task: str = "auto",
         selection_metric: str | None = None,
         classes: Any = None,
@@ -134,6 +152,7 @@ class KNNProbe(ProbeBase):
         self.voting = voting
         self.temperature = temperature
         self.block_size = block_size
+        self.n_threads = n_threads
         self.task = task
         self.selection_metric = selection_metric
         self.classes = classes
@@ -148,6 +167,11 @@ class KNNProbe(ProbeBase):
         return prefix_votes(
             sims, idx, self.train_targets_, ks, voting, self.temperature, self.train_known_, self.prior_
         )
+
+    def _threads(self, n_queries: int) -> int | None:
+        if self.n_threads != "auto":
+            return self.n_threads
+        return auto_threads(n_queries * self.train_features_.shape[0] * self.train_features_.shape[1], THREADS_FROM)
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
         self.train_features_ = transform_rows(X, l2_normalize, owned)
@@ -165,10 +189,11 @@ class KNNProbe(ProbeBase):
         ks = sorted({min(int(k), n) for k in self.ks}, reverse=True)  # most regularised (largest k) first
         X_val, Y_val = val
         votes = {v: {k: np.empty((len(X_val), self.train_targets_.shape[1])) for k in ks} for v in self.votings}
-        for rows, sims, idx in topk(X_val, self.train_features_, max(ks), self.block_size):
-            for v in self.votings:
-                for k, p in self._votes(sims, idx, ks, v).items():
-                    votes[v][k][rows] = p
+        with threadpool_limits(limits=self._threads(len(X_val))):
+            for rows, sims, idx in topk(X_val, self.train_features_, max(ks), self.block_size):
+                for v in self.votings:
+                    for k, p in self._votes(sims, idx, ks, v).items():
+                        votes[v][k][rows] = p
         self.search_results_ = [
             {"k": k, "voting": v, "score": self._score(Y_val, votes[v][k])}
             for k in ks
@@ -182,6 +207,7 @@ class KNNProbe(ProbeBase):
 
     def _predict_scores(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], self.train_targets_.shape[1]))
-        for rows, sims, idx in topk(X, self.train_features_, self.k_, self.block_size):
-            out[rows] = self._votes(sims, idx, [self.k_], self.voting_)[self.k_]
+        with threadpool_limits(limits=self._threads(len(X))):
+            for rows, sims, idx in topk(X, self.train_features_, self.k_, self.block_size):
+                out[rows] = self._votes(sims, idx, [self.k_], self.voting_)[self.k_]
         return out

@@ -12,6 +12,25 @@ Where the training rows are too few for a slice (a class with fewer than 2 rows)
 A booster that made no split in any tree predicts a constant: :class:`~fmprobe.probes.ProbeCannotFit` is raised
 (the cell is recorded as missing with that reason, never as a chance-level value).
 Defaults suit dense embeddings: half the features per tree, small trees, shrinkage 0.05.
+
+Fast default (as HEST-bench does): the features are first projected on their leading principal components, fitted
+on the training rows, and the number of components is a hyper-parameter chosen on validation like logreg's C:
+``pca_components=DEFAULT_PCA`` tries each listed size (fewest first, so a tie goes to the cheaper model), scores
+each finished model once on validation and keeps the best. A size at or above the features' width (or the
+training rows) means no projection. Boosting cost grows with the number of features, so 64 + 256 components cost
+a fraction of one booster on 768-1280 raw dimensions; ``bench/lgbm_tradeoff.py`` measures time and test AUC on
+real MedMNIST features for each setting. On EfficientNet-Lite0 features (1280 dims, shared 2-core AMD EPYC, one
+thread): PneumoniaMNIST raw 65.7 s / test AUC 0.9355, PCA 256 26.2 s / 0.9349, PCA 64 9.0 s / 0.9358 (the default
+grid: both, 35 s, chose 256 on validation); BreastMNIST (546 rows) raw 2.3 s / 0.819 (stopped after 12 rounds),
+PCA 256 5.0 s / 0.753, PCA 64 2.0 s / 0.767: on 78 validation images the projection's higher validation AUC
+(0.858 against 0.820) did not carry to test. ``pca_components=None`` boosts on the raw features.
+
+Threads: ``n_jobs="auto"`` (the default) uses one thread below :data:`THREADS_FROM` training cells (rows x
+features after the projection) and every core above. On a 2-core machine one BreastMNIST cell (546 rows) took
+312 s with all cores and 19 s with one (identical rounds and scores): LightGBM's OpenMP threads spin between the
+short steps of a small booster. ``bench/lgbm_tradeoff.py`` on a shared 2-core AMD EPYC: BreastMNIST Lite0
+features, PCA 256, 10.4 s with one thread and 42.4 s with two; no size measured there gained from a second
+thread, so the threshold lies above them (lower it, or pass ``n_jobs``, where idle cores do pay).
 """
 
 from __future__ import annotations
@@ -23,14 +42,24 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 from sklearn.decomposition import PCA
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from fmprobe.metrics import MetricUndefined, Prepared
-from fmprobe.probes.base import PROBES, ProbeBase, ProbeCannotFit, expand_columns
+from fmprobe.probes.base import (
+    PROBES,
+    ProbeBase,
+    ProbeCannotFit,
+    SequenceOf,
+    auto_threads,
+    expand_columns,
+    select_best,
+)
 from fmprobe.tasks import MISSING
 
 _AT_LEAST_ONE = Interval(Integral, 1, None, closed="left")
 _FRACTION = Interval(Real, 0, 1, closed="right")
+DEFAULT_PCA = (64, 256)  # principal components tried on validation (fewest first); see the module docstring
+THREADS_FROM = 1_000_000_000  # training cells (rows x features) from which n_jobs="auto" uses every core
 STOPPED_ON_SLICE = "train slice"  # best_params_["early_stopping"] when the rounds were stopped on the slice
 
 
@@ -71,8 +100,9 @@ class LGBMProbe(ProbeBase):
     stopping_fraction : share of each class's training rows held out for early stopping (0 = off: all
         ``n_estimators`` rounds on every training row).
     learning_rate, num_leaves, min_child_samples, colsample_bytree, subsample, reg_lambda : LightGBM's.
-    pca_components : project on this many principal components (fitted on train) first; None = off.
-    n_jobs : threads; -1 or None = all cores.
+    pca_components : principal components (fitted on train) to boost on: a number, a list of numbers chosen
+        on validation (default :data:`DEFAULT_PCA`), or None (the raw features).
+    n_jobs : threads: "auto" (by problem size, :data:`THREADS_FROM`), a number, or -1 / None (all cores).
     random_state : seed of the stopping slice, bagging, feature sampling and PCA (training is run with
         deterministic=True).
     task, selection_metric, classes : as for every probe (see :mod:`fmprobe.probes.base`).
@@ -89,8 +119,8 @@ class LGBMProbe(ProbeBase):
         "colsample_bytree": [_FRACTION],
         "subsample": [_FRACTION],
         "reg_lambda": [Interval(Real, 0, None, closed="left")],
-        "pca_components": [_AT_LEAST_ONE, None],
-        "n_jobs": [Integral, None],
+        "pca_components": [_AT_LEAST_ONE, SequenceOf(_AT_LEAST_ONE), None],
+        "n_jobs": [Integral, StrOptions({"auto"}), None],
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
 
@@ -106,8 +136,8 @@ class LGBMProbe(ProbeBase):
         colsample_bytree: float = 0.5,
         subsample: float = 0.8,
         reg_lambda: float = 1.0,
-        pca_components: int | None = None,
-        n_jobs: int | None = -1,
+        pca_components: int | tuple[int, ...] | None = DEFAULT_PCA,
+        n_jobs: int | str | None = "auto",
         random_state: int = 0,
         task: str = "auto",
         selection_metric: str | None = None,
@@ -131,8 +161,13 @@ class LGBMProbe(ProbeBase):
         self.classes = classes
         self.decoding = decoding
 
-    def _params(self, n_classes: int) -> dict[str, Any]:
-        threads = (os.cpu_count() or 1) if self.n_jobs in (None, -1) else int(self.n_jobs)
+    def _threads(self, shape: tuple[int, int]) -> int:
+        if self.n_jobs == "auto":
+            return auto_threads(shape[0] * shape[1], THREADS_FROM)
+        return (os.cpu_count() or 1) if self.n_jobs in (None, -1) else int(self.n_jobs)
+
+    def _params(self, n_classes: int, shape: tuple[int, int]) -> dict[str, Any]:
+        threads = self._threads(shape)
         params = {
             "objective": "binary" if n_classes == 2 else "multiclass",
             "learning_rate": self.learning_rate,
@@ -169,7 +204,7 @@ class LGBMProbe(ProbeBase):
         if len(present) <= 1:  # a multilabel column constant (or never known) in train: predict that constant
             return state
         codes = np.searchsorted(present, y)
-        params = self._params(len(present))
+        params = self._params(len(present), X.shape)
         rows = stopping_slice(codes, self.stopping_fraction, self.random_state)
         history: dict[str, Any] = {}
         if isinstance(rows, str):
@@ -246,22 +281,41 @@ class LGBMProbe(ProbeBase):
             "(a larger --train-fraction)."
         )
 
-    def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
-        self.pca_ = None
-        if self.pca_components is not None:
-            self.pca_ = PCA(n_components=self.pca_components, random_state=self.random_state).fit(X)
-            X = self.pca_.transform(X).astype(np.float32)
-            if val is not None:
-                val = (self.pca_.transform(val[0]).astype(np.float32), val[1])
+    def _dims(self, shape: tuple[int, int]) -> list[int | None]:
+        """The projection sizes to try, fewest first; None (no projection) where a size would not reduce."""
+        sizes = self.pca_components if isinstance(self.pca_components, (list, tuple, np.ndarray)) else [
+            self.pca_components]  # fmt: skip
+        out = [int(k) if k is not None and k < min(shape) else None for k in sizes]
+        return sorted(dict.fromkeys(out), key=lambda k: min(shape) if k is None else k)
+
+    def _fit_dims(self, X: np.ndarray, Y: np.ndarray, dims: int | None) -> tuple[PCA | None, list[dict[str, Any]]]:
+        """The projection (None: the raw features) and the boosters of one candidate size."""
+        pca = None if dims is None else PCA(n_components=dims, random_state=self.random_state).fit(X)
+        Xp = X if pca is None else pca.transform(X).astype(np.float32)
         if self.task_ == "multilabel":
-            self.models_ = [self._train_one(X, Y[:, j], 2) for j in range(Y.shape[1])]
-        else:
-            self.models_ = [self._train_one(X, Y, len(self.classes_))]
-        self._check_splits()
-        self.best_params_ = self._chosen()
+            return pca, [self._train_one(Xp, Y[:, j], 2) for j in range(Y.shape[1])]
+        return pca, [self._train_one(Xp, Y, len(self.classes_))]
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, owned: bool) -> None:
+        candidates = self._dims(X.shape)
+        if val is None:
+            candidates = candidates[-1:]  # nothing to choose on: the largest projection (closest to the raw features)
+        self.search_results_, fitted = [], []
+        for dims in candidates:
+            self.pca_, self.models_ = self._fit_dims(X, Y, dims)
+            self._check_splits()
+            fitted.append((self.pca_, self.models_))
+            row = {**self._chosen(), "pca_components": dims}
+            row["score"] = None if val is None else self._score(val[1], self._predict_scores(val[0]))  # one look
+            self.search_results_.append(row)
+        scored = any(r["score"] is not None for r in self.search_results_)
+        best = select_best(self.search_results_) if scored else 0
+        self.pca_, self.models_ = fitted[best]
+        self.best_params_ = {k: v for k, v in self.search_results_[best].items() if k != "score"}
         self.stopping_history_ = [m["history"] for m in self.models_]  # per booster: the slice's metric per round
-        self.val_score_ = None if val is None else self._score(val[1], self._scores_projected(val[0]))  # one look
-        self.search_results_ = [] if val is None else [{**self.best_params_, "score": self.val_score_}]
+        self.val_score_ = self.search_results_[best]["score"]
+        if val is None:
+            self.search_results_ = []
 
     def _chosen(self) -> dict[str, Any]:
         """``best_params_``: the rounds of each booster and how they were set (on the train slice, or fixed)."""

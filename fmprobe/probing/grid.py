@@ -7,7 +7,7 @@ parameters before any work.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING as dataclasses_missing
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -18,7 +18,51 @@ from fmprobe.metrics import N_BOOTSTRAP
 from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges, parse_bands
 
 DEFAULT_PROBES: tuple[str, ...] = ("logreg", "knn", "lgbm")
-__all__ = ["DEFAULT_BANDS", "DEFAULT_PROBES", "ProbeGrid", "ValSubsample", "cell_repeats", "parse_bands"]
+PROBE_PARAM_FORM = "PROBE.PARAMETER=VALUE, e.g. lgbm.n_jobs=1 or logreg.Cs=0.01,0.1,1"
+
+ProbeParams = Mapping[str, Mapping[str, object]]
+
+
+def parse_value(text: str) -> object:
+    """A command-line value: true/false, none, an int, a float, a comma-separated tuple of those, else the string."""
+    if "," in text:
+        return tuple(parse_value(t.strip()) for t in text.split(",") if t.strip())
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_probe_params(items: Iterable[str] | ProbeParams) -> dict[str, dict[str, object]]:
+    """``["lgbm.n_jobs=1", ...]`` (the CLI's repeatable ``--probe-param``) or a mapping (a study's
+    ``[probe_params.lgbm]`` table, the Python API) -> ``{"lgbm": {"n_jobs": 1}}``. Names and values are checked
+    later, against the probe's parameter constraints, when the grid is built."""
+    if isinstance(items, Mapping):
+        out: dict[str, dict[str, object]] = {}
+        for probe, params in items.items():
+            if not isinstance(params, Mapping):
+                raise FmprobeError(f"probe_params[{probe!r}] must map parameter names to values, got {params!r}.")
+            out[str(probe)] = dict(params)
+        return out
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        probe, dot, name = key.strip().partition(".")
+        if not (sep and dot and probe and name):
+            raise FmprobeError(f"--probe-param {item!r}: write {PROBE_PARAM_FORM}.")
+        out.setdefault(probe, {})[name.strip()] = parse_value(value)
+    return out
+
+
+__all__ = ["DEFAULT_BANDS", "DEFAULT_PROBES", "PROBE_PARAM_FORM", "ProbeGrid", "ValSubsample", "cell_repeats", "parse_bands",
+           "parse_probe_params", "parse_value"]
 
 
 class ValSubsample(StrEnum):
@@ -47,7 +91,9 @@ class ProbeGrid:
     """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
 
     ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
-    arguments for it (checked against the probe's parameter constraints when the grid is built). ``shots`` adds
+    arguments for it, or lists ``"probe.parameter=value"`` strings (:func:`parse_probe_params`); names and values
+    are checked against the probe's parameter constraints when the grid is built, so a bad one fails before any
+    work, naming the probe and the parameter. ``shots`` adds
     few-shot cells next to the fraction cells: k labelled training images per class for every k listed (one per
     patient/lesion where the training split records groups), each drawn ``repeats`` times.
 
@@ -65,7 +111,7 @@ class ProbeGrid:
     seed: int = 0
     n_resamples: int = N_BOOTSTRAP
     val_subsample: ValSubsample = ValSubsample.proportional
-    probe_params: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    probe_params: ProbeParams | Iterable[str] = field(default_factory=dict)
     subgroups: tuple[str, ...] = ()
     subgroup_min_size: int = MIN_GROUP_SIZE
     bands: Mapping[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_BANDS))
@@ -81,6 +127,7 @@ class ProbeGrid:
         except ValueError:
             choices = ", ".join(v.value for v in ValSubsample)
             raise FmprobeError(f"--val-subsample {self.val_subsample!r}: choose one of {choices}.") from None
+        object.__setattr__(self, "probe_params", parse_probe_params(self.probe_params))
         for name in (*self.probes, *self.probe_params):
             PROBES.get(name)  # unknown names fail before any work, with suggestions
         for name, params in self.probe_params.items():

@@ -121,7 +121,7 @@ def probe_features(
     repeats: int | None = None,
     seed: int | None = None,
     n_resamples: int | None = None,
-    probe_params: Mapping[str, Mapping[str, object]] | None = None,
+    probe_params: Mapping[str, Mapping[str, object]] | Sequence[str] | None = None,
     val_subsample: str | None = None,
     subgroups: Sequence[str] | None = None,
     subgroup_min_size: int | None = None,

@@ -24,7 +24,7 @@ from fmprobe.probes import (
 )
 
 
-@parametrize_with_checks([LogisticProbe(), KNNProbe(), LGBMProbe(n_estimators=30, min_child_samples=2, n_jobs=1)])
+@parametrize_with_checks([LogisticProbe(), KNNProbe(), LGBMProbe(min_child_samples=2)])  # lgbm: default rounds, threads, PCA
 def test_sklearn_estimator_contract(estimator, check) -> None:
     check(estimator)
 
