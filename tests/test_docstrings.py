@@ -27,6 +27,9 @@ DOCUMENTED_MODULES = [
     "fmprobe.results",
     "fmprobe.finetune",
     "fmprobe.demo",
+    "fmprobe.backbones",
+    "fmprobe.backbones.catalog",
+    "fmprobe.probes",
 ]
 
 NAMES = sorted(name for name, module in fmprobe._LAZY.items() if module in DOCUMENTED_MODULES)

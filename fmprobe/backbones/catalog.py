@@ -238,9 +238,40 @@ def plugins() -> list[object]:
 def check_backbone_name(name: str) -> None:
     """Refuse a backbone name nothing would resolve, with the closest names, before torch is imported.
 
-    Decided from the catalog where it can be (registered names, aliases, the generic forms, timm's names when the
-    installed timm matches the snapshot); where it cannot (a run-time registration, an installed plugin, another
-    timm version), the full registry decides, which imports torch."""
+    A typo should fail in a second, not after the seconds torch takes to import or in the middle of a study;
+    the CLI calls this on every ``--backbone`` first. Decided from the catalog where it can be (registered
+    names, aliases, the generic forms, timm's names when the installed timm matches the snapshot); where it
+    cannot (a run-time registration, an installed plugin, another timm version), the full registry decides,
+    which imports torch. It checks the name only: whether the weights are on this machine is
+    :func:`list_models` ``(available=True)``'s question.
+
+    Parameters
+    ----------
+    name : str
+        A backbone name as :func:`create_backbone` takes it: a registered name or alias (``dinov2_vits14``),
+        any timm model name, ``timm:NAME``, ``hf-hub:ORG/REPO``, ``openclip:MODEL:TAG``, ``hf:ORG/REPO``, a bare
+        ``ORG/REPO``, each optionally followed by ``:random`` or ``:random:SEED`` (the random-init control).
+
+    Returns
+    -------
+    None
+        The name resolves; nothing is built or downloaded.
+
+    Raises
+    ------
+    UnknownNameError
+        Nothing resolves the name (the message gives the closest names, or the ``openclip:`` form for an
+        open_clip model name), an empty generic form such as ``hf:``, or a bad ``:random`` seed.
+
+    Examples
+    --------
+    >>> from fmprobe import check_backbone_name
+    >>> check_backbone_name("dinov2_vits14:random:1")
+    >>> check_backbone_name("dinov2_vitz14")
+    Traceback (most recent call last):
+        ...
+    fmprobe.errors.UnknownNameError: unknown backbone 'dinov2_vitz14'. Closest: dinov2_vits14, ...
+    """
     from fmprobe.backbones.names import parse_backbone
 
     base = parse_backbone(name).base  # refuses bad modifiers and seeds
@@ -293,10 +324,52 @@ def list_models(
 ) -> list[dict[str, object]]:
     """One row per registered backbone (what ``fmprobe models`` prints), read from the catalog: no model is built.
 
-    ``pattern`` is a glob over names and aliases (``'*dino*'``; a registered name or alias gives its entry alone),
-    ``family`` one of :func:`families`. ``available`` adds where this machine has the weights (``None``: not
-    found; ``weights_dirs`` are searched first, then ``FMPROBE_WEIGHTS``, the torch hub and Hugging Face caches);
-    ``download`` holds the commands that fetch them."""
+    Choosing backbones (widths, sizes, licences, where the weights come from) should not need torch or a
+    download: every row comes from ``catalog.json``, generated from the registry and tested against it, so a
+    listing takes milliseconds on a laptop. Names beyond the registered entries (any timm name, ``hf:...``,
+    ``openclip:...``) are not listed; :func:`check_backbone_name` tells whether one resolves.
+
+    Parameters
+    ----------
+    pattern : str or None, optional
+        A case-insensitive glob over names and aliases (``"*dino*"``); without wildcards it matches as a
+        substring, and a registered name or alias gives its entry alone. None lists every entry.
+    family : str or None, optional
+        Only the entries of this family (``"dinov2"``, ``"openclip"``, ``"timm"``, ...).
+    available : bool, optional
+        Add ``available`` to each row: where this machine has the weights, or None when they are not found
+        (checks files on disk only; nothing is downloaded).
+    weights_dirs : tuple of str or Path, optional
+        Folders searched first for ``available``, before ``FMPROBE_WEIGHTS``, the torch hub and Hugging Face
+        caches.
+
+    Returns
+    -------
+    list of dict
+        One dict per entry, in registry order: ``name``, ``family``, ``implementation``, ``aliases``,
+        ``params_m`` (millions), ``resolution``, ``readouts`` (text, default starred), ``dims`` (width per
+        readout), ``default_readout``, ``weights``, ``license``, ``description``, ``paper``, ``download`` (the
+        commands that fetch the weights) and, with ``available``, ``available``.
+
+    Raises
+    ------
+    UnknownNameError
+        ``family`` is not a known family (the message lists them), or the catalog file is missing or damaged.
+
+    Examples
+    --------
+    >>> from fmprobe import list_models
+    >>> rows = list_models("*dino*")
+    >>> [r["name"] for r in rows][:3]
+    ['dino_vitb16_imagenet', 'dinov2_vits14', 'dinov2_vitb14']
+    >>> row = list_models("dinov2_vits14")[0]
+    >>> row["dims"], row["default_readout"], row["resolution"]
+    ({'cls': 384, 'mean_patch': 384, 'cls_mean': 768}, 'cls', 224)
+    >>> len(list_models(family="dinov2"))
+    8
+    >>> list_models(family="dinov2", available=True)[0]["available"]  # doctest: +SKIP
+    '/home/me/.cache/torch/hub/checkpoints/dinov2_vits14_pretrain.pth'
+    """
     from fmprobe.backbones.places import download_commands, found_where
 
     if family is not None and family not in families():

@@ -162,8 +162,53 @@ def create_backbone(
 ) -> LoadedBackbone:
     """Build ``name`` at ``resolution`` with its published weights (or ``weights``), frozen and in eval mode.
 
-    ``resolved`` passes the result of :func:`resolve_weights` when the caller already hashed the file. A random
-    control is initialised with the seed its name writes (``NAME:random:SEED``), else with ``seed``.
+    One call gives a ready feature extractor and the facts that identify its features (weights digest,
+    preprocessing, resolution), so that ``extract_features`` can cache them under a key that changes whenever
+    the features would. Published weights are looked for on disk first (``FMPROBE_WEIGHTS``, the torch hub and
+    Hugging Face caches), downloaded only where that is allowed (not with ``HF_HUB_OFFLINE=1`` or
+    ``FMPROBE_OFFLINE=1``), and loaded strictly: a checkpoint that does not fit the network is refused, never
+    partially loaded.
+
+    Parameters
+    ----------
+    name : str
+        A backbone name (see :func:`check_backbone_name` for the forms); ``NAME:random`` or
+        ``NAME:random:SEED`` builds the randomly initialised control, loading no weights.
+    weights : str or Path or None, optional
+        A checkpoint file (or folder holding it) to load instead of the published weights.
+    resolution : int or None, optional
+        Input size in pixels (16-4096); None uses the backbone's native resolution.
+    seed : int, optional
+        Initialisation seed of a random control whose name does not write one.
+    resolved : tuple of (Path or None, str), optional
+        The result of :func:`resolve_weights` when the caller already located and hashed the file (hashing a
+        large checkpoint twice is slow).
+
+    Returns
+    -------
+    LoadedBackbone
+        ``model`` (a frozen :class:`FeatureModel`, ``model(images, readouts)`` gives a dict readout -> ``[B, D]``),
+        ``spec``, ``weights_path``, ``weights_digest``, ``resolution``, ``preprocess`` and ``transform()``.
+
+    Raises
+    ------
+    UnknownNameError
+        Nothing resolves ``name``, or its ``:random`` seed is malformed.
+    WeightsError
+        The weights are not found (the message says where to download them and how to pass ``weights``), do
+        not fit the network, ``weights`` is given for a random control, or ``resolution`` is out of range.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fmprobe import create_backbone
+    >>> backbone = create_backbone("dinov2_vits14:random", resolution=56)  # doctest: +SKIP
+    >>> backbone.weights_path, backbone.spec.default_readout  # doctest: +SKIP
+    (None, 'cls')
+    >>> out = backbone.model(torch.zeros(1, 3, 56, 56), ("cls", "mean_patch"))  # doctest: +SKIP
+    >>> {k: tuple(v.shape) for k, v in out.items()}  # doctest: +SKIP
+    {'cls': (1, 384), 'mean_patch': (1, 384)}
+    >>> create_backbone("dinov2_vits14", weights="dinov2_vits14_pretrain.pth")  # doctest: +SKIP
     """
     parsed = parse_backbone(name)
     spec = get_spec(parsed.base)
@@ -192,7 +237,24 @@ def create_backbone(
 
 
 def imagenet_baselines() -> list[str]:
-    """The registered ImageNet baselines (``BackboneSpec.imagenet_baseline``), in registry order."""
+    """The registered ImageNet baselines (``BackboneSpec.imagenet_baseline``), in registry order.
+
+    A foundation model's score means little without the plain ImageNet-pretrained networks it should beat on
+    the same data: features extracted from these (with their published weights) are marked, and the report
+    compares against them by default. An entry (or a plugin's) joins them by setting ``imagenet_baseline=True``
+    on its spec, so the list is derived, never kept by hand.
+
+    Returns
+    -------
+    list of str
+        Registered backbone names, in the order ``fmprobe models`` lists them.
+
+    Examples
+    --------
+    >>> from fmprobe import imagenet_baselines
+    >>> imagenet_baselines()  # doctest: +SKIP
+    ['efficientnet_lite0_imagenet', 'resnet50_imagenet', 'resnet152_imagenet', 'deit_base_imagenet', 'dino_vitb16_imagenet']
+    """
     return [name for name, spec in BACKBONES.items() if spec.imagenet_baseline]
 
 

@@ -20,7 +20,54 @@ from fmprobe.probes.proto import ProtoProbe
 
 
 def make_probe(name: str, **params: Any) -> ProbeBase:
-    """A probe by registry name, its parameters checked now (names and constraints), before any fitting."""
+    """A probe by registry name, its parameters checked now (names and constraints), before any fitting.
+
+    Checking at construction means a misspelt or out-of-range parameter fails in a notebook cell or at the
+    start of a sweep, naming the probe and the valid choices, instead of after minutes of feature loading or
+    deep inside scikit-learn or LightGBM. The probe itself is a scikit-learn estimator: its hyper-parameters
+    are chosen on the validation set passed as ``eval_set``, never on the test split.
+
+    Parameters
+    ----------
+    name : str
+        The probe's registry name: ``"logreg"``, ``"knn"``, ``"lgbm"`` or ``"proto"`` (the keys of
+        :data:`PROBES`, plugins' included).
+    **params : Any
+        The probe class's constructor parameters (e.g. ``Cs`` for logreg, ``ks`` for knn, ``task``,
+        ``selection_metric``); ``get_params()`` on a default probe lists them.
+
+    Returns
+    -------
+    ProbeBase
+        An unfitted probe with ``fit(X, y, eval_set=(X_val, y_val))``, ``predict``, ``predict_proba`` and, once
+        fitted, ``best_params_``, ``val_score_`` and ``search_results_``.
+
+    Raises
+    ------
+    UnknownNameError
+        ``name`` is not a registered probe (the message lists the known ones).
+    ProbeError
+        A parameter the probe does not have (the message lists the valid ones).
+    ProbeParameterError
+        A parameter outside its declared constraints, or an unknown ``selection_metric``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fmprobe import make_probe
+    >>> make_probe("logreg", Cs=[0.1, 1.0])
+    LogisticProbe(Cs=[0.1, 1.0])
+    >>> rng = np.random.default_rng(0)
+    >>> X, y = rng.normal(size=(40, 8)), np.repeat([0, 1], 20)
+    >>> X[y == 1] += 2
+    >>> probe = make_probe("knn", ks=[1, 5]).fit(X[::2], y[::2], eval_set=(X[1::2], y[1::2]))
+    >>> probe.best_params_["k"], probe.predict_proba(X[:2]).shape
+    (5, (2, 2))
+    >>> make_probe("knn", bogus=1)
+    Traceback (most recent call last):
+        ...
+    fmprobe.errors.ProbeError: probe 'knn' has no parameter(s) bogus; valid: block_size, classes, ...
+    """
     cls = PROBES.get(name)
     valid = sorted(cls().get_params())
     unknown = sorted(set(params) - set(valid))
