@@ -26,16 +26,18 @@ ALLOWED: dict[str, set[str]] = {
     "results": {"errors", "tasks", "_io"},
     "report": BASE | {"results", "metrics", "store"},  # store: embedding maps and provenance read feature files
     "extract": BASE | {"datasets", "backbones", "store", "runtime", "progress"},
-    "probing": BASE | {"store", "probes", "metrics", "results", "progress"},
+    "probing": BASE | {"store", "probes", "metrics", "results", "progress", "sharding"},
     "finetune": BASE | {"datasets", "backbones", "metrics", "results", "runtime", "progress"},
     "preflight": BASE | {"datasets", "backbones"},  # before a study: is every dataset and weight file here (offline)
+    "sharding": BASE | {"store"},  # --shard I/N: items dealt by a hash of their key (the "I/N" parser is the store's)
     "study": None,  # type: ignore[dict-item]  # the grid runner may use everything
     "demo": None,  # type: ignore[dict-item]
     "cli": {"errors", "checks", "progress", "runtime"},  # plus the public API in fmprobe/__init__.py
     "__init__": None,  # type: ignore[dict-item]  # the public API facade (lazy imports)
     "__main__": {"cli"},
 }
-TORCH_FREE = {"errors", "registry", "store", "metrics", "probes", "results", "report", "probing", "checks", "progress"}
+TORCH_FREE = {"errors", "registry", "store", "metrics", "probes", "results", "report", "probing", "checks", "progress",
+              "sharding", "preflight"}
 
 
 def _module_of(path: Path) -> str:
