@@ -47,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fmprobe._io import atomic_write_text
+from fmprobe._io import atomic_write_text, renamed
 from fmprobe.checks import check_backbone, check_probes
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
@@ -57,7 +57,8 @@ from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats
 from fmprobe.probing.grid import parse_probe_params
 from fmprobe.registry import closest
-from fmprobe.runtime import ExtractOptions
+from fmprobe.finetune.options import RUN_RENAMED
+from fmprobe.runtime import EXTRACT_RENAMED, ExtractOptions
 from fmprobe.sharding import WHOLE, Part, as_part, dealt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +75,7 @@ def _path_sources() -> set[str]:
 
 
 # run_finetune keywords the study sets itself from its own keys (datasets, backbones, resolutions, seed, out, ...).
-_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images_per_split", "progress"})
+_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images", "progress"})
 
 
 def _run_option_names() -> tuple[str, ...]:
@@ -159,8 +160,8 @@ class Study:
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
     def bootstrap_keywords(self) -> dict[str, int]:
-        """``n_resamples`` for the probes and finetune runs when the file sets it (else their own default)."""
-        return {} if self.bootstrap is None else {"n_resamples": self.bootstrap}
+        """``n_bootstrap`` for the probes and finetune runs when the file sets it (else their own default)."""
+        return {} if self.bootstrap is None else {"n_bootstrap": self.bootstrap}
 
 
 def expand_random_seeds(backbones: Iterable[str], seeds: Iterable[int]) -> tuple[str, ...]:
@@ -300,13 +301,23 @@ def _check_names(study: Study) -> None:
 
 
 # extract_features keywords the study sets itself (from backbones, readouts, resolutions, out, --max-images).
-_STUDY_SETS_EXTRACT = frozenset({"weights", "resolution", "readouts", "out", "max_images_per_split", "progress"})
+_STUDY_SETS_EXTRACT = frozenset({"weights", "resolution", "readouts", "out", "max_images", "progress"})
+
+
+def _renamed_keys(table: dict[str, Any], renames: dict[str, str], path: Path, where: str) -> dict[str, Any]:
+    """A table with its deprecated key names (``num_workers``, ...) replaced by the new ones, said once, visibly
+    (a DeprecationWarning alone is hidden from a CLI user)."""
+    old = sorted(set(table) & set(renames))
+    if old:
+        log.warning(f"{path}: {where} " + ", ".join(f"{k} is now {renames[k]}" for k in old) + "; rename it (the old name still works for now).")
+    return renamed(table, renames, f"{path}: {where}")
 
 
 def _extract_table(table: object, path: Path) -> dict[str, object]:
     """Check the [extract] table against the fields of fmprobe's ExtractOptions (names and values), early."""
     if not isinstance(table, dict):
-        raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., num_workers = ..., ...).")
+        raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., workers = ..., ...).")
+    table = _renamed_keys(table, EXTRACT_RENAMED, path, "[extract]")
     _refuse_unknown(
         table, [f.name for f in fields(ExtractOptions) if f.name not in _STUDY_SETS_EXTRACT], path, " in [extract]"
     )
@@ -322,6 +333,7 @@ def _finetune_grid(table: object, path: Path) -> FinetuneGrid:
     checked here too, by building one Recipe per setting."""
     if not isinstance(table, dict):
         raise FmprobeError(f"{path}: [finetune] must be a table (settings = [...], epochs = ..., ...).")
+    table = _renamed_keys(table, RUN_RENAMED, path, "[finetune]")
     settings = table.get("settings", [])
     if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or (table and not settings):
         raise FmprobeError(f'{path}: [finetune] settings must list e.g. ["linear", "partial:2", "full"].')
@@ -545,7 +557,7 @@ def _extract(study: Study, max_images: int | None, progress: bool, failures: _Fa
         with failures.job(f"extract {dataset} x {backbone}" + (f" @{resolution}" if resolution else "")):
             result = extract_features(
                 dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
-                readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
+                readouts=readouts, out=study.out / "features", max_images=max_images, progress=progress,
                 **{**study.extract, **agreed},  # type: ignore[arg-type]
             )  # fmt: skip
             paths[job] = result.path
@@ -590,7 +602,7 @@ def _finetune(study: Study, max_images: int | None, progress: bool, failures: _F
 def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_images: int | None, progress: bool) -> None:
     # With the recipe/options API this call is run_finetune(dataset, backbone,
     # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
-    # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
+    # max_images=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
     from fmprobe.backbones import parse_name
     from fmprobe.finetune import plot_training_curves, run_finetune
 
@@ -598,7 +610,7 @@ def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_image
     grid = study.finetune
     run = run_finetune(
         dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
-        resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,
+        resolution=resolution, seed=study.seed, out=study.out, max_images=max_images, progress=progress,
         **{**study.bootstrap_keywords(), **grid.recipe, **grid.options},  # type: ignore[arg-type]
     )  # fmt: skip
     if run.history and not run.skipped:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from numbers import Integral
 
+from fmprobe._io import accepts_renamed, renamed
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
 from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges, parse_bands
@@ -86,6 +87,11 @@ def cell_repeats(probe: str, fraction: float, repeats: int, shots: int = 0) -> i
     return repeats if (shots or fraction < 1.0 or is_stochastic(probe)) else 1
 
 
+# ProbeGrid's (and probe_features') deprecated keyword names (old -> new): the name now matches --bootstrap.
+GRID_RENAMED = {"n_resamples": "n_bootstrap"}
+
+
+@accepts_renamed(GRID_RENAMED)
 @dataclass(frozen=True)
 class ProbeGrid:
     """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
@@ -109,7 +115,7 @@ class ProbeGrid:
     shots: tuple[int, ...] = ()
     repeats: int = 1
     seed: int = 0
-    n_resamples: int = N_BOOTSTRAP
+    n_bootstrap: int = N_BOOTSTRAP
     val_subsample: ValSubsample = ValSubsample.proportional
     probe_params: ProbeParams | Iterable[str] = field(default_factory=dict)
     subgroups: tuple[str, ...] = ()
@@ -173,6 +179,7 @@ class ProbeGrid:
     @classmethod
     def from_options(cls, **options: object) -> ProbeGrid:
         """A grid from keyword options where None means "the default" (what the CLI and study files pass)."""
+        options = renamed(options, GRID_RENAMED, "ProbeGrid.from_options")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:

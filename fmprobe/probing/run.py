@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fmprobe._io import accepts_renamed
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import MetricValue, compute_all
 from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
-from fmprobe.probing.grid import ProbeGrid
+from fmprobe.probing.grid import GRID_RENAMED, ProbeGrid
 from fmprobe.probing.plan import ProbeCell, ProbePlan, amount_label, plan_probing
 from fmprobe.probing.sampling import training_rows, validation_rows
 from fmprobe.probing.scoring import (
@@ -111,6 +112,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
     return ProbeRun(plan.results_dir, len(plan.cells), plan.skipped, rows_written)
 
 
+@accepts_renamed(GRID_RENAMED)
 def probe_features(
     features: Sequence[str | Path],
     *,
@@ -120,7 +122,7 @@ def probe_features(
     shots: Sequence[int] | None = None,
     repeats: int | None = None,
     seed: int | None = None,
-    n_resamples: int | None = None,
+    n_bootstrap: int | None = None,
     probe_params: Mapping[str, Mapping[str, object]] | Sequence[str] | None = None,
     val_subsample: str | None = None,
     subgroups: Sequence[str] | None = None,
@@ -140,7 +142,7 @@ def probe_features(
     """
     grid = ProbeGrid.from_options(
         probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
-        n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
+        n_bootstrap=n_bootstrap, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
         subgroup_min_size=subgroup_min_size, bands=bands,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force, shard), progress)
