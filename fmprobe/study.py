@@ -224,7 +224,36 @@ def _resolve_dataset(spec: str, base: Path) -> str:
 
 
 def load_study(path: str | Path, out: str | Path | None = None) -> Study:
-    """Read and validate a study file, with errors naming the file and the key."""
+    """Read and validate a study file, with errors naming the file and the key.
+
+    Everything a study will need is checked here, before torch loads: unknown keys (with the closest valid one),
+    backbone and probe names, probe parameters, the ``[extract]`` and ``[finetune]`` tables. Relative paths are
+    made relative to the study file's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The study file (TOML); the format is in this module's docstring and ``fmprobe study --init`` writes one.
+    out : str or Path or None, optional
+        The output folder (default: the file's ``out``, else ``runs/<name>``).
+
+    Returns
+    -------
+    Study
+        The validated study.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A missing file, invalid TOML, an unknown key or name, or a bad value (the message names the key).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study, load_study
+    >>> study = load_study(init_study("my_study.toml"))
+    >>> study.name, study.out  # the template names itself
+    ('my-study', PosixPath('runs/my-study'))
+    """
     path = Path(path)
     data = _read_toml(path)
     _refuse_unknown(data, _study_keys(), path)
@@ -473,7 +502,38 @@ class _Failures:
 
 
 def init_study(path: str | Path, force: bool = False) -> Path:
-    """Write a commented study template to ``path`` (runs as written: the built-in demo data, offline); returns it."""
+    """Write a commented study template to ``path``; it runs as written (the built-in demo data, offline).
+
+    A template that runs is the quickest way to a study of one's own: change the datasets and backbones, keep the
+    rest.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write the template.
+    force : bool, optional
+        Overwrite an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        ``path`` exists (and ``force`` is False).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study
+    >>> init_study("my_study.toml")
+    PosixPath('my_study.toml')
+    >>> init_study("my_study.toml")
+    Traceback (most recent call last):
+    ...
+    fmprobe.errors.FmprobeError: my_study.toml exists; choose another path, or remove it first.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise FmprobeError(f"{path} exists; choose another path, or remove it first.")
@@ -492,17 +552,54 @@ def run_study(
     keep_going: bool = False,
     shard: str | Part | None = None,
 ) -> StudyRun:
-    """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
-    reused. ``out`` overrides the study's output folder. Every dataset and weight file is checked first (offline):
-    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed
-    extraction, probing or fine-tuning job and lists the failures in the returned run (and the log) at the end.
+    """Run (or, with ``dry_run``, only plan) a study: extraction (cached), probes (resumable), fine-tuning, report.
 
-    ``shard="I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt
-    to it first, then asks for every other one, which is a cache hit, a wait on the file's cache lock while its
-    shard extracts it, or (where that shard has not reached it yet) an extraction here that the other then finds
-    in the cache: every file is extracted once, and every shard has all of them before probing. Then the probe
-    cells and finetune runs dealt to it. The report is left to one unsharded run when all are done (a cache hit
-    for everything): ``fmprobe study FILE`` again, or ``fmprobe report``."""
+    Everything finished before is reused, so an interrupted study is run again with the same call. Every dataset
+    and weight file is checked first (offline): a dry run lists what is missing, a real run refuses before any
+    work.
+
+    Parameters
+    ----------
+    study : Study or str or Path
+        A study file (:func:`load_study` reads it) or a loaded study.
+    out : str or Path or None, optional
+        Overrides the study's output folder (``--out``).
+    dry_run : bool, optional
+        Print the grid and its estimated cost, check what is missing, run nothing.
+    max_images : int or None, optional
+        A quick look: at most this many images per split (``--max-images``).
+    progress : bool, optional
+        Show progress bars; the inverse of the CLI's ``--quiet``.
+    keep_going : bool, optional
+        Go on past a failed extraction, probing or fine-tuning job; the failures are listed in the returned run
+        (and the log) at the end.
+    shard : str or tuple of int or None, optional
+        ``"I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt to
+        it first, then asks for every other one (a cache hit, a wait on the file's cache lock, or an extraction
+        here that the other then finds in the cache), so every file is extracted once and every shard has all of
+        them before probing; then the probe cells and finetune runs dealt to it. The report is left to one
+        unsharded run when all are done (a cache hit for everything).
+
+    Returns
+    -------
+    StudyRun
+        The ``study``, its ``feature_files``, the ``report`` paths (None on a dry run, a shard or a failed
+        report), the ``failures`` (with ``keep_going``) and what the preflight found ``missing``.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A bad study file; data or weights missing (without ``keep_going``); the first failed job (without
+        ``keep_going``).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study, run_study
+    >>> plan = run_study(init_study("my_study.toml"), dry_run=True)  # doctest: +SKIP
+    >>> run = run_study("my_study.toml", max_images=40)  # doctest: +SKIP
+    >>> run.report.html  # doctest: +SKIP
+    PosixPath('runs/my-study/report/report.html')
+    """
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:

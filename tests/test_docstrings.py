@@ -27,6 +27,10 @@ DOCUMENTED_MODULES = [
     "fmprobe.results",
     "fmprobe.finetune",
     "fmprobe.demo",
+    "fmprobe.extract",
+    "fmprobe.runtime",
+    "fmprobe.probing",
+    "fmprobe.study",
 ]
 
 NAMES = sorted(name for name, module in fmprobe._LAZY.items() if module in DOCUMENTED_MODULES)
