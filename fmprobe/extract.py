@@ -59,10 +59,10 @@ from fmprobe.datasets.base import DraftRequest, FileSource, ImageSource, load_im
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, WeightsError
 from fmprobe.progress import progress as progress_bar
 from fmprobe.runtime import (
+    EXTRACT_RENAMED,
     ComputeDtype,
     Decode,
     Device,
-    EXTRACT_RENAMED,
     ExtractOptions,
     FeatureDtype,
     OnError,

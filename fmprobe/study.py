@@ -52,12 +52,12 @@ from fmprobe.checks import check_backbone, check_probes
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.finetune import Recipe, RunOptions, parse_setting
+from fmprobe.finetune.options import RUN_RENAMED
 from fmprobe.metrics.subgroups import check_edges
 from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats
 from fmprobe.probing.grid import parse_probe_params
 from fmprobe.registry import closest
-from fmprobe.finetune.options import RUN_RENAMED
 from fmprobe.runtime import EXTRACT_RENAMED, ExtractOptions
 from fmprobe.sharding import WHOLE, Part, as_part, dealt
 

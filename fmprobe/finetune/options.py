@@ -17,7 +17,6 @@ from fmprobe.finetune.recipe import FinetuneError, Recipe
 from fmprobe.metrics import N_BOOTSTRAP
 from fmprobe.runtime import ComputeDtype, Device, check_device_name
 
-
 # RunOptions' (and run_finetune's) deprecated keyword names (old -> new): the names now match --max-images and
 # --bootstrap.
 RUN_RENAMED = {"max_images_per_split": "max_images", "n_resamples": "n_bootstrap"}
