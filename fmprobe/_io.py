@@ -1,5 +1,5 @@
 """Plumbing every layer shares, written once: the version, atomic file writes, the one PID-reporting lock,
-``slug`` for file names and the default number of loader workers.
+``slug`` for file names, the default number of loader workers and the one way a renamed keyword keeps working.
 
 Imports nothing from fmprobe but the errors (and no torch), so the torch-free layers can use it.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import glob
 import importlib
 import logging
@@ -18,9 +19,10 @@ import secrets
 import socket
 import sys
 import types
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fmprobe.errors import CacheError
 
@@ -84,6 +86,43 @@ def lazy_dir(module: str, names: dict[str, str]) -> Callable[[], list[str]]:
         return sorted({*public, *names, *submodules})
 
     return __dir__
+
+
+def renamed(keywords: Mapping[str, Any], renames: Mapping[str, str], where: str, stacklevel: int = 3) -> dict[str, Any]:
+    """``keywords`` with each deprecated name of ``renames`` (old -> new) replaced by its new name, warning
+    (``DeprecationWarning``) that names the new one; giving both names is a ``TypeError``, as Python's own."""
+    out = dict(keywords)
+    for old, new in renames.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise TypeError(f"{where}: got {new}= and its deprecated name {old}=; give {new}= only.")
+        warnings.warn(f"{where}: {old}= is deprecated; use {new}= instead.", DeprecationWarning, stacklevel=stacklevel)
+        out[new] = out.pop(old)
+    return out
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def accepts_renamed(renames: Mapping[str, str]) -> Callable[[F], F]:
+    """Decorate a function (or a class: its ``__init__``) so the deprecated keyword names of ``renames`` still work
+    (:func:`renamed`); its signature and docstring show only the new names."""
+
+    def decorate(obj: F) -> F:
+        target = obj.__init__ if isinstance(obj, type) else obj  # type: ignore[misc]
+        where = obj.__qualname__
+
+        @functools.wraps(target)
+        def wrapper(*args: Any, **keywords: Any) -> Any:
+            return target(*args, **renamed(keywords, renames, where))
+
+        if isinstance(obj, type):
+            obj.__init__ = wrapper  # type: ignore[misc]
+            return obj
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def slug(text: str) -> str:

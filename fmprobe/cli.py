@@ -169,8 +169,8 @@ def extract(
     """Run a frozen backbone once over a dataset and cache the embeddings (prints the cache file's path)."""
     chosen = dict(
         weights=weights, resolution=resolution, readouts=_split_list(readouts), batch_size=batch_size, device=device,
-        dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, num_workers=workers,
-        max_images_per_split=max_images, shard=shard, decode=decode,
+        dtype=dtype, feature_dtype=feature_dtype, out=out, on_error=on_error, workers=workers,
+        max_images=max_images, shard=shard, decode=decode,
     )  # fmt: skip
     given = {name: value for name, value in chosen.items() if value is not None}  # None: the library's default
     fmprobe.ExtractOptions(**given)  # bad values refused here, light
@@ -315,7 +315,7 @@ def probe(
     shots: Annotated[Optional[str], typer.Option("--shots", help=f"Comma-separated labelled images per class for few-shot cells, next to the fractions, e.g. 1,2,4,8,16 (one per patient where the split records groups; default: {','.join(map(str, PROBE_DEFAULTS['shots'])) or 'none'}).")] = None,
     repeats: Annotated[Optional[int], typer.Option("--repeats", help=f"Repeats (seeds and subsamples) for fractions < 1, shots and stochastic probes (default: {PROBE_DEFAULTS['repeats']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Base seed (default: {PROBE_DEFAULTS['seed']}).")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS['n_resamples']}).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Bootstrap resamples per confidence interval (default: {PROBE_DEFAULTS['n_bootstrap']}).")] = None,
     val_subsample: Annotated[Optional[fmprobe.probing.ValSubsample], typer.Option("--val-subsample", help=f"Validation rows that choose a fraction cell's hyper-parameters: proportional (a stratified subsample of the same fraction) or full (default: {PROBE_DEFAULTS['val_subsample'].value}).")] = None,
     subgroups: Annotated[Optional[str], typer.Option("--subgroups", help="Comma-separated test-metadata attributes to score every cell on per value, e.g. sex,age_band,site (the same fit; worst group and gap per attribute; default: none).")] = None,
     subgroup_min_size: Annotated[Optional[int], typer.Option("--subgroup-min-size", help=f"Test rows a subgroup needs for a number; smaller ones are reported as too small (default: {PROBE_DEFAULTS['subgroup_min_size']}).")] = None,
@@ -343,7 +343,7 @@ def probe(
         shots=shot_values,
         repeats=repeats,
         seed=seed,
-        n_resamples=bootstrap,
+        n_bootstrap=bootstrap,
         val_subsample=val_subsample,
         subgroups=_split_list(subgroups),
         subgroup_min_size=subgroup_min_size,
@@ -484,7 +484,7 @@ def finetune(
     out: Annotated[Optional[Path], typer.Option("--out", help="Run folder: rows go to OUT/results, checkpoints and logs to OUT/finetune.", show_default=_recipe_default("out"))] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Image-loading processes (default: cores - 1, at most 4).")] = None,
     max_images: Annotated[Optional[int], typer.Option("--max-images", help="Use a seeded subset of at most N images per split (a quick look).")] = None,
-    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.", show_default=_recipe_default("n_resamples"))] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help="Bootstrap resamples per confidence interval.", show_default=_recipe_default("n_bootstrap"))] = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -499,7 +499,7 @@ def finetune(
     recipe = fmprobe.Recipe(**{k: v for k, v in given.items() if v is not None})
     run = dict(
         weights=weights, resolution=resolution, head_weights=head_weights, device=device, dtype=dtype, seed=seed,
-        out=out, workers=workers, max_images_per_split=max_images, n_resamples=bootstrap,
+        out=out, workers=workers, max_images=max_images, n_bootstrap=bootstrap,
     )  # fmt: skip
     options = fmprobe.RunOptions(**{k: v for k, v in run.items() if v is not None}, force=force, progress=not quiet)
     _check_inputs(dataset, backbone, {"--weights": weights, "--head-weights": head_weights})

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from fmprobe._io import (
     __version__,
+    accepts_renamed,
     atomic_write_text,
     command_line,
     cpu_model,
@@ -58,6 +59,7 @@ from fmprobe.datasets.base import DraftRequest, FileSource, ImageSource, load_im
 from fmprobe.errors import CacheError, DatasetError, FmprobeError, ImageError, WeightsError
 from fmprobe.progress import progress as progress_bar
 from fmprobe.runtime import (
+    EXTRACT_RENAMED,
     ComputeDtype,
     Decode,
     Device,
@@ -96,6 +98,38 @@ _OPTION_NAMES = frozenset(f.name for f in fields(ExtractOptions))
 
 @dataclass(frozen=True)
 class ExtractResult:
+    """What one extraction produced: the feature file and how it came about (a cache hit, or how fast it ran).
+
+    The file's path is what the next step needs (:class:`fmprobe.FeatureFile`, :func:`fmprobe.probe_features`);
+    the rest says whether work was done and how fast, for logs and cost estimates.
+
+    Attributes
+    ----------
+    path : Path
+        The feature file, ``<out>/<dataset>/<backbone>__<key>.h5``.
+    cache_hit : bool
+        True where the file was already there and nothing was extracted.
+    key : str
+        The cache key: a digest of the dataset's content, backbone, weights, preprocessing, readouts and dtypes.
+    compute_dtype : str
+        The autocast dtype the features were computed in (``fp32``, ``bf16`` or ``fp16``).
+    device : str
+        The torch device they were computed on, e.g. ``cpu`` or ``cuda:0``.
+    n_images : int
+        Images with features (for a shard: those of its part).
+    n_skipped : int
+        Unreadable images recorded as skipped (``on_error="skip"``).
+    seconds : float
+        Wall time of the call, planning included.
+
+    Examples
+    --------
+    >>> from fmprobe import extract_features
+    >>> result = extract_features("demo", "efficientnet_lite0_imagenet:random", device="cpu")  # doctest: +SKIP
+    >>> result.path, result.cache_hit, round(result.images_per_s)  # doctest: +SKIP
+    (PosixPath('features/demo-v2-150x4-seed0/efficientnet_lite0_imagenet-random__35bb4d8ca1852f5d.h5'), False, 41)
+    """
+
     path: Path
     cache_hit: bool
     key: str
@@ -119,8 +153,57 @@ def cache_path(out: Path, dataset_name: str, backbone: str, key: str) -> Path:
 class ExtractionPlan:
     """Everything an extraction will do, decided before any model is built; ``print(plan)`` shows it.
 
-    ``compute_dtype`` is None only where ``auto`` must time bf16 against fp32 on this CPU (the first run of a
-    backbone on a machine with native bf16): :func:`execute` times it, and the key and path follow from it."""
+    Planning first means a wrong readout, a missing weights file or an unwritable folder fails in seconds, and a
+    user (or ``fmprobe extract --dry-run``) can see the cache path and key before hours of work. Made by
+    :func:`plan_extraction`, run by :func:`execute`; its properties derive the rest (``fingerprint``, ``key``,
+    ``path``, ``journal_path``, ``n_images``, ``n_mine``).
+
+    Attributes
+    ----------
+    dataset : Dataset
+        The loaded dataset (its listing; no image is decoded).
+    backbone : str
+        The canonical backbone name (aliases resolved; ``NAME:random:0`` written ``NAME:random``).
+    spec : BackboneSpec
+        The registry's record of the backbone (readouts, preprocessing, native size).
+    resolved : tuple of (Path or None, str)
+        The weights file (None: random initialisation) and its digest, which enters the key.
+    resolution : int
+        Input size in pixels.
+    readouts : tuple of str
+        The embeddings stored.
+    device : torch.device
+        Where the network runs.
+    dtype_candidates : tuple of str
+        The compute dtypes ``auto`` may pick here (two where only a timed run can tell).
+    compute_dtype : str or None
+        The chosen compute dtype; None only where ``auto`` must time bf16 against fp32 on this CPU (the first run
+        of a backbone on a machine with native bf16): :func:`execute` times it, and the key and path follow.
+    options : ExtractOptions
+        The options the plan was made with.
+    part : tuple of int
+        (shard index, shard count); a single process is ``(0, 1)``.
+    distributed : bool
+        Under torchrun: rank 0 merges after a barrier.
+    batches : tuple
+        This part's batches, as (split, first row, rows).
+    dtype_note : str or None
+        Why this dtype, where worth saying when it runs.
+    module : LoadedBackbone or None
+        A user's ``torch.nn.Module`` (``model=``), already built; None for a registry backbone.
+
+    Examples
+    --------
+    >>> from fmprobe import plan_extraction
+    >>> plan = plan_extraction("demo", "efficientnet_lite0_imagenet:random", device="cpu")  # doctest: +SKIP
+    >>> print(plan)  # doctest: +SKIP
+    extraction plan
+      dataset     demo-v2-150x4-seed0: multiclass, 4 classes, train 420, val 90, test 90 (spec demo)
+      backbone    efficientnet_lite0_imagenet:random (weights: random, random-init:seed0:...)
+      ...
+    >>> plan.path.exists()  # doctest: +SKIP
+    False
+    """
 
     dataset: Dataset
     backbone: str
@@ -241,17 +324,57 @@ class ExtractionPlan:
 # ---- planning: no model is built, nothing but the output-folder check is written ----
 
 
+@accepts_renamed(EXTRACT_RENAMED)
 def plan_extraction(
     dataset: str | Dataset, backbone: str | torch.nn.Module | None = None, options: ExtractOptions | None = None,
     *, model: torch.nn.Module | None = None, transform: object = None, name: str | None = None, **overrides: object,
 ) -> ExtractionPlan:
-    """Decide what extracting ``backbone`` features of ``dataset`` will do; ``overrides`` are
-    :class:`~fmprobe.runtime.ExtractOptions` fields (the keywords of :func:`extract_features`). ``model`` (or a
-    module as ``backbone``) is any ``torch.nn.Module``, with its ``transform`` and the ``name`` it is cached under
-    (:func:`fmprobe.backbones.module_backbone`).
+    """Decide what extracting ``backbone`` features of ``dataset`` will do, without building a model.
 
-    Reads the dataset listing and hashes the weights file (both enter the cache key) and checks that the output
-    folder is writable; builds no registry model."""
+    Every check that can fail does so here, in seconds: the dataset listing is read and the weights file hashed
+    (both enter the cache key), the readouts and options are checked and the output folder proven writable. The
+    plan says where the file will be cached and whether it already is; :func:`execute` runs it.
+
+    Parameters
+    ----------
+    dataset : str or Dataset
+        A dataset spec (:func:`fmprobe.load_dataset`, e.g. ``"demo"`` or ``"medmnist:pneumoniamnist@64"``) or a
+        loaded dataset.
+    backbone : str or torch.nn.Module or None, optional
+        A registered backbone name (``fmprobe models``), ``NAME:random`` for its random-init control, or a module.
+    options : ExtractOptions or None, optional
+        The options as one record (default: :class:`~fmprobe.ExtractOptions`); ``overrides`` replace its fields.
+    model : torch.nn.Module or None, optional
+        Any module instead of a backbone name, returning ``[B, D]`` or a dict of named embeddings.
+    transform : object, optional
+        ``model``'s preprocessing: a :class:`~fmprobe.backbones.Preprocess`, a dict of its fields, or timm's
+        ``resolve_data_config`` dict.
+    name : str or None, optional
+        The name ``model``'s features are cached and reported under.
+    **overrides
+        Fields of :class:`~fmprobe.ExtractOptions` (the keywords of :func:`extract_features`: ``workers``,
+        ``max_images``, ``out``, ...).
+
+    Returns
+    -------
+    ExtractionPlan
+        What will run; ``print(plan)`` shows dataset, backbone, dtype, cache path and key.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        An unknown backbone or readout, a bad option, ``model=`` together with a name or ``weights=``, ``shard``
+        under torchrun, or ``distributed=True`` outside it.
+    fmprobe.errors.CacheError
+        The output folder cannot be written.
+
+    Examples
+    --------
+    >>> from fmprobe import plan_extraction
+    >>> plan = plan_extraction("demo", "efficientnet_lite0_imagenet:random", device="cpu", max_images=8)  # doctest: +SKIP
+    >>> plan.n_images, plan.resolution, plan.readouts  # doctest: +SKIP
+    (24, 224, ('pooled',))
+    """
     module = _module_backbone(backbone, model, transform, name, overrides)
     parsed = parse_backbone(module.name if module else str(backbone))
     backbone = parsed.canonical  # one name per backbone: an alias, and NAME:random:0 (NAME:random), key included
@@ -263,7 +386,7 @@ def plan_extraction(
         raise FmprobeError("--shard and torchrun both split the work; use one of them.")
     part = ranks or (parse_shard(opts.shard) if isinstance(opts.shard, str) else opts.shard) or (0, 1)
     check_output_folder(Path(opts.out))
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, opts.max_images_per_split)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, opts.max_images)
     spec = module.spec if module else get_spec(parsed.base)
     readouts = _checked_readouts(spec, backbone, opts.readouts)
     resolved = (None, module.weights_digest) if module else resolve_weights(backbone, opts.weights)
@@ -769,7 +892,7 @@ def _stream(
     """The loop of :func:`_run`: (images skipped, the pixel cache's failures by global row)."""
     names = list(plan.dataset.splits)
     reading = rows.cache is not None  # a memory map: workers would only copy it
-    workers = 0 if reading else (default_workers() if plan.options.num_workers is None else plan.options.num_workers)
+    workers = 0 if reading else (default_workers() if plan.options.workers is None else plan.options.workers)
     kill_after = _test_kill_after()
     n_skipped = n_kept = n_committed = 0
     pixel_errors: dict[int, str] = {}
@@ -866,6 +989,7 @@ def _keep_pixels(
 # ---- the public entry point: plan + execute ----
 
 
+@accepts_renamed(EXTRACT_RENAMED)
 def extract_features(
     dataset: str | Dataset,
     backbone: str | torch.nn.Module | None = None,
@@ -883,28 +1007,103 @@ def extract_features(
     out: str | Path = DEFAULTS.out,
     on_error: str | OnError = DEFAULTS.on_error,
     force: bool = DEFAULTS.force,
-    num_workers: int | None = DEFAULTS.num_workers,
-    max_images_per_split: int | None = DEFAULTS.max_images_per_split,
+    workers: int | None = DEFAULTS.workers,
+    max_images: int | None = DEFAULTS.max_images,
     shard: str | tuple[int, int] | None = DEFAULTS.shard,
     distributed: bool | None = DEFAULTS.distributed,
     pixel_cache: bool = DEFAULTS.pixel_cache,
     progress: bool = DEFAULTS.progress,
     decode: str = DEFAULTS.decode,
 ) -> ExtractResult:
-    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under ``backbone``:
-    ``execute(plan_extraction(dataset, backbone, ...))``; the defaults are :class:`ExtractOptions`'.
+    """Extract (or find in the cache) the embeddings of every image of ``dataset`` under a frozen ``backbone``.
 
-    ``shard="I/N"`` extracts only shard I of N into its part journal (the last shard to finish merges; or run
-    :func:`fmprobe.merge_shards`). Under ``torchrun`` (``distributed=None`` detects it) every rank is a shard and
-    rank 0 merges after a barrier. ``pixel_cache`` keeps the decoded, resized images (uint8) in ``<out>/.pixels``
-    so later backbones with the same input geometry skip decoding. ``decode="auto"`` decodes JPEG files at the
-    reduced size the resize allows (``"full"``: always full size; the fingerprint records which). Messages go to
-    the ``fmprobe`` logger.
+    The one expensive step of a study, so it is done once per (dataset, backbone, weights, preprocessing,
+    readouts, dtypes) and cached under a key of all of them; an interrupted run resumes from its journal, and a
+    second call is a cache hit. ``execute(plan_extraction(dataset, backbone, ...))``; the defaults are
+    :class:`~fmprobe.ExtractOptions`'. Messages go to the ``fmprobe`` logger. The old keyword names
+    ``num_workers`` and ``max_images_per_split`` still work, with a ``DeprecationWarning``.
 
-    ``model=`` takes any ``torch.nn.Module`` instead of a backbone name (returning ``[B, D]`` or a dict of named
-    embeddings), with ``transform`` (a :class:`~fmprobe.backbones.Preprocess`, a dict of its fields, or timm's
-    ``resolve_data_config`` dict) and the ``name`` its features are cached and reported under; its cache key holds a
-    digest of its class and state dict.
+    Parameters
+    ----------
+    dataset : str or Dataset
+        A dataset spec (:func:`fmprobe.load_dataset`, e.g. ``"demo"``, ``"medmnist:pneumoniamnist@64"``, a
+        ``.npz`` or ``manifest:labels.csv`` path) or a loaded dataset.
+    backbone : str or torch.nn.Module or None, optional
+        A registered backbone name (``fmprobe models``), ``NAME:random`` for its random-init control, or a module
+        (as ``model``).
+    model : torch.nn.Module or None, optional
+        Any module instead of a backbone name, returning ``[B, D]`` or a dict of named embeddings; its cache key
+        holds a digest of its class and state dict.
+    transform : object, optional
+        ``model``'s preprocessing: a :class:`~fmprobe.backbones.Preprocess`, a dict of its fields, or timm's
+        ``resolve_data_config`` dict.
+    name : str or None, optional
+        The name ``model``'s features are cached and reported under.
+    weights : str or Path or None, optional
+        A local checkpoint instead of the published weights (offline machines).
+    resolution : int or None, optional
+        Input size in pixels (default: the backbone's native size).
+    readouts : sequence of str or None, optional
+        Which embeddings to store (default: the backbone's default readout).
+    batch_size : int, optional
+        Images per forward pass.
+    device : str or Device, optional
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    dtype : str or ComputeDtype, optional
+        The compute dtype; ``auto`` picks (and on CPUs with native bf16, times) per machine.
+    feature_dtype : str or FeatureDtype, optional
+        The storage dtype, ``float16`` or ``float32``.
+    out : str or Path, optional
+        The cache folder (``--out``).
+    on_error : str or OnError, optional
+        ``fail`` at the first unreadable image, or ``skip`` it and record why.
+    force : bool, optional
+        Extract again even where the cache holds the file.
+    workers : int or None, optional
+        Image-decoding processes (``--workers``; default: cores - 1, at most 4).
+    max_images : int or None, optional
+        A seeded subset of at most this many images per split (``--max-images``): a quick look.
+    shard : str or tuple of int or None, optional
+        ``"I/N"``: extract only shard I of N into its part journal (the last shard to finish merges; or run
+        :func:`fmprobe.merge_shards`).
+    distributed : bool or None, optional
+        Under ``torchrun`` every rank is a shard and rank 0 merges after a barrier; None detects it.
+    pixel_cache : bool, optional
+        Keep the decoded, resized images (uint8) in ``<out>/.pixels`` so later backbones with the same input
+        geometry skip decoding.
+    progress : bool, optional
+        Show the progress bar; the inverse of the CLI's ``--quiet``.
+    decode : str, optional
+        ``auto`` decodes JPEG files at the reduced size the resize allows; ``full`` always at full size (the
+        fingerprint records which).
+
+    Returns
+    -------
+    ExtractResult
+        The feature file's ``path`` (open it with :class:`fmprobe.FeatureFile`), whether it was a ``cache_hit``,
+        its ``key``, the dtype and device used, the image counts and the time taken.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A bad option, unknown backbone or readout (raised before any work, naming the option).
+    fmprobe.errors.ImageError
+        An unreadable image with ``on_error="fail"`` (the batches before it are kept for a resume).
+    fmprobe.errors.WeightsError
+        The weights produce NaN/inf features.
+    fmprobe.errors.CacheError
+        The output folder cannot be written.
+
+    Examples
+    --------
+    >>> from fmprobe import FeatureFile, extract_features
+    >>> result = extract_features("demo", "efficientnet_lite0_imagenet:random", workers=0, max_images=40)  # doctest: +SKIP
+    >>> result.cache_hit, result.n_images  # doctest: +SKIP
+    (False, 120)
+    >>> extract_features("demo", "efficientnet_lite0_imagenet:random", workers=0, max_images=40).cache_hit  # doctest: +SKIP
+    True
+    >>> FeatureFile(result.path).load("train").features.shape  # doctest: +SKIP
+    (40, 1280)
     """
     started = time.perf_counter()
     options = {key: value for key, value in locals().items() if key in _OPTION_NAMES}

@@ -22,6 +22,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
+from fmprobe._io import accepts_renamed
 from fmprobe.errors import FmprobeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,7 +32,28 @@ DtypeName = Literal["fp32", "bf16", "fp16"]
 
 
 class Device(StrEnum):
-    """Where the network runs; ``cuda:N`` (a string) picks GPU N."""
+    """Where the network runs (``--device``); a plain string ``cuda:N`` picks GPU N.
+
+    Every device option accepts these members or their plain strings, checked before torch loads, so a typo fails
+    in a second rather than after the model is built.
+
+    Attributes
+    ----------
+    auto
+        The first CUDA GPU where torch sees one (under torchrun: the rank's ``LOCAL_RANK``), else the CPU.
+    cpu
+        The CPU, even where a GPU is present.
+    cuda
+        The first CUDA GPU (the rank's under torchrun); refused where CUDA is not available.
+
+    Examples
+    --------
+    >>> from fmprobe import Device, ExtractOptions
+    >>> Device("cpu") is Device.cpu
+    True
+    >>> ExtractOptions(device=Device.cpu).device, ExtractOptions(device="cuda:1").device
+    ('cpu', 'cuda:1')
+    """
 
     auto = "auto"
     cpu = "cpu"
@@ -39,7 +61,32 @@ class Device(StrEnum):
 
 
 class ComputeDtype(StrEnum):
-    """The autocast dtype of the forward pass; ``auto``: bf16 where the hardware runs it natively."""
+    """The autocast dtype of the forward pass (``--dtype``).
+
+    bf16 is 1.6-3x faster than fp32 on CPUs with native bf16 and about 4x slower on AVX2-only ones, so ``auto``
+    decides per machine; the dtype actually used enters the feature cache key (bf16 and fp32 features differ).
+    ``FMPROBE_DTYPE`` sets what ``auto`` means for a whole session.
+
+    Attributes
+    ----------
+    auto
+        bf16 on GPUs that support it (else fp16); on CPUs with native bf16 the faster of bf16 and fp32, timed once
+        per machine, backbone and resolution; fp32 elsewhere.
+    fp32
+        No autocast: full precision.
+    bf16
+        bfloat16 autocast.
+    fp16
+        float16 autocast (GPUs only: refused on the CPU).
+
+    Examples
+    --------
+    >>> from fmprobe import ComputeDtype, ExtractOptions
+    >>> [d.value for d in ComputeDtype]
+    ['auto', 'fp32', 'bf16', 'fp16']
+    >>> ExtractOptions(dtype=ComputeDtype.fp32).dtype
+    'fp32'
+    """
 
     auto = "auto"
     fp32 = "fp32"
@@ -56,14 +103,52 @@ class Decode(StrEnum):
 
 
 class OnError(StrEnum):
-    """What extraction does with an image that cannot be read: stop naming it, or record it and go on."""
+    """What extraction does with an image that cannot be read (``--on-error``).
+
+    A damaged file in a large dataset should not silently shrink the test set, so the default stops; ``skip`` is
+    the explicit choice to go on, and the feature file records every skipped image and why.
+
+    Attributes
+    ----------
+    fail
+        Stop at the first unreadable image, naming it (the batches extracted before it are kept for a resume).
+    skip
+        Record the image as skipped (its id and the reason) and go on.
+
+    Examples
+    --------
+    >>> from fmprobe import ExtractOptions, OnError
+    >>> ExtractOptions(on_error=OnError.skip).on_error
+    'skip'
+    >>> ExtractOptions(on_error="ignore")
+    Traceback (most recent call last):
+    ...
+    fmprobe.errors.FmprobeError: --on-error 'ignore': use fail or skip.
+    """
 
     fail = "fail"
     skip = "skip"
 
 
 class FeatureDtype(StrEnum):
-    """How embeddings are stored in the feature file."""
+    """How embeddings are stored in the feature file (``--feature-dtype``).
+
+    float16 halves the file (and the memory a probe loads); float32 keeps features whose values float16 would
+    round or cannot hold. The storage dtype enters the cache key, so the two never mix.
+
+    Attributes
+    ----------
+    float16
+        Half precision (the default).
+    float32
+        Single precision.
+
+    Examples
+    --------
+    >>> from fmprobe import ExtractOptions, FeatureDtype
+    >>> ExtractOptions().feature_dtype, ExtractOptions(feature_dtype=FeatureDtype.float32).feature_dtype
+    ('float16', 'float32')
+    """
 
     float16 = "float16"
     float32 = "float32"
@@ -89,13 +174,74 @@ def check_device_name(requested: object) -> str:
     return text
 
 
+# ExtractOptions' deprecated keyword names (old -> new): the names now match the CLI's --workers and --max-images.
+EXTRACT_RENAMED = {"num_workers": "workers", "max_images_per_split": "max_images"}
+
+
+@accepts_renamed(EXTRACT_RENAMED)
 @dataclass(frozen=True)
 class ExtractOptions:
-    """Every keyword of :func:`fmprobe.extract_features` besides dataset and backbone, with its default (the one
-    copy: the function's signature, ``fmprobe extract --help`` and the study's ``[extract]`` table read it here).
+    """Every keyword of :func:`fmprobe.extract_features` besides dataset and backbone, with its default.
 
-    Choice fields accept the plain strings or the enum members and hold the plain strings; a bad value is refused
-    here, before any work."""
+    The one copy of extraction's defaults: the function's signature, ``fmprobe extract --help`` and a study's
+    ``[extract]`` table read them here. Building one checks every value (torch-free, so in a second, before any
+    work); choice fields accept the plain strings or the enum members and hold the plain strings. The old names
+    ``num_workers`` and ``max_images_per_split`` still work, with a ``DeprecationWarning``.
+
+    Attributes
+    ----------
+    weights : str or Path or None
+        A local checkpoint instead of the backbone's published weights (``--weights``).
+    resolution : int or None
+        Input size in pixels; None: the backbone's native size.
+    readouts : tuple of str or None
+        Which embeddings to store (e.g. ``cls``, ``mean``, ``block-6``); None: the backbone's default readout.
+    batch_size : int
+        Images per forward pass.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (:class:`Device`).
+    dtype : str
+        The compute dtype (:class:`ComputeDtype`).
+    feature_dtype : str
+        The storage dtype (:class:`FeatureDtype`).
+    out : Path
+        The cache folder: files go to ``out/<dataset>/<backbone>__<key>.h5``.
+    on_error : str
+        What an unreadable image does (:class:`OnError`).
+    force : bool
+        Extract again even where the cache holds the file.
+    workers : int or None
+        Image-decoding processes (``--workers``); None: cores - 1, at most 4.
+    max_images : int or None
+        A seeded subset of at most this many images per split (``--max-images``): a quick look.
+    shard : str or tuple of int or None
+        ``"I/N"`` or ``(I, N)``: extract only shard I of N (job arrays); the last shard to finish merges.
+    distributed : bool or None
+        Under torchrun, one shard per rank with rank 0 merging; None: detected from the environment.
+    pixel_cache : bool
+        Keep the decoded, resized images (uint8) in ``out/.pixels`` for later backbones of the same input geometry.
+    progress : bool
+        Show the progress bar; the inverse of the CLI's ``--quiet``.
+    decode : str
+        ``auto``: decode JPEG files at the reduced size the resize allows (recorded in the key); ``full``: always
+        at full size.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A value outside its choices, a batch size below 1 or a resolution that is not a whole number >= 1.
+
+    Examples
+    --------
+    >>> from fmprobe import ExtractOptions
+    >>> options = ExtractOptions(batch_size=32, workers=0, device="cpu")
+    >>> options.batch_size, options.workers, options.out
+    (32, 0, PosixPath('features'))
+    >>> ExtractOptions(batch_size=0)
+    Traceback (most recent call last):
+    ...
+    fmprobe.errors.FmprobeError: --batch-size 0: must be at least 1.
+    """
 
     weights: str | Path | None = None
     resolution: int | None = None
@@ -107,8 +253,8 @@ class ExtractOptions:
     out: str | Path = "features"
     on_error: str = OnError.fail.value
     force: bool = False
-    num_workers: int | None = None
-    max_images_per_split: int | None = None
+    workers: int | None = None
+    max_images: int | None = None
     shard: str | tuple[int, int] | None = None
     distributed: bool | None = None
     pixel_cache: bool = False

@@ -47,17 +47,18 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fmprobe._io import atomic_write_text
+from fmprobe._io import atomic_write_text, renamed
 from fmprobe.checks import check_backbone, check_probes
 from fmprobe.datasets import SOURCES, load_dataset, parse_spec
 from fmprobe.errors import FmprobeError
 from fmprobe.finetune import Recipe, RunOptions, parse_setting
+from fmprobe.finetune.options import RUN_RENAMED
 from fmprobe.metrics.subgroups import check_edges
 from fmprobe.preflight import Missing, check_datasets, check_weights
 from fmprobe.probing import DEFAULT_PROBES, ValSubsample, cell_repeats
 from fmprobe.probing.grid import parse_probe_params
 from fmprobe.registry import closest
-from fmprobe.runtime import ExtractOptions
+from fmprobe.runtime import EXTRACT_RENAMED, ExtractOptions
 from fmprobe.sharding import WHOLE, Part, as_part, dealt
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,7 +75,7 @@ def _path_sources() -> set[str]:
 
 
 # run_finetune keywords the study sets itself from its own keys (datasets, backbones, resolutions, seed, out, ...).
-_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images_per_split", "progress"})
+_STUDY_SETS = frozenset({"setting", "weights", "resolution", "seed", "out", "max_images", "progress"})
 
 
 def _run_option_names() -> tuple[str, ...]:
@@ -159,8 +160,8 @@ class Study:
         return sum(len(readouts) for *_, readouts in self.extraction_jobs()) * per_file
 
     def bootstrap_keywords(self) -> dict[str, int]:
-        """``n_resamples`` for the probes and finetune runs when the file sets it (else their own default)."""
-        return {} if self.bootstrap is None else {"n_resamples": self.bootstrap}
+        """``n_bootstrap`` for the probes and finetune runs when the file sets it (else their own default)."""
+        return {} if self.bootstrap is None else {"n_bootstrap": self.bootstrap}
 
 
 def expand_random_seeds(backbones: Iterable[str], seeds: Iterable[int]) -> tuple[str, ...]:
@@ -223,7 +224,36 @@ def _resolve_dataset(spec: str, base: Path) -> str:
 
 
 def load_study(path: str | Path, out: str | Path | None = None) -> Study:
-    """Read and validate a study file, with errors naming the file and the key."""
+    """Read and validate a study file, with errors naming the file and the key.
+
+    Everything a study will need is checked here, before torch loads: unknown keys (with the closest valid one),
+    backbone and probe names, probe parameters, the ``[extract]`` and ``[finetune]`` tables. Relative paths are
+    made relative to the study file's folder.
+
+    Parameters
+    ----------
+    path : str or Path
+        The study file (TOML); the format is in this module's docstring and ``fmprobe study --init`` writes one.
+    out : str or Path or None, optional
+        The output folder (default: the file's ``out``, else ``runs/<name>``).
+
+    Returns
+    -------
+    Study
+        The validated study.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A missing file, invalid TOML, an unknown key or name, or a bad value (the message names the key).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study, load_study
+    >>> study = load_study(init_study("my_study.toml"))
+    >>> study.name, study.out  # the template names itself
+    ('my-study', PosixPath('runs/my-study'))
+    """
     path = Path(path)
     data = _read_toml(path)
     _refuse_unknown(data, _study_keys(), path)
@@ -300,13 +330,23 @@ def _check_names(study: Study) -> None:
 
 
 # extract_features keywords the study sets itself (from backbones, readouts, resolutions, out, --max-images).
-_STUDY_SETS_EXTRACT = frozenset({"weights", "resolution", "readouts", "out", "max_images_per_split", "progress"})
+_STUDY_SETS_EXTRACT = frozenset({"weights", "resolution", "readouts", "out", "max_images", "progress"})
+
+
+def _renamed_keys(table: dict[str, Any], renames: dict[str, str], path: Path, where: str) -> dict[str, Any]:
+    """A table with its deprecated key names (``num_workers``, ...) replaced by the new ones, said once, visibly
+    (a DeprecationWarning alone is hidden from a CLI user)."""
+    old = sorted(set(table) & set(renames))
+    if old:
+        log.warning(f"{path}: {where} " + ", ".join(f"{k} is now {renames[k]}" for k in old) + "; rename it (the old name still works for now).")
+    return renamed(table, renames, f"{path}: {where}")
 
 
 def _extract_table(table: object, path: Path) -> dict[str, object]:
     """Check the [extract] table against the fields of fmprobe's ExtractOptions (names and values), early."""
     if not isinstance(table, dict):
-        raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., num_workers = ..., ...).")
+        raise FmprobeError(f"{path}: [extract] must be a table (batch_size = ..., workers = ..., ...).")
+    table = _renamed_keys(table, EXTRACT_RENAMED, path, "[extract]")
     _refuse_unknown(
         table, [f.name for f in fields(ExtractOptions) if f.name not in _STUDY_SETS_EXTRACT], path, " in [extract]"
     )
@@ -322,6 +362,7 @@ def _finetune_grid(table: object, path: Path) -> FinetuneGrid:
     checked here too, by building one Recipe per setting."""
     if not isinstance(table, dict):
         raise FmprobeError(f"{path}: [finetune] must be a table (settings = [...], epochs = ..., ...).")
+    table = _renamed_keys(table, RUN_RENAMED, path, "[finetune]")
     settings = table.get("settings", [])
     if not isinstance(settings, list) or not all(isinstance(s, str) for s in settings) or (table and not settings):
         raise FmprobeError(f'{path}: [finetune] settings must list e.g. ["linear", "partial:2", "full"].')
@@ -461,7 +502,38 @@ class _Failures:
 
 
 def init_study(path: str | Path, force: bool = False) -> Path:
-    """Write a commented study template to ``path`` (runs as written: the built-in demo data, offline); returns it."""
+    """Write a commented study template to ``path``; it runs as written (the built-in demo data, offline).
+
+    A template that runs is the quickest way to a study of one's own: change the datasets and backbones, keep the
+    rest.
+
+    Parameters
+    ----------
+    path : str or Path
+        Where to write the template.
+    force : bool, optional
+        Overwrite an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        ``path`` exists (and ``force`` is False).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study
+    >>> init_study("my_study.toml")
+    PosixPath('my_study.toml')
+    >>> init_study("my_study.toml")
+    Traceback (most recent call last):
+    ...
+    fmprobe.errors.FmprobeError: my_study.toml exists; choose another path, or remove it first.
+    """
     path = Path(path)
     if path.exists() and not force:
         raise FmprobeError(f"{path} exists; choose another path, or remove it first.")
@@ -480,17 +552,54 @@ def run_study(
     keep_going: bool = False,
     shard: str | Part | None = None,
 ) -> StudyRun:
-    """Run (or, with ``dry_run``, only plan) a study file or a loaded :class:`Study`; everything finished before is
-    reused. ``out`` overrides the study's output folder. Every dataset and weight file is checked first (offline):
-    a dry run lists what is missing, a real run refuses before any work. ``keep_going`` goes on past a failed
-    extraction, probing or fine-tuning job and lists the failures in the returned run (and the log) at the end.
+    """Run (or, with ``dry_run``, only plan) a study: extraction (cached), probes (resumable), fine-tuning, report.
 
-    ``shard="I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt
-    to it first, then asks for every other one, which is a cache hit, a wait on the file's cache lock while its
-    shard extracts it, or (where that shard has not reached it yet) an extraction here that the other then finds
-    in the cache: every file is extracted once, and every shard has all of them before probing. Then the probe
-    cells and finetune runs dealt to it. The report is left to one unsharded run when all are done (a cache hit
-    for everything): ``fmprobe study FILE`` again, or ``fmprobe report``."""
+    Everything finished before is reused, so an interrupted study is run again with the same call. Every dataset
+    and weight file is checked first (offline): a dry run lists what is missing, a real run refuses before any
+    work.
+
+    Parameters
+    ----------
+    study : Study or str or Path
+        A study file (:func:`load_study` reads it) or a loaded study.
+    out : str or Path or None, optional
+        Overrides the study's output folder (``--out``).
+    dry_run : bool, optional
+        Print the grid and its estimated cost, check what is missing, run nothing.
+    max_images : int or None, optional
+        A quick look: at most this many images per split (``--max-images``).
+    progress : bool, optional
+        Show progress bars; the inverse of the CLI's ``--quiet``.
+    keep_going : bool, optional
+        Go on past a failed extraction, probing or fine-tuning job; the failures are listed in the returned run
+        (and the log) at the end.
+    shard : str or tuple of int or None, optional
+        ``"I/N"`` (N processes, e.g. a job array, sharing ``out``): each shard extracts the feature files dealt to
+        it first, then asks for every other one (a cache hit, a wait on the file's cache lock, or an extraction
+        here that the other then finds in the cache), so every file is extracted once and every shard has all of
+        them before probing; then the probe cells and finetune runs dealt to it. The report is left to one
+        unsharded run when all are done (a cache hit for everything).
+
+    Returns
+    -------
+    StudyRun
+        The ``study``, its ``feature_files``, the ``report`` paths (None on a dry run, a shard or a failed
+        report), the ``failures`` (with ``keep_going``) and what the preflight found ``missing``.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        A bad study file; data or weights missing (without ``keep_going``); the first failed job (without
+        ``keep_going``).
+
+    Examples
+    --------
+    >>> from fmprobe import init_study, run_study
+    >>> plan = run_study(init_study("my_study.toml"), dry_run=True)  # doctest: +SKIP
+    >>> run = run_study("my_study.toml", max_images=40)  # doctest: +SKIP
+    >>> run.report.html  # doctest: +SKIP
+    PosixPath('runs/my-study/report/report.html')
+    """
     if isinstance(study, Study):
         study = replace(study, out=Path(out)) if out is not None else study
     else:
@@ -545,7 +654,7 @@ def _extract(study: Study, max_images: int | None, progress: bool, failures: _Fa
         with failures.job(f"extract {dataset} x {backbone}" + (f" @{resolution}" if resolution else "")):
             result = extract_features(
                 dataset, backbone, weights=study.weights.get(parse_name(backbone)[0]), resolution=resolution,
-                readouts=readouts, out=study.out / "features", max_images_per_split=max_images, progress=progress,
+                readouts=readouts, out=study.out / "features", max_images=max_images, progress=progress,
                 **{**study.extract, **agreed},  # type: ignore[arg-type]
             )  # fmt: skip
             paths[job] = result.path
@@ -590,7 +699,7 @@ def _finetune(study: Study, max_images: int | None, progress: bool, failures: _F
 def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_images: int | None, progress: bool) -> None:
     # With the recipe/options API this call is run_finetune(dataset, backbone,
     # Recipe(setting=setting, **grid.recipe), RunOptions(weights=..., resolution=..., seed=..., out=...,
-    # max_images_per_split=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
+    # max_images=..., progress=..., **study.bootstrap_keywords(), **grid.options)).
     from fmprobe.backbones import parse_name
     from fmprobe.finetune import plot_training_curves, run_finetune
 
@@ -598,7 +707,7 @@ def _finetune_one(study: Study, job: tuple[str, str, int | None, str], max_image
     grid = study.finetune
     run = run_finetune(
         dataset, backbone, setting=setting, weights=study.weights.get(parse_name(backbone)[0]),
-        resolution=resolution, seed=study.seed, out=study.out, max_images_per_split=max_images, progress=progress,
+        resolution=resolution, seed=study.seed, out=study.out, max_images=max_images, progress=progress,
         **{**study.bootstrap_keywords(), **grid.recipe, **grid.options},  # type: ignore[arg-type]
     )  # fmt: skip
     if run.history and not run.skipped:

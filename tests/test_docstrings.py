@@ -30,6 +30,10 @@ DOCUMENTED_MODULES = [
     "fmprobe.backbones",
     "fmprobe.backbones.catalog",
     "fmprobe.probes",
+    "fmprobe.extract",
+    "fmprobe.runtime",
+    "fmprobe.probing",
+    "fmprobe.study",
 ]
 
 NAMES = sorted(name for name, module in fmprobe._LAZY.items() if module in DOCUMENTED_MODULES)

@@ -24,7 +24,7 @@ from fmprobe.store import FeatureFile
 from fmprobe.tasks import SPLIT_NAMES
 
 # Explicit fp32: `auto` times bf16 against fp32 once per cache folder, and these tests compare files across folders.
-TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, num_workers=0, dtype="fp32", progress=False)
+TINY = dict(backbone="efficientnet_lite0_imagenet:random", resolution=32, batch_size=8, workers=0, dtype="fp32", progress=False)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -277,7 +277,7 @@ def test_rows_of_the_registered_imagenet_baseline_say_so(small_manifest: Path, t
     pretrained = extract(spec, backbone="efficientnet_lite0_imagenet", out=tmp_path / "f", **options)
     control = extract(spec, backbone="efficientnet_lite0_imagenet:random", out=tmp_path / "f", **options)
     assert FeatureFile(pretrained.path).attrs["imagenet_baseline"] and not FeatureFile(control.path).attrs["imagenet_baseline"]
-    probe_features([pretrained.path, control.path], probes=["knn"], n_resamples=50, out=tmp_path / "r", progress=False)
+    probe_features([pretrained.path, control.path], probes=["knn"], n_bootstrap=50, out=tmp_path / "r", progress=False)
     rows = read_results(tmp_path / "r")
     assert dict(rows.groupby("weights")["imagenet_baseline"].all()) == {"pretrained": True, "random": False}
 

@@ -50,7 +50,7 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5")
     out = tmp_path / "results"
     run = probe_features([features], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                         n_resamples=200, progress=False)  # fmt: skip
+                         n_bootstrap=200, progress=False)  # fmt: skip
     assert run.cells_run == 2 * (2 + 1)  # fraction 0.25 repeated, 1.0 once for deterministic probes
     df = read_results(out)
     pd.testing.assert_frame_equal(run.results, df)  # the run hands back its rows as a DataFrame
@@ -62,13 +62,13 @@ def test_probe_writes_rows_with_cis_and_resumes(tmp_path: Path) -> None:
     pred = load_predictions(out / full.predictions)
     assert pred.y_score.shape == (60, 2) and list(pred.ids[:2]) == ["test/0", "test/1"]
     again = probe_features([tmp_path], probes=["logreg", "knn"], train_fractions=[0.25, 1.0], repeats=2, out=out,
-                           n_resamples=200, progress=False)  # fmt: skip
+                           n_bootstrap=200, progress=False)  # fmt: skip
     assert again.cells_run == 0 and again.cells_skipped == 6 and len(read_results(out)) == len(df)
 
 
 def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="multiclass")
-    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_resamples=0, progress=False)
+    kwargs = dict(probes=["logreg", "knn", "lgbm"], n_bootstrap=0, progress=False)
     probe_features([features], out=tmp_path / "a", **kwargs)
     from fmprobe.store.features import _crc_of
     from fmprobe.store.integrity import seal
@@ -86,7 +86,7 @@ def test_test_labels_never_influence_choices(tmp_path: Path) -> None:
 
 def test_ordinal_uses_kappa_and_subsample_keeps_classes(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", task="ordinal")
-    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+    probe_features([features], probes=["logreg"], out=tmp_path / "r", n_bootstrap=0, progress=False)
     df = read_results(tmp_path / "r")
     assert df[df.is_primary].metric.tolist() == ["quadratic_kappa"]
     labels = np.repeat(np.arange(4), [50, 5, 30, 2])
@@ -139,7 +139,7 @@ def test_plan_lists_cells_without_fitting_and_grid_checks_early(tmp_path: Path) 
 def test_cells_are_appended_one_part_each_and_compacted_once(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5")
     out = tmp_path / "r"
-    run = probe_features([features], probes=["logreg", "knn"], out=out, n_resamples=0, progress=False)
+    run = probe_features([features], probes=["logreg", "knn"], out=out, n_bootstrap=0, progress=False)
     assert run.cells_run == 2 and not list((out / "pending").glob("*.parquet"))  # folded into the table
     pd.testing.assert_frame_equal(read_results(out / "results.csv"), read_results(out))
 
@@ -182,13 +182,13 @@ def test_an_unwritable_out_fails_before_any_fit(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setattr(results, "prove_writable", read_only)  # what a read-only mount does to the test write
     monkeypatch.setattr(run, "_run_cell", no_fit)
     with pytest.raises(FmprobeError, match=r"results folder .*/r .*read-only.*--out"):
-        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_bootstrap=0, progress=False)
 
 
 def test_nan_features_name_the_file_readout_and_fix(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5", nan_in="val")
     with pytest.raises(FmprobeError, match=r"toy.h5.*'val'.*'pooled'.*NaN/inf.*--force.*check --weights"):
-        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_resamples=0, progress=False)
+        probe_features([features], probes=["logreg"], out=tmp_path / "r", n_bootstrap=0, progress=False)
     from fmprobe.probes import make_probe
 
     X = np.random.default_rng(0).normal(size=(40, 4))
@@ -204,13 +204,13 @@ def test_nan_features_name_the_file_readout_and_fix(tmp_path: Path) -> None:
 def test_a_truncated_results_table_is_a_named_error_in_probe(tmp_path: Path) -> None:
     features = synthetic_features(tmp_path / "toy.h5")
     out = tmp_path / "r"
-    probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+    probe_features([features], probes=["logreg"], out=out, n_bootstrap=0, progress=False)
     table = out / "results.parquet"
     table.write_bytes(table.read_bytes()[:100])
     with pytest.raises(FmprobeError, match=r"results.parquet is damaged.*results.csv is intact"):
-        probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+        probe_features([features], probes=["logreg"], out=out, n_bootstrap=0, progress=False)
     table.unlink()
-    run = probe_features([features], probes=["logreg"], out=out, n_resamples=0, progress=False)
+    run = probe_features([features], probes=["logreg"], out=out, n_bootstrap=0, progress=False)
     assert run.cells_run == 0 and run.cells_skipped == 1 and table.exists() is False  # nothing lost, nothing redone
 
 

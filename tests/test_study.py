@@ -91,6 +91,26 @@ def test_finetune_table_splits_into_recipe_and_run_options(tmp_path: Path) -> No
     assert Recipe(setting="full", **grid.recipe).epochs == 2  # the recipe keywords are exactly Recipe fields
 
 
+def test_old_keyword_names_still_work_with_a_deprecation_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from fmprobe import ExtractOptions, ProbeGrid, RunOptions
+
+    with pytest.warns(DeprecationWarning, match=r"num_workers= is deprecated; use workers="):
+        assert ExtractOptions(num_workers=2, batch_size=4).workers == 2
+    with pytest.warns(DeprecationWarning, match=r"max_images_per_split= is deprecated; use max_images="):
+        assert RunOptions(max_images_per_split=8).max_images == 8
+    with pytest.warns(DeprecationWarning, match=r"n_resamples= is deprecated; use n_bootstrap="):
+        assert ProbeGrid(probes=["logreg"], n_resamples=7).n_bootstrap == 7
+    with pytest.raises(TypeError, match="give workers= only"):
+        ExtractOptions(num_workers=1, workers=2)
+    body = ('datasets = ["demo"]\nbackbones = ["resnet18"]\n[extract]\nnum_workers = 0\n'
+            '[finetune]\nsettings = ["linear"]\nn_resamples = 5\n')  # fmt: skip
+    with pytest.warns(DeprecationWarning):
+        study = load_study(_write(tmp_path, body))
+    assert study.extract == {"workers": 0}
+    assert study.finetune.options == {"n_bootstrap": 5}
+    assert "num_workers is now workers" in caplog.text  # a CLI user sees it (DeprecationWarnings are hidden there)
+
+
 def test_relative_paths_follow_the_dataset_registry(tmp_path: Path) -> None:
     body = ('datasets = ["data/x.npz", "folder:imgs?task=binary", "demo:10", "medmnist:breastmnist@64"]\n'
             'backbones = ["resnet18"]\n')  # fmt: skip
@@ -112,7 +132,7 @@ KILL_HOOK = fmprobe.extract.TEST_KILL_AFTER_BATCHES  # the extraction's exact-ki
 
 def test_killed_study_resumes_without_recomputing(tmp_path: Path) -> None:
     body = ('datasets = ["demo:25"]\nbackbones = ["efficientnet_lite0_imagenet:random", "resnet18:random"]\n'
-            'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nnum_workers = 0\nbatch_size = 8\n')  # fmt: skip
+            'resolutions = [48]\nprobes = ["logreg", "knn"]\nbootstrap = 100\n[extract]\nworkers = 0\nbatch_size = 8\n')  # fmt: skip
     path = _write(tmp_path, body)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "fmprobe", "study", str(path), "--out", str(out)]  # no -q: its log is checked

@@ -186,7 +186,7 @@ def _device_name(options: RunOptions) -> str:
 
 
 def _load(dataset: str | Dataset, options: RunOptions) -> Dataset:
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, options.max_images_per_split)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, options.max_images)
     missing = [s for s in SPLIT_NAMES if s not in data.splits or len(data.splits[s]) == 0]
     if missing:
         raise FmprobeError(
@@ -286,7 +286,7 @@ def _execute(plan: FinetunePlan, info: Dist, started: float) -> FinetuneResult:
     best_epoch = trainer.load_best()
     scores, _ = trainer.predict(TEST)
     rows = _test_rows(plan.data, scores)
-    values = compute_all(rows.y_true, rows.y_score, plan.data.task, n_resamples=plan.options.n_resamples,
+    values = compute_all(rows.y_true, rows.y_score, plan.data.task, n_resamples=plan.options.n_bootstrap,
                          seed=plan.options.seed, label_names=plan.data.class_names,
                          label_sets=plan.data.evaluation.get("label_sets"))  # fmt: skip
     values = {name: replace(v, detail="; ".join(filter(None, (rows.detail, v.detail)))) for name, v in values.items()}

@@ -12,11 +12,17 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from fmprobe._io import accepts_renamed, renamed
 from fmprobe.finetune.recipe import FinetuneError, Recipe
 from fmprobe.metrics import N_BOOTSTRAP
 from fmprobe.runtime import ComputeDtype, Device, check_device_name
 
+# RunOptions' (and run_finetune's) deprecated keyword names (old -> new): the names now match --max-images and
+# --bootstrap.
+RUN_RENAMED = {"max_images_per_split": "max_images", "n_resamples": "n_bootstrap"}
 
+
+@accepts_renamed(RUN_RENAMED)
 @dataclass(frozen=True)
 class RunOptions:
     """How one fine-tuning run runs (where, on what, how fast, what it writes), as opposed to its :class:`Recipe`.
@@ -42,19 +48,19 @@ class RunOptions:
         Seeds the head, data order, augmentation and dropout.
     workers : int or None
         Image-loading processes; None: ``fmprobe._io.default_workers()``.
-    max_images_per_split : int or None
-        A seeded subset of each split (a quick look).
-    n_resamples : int
+    max_images : int or None
+        A seeded subset of at most this many images per split (``--max-images``): a quick look.
+    n_bootstrap : int
         Bootstrap resamples per confidence interval (``--bootstrap``).
     force : bool
         Redo a finished run (its run folder is deleted first).
     progress : bool
-        Show progress bars (``--quiet`` turns them off).
+        Show progress bars; the inverse of the CLI's ``--quiet``.
 
     Raises
     ------
     fmprobe.finetune.FinetuneError
-        An unknown dtype or device, or a negative ``workers`` or ``n_resamples``.
+        An unknown dtype or device, or a negative ``workers`` or ``n_bootstrap``.
 
     Examples
     --------
@@ -72,8 +78,8 @@ class RunOptions:
     dtype: ComputeDtype = ComputeDtype.auto
     seed: int = 0  # seeds the head, data order, augmentation and dropout
     workers: int | None = None  # image-loading processes; None: fmprobe._io.default_workers()
-    max_images_per_split: int | None = None  # a seeded subset (a quick look)
-    n_resamples: int = N_BOOTSTRAP  # bootstrap resamples per confidence interval
+    max_images: int | None = None  # a seeded subset (a quick look)
+    n_bootstrap: int = N_BOOTSTRAP  # bootstrap resamples per confidence interval
     force: bool = False  # redo a finished run (its run folder is deleted first)
     progress: bool = True
 
@@ -89,7 +95,7 @@ class RunOptions:
         object.__setattr__(self, "device", Device(device) if device in {d.value for d in Device} else device)
         checks = [
             (self.workers is None or self.workers >= 0, f"--workers {self.workers}: must be >= 0."),
-            (self.n_resamples >= 0, f"--bootstrap {self.n_resamples}: must be >= 0."),
+            (self.n_bootstrap >= 0, f"--bootstrap {self.n_bootstrap}: must be >= 0."),
         ]
         for ok, message in checks:
             if not ok:
@@ -104,6 +110,7 @@ class RunOptions:
 def recipe_and_options(keywords: dict[str, Any]) -> tuple[Recipe, RunOptions]:
     """Split flat keywords (a study's ``[finetune]`` table plus the grid cell's values) into the two records,
     by their field names; an unknown key names the allowed ones."""
+    keywords = renamed(keywords, RUN_RENAMED, "run_finetune", stacklevel=4)
     recipe_keys = {f.name for f in fields(Recipe)}
     option_keys = {f.name for f in fields(RunOptions)}
     unknown = sorted(set(keywords) - recipe_keys - option_keys)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from numbers import Integral
 
+from fmprobe._io import accepts_renamed, renamed
 from fmprobe.errors import FmprobeError
 from fmprobe.metrics import N_BOOTSTRAP
 from fmprobe.metrics.subgroups import DEFAULT_BANDS, MIN_GROUP_SIZE, MIN_SIZE_OPTION, check_edges, parse_bands
@@ -86,21 +87,67 @@ def cell_repeats(probe: str, fraction: float, repeats: int, shots: int = 0) -> i
     return repeats if (shots or fraction < 1.0 or is_stochastic(probe)) else 1
 
 
+# ProbeGrid's (and probe_features') deprecated keyword names (old -> new): the name now matches --bootstrap.
+GRID_RENAMED = {"n_resamples": "n_bootstrap"}
+
+
+@accepts_renamed(GRID_RENAMED)
 @dataclass(frozen=True)
 class ProbeGrid:
     """What `fmprobe probe` crosses with every feature file; the field defaults are the library's defaults.
 
-    ``readouts=()`` means every readout stored in each file; ``probe_params`` maps a probe name to keyword
-    arguments for it, or lists ``"probe.parameter=value"`` strings (:func:`parse_probe_params`); names and values
-    are checked against the probe's parameter constraints when the grid is built, so a bad one fails before any
-    work, naming the probe and the parameter. ``shots`` adds
-    few-shot cells next to the fraction cells: k labelled training images per class for every k listed (one per
-    patient/lesion where the training split records groups), each drawn ``repeats`` times.
+    One record of the grid, so the CLI, study files and the Python API share one set of defaults and one set of
+    checks: building a grid checks every probe name and parameter (against the probe's constraints), so a bad one
+    fails before any work, naming the probe and the parameter. The old field name ``n_resamples`` still works,
+    with a ``DeprecationWarning``.
 
-    ``subgroups`` names test-metadata attributes (``sex``, ``site``, or a derived ``<key>_band`` cut at ``bands[key]``;
-    edges given for a key replace its defaults, :data:`~fmprobe.metrics.subgroups.DEFAULT_BANDS`):
-    every cell is then also scored per value of each, on its one fit (see :mod:`fmprobe.metrics.subgroups`); groups
-    under ``subgroup_min_size`` test rows are reported as too small.
+    Attributes
+    ----------
+    probes : tuple of str
+        Probe names (see :func:`fmprobe.make_probe`).
+    readouts : tuple of str
+        Readouts to probe; ``()``: every readout stored in each file.
+    train_fractions : tuple of float
+        Fractions of the training labels, each in (0, 1].
+    shots : tuple of int
+        Few-shot cells next to the fraction cells: k labelled training images per class for every k listed (one
+        per patient/lesion where the training split records groups), each drawn ``repeats`` times.
+    repeats : int
+        Repeats of a cell that can differ (a subsample, a k-shot draw, a stochastic probe).
+    seed : int
+        The base seed (repeat r uses ``seed + 1000 r``).
+    n_bootstrap : int
+        Bootstrap resamples per confidence interval (``--bootstrap``; 0: no intervals).
+    val_subsample : ValSubsample
+        Which validation rows tune a fraction cell (``proportional`` or ``full``).
+    probe_params : dict
+        Probe name -> keyword arguments for it; ``"probe.parameter=value"`` strings are accepted too
+        (:func:`parse_probe_params`).
+    subgroups : tuple of str
+        Test-metadata attributes (``sex``, ``site``, or a derived ``<key>_band``) every cell is also scored per
+        value of, on its one fit (see :mod:`fmprobe.metrics.subgroups`).
+    subgroup_min_size : int
+        Test rows a subgroup needs for a number; smaller groups are reported as too small.
+    bands : dict
+        Edges of each derived ``<key>_band`` attribute; edges given for a key replace its defaults
+        (:data:`~fmprobe.metrics.subgroups.DEFAULT_BANDS`).
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        An unknown probe, a bad parameter, a fraction outside (0, 1], ``repeats`` or a shot count below 1, or bad
+        subgroup options.
+
+    Examples
+    --------
+    >>> from fmprobe import ProbeGrid
+    >>> grid = ProbeGrid(probes=["logreg"], train_fractions=[0.1, 1.0], repeats=3, n_bootstrap=200)
+    >>> grid.train_fractions, grid.n_bootstrap
+    ((0.1, 1.0), 200)
+    >>> grid.cells_per_readout()  # three subsamples of 10 %, one fit on all the labels
+    4
+    >>> ProbeGrid.defaults()["probes"]
+    ('logreg', 'knn', 'lgbm')
     """
 
     probes: tuple[str, ...] = DEFAULT_PROBES
@@ -109,7 +156,7 @@ class ProbeGrid:
     shots: tuple[int, ...] = ()
     repeats: int = 1
     seed: int = 0
-    n_resamples: int = N_BOOTSTRAP
+    n_bootstrap: int = N_BOOTSTRAP
     val_subsample: ValSubsample = ValSubsample.proportional
     probe_params: ProbeParams | Iterable[str] = field(default_factory=dict)
     subgroups: tuple[str, ...] = ()
@@ -173,6 +220,7 @@ class ProbeGrid:
     @classmethod
     def from_options(cls, **options: object) -> ProbeGrid:
         """A grid from keyword options where None means "the default" (what the CLI and study files pass)."""
+        options = renamed(options, GRID_RENAMED, "ProbeGrid.from_options")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - names)
         if unknown:

@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fmprobe._io import accepts_renamed
 from fmprobe.errors import FmprobeError, ProbeError
 from fmprobe.metrics import MetricValue, compute_all
 from fmprobe.probes import ProbeBase, ProbeCannotFit, is_stochastic, make_probe
-from fmprobe.probing.grid import ProbeGrid
+from fmprobe.probing.grid import GRID_RENAMED, ProbeGrid
 from fmprobe.probing.plan import ProbeCell, ProbePlan, amount_label, plan_probing
 from fmprobe.probing.sampling import training_rows, validation_rows
 from fmprobe.probing.scoring import (
@@ -111,6 +112,7 @@ def run_probing(plan: ProbePlan, progress: bool = True) -> ProbeRun:
     return ProbeRun(plan.results_dir, len(plan.cells), plan.skipped, rows_written)
 
 
+@accepts_renamed(GRID_RENAMED)
 def probe_features(
     features: Sequence[str | Path],
     *,
@@ -120,7 +122,7 @@ def probe_features(
     shots: Sequence[int] | None = None,
     repeats: int | None = None,
     seed: int | None = None,
-    n_resamples: int | None = None,
+    n_bootstrap: int | None = None,
     probe_params: Mapping[str, Mapping[str, object]] | Sequence[str] | None = None,
     val_subsample: str | None = None,
     subgroups: Sequence[str] | None = None,
@@ -132,15 +134,73 @@ def probe_features(
     shard: str | tuple[int, int] | None = None,
 ) -> ProbeRun:
     """Probe every feature file x readout x probe x (train fraction or shots) x repeat; skip cells already in ``out``.
-    ``shard="I/N"`` runs only the cells dealt to shard I (N such processes may append into one ``out`` at once).
 
-    The grid options default (None) to :class:`ProbeGrid`'s fields; ``subgroups`` (e.g. ``["sex", "age_band"]``)
-    adds each cell's metrics per value of those test-metadata attributes. Messages go to the ``fmprobe.probing``
-    logger.
+    Probing is cheap next to extraction, so it is run as a grid over cached features: each cell chooses its
+    hyper-parameters on validation only and touches test once, and writes its rows and predictions as it finishes,
+    so an interrupted run resumes by cell. The grid options default (None) to :class:`~fmprobe.ProbeGrid`'s fields.
+    Messages go to the ``fmprobe.probing`` logger. The old keyword ``n_resamples`` still works, with a
+    ``DeprecationWarning``.
+
+    Parameters
+    ----------
+    features : sequence of str or Path
+        Feature files (``.h5``) or folders of them.
+    probes : sequence of str or None, optional
+        Probe names (``logreg``, ``knn``, ``lgbm``, ...; see :func:`fmprobe.make_probe`).
+    readouts : sequence of str or None, optional
+        Readouts to probe (default: every one stored in each file).
+    train_fractions : sequence of float or None, optional
+        Fractions of the training labels, each in (0, 1].
+    shots : sequence of int or None, optional
+        Few-shot cells next to the fractions: k labelled training images per class for each k.
+    repeats : int or None, optional
+        Repeats (seeds and subsamples) for fractions < 1, shots and stochastic probes.
+    seed : int or None, optional
+        The base seed.
+    n_bootstrap : int or None, optional
+        Bootstrap resamples per confidence interval (``--bootstrap``; 0: no intervals).
+    probe_params : mapping or sequence of str or None, optional
+        Probe parameters: ``{"lgbm": {"n_jobs": 1}}`` or ``["lgbm.n_jobs=1"]`` (``--probe-param``).
+    val_subsample : str or None, optional
+        ``proportional`` or ``full``: the validation rows that tune a fraction cell.
+    subgroups : sequence of str or None, optional
+        Test-metadata attributes (e.g. ``["sex", "age_band"]``) every cell is also scored per value of.
+    subgroup_min_size : int or None, optional
+        Test rows a subgroup needs for a number.
+    bands : mapping or None, optional
+        Edges of derived ``<key>_band`` attributes, e.g. ``{"age": [40, 60, 80]}``.
+    out : str or Path, optional
+        The results folder (``results.csv``, ``results.parquet``, ``predictions/``).
+    force : bool, optional
+        Redo cells already in ``out``.
+    progress : bool, optional
+        Show the progress bar; the inverse of the CLI's ``--quiet``.
+    shard : str or tuple of int or None, optional
+        ``"I/N"``: only the cells dealt to shard I (N such processes may append into one ``out`` at once).
+
+    Returns
+    -------
+    ProbeRun
+        The counts (``cells_run``, ``cells_skipped``, ``rows_written``), ``results_dir`` and ``results``, every row
+        in the folder as a DataFrame.
+
+    Raises
+    ------
+    fmprobe.errors.FmprobeError
+        An unknown probe or parameter, a bad grid value, or no feature files found (before any fit).
+    fmprobe.errors.ProbeError
+        A probe failed on a cell (the message names the file, readout and probe).
+
+    Examples
+    --------
+    >>> from fmprobe import probe_features
+    >>> run = probe_features(["features/demo-v2-150x4-seed0"], probes=["logreg", "knn"],
+    ...                      train_fractions=[0.1, 1.0], n_bootstrap=200, out="results")  # doctest: +SKIP
+    >>> run.cells_run, run.results.columns[:3].tolist()  # doctest: +SKIP
     """
     grid = ProbeGrid.from_options(
         probes=probes, readouts=readouts, train_fractions=train_fractions, shots=shots, repeats=repeats, seed=seed,
-        n_resamples=n_resamples, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
+        n_bootstrap=n_bootstrap, probe_params=probe_params, val_subsample=val_subsample, subgroups=subgroups,
         subgroup_min_size=subgroup_min_size, bands=bands,
     )  # fmt: skip
     return run_probing(plan_probing(features, grid, out, force, shard), progress)

