@@ -374,14 +374,14 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")],
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Reference backbone for the gain view (default: an ImageNet one).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("report"),
-    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of the paired bootstrap behind the gains (default: {_REPORT_DEFAULTS['n_resamples']}).")] = None,
+    bootstrap: Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of the paired bootstrap behind the gains (default: {_REPORT_DEFAULTS['n_bootstrap']}).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help=f"Seed of those resamples (default: {_REPORT_DEFAULTS['seed']}).")] = None,
     allow_different_test_sets: Annotated[Optional[bool], typer.Option("--allow-different-test-sets", help="Compare rows of a dataset scored on different test sets, on the test ids they share (the report says so); refused without it.", show_default=str(_REPORT_DEFAULTS["allow_different_test_sets"]))] = None,
     alpha: Annotated[Optional[float], typer.Option("--alpha", help=f"Significance level of the recommendation's Holm-corrected paired comparisons (default: {_REPORT_DEFAULTS['alpha']}).")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", help="CSV of published numbers (columns dataset, method, metric, value, source) shown beside ours, marked as not measured here (default: none).")] = None,
 ) -> None:
     """Write report.md, a self-contained report.html, the PNG plots and every table as CSV and LaTeX from a results table."""
-    given = {"n_resamples": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets, "alpha": alpha, "reference": reference}
+    given = {"n_bootstrap": bootstrap, "seed": seed, "allow_different_test_sets": allow_different_test_sets, "alpha": alpha, "reference": reference}
     given = {k: v for k, v in given.items() if v is not None}  # else the library's
     paths = fmprobe.write_report([str(r) for r in results] if len(results) > 1 else results[0], out, baseline=baseline, **given)
     _say(f"{paths.html}\n{paths.markdown}")
@@ -392,14 +392,14 @@ _RECOMMEND_DEFAULTS = fmprobe.RecommendOptions.defaults()  # light: the recommen
 ResultsArg = Annotated[list[Path], typer.Argument(help="Results folder(s) or results.csv/.parquet files.")]
 AlphaOpt = Annotated[Optional[float], typer.Option("--alpha", help=f"Significance level of the Holm-corrected paired comparisons (default: {_RECOMMEND_DEFAULTS['alpha']}).")]
 CompareWithOpt = Annotated[Optional[str], typer.Option("--baseline", help="Model to compare against (default: the one the registry flags as an ImageNet baseline).")]
-PairedResamplesOpt = Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of each paired bootstrap (default: {_REPORT_DEFAULTS['n_resamples']}, seed {_REPORT_DEFAULTS['seed']}, as in the report).")]
+PairedResamplesOpt = Annotated[Optional[int], typer.Option("--bootstrap", help=f"Resamples of each paired bootstrap (default: {_REPORT_DEFAULTS['n_bootstrap']}, seed {_REPORT_DEFAULTS['seed']}, as in the report).")]
 
 
 @app.command(epilog=_examples('fmprobe leaderboard results --baseline efficientnet_lite0_imagenet'))
 def leaderboard(results: ResultsArg, alpha: AlphaOpt = None, baseline: CompareWithOpt = None, bootstrap: PairedResamplesOpt = None) -> None:
     """Print what to use: per dataset the configuration chosen on validation, what the test set can tell it from
     (same-probe paired bootstrap, Holm-corrected), and the backbones' mean ranks across datasets."""
-    given = {k: v for k, v in {"alpha": alpha, "n_resamples": bootstrap}.items() if v is not None}
+    given = {k: v for k, v in {"alpha": alpha, "n_bootstrap": bootstrap}.items() if v is not None}
     answer = fmprobe.recommend([str(r) for r in results] if len(results) > 1 else results[0], baseline=baseline, **given)
     _say(answer.to_text())
 

@@ -15,6 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fmprobe._io import accepts_renamed
+
 if TYPE_CHECKING:  # the study (and torch) load when the demo runs, not when the CLI starts
     from fmprobe.study import Study
 
@@ -80,12 +82,13 @@ def demo_study(out: str | Path = ".", images_per_class: int | None = None, resol
     return replace(study, **changes)  # type: ignore[arg-type]
 
 
+@accepts_renamed({"n_resamples": "n_bootstrap"})
 def run_demo(
     out: str | Path = ".",
     images_per_class: int | None = None,
     resolution: int | None = None,
     probes: Sequence[str] | None = None,
-    n_resamples: int | None = None,
+    n_bootstrap: int | None = None,
     progress: bool = True,
 ) -> DemoRun:
     """Run the whole loop offline on the built-in synthetic data: extract, probe, report (``fmprobe demo``).
@@ -104,7 +107,7 @@ def run_demo(
         Input size in pixels.
     probes : sequence of str or None, optional
         Probe names to run instead of the study's (``fmprobe probes`` lists them).
-    n_resamples : int or None, optional
+    n_bootstrap : int or None, optional
         Bootstrap resamples per confidence interval (``--bootstrap``).
     progress : bool, optional
         Show progress bars (``--quiet`` turns them off).
@@ -117,7 +120,7 @@ def run_demo(
     Examples
     --------
     >>> from fmprobe import run_demo
-    >>> run = run_demo("runs/demo", images_per_class=20, probes=["logistic"], n_resamples=100)  # doctest: +SKIP
+    >>> run = run_demo("runs/demo", images_per_class=20, probes=["logistic"], n_bootstrap=100)  # doctest: +SKIP
     >>> print(run.table)  # doctest: +SKIP
     >>> run.report_html  # doctest: +SKIP
     PosixPath('runs/demo/report/report.html')
@@ -129,8 +132,8 @@ def run_demo(
     study = demo_study(out, images_per_class, resolution)
     if probes:
         study = replace(study, probes=tuple(probes))
-    if n_resamples is not None:
-        study = replace(study, bootstrap=n_resamples)
+    if n_bootstrap is not None:
+        study = replace(study, bootstrap=n_bootstrap)
     run = run_study(study, progress=progress)
     assert run.report is not None  # not a dry run
     results = study.out / "results"

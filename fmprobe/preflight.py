@@ -52,7 +52,7 @@ def check_datasets(datasets: Iterable[str], max_images: int | None = None) -> li
     datasets : iterable of str
         Dataset specs (repeats are checked once).
     max_images : int or None, optional
-        Check only the seeded subset a run with ``max_images_per_split`` would read.
+        Check only the seeded subset a run with ``max_images`` would read.
 
     Returns
     -------

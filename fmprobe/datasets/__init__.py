@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from fmprobe._io import accepts_renamed
 from fmprobe.datasets import aptos2019, cbis_ddsm, chexpert, demo, folder, hf, imagefolder, isic2019, manifest, medmnist
 from fmprobe.datasets.base import DEFAULT_IMAGE_CONVERSION, Dataset, Split, digest_parts, subset_split
 from fmprobe.datasets.sources import SOURCES, DatasetSource, OptionSpec, variant_label
@@ -68,7 +69,8 @@ def describe_sources() -> list[dict[str, object]]:
 MAX_IMAGES_OPTION = "max_images_per_split"
 
 
-def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
+@accepts_renamed({"max_images_per_split": "max_images"})
+def load_dataset(spec: str, max_images: int | None = None) -> Dataset:
     """Load a dataset by spec string, with its train/val/test splits, labels and per-sample metadata.
 
     The dataset's name says which variant it is (:func:`variant_name`): every option that changes labels,
@@ -83,7 +85,7 @@ def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
         ``source:argument?key=value&...`` (``medmnist:breastmnist@224``, ``csv:labels.csv?task=ordinal&seed=1``,
         ``folder:images/``, ``demo``) or a bare ``.npz``/``.csv`` path; :func:`describe_sources` (or
         ``fmprobe datasets``) lists the sources and their options.
-    max_images_per_split : int or None, optional
+    max_images : int or None, optional
         Take a seeded subset of at most this many images from each split (quick looks); None or 0 keeps all.
 
     Returns
@@ -102,7 +104,7 @@ def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
     Examples
     --------
     >>> from fmprobe import load_dataset
-    >>> data = load_dataset("demo", max_images_per_split=8)  # doctest: +SKIP
+    >>> data = load_dataset("demo", max_images=8)  # doctest: +SKIP
     >>> data.task, list(data.splits)  # doctest: +SKIP
     ('multiclass', ['train', 'val', 'test'])
     >>> load_dataset("medmnist:breastmnist@224")  # doctest: +SKIP
@@ -114,13 +116,13 @@ def load_dataset(spec: str, max_images_per_split: int | None = None) -> Dataset:
     dataset = record.load(argument, spec, options)
     values = record.read_options(spec, options)
     variant = record.variant(values)
-    if max_images_per_split:
-        variant[MAX_IMAGES_OPTION] = str(max_images_per_split)
-        splits = {k: subset_split(v, max_images_per_split) for k, v in dataset.splits.items()}
+    if max_images:
+        variant[MAX_IMAGES_OPTION] = str(max_images)
+        splits = {k: subset_split(v, max_images) for k, v in dataset.splits.items()}
         dataset = replace(
             dataset,
             splits=splits,
-            content_digest=digest_parts(dataset.content_digest, "subset", max_images_per_split),
+            content_digest=digest_parts(dataset.content_digest, "subset", max_images),
         )
     path = Path(argument) if record.takes_path else None
     return replace(dataset, name=variant_name(dataset.name, variant, path and (source, path, record.digest_settings(values))))

@@ -386,7 +386,7 @@ def _paired_arrays(a: Predictions, b: Predictions) -> PairedArrays:
 
 
 def relative_gain_samples(
-    metric: str, y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_resamples: int, seed: int,
+    metric: str, y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, n_bootstrap: int, seed: int,
     pred_a: np.ndarray | None = None, pred_b: np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Bootstrap replicates of (metric(a) - metric(b)) / metric(b), NaN where undefined.
@@ -396,12 +396,12 @@ def relative_gain_samples(
     """
     m = get_metric(metric)
     pa, pb = Prepared(y_true, score_a, pred_a), Prepared(y_true, score_b, pred_b)
-    va, vb = replicate([lambda W: m.batch(pa, W), lambda W: m.batch(pb, W)], pa.n, pa.strata(), n_resamples, seed)
+    va, vb = replicate([lambda W: m.batch(pa, W), lambda W: m.batch(pb, W)], pa.n, pa.strata(), n_bootstrap, seed)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(vb != 0, (va - vb) / np.where(vb != 0, vb, 1.0), np.nan)
 
 
-def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: int, seed: int) -> Gain:
+def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_bootstrap: int, seed: int) -> Gain:
     """Relative gain of ``choice`` over ``base`` on the same test samples, with a paired bootstrap CI.
 
     With several repeats the lowest repeat index both configurations have is compared (repeats of the same
@@ -422,7 +422,7 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
             pred_a, pred_b, g.subset = _common_ids(pred_a, pred_b)
         pair = _paired_arrays(pred_a, pred_b)
         decoded = {"pred_a": pair.pred_a, "pred_b": pair.pred_b}  # ordinal cells: the grades their rows were scored on
-        cmp = paired_bootstrap(view.metric, pair.y_true, pair.score_a, pair.score_b, n_resamples=n_resamples, seed=seed, **decoded)
+        cmp = paired_bootstrap(view.metric, pair.y_true, pair.score_a, pair.score_b, n_resamples=n_bootstrap, seed=seed, **decoded)
     except (ResultsError, MetricUndefined) as e:
         g.reason = str(e)
         return g
@@ -436,7 +436,7 @@ def paired_gain(view: DatasetView, choice: Choice, base: Choice, n_resamples: in
         )
         return g
     g.rel, g.rel_low, g.rel_high = cmp.rel_gain, cmp.rel_low, cmp.rel_high
-    g.samples = relative_gain_samples(view.metric, pair.y_true, pair.score_a, pair.score_b, n_resamples, seed, **decoded)
+    g.samples = relative_gain_samples(view.metric, pair.y_true, pair.score_a, pair.score_b, n_bootstrap, seed, **decoded)
     return g
 
 
@@ -471,7 +471,7 @@ class Headline:
     models: list[str]  # non-baseline models, in display order
 
 
-def headline(views: list[DatasetView], baseline: str | None, n_resamples: int, seed: int) -> Headline:
+def headline(views: list[DatasetView], baseline: str | None, n_bootstrap: int, seed: int) -> Headline:
     models = sorted({m for v in views for m in v.rows["model"].unique()})
     registered = {m for v in views for m in v.rows.loc[v.rows["imagenet_baseline"], "model"]}
     base, note = pick_baseline(models, baseline, registered)
@@ -499,7 +499,7 @@ def headline(views: list[DatasetView], baseline: str | None, n_resamples: int, s
                     )
                 )
                 continue
-            gains.append(paired_gain(v, choices[m], choices[base], n_resamples, seed))
+            gains.append(paired_gain(v, choices[m], choices[base], n_bootstrap, seed))
     means = [mg for m in others if (mg := mean_gain(m, gains)) is not None]
     return Headline(base, note, gains, means, others)
 

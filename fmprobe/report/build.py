@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmprobe._io import atomic_write_text, slug
+from fmprobe._io import accepts_renamed, atomic_write_text, slug
 from fmprobe.errors import ResultsError
 from fmprobe.report import plots
 from fmprobe.report.analysis import (
@@ -50,7 +50,7 @@ from fmprobe.report.doc import (
     to_text,
 )
 from fmprobe.report.embedding import embedding_blocks
-from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, ALPHA, N_RESAMPLES, SEED
+from fmprobe.report.options import ALLOW_DIFFERENT_TEST_SETS, ALPHA, N_RESAMPLES, REPORT_RENAMED, SEED
 from fmprobe.report.provenance import feature_file_table, report_provenance
 from fmprobe.report.recommend import Recommendation, recommend
 from fmprobe.report.reference import ReferenceRow, read_reference, reference_table
@@ -86,7 +86,7 @@ class ReportContext:
     views: list[DatasetView]
     headline: Headline
     figures: Figures
-    n_resamples: int
+    n_bootstrap: int
     seed: int
     alpha: float = ALPHA
     reference: tuple[ReferenceRow, ...] = ()  # published numbers (--reference), shown, never compared
@@ -95,7 +95,7 @@ class ReportContext:
     def recommendation(self) -> Recommendation:
         """The recommendation (:func:`recommend`), computed once for every section that reads it."""
         return recommend(
-            self.df, alpha=self.alpha, baseline=self.headline.baseline, n_resamples=self.n_resamples, seed=self.seed,
+            self.df, alpha=self.alpha, baseline=self.headline.baseline, n_bootstrap=self.n_bootstrap, seed=self.seed,
             allow_different_test_sets=any(v.mixed_test_sets for v in self.views),
         )  # fmt: skip
 
@@ -459,12 +459,13 @@ class Figures:
         return Image(path, path.relative_to(self.out).as_posix(), alt, rel, plots.display_width(path))
 
 
+@accepts_renamed(REPORT_RENAMED)
 def write_report(
     results: pd.DataFrame | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     baseline: str | None = None,
     *,
-    n_resamples: int = N_RESAMPLES,
+    n_bootstrap: int = N_RESAMPLES,
     seed: int = SEED,
     allow_different_test_sets: bool = ALLOW_DIFFERENT_TEST_SETS,
     alpha: float = ALPHA,
@@ -483,7 +484,7 @@ def write_report(
     baseline : str or None, optional
         The model gains are measured against; None picks the ImageNet model (or the first alphabetically) and
         the report says so.
-    n_resamples, seed : int, optional
+    n_bootstrap, seed : int, optional
         The paired bootstrap's resamples per comparison and its seed (:class:`ReportOptions`).
     allow_different_test_sets : bool, optional
         Rows of one dataset scored on different test sets are refused unless set (then compared on the test ids
@@ -508,7 +509,7 @@ def write_report(
     Examples
     --------
     >>> from fmprobe import write_report
-    >>> paths = write_report("runs/results", "runs/report", n_resamples=200)  # doctest: +SKIP
+    >>> paths = write_report("runs/results", "runs/report", n_bootstrap=200)  # doctest: +SKIP
     >>> paths.html  # doctest: +SKIP
     PosixPath('runs/report/report.html')
     """
@@ -519,9 +520,9 @@ def write_report(
     out = check_writable(out_dir, "report folder")  # before the bootstrap, whose work a read-only folder would lose
     with writing_into(out, "report folder"):  # a full disk mid-way: a named error, no partial file (atomic writes)
         views = dataset_views(df, allow_different_test_sets)
-        h = headline(views, baseline, n_resamples, seed)
+        h = headline(views, baseline, n_bootstrap, seed)
         figures = Figures(out, plots.model_colors([h.baseline] + h.models))
-        ctx = ReportContext(df, views, h, figures, n_resamples, seed, alpha, published)
+        ctx = ReportContext(df, views, h, figures, n_bootstrap, seed, alpha, published)
         blocks = [block for section in REPORT_SECTIONS for block in section(ctx)]
         listing, tables = _export_tables(blocks, out)
         md_path, html_path = out / "report.md", out / "report.html"
@@ -601,7 +602,7 @@ def headline_blocks(ctx: ReportContext) -> list[Block]:
         Para(
             "For each dataset and backbone the configuration with the best validation score is compared with the "
             "baseline's, on the same test samples (matched by sample id), by a paired, class-stratified bootstrap "
-            f"({ctx.n_resamples} resamples, seed {ctx.seed}): relative gain = (metric − baseline metric) / baseline "
+            f"({ctx.n_bootstrap} resamples, seed {ctx.seed}): relative gain = (metric − baseline metric) / baseline "
             "metric." + (MEAN_NOTE if len(views) > 1 else "")
         ),
         *_headline_tables(h, views),

@@ -48,7 +48,7 @@ def _known(pred: Predictions) -> tuple[np.ndarray, np.ndarray]:
     return conf, correct
 
 
-def _ece_cell(c: Choice, rows: pd.DataFrame, pred: Predictions, n_resamples: int, seed: int) -> tuple[Cell, str]:
+def _ece_cell(c: Choice, rows: pd.DataFrame, pred: Predictions, n_bootstrap: int, seed: int) -> tuple[Cell, str]:
     """The recorded ``ece`` row of the cell, else the value computed from its predictions; and where it came from."""
     mine = rows[(rows["cell_id"] == c.first["cell_id"]) & (rows["metric"] == "ece")]
     if not mine.empty:
@@ -59,8 +59,8 @@ def _ece_cell(c: Choice, rows: pd.DataFrame, pred: Predictions, n_resamples: int
         return Cell(f"{r['value']:.3f}", tail=ci), "results table"
     source = "computed from the predictions file (not recorded in the results table)"
     try:
-        if n_resamples:
-            ci = bootstrap_ci(ece, pred.y_true, pred.y_score, n_resamples=n_resamples, seed=seed)
+        if n_bootstrap:
+            ci = bootstrap_ci(ece, pred.y_true, pred.y_score, n_resamples=n_bootstrap, seed=seed)
             return Cell(f"{ci.estimate:.3f}", tail=f" [{ci.low:.3f}, {ci.high:.3f}]"), source
         return Cell(f"{ece(pred.y_true, pred.y_score):.3f}"), source
     except MetricUndefined as e:
@@ -109,7 +109,7 @@ def calibration_blocks(d: DatasetContext) -> list[Block]:
         if pred is None:
             body.append([Cell(model), Cell(c.describe()), Cell(f"{MISSING} (no predictions file)")])
             continue
-        cell, source = _ece_cell(c, d.rows, pred, d.report.n_resamples, d.report.seed)
+        cell, source = _ece_cell(c, d.rows, pred, d.report.n_bootstrap, d.report.seed)
         sources.add(source)
         body.append([Cell(model), Cell(c.describe()), cell])
         conf, correct = _known(pred)

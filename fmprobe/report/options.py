@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from fmprobe._io import accepts_renamed
 from fmprobe.metrics import N_BOOTSTRAP
+
+# Keyword names that changed to the CLI's (``--bootstrap``): the old ones still work, with a DeprecationWarning.
+REPORT_RENAMED = {"n_resamples": "n_bootstrap"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class RecommendOptions:
 ALPHA: float = RecommendOptions.alpha
 
 
+@accepts_renamed(REPORT_RENAMED)
 @dataclass(frozen=True)
 class ReportOptions:
     """The report's options, light so ``fmprobe report --help`` shows their defaults without pandas.
@@ -47,7 +52,7 @@ class ReportOptions:
 
     Attributes
     ----------
-    n_resamples : int
+    n_bootstrap : int
         The paired bootstrap's resamples per comparison (`fmprobe report --bootstrap`).
     seed : int
         The bootstrap's seed (`--seed`).
@@ -66,10 +71,10 @@ class ReportOptions:
     >>> ReportOptions().seed, ReportOptions().alpha
     (0, 0.05)
     >>> sorted(ReportOptions.defaults())
-    ['allow_different_test_sets', 'alpha', 'n_resamples', 'reference', 'seed']
+    ['allow_different_test_sets', 'alpha', 'n_bootstrap', 'reference', 'seed']
     """
 
-    n_resamples: int = N_BOOTSTRAP
+    n_bootstrap: int = N_BOOTSTRAP
     seed: int = 0
     allow_different_test_sets: bool = False
     alpha: float = RecommendOptions.alpha
@@ -81,6 +86,6 @@ class ReportOptions:
         return {f.name: f.default for f in fields(cls)}
 
 
-N_RESAMPLES: int = ReportOptions.n_resamples
+N_RESAMPLES: int = ReportOptions.n_bootstrap
 SEED: int = ReportOptions.seed
 ALLOW_DIFFERENT_TEST_SETS: bool = ReportOptions.allow_different_test_sets

@@ -29,6 +29,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from fmprobe._io import accepts_renamed
 from fmprobe.errors import ResultsError
 from fmprobe.metrics import N_BOOTSTRAP, get_metric, stats
 from fmprobe.report.analysis import (
@@ -43,7 +44,7 @@ from fmprobe.report.analysis import (
 )
 from fmprobe.report.cost import CostKey, FeatureCost, choose_measure, feature_costs
 from fmprobe.report.doc import MISSING, Block, Cell, Heading, Para, Table, to_text
-from fmprobe.report.options import ALPHA
+from fmprobe.report.options import ALPHA, REPORT_RENAMED
 from fmprobe.report.subgroups import AttributeSummary, summaries
 from fmprobe.results import disqualifying, read_results, to_frame, validate
 
@@ -309,7 +310,7 @@ def _split_eligible(view: DatasetView) -> tuple[pd.DataFrame, list[Excluded], di
     return rows[keep], excluded, reasons
 
 
-def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: float, n_resamples: int,
+def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: float, n_bootstrap: int,
              seed: int) -> list[Comparison]:  # fmt: skip
     """Chosen vs each other model's val-chosen configuration with the same probe, Holm-corrected; the seeds of a
     random control are compared one by one and then folded into one comparison (:func:`_fold_controls`)."""
@@ -318,7 +319,7 @@ def _compare(view: DatasetView, chosen: Choice, eligible: pd.DataFrame, alpha: f
     for model, other in same_probe.items():
         if model == chosen.model:
             continue
-        g = paired_gain(view, chosen, other, n_resamples, seed)
+        g = paired_gain(view, chosen, other, n_bootstrap, seed)
         raw.append((Config.of(other), g))
         controls.append(_control(other))
     adjusted = stats.holm([g.p_value for _, g in raw])
@@ -384,7 +385,7 @@ def _winners_curse(metric: str, c: Config) -> str:
             f"than the test CI half-width {half:.3f}: part of its lead on validation may be luck (winner's curse).")  # fmt: skip
 
 
-def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: int, seed: int,
+def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_bootstrap: int, seed: int,
                    imagenet: bool = True, costs: dict[CostKey, FeatureCost] | None = None,
                    subgroups: pd.DataFrame | None = None) -> DatasetAnswer:  # fmt: skip
     """The recommendation for one dataset (see the module docstring for the rules); ``subgroups``: the results'
@@ -401,7 +402,7 @@ def answer_dataset(view: DatasetView, baseline: str, alpha: float, n_resamples: 
         ans.sentence = f"No configuration can be recommended ({why})."
         return ans
     ans.chosen = Config.of(best_any)
-    ans.comparisons = _compare(view, best_any, eligible, alpha, n_resamples, seed)
+    ans.comparisons = _compare(view, best_any, eligible, alpha, n_bootstrap, seed)
     if curse := _winners_curse(view.metric, ans.chosen):
         ans.notes.append(curse)
     if warnings := sorted({str(f) for f in best_any.rows.get("flags", pd.Series(dtype=str)) if isinstance(f, str) and f}):
@@ -619,12 +620,13 @@ def _frame(results: Results) -> pd.DataFrame:
     return df
 
 
+@accepts_renamed(REPORT_RENAMED)
 def recommend(
     results: Results,
     *,
     alpha: float = ALPHA,
     baseline: str | None = None,
-    n_resamples: int = N_BOOTSTRAP,
+    n_bootstrap: int = N_BOOTSTRAP,
     seed: int = 0,
     allow_different_test_sets: bool = False,
 ) -> Recommendation:
@@ -642,7 +644,7 @@ def recommend(
         (:class:`~fmprobe.report.RecommendOptions`).
     baseline : str or None, optional
         The model to compare against (default: the one the backbone registry flags as an ImageNet baseline).
-    n_resamples, seed : int, optional
+    n_bootstrap, seed : int, optional
         The paired bootstrap's resamples and seed.
     allow_different_test_sets : bool, optional
         As for the report (:func:`fmprobe.report.analysis.dataset_views`).
@@ -674,7 +676,7 @@ def recommend(
     base, note = pick_baseline(models, baseline, registered)
     imagenet = base in registered  # "the ImageNet baseline" only when the registry says so
     costs = feature_costs(pd.concat([v.rows for v in views]))
-    answers = [answer_dataset(v, base, alpha, n_resamples, seed, imagenet, costs, df) for v in views]
+    answers = [answer_dataset(v, base, alpha, n_bootstrap, seed, imagenet, costs, df) for v in views]
     probes = sorted({p for v in views for p in _candidate_rows(v)["probe"].unique()})
     if len(views) == 1:  # one dataset: its per-probe orders are in its own table; one overall line is enough
         probes = probes[:1] if len(probes) == 1 else []

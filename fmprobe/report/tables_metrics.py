@@ -141,7 +141,7 @@ def per_class_blocks(d: DatasetContext) -> list[Block]:
     """Recall, precision, F1 and one-vs-rest ROC-AUC per class of each backbone's chosen configuration."""
     if d.view.task == "multilabel" or not d.chosen:
         return []
-    n, seed = d.report.n_resamples, d.report.seed
+    n, seed = d.report.n_bootstrap, d.report.seed
     blocks: list[Block] = [Heading("Per class", 3)]
     for model, c in sorted(d.chosen.items()):
         try:

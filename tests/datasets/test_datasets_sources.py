@@ -64,7 +64,7 @@ def tiny_source() -> Iterator[DatasetSource]:
 def test_a_registered_source_loads_lists_and_checks_its_options(tiny_source: DatasetSource) -> None:
     assert {k: len(v) for k, v in load_dataset("tiny?size=6").splits.items()} == {"train": 6, "val": 6, "test": 6}
     assert len(load_dataset("tiny").splits["test"]) == 4  # the declared default
-    assert load_dataset("tiny:?size=3", max_images_per_split=2).num_images == 6
+    assert load_dataset("tiny:?size=3", max_images=2).num_images == 6
     listed = {row["name"]: row for row in describe_sources()}["tiny"]
     assert listed["takes_path"] is False and listed["example"] == "tiny?size=6"
     assert listed["options"] == [{"name": "size", "values": "N", "default": 4, "help": "images per split"}]
@@ -232,7 +232,7 @@ def test_a_variant_is_named_by_the_options_that_change_its_data(tmp_path: Path, 
     assert load_dataset("tinyvar").name == "tiny"  # the default variant keeps its plain name
     assert load_dataset("tinyvar?size=4&note=x").name == "tiny"  # a default value, or an option that changes no data
     assert load_dataset("tinyvar?order=b,a&size=6&balanced=yes").name == "tiny[size=6,balanced=1,order=b,a]"
-    assert load_dataset("tinyvar?size=6", max_images_per_split=2).name == "tiny[size=6,max_images_per_split=2]"
+    assert load_dataset("tinyvar?size=6", max_images=2).name == "tiny[size=6,max_images_per_split=2]"
     assert load_dataset("tinyvar", max_images_per_split=2).name == "tiny[max_images_per_split=2]"
 
     at = f"tinyvarpath:{tmp_path}"

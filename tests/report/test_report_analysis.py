@@ -16,7 +16,7 @@ from fmprobe.results import load_predictions, read_results
 
 def test_gain_sign_and_mean_ci(study: Path) -> None:
     views = dataset_views(read_results(study))
-    h = headline(views, "toy_imagenet", n_resamples=300, seed=0)
+    h = headline(views, "toy_imagenet", n_bootstrap=300, seed=0)
     assert h.models == ["toy_fm", "toy_fm:random"]
     by = {(g.dataset, g.model): g for g in h.gains}
     for ds in DATASETS:
@@ -42,7 +42,7 @@ def test_gain_sign_and_mean_ci(study: Path) -> None:
     assert 0 < fm.low < fm.rel < fm.high
     assert mean["toy_fm:random"].high < 0
     # flipping the baseline flips the sign
-    h2 = headline(views, "toy_fm", n_resamples=300, seed=0)
+    h2 = headline(views, "toy_fm", n_bootstrap=300, seed=0)
     assert all(g.rel < 0 for g in h2.gains if g.model == "toy_imagenet")
 
 
@@ -54,7 +54,7 @@ def test_selection_uses_validation_never_test(study: Path) -> None:
     test_best = df[fm & df["is_primary"] & (df["train_fraction"] == 1.0)].groupby("probe")["value"].mean().idxmax()
     val_pick = "knn" if test_best == "logreg" else "logreg"
     df.loc[fm & (df["probe"] == val_pick), "val_score"] = 0.999  # validation now prefers the test-worse probe
-    h = headline(dataset_views(df), "toy_imagenet", n_resamples=50, seed=0)
+    h = headline(dataset_views(df), "toy_imagenet", n_bootstrap=50, seed=0)
     g = next(g for g in h.gains if g.dataset == "synth_tissue" and g.model == "toy_fm")
     assert g.choice.probe == val_pick and g.choice.val_score == pytest.approx(0.999)
 
