@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/fmprobe demo
 
+# One test process per core (pytest-xdist, whole files per process so module fixtures are built once), each with
+# one BLAS/OpenMP thread: two processes with two threads each on two cores spin against each other.
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/extract_overhead.py
