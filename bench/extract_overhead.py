@@ -6,6 +6,10 @@ feature file, from the demo's PNG files and from 1024x768 JPEG photos (decoded a
 auto``). The header names the CPU, its bf16 capability and the compute dtype; the last line prints the ratios.
 Target: >= 0.90 on CPU for EfficientNet-Lite0 and ViT-S at 224 from both sources.
 
+Where decoding shares the model's cores (below 16 cores ``extract`` gives the model every core), each source's
+line also prints the decode cost per image on one core and the ratio the machine allows at best if the model kept
+all its threads busy: ``model core-ms / (model core-ms + decode core-ms)``.
+
     python bench/extract_overhead.py [--images 768] [--batch-size 64] [--models efficientnet_lite0_imagenet,vit_small_patch16_224:random]
 """
 
@@ -25,10 +29,10 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmprobe._io import cpu_model  # noqa: E402
+from fmprobe._io import cpu_model, default_workers  # noqa: E402
 from fmprobe.backbones import create_backbone  # noqa: E402
 from fmprobe.datasets import load_dataset  # noqa: E402
-from fmprobe.datasets.base import decode_image_bytes  # noqa: E402
+from fmprobe.datasets.base import decode_image_bytes, load_image, reduces_jpeg  # noqa: E402
 from fmprobe.extract import extract_features as extract  # noqa: E402
 from fmprobe.runtime import autocast, choose_device, choose_dtype, cpu_has_native_bf16  # noqa: E402
 
@@ -61,6 +65,32 @@ def decode_ms(path: Path, name: str) -> tuple[float, float]:
             transform.to_uint8(decode_image_bytes(data, str(path), draft))
         times.append((time.perf_counter() - start) / 20 * 1e3)
     return times[0], times[1]
+
+
+def decode_core_ms(dataset, transform, n: int = 48) -> float:
+    """Milliseconds of one core per image to read, decode and resize ``dataset``'s first ``n`` training images the
+    way extraction does (reduced-size JPEG decoding where the source allows it)."""
+    source = dataset.splits["train"].source
+    draft = transform.draft_request if reduces_jpeg(source) else None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a decoding worker
+    try:
+        start = time.perf_counter()
+        for i in range(min(n, len(source))):
+            transform.to_uint8(load_image(source, i, draft))
+        return (time.perf_counter() - start) / min(n, len(source)) * 1e3
+    finally:
+        torch.set_num_threads(threads)
+
+
+def shared_core_cap(raw_rate: float, decode_ms: float) -> float | None:
+    """The best end-to-end/raw ratio when decoding runs on the model's own cores and the model keeps all its threads
+    busy; None where extraction gives decoding workers cores of their own (see ``extract._model_threads``)."""
+    cores, workers = os.cpu_count() or 1, default_workers()
+    if 0 < workers <= cores // 4:
+        return None
+    model_ms = torch.get_num_threads() * 1e3 / raw_rate
+    return model_ms / (model_ms + decode_ms)
 
 
 @torch.inference_mode()
@@ -135,6 +165,10 @@ def measure(name: str, sources: dict[str, str], datasets: dict, work: Path, args
     for label, rates in ends.items():
         out.append((f"{name} {label}", raw, max(rates), max(rates) / raw))
         print(f"{name} from {label}: raw forward {raw:.1f} img/s, end-to-end extract {max(rates):.1f} img/s, ratio {max(rates) / raw:.3f} (compute dtype {used})")
+        decode = decode_core_ms(datasets[label], transform)
+        cap = shared_core_cap(raw, decode)
+        where = "decoding has cores of its own" if cap is None else f"at best {cap:.3f} with decoding on the model's cores"
+        print(f"  decode+resize {decode:.1f} ms per image on one core; model {torch.get_num_threads()} threads: {where}")
     if args.pixel_cache:  # a second backbone on the same data and geometry reads decoded pixels instead
         pixels = work / f"pixels-{name.replace(':', '-')}"
         extract(sources["PNG"], name, out=pixels, batch_size=args.batch_size, dtype=used, pixel_cache=True, progress=False)
