@@ -33,6 +33,7 @@ from fmprobe._io import cpu_model, default_workers  # noqa: E402
 from fmprobe.backbones import create_backbone  # noqa: E402
 from fmprobe.datasets import load_dataset  # noqa: E402
 from fmprobe.datasets.base import decode_image_bytes, load_image, reduces_jpeg  # noqa: E402
+from fmprobe.extract import decoding_has_own_cores  # noqa: E402
 from fmprobe.extract import extract_features as extract  # noqa: E402
 from fmprobe.runtime import autocast, choose_device, choose_dtype, cpu_has_native_bf16  # noqa: E402
 
@@ -86,8 +87,7 @@ def decode_core_ms(dataset, transform, n: int = 48) -> float:
 def shared_core_cap(raw_rate: float, decode_ms: float) -> float | None:
     """The best end-to-end/raw ratio when decoding runs on the model's own cores and the model keeps all its threads
     busy; None where extraction gives decoding workers cores of their own (see ``extract._model_threads``)."""
-    cores, workers = os.cpu_count() or 1, default_workers()
-    if 0 < workers <= cores // 4:
+    if decoding_has_own_cores(default_workers()):
         return None
     model_ms = torch.get_num_threads() * 1e3 / raw_rate
     return model_ms / (model_ms + decode_ms)

@@ -932,6 +932,12 @@ def _step(
     return n_kept + len(batch_rows), n_committed + 1
 
 
+def decoding_has_own_cores(workers: int) -> bool:
+    """Whether ``workers`` decoding processes get cores of their own on this CPU: only where the model keeps at least
+    3/4 of the cores (see :func:`_model_threads`)."""
+    return 0 < workers <= (os.cpu_count() or 1) // 4
+
+
 @contextlib.contextmanager
 def _model_threads(device: torch.device, workers: int):
     """On CPU with decoding workers, the model takes the cores the workers leave (``cores - workers``) for the run,
@@ -940,7 +946,7 @@ def _model_threads(device: torch.device, workers: int):
     (2 cores, 1 worker) a core taken from the model costs far more than the decoding it would shield."""
     before = torch.get_num_threads()
     cores = os.cpu_count() or 1
-    split = device.type == "cpu" and 0 < workers <= cores // 4
+    split = device.type == "cpu" and decoding_has_own_cores(workers)
     torch.set_num_threads(min(before, cores - workers) if split else before)
     try:
         yield
